@@ -1,0 +1,42 @@
+// Command-line parsing shared by every command: node:util parseArgs plus typed, validated getters.
+import { parseArgs } from 'node:util';
+
+/** A mistake in how the command was called: printed as one line, exit code 2. */
+export class UsageError extends Error {}
+
+export type OptionSpec = Record<string, { type: 'string' | 'boolean'; short?: string; default?: string | boolean }>;
+
+export function parse(argv: string[], options: OptionSpec, allowPositionals = true) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message.split('\n')[0]);
+  }
+}
+
+export function intOption(values: Record<string, unknown>, name: string, def: number, min = 0): number {
+  const raw = values[name];
+  if (raw === undefined) return def;
+  const s = String(raw);
+  if (!/^-?\d+$/.test(s)) throw new UsageError(`--${name}: expected an integer, got "${s}"`);
+  const n = Number(s);
+  if (n < min) throw new UsageError(`--${name}: must be at least ${min}, got ${n}`);
+  return n;
+}
+
+export function numberOption(values: Record<string, unknown>, name: string, def: number): number {
+  const raw = values[name];
+  if (raw === undefined) return def;
+  const s = String(raw);
+  const n = Number(s);
+  if (s.trim() === '' || !Number.isFinite(n)) throw new UsageError(`--${name}: expected a number, got "${s}"`);
+  return n;
+}
+
+export function choiceOption<T extends string>(values: Record<string, unknown>, name: string, choices: readonly T[], def: T): T {
+  const raw = values[name];
+  if (raw === undefined) return def;
+  const s = String(raw);
+  if (!(choices as readonly string[]).includes(s)) throw new UsageError(`--${name}: expected one of ${choices.join('|')}, got "${s}"`);
+  return s as T;
+}
