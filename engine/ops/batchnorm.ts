@@ -1,0 +1,59 @@
+// Batch normalisation for the CNHW layout (channel axis 0), in training mode (batch statistics plus the
+// running-statistics update, PyTorch semantics) and in inference mode (running statistics).
+// Reductions run in two stages (over H*W, then over N): one ReduceSum over a long contiguous axis lost
+// precision in ONNX Runtime (DESIGN.md).
+import { Graph, type Value } from '../graph/graph.ts';
+
+export interface BatchNormOptions { eps?: number; momentum?: number }
+
+/** Per-channel sum of a [C, N, H, W] tensor -> [C]. */
+function channelSum(g: Graph, t: Value): Value {
+  const [C, N, H, W] = t.shape;
+  return g.reduceSum(g.reduceSum(g.reshape(t, [C, N, H * W]), [2], false), [1], false);
+}
+
+/**
+ * Training mode. Returns y and the updated running mean and (unbiased) variance.
+ * Backward: dbeta = sum(dy), dgamma = invstd * sum(dy * xc), dx = dy * gamma * invstd + xc * c1 + c0.
+ */
+export function batchNormTrainingCNHW(g: Graph, x: Value, gamma: Value, beta: Value, runMean: Value, runVar: Value,
+  opts: BatchNormOptions = {}): { y: Value; mean: Value; variance: Value } {
+  const eps = opts.eps ?? 1e-5, momentum = opts.momentum ?? 0.1;
+  const [C, N, H, W] = x.shape, M = N * H * W;
+  const col = (v: Value) => g.reshape(v, [C, 1, 1, 1]);
+  let xc!: Value, invstd!: Value;
+  const [y, newMean, newVar] = g.composite('batchnorm', [x, gamma, beta, runMean, runVar], () => {
+    const mean = g.mul(channelSum(g, x), g.scalar(1 / M));
+    xc = g.sub(x, col(mean));
+    const variance = g.mul(channelSum(g, g.mul(xc, xc)), g.scalar(1 / M));
+    invstd = g.reciprocal(g.sqrt(g.add(variance, g.scalar(eps))));
+    const out = g.add(g.mul(xc, col(g.mul(invstd, gamma))), col(beta));
+    const keep = g.scalar(1 - momentum), m = g.scalar(momentum);
+    const nm = g.add(g.mul(runMean, keep), g.mul(mean, m));
+    const nv = g.add(g.mul(runVar, keep), g.mul(variance, g.scalar(momentum * M / Math.max(M - 1, 1))));
+    return [out, nm, nv];
+  }, () => (g2, [dy], needed) => {
+    const sdy = channelSum(g2, dy!);
+    const sdyxc = channelSum(g2, g2.mul(dy!, xc));
+    const dgamma = needed[1] ? g2.mul(invstd, sdyxc) : null;
+    const dbeta = needed[2] ? sdy : null;
+    let dx: Value | null = null;
+    if (needed[0]) {
+      const gi = g2.mul(gamma, invstd);
+      const c1 = g2.mul(g2.mul(gi, g2.mul(invstd, invstd)), g2.mul(sdyxc, g2.scalar(-1 / M)));
+      const c0 = g2.mul(gi, g2.mul(sdy, g2.scalar(-1 / M)));
+      dx = g2.add(g2.add(g2.mul(dy!, col(gi)), g2.mul(xc, col(c1))), col(c0));
+    }
+    return [dx, dgamma, dbeta, null, null];
+  });
+  return { y, mean: newMean, variance: newVar };
+}
+
+/** Inference mode from primitive ops (differentiable by the generic rules). */
+export function batchNormInferenceCNHW(g: Graph, x: Value, gamma: Value, beta: Value, runMean: Value, runVar: Value,
+  opts: BatchNormOptions = {}): Value {
+  const C = x.shape[0];
+  const col = (v: Value) => g.reshape(v, [C, 1, 1, 1]);
+  const scale = g.mul(gamma, g.reciprocal(g.sqrt(g.add(runVar, g.scalar(opts.eps ?? 1e-5)))));
+  return g.add(g.mul(g.sub(x, col(runMean)), col(scale)), col(beta));
+}
