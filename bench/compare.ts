@@ -118,7 +118,7 @@ export async function main(argv: string[]): Promise<Json> {
     out: { type: 'string' },
     python: { type: 'string' },
     fleet: { type: 'string' },
-  }, false);
+  });
   const rounds = intOption(values, 'rounds', 3, 1);
   const batch = intOption(values, 'batch-size', 256, 1);
   const threads = intOption(values, 'threads', 2, 1);

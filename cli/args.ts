@@ -6,9 +6,9 @@ export class UsageError extends Error {}
 
 export type OptionSpec = Record<string, { type: 'string' | 'boolean'; short?: string; default?: string | boolean }>;
 
-export function parse(argv: string[], options: OptionSpec, allowPositionals = true) {
+export function parse<T extends OptionSpec>(argv: string[], options: T) {
   try {
-    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
     throw new UsageError((e as Error).message.split('\n')[0]);
   }

@@ -120,10 +120,10 @@ export function bakeEncoder(g: Graph, x: Value, params: TensorSet, buffers: Tens
     }
     const wv = g.initializer(`${prefix}conv${k}.weight`, wf, [c, cin, 3, 3]);
     const bv = g.initializer(`${prefix}conv${k}.bias`, bf, [c]);
-    h = g.conv(h, wv, bv, { pads: [1, 1, 1, 1] });
+    // Conv then ReLU lets ONNX Runtime fuse the activation into the convolution
+    h = g.relu(g.conv(h, wv, bv, { pads: [1, 1, 1, 1] }));
     const p = POOL_PADS[i];
-    const pool = g.node('MaxPool', [h], { kernel_shape: { ints: [2, 2] }, strides: { ints: [2, 2] }, pads: { ints: [p, p, p, p] } });
-    h = g.relu(pool);
+    h = g.node('MaxPool', [h], { kernel_shape: { ints: [2, 2] }, strides: { ints: [2, 2] }, pads: { ints: [p, p, p, p] } });
     cin = c;
   });
   return g.flatten(h, 1);

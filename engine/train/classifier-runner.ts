@@ -12,7 +12,19 @@ export class ClassifierRunner {
   private readonly evaluate = new Map<number, Promise<ort.InferenceSession>>();
 
   constructor(readonly def: ClassifierDef, readonly params: TensorSet, readonly buffers: TensorSet,
-    readonly runtime: RuntimeOptions = {}, readonly seed = 0) {}
+    readonly runtime: RuntimeOptions = {}, private seed = 0) {}
+
+  /**
+   * Reseeds the in-graph dropout generators. ONNX Runtime keeps a generator's state inside its session,
+   * so the training sessions are rebuilt: the trainer reseeds once per epoch, which makes the masks a
+   * function of (seed, epoch) and a resumed run identical to an uninterrupted one.
+   */
+  async reseed(seed: number): Promise<void> {
+    if (seed === this.seed) return;
+    this.seed = seed;
+    for (const s of this.train.values()) await (await s).release();
+    this.train.clear();
+  }
 
   private session(cache: Map<number, Promise<ort.InferenceSession>>, batch: number, build: () => Uint8Array) {
     let s = cache.get(batch);

@@ -25,17 +25,19 @@ export interface Recipe {
   schedule: { kind: 'warmup-cosine'; warmupFraction: number } | { kind: 'step'; stepSize: number; gamma: number };
   /** Random translation of up to this many pixels (0: none). */
   shift: number;
+  /** Default mini-batch size. */
+  batchSize: number;
 }
 
 /** Named recipes: `fleet` is the default, `reference` reproduces the reference implementation's setup. */
 export const RECIPES: Record<string, Recipe> = {
   fleet: {
     name: 'fleet', optimizer: 'adamw', lr: 3e-3, weightDecay: 0.05, decayWeightsOnly: true,
-    schedule: { kind: 'warmup-cosine', warmupFraction: 0.05 }, shift: 2,
+    schedule: { kind: 'warmup-cosine', warmupFraction: 0.05 }, shift: 2, batchSize: 128,
   },
   reference: {
     name: 'reference', optimizer: 'adam', lr: 1e-3, weightDecay: 1e-3, decayWeightsOnly: false,
-    schedule: { kind: 'step', stepSize: 5, gamma: 0.5 }, shift: 0,
+    schedule: { kind: 'step', stepSize: 5, gamma: 0.5 }, shift: 0, batchSize: 256,
   },
 };
 
@@ -108,7 +110,8 @@ export const checkpointFile = (dir: string, epoch: number) => path.join(dir, `ep
 /** The newest checkpoint in dir, or null. */
 export function latestCheckpoint(dir: string): string | null {
   if (!fs.existsSync(dir)) return null;
-  const files = fs.readdirSync(dir).filter(f => /^epoch-\d+\.ckpt$/.test(f)).sort();
+  const epochOf = (f: string) => Number(/^epoch-(\d+)\.ckpt$/.exec(f)?.[1] ?? -1);
+  const files = fs.readdirSync(dir).filter(f => epochOf(f) >= 0).sort((a, b) => epochOf(a) - epochOf(b));
   return files.length ? path.join(dir, files[files.length - 1]) : null;
 }
 
@@ -164,7 +167,7 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
     const file = latestCheckpoint(o.checkpointDir);
     if (file) {
       const ck = readCheckpoint<CheckpointMeta>(file);
-      if (ck.meta.model !== o.def.name) throw new Error(`${file}: checkpoint is for model ${ck.meta.model}, not ${o.def.name}`);
+      checkResumable(file, ck.meta, o);
       params.names.forEach((n, i) => restore(params.data[i], ck.tensors.get(`param/${n}`), file, n));
       buffers.names.forEach((n, i) => restore(buffers.data[i], ck.tensors.get(`buffer/${n}`), file, n));
       const bufs: Record<string, Float32Array[]> = {};
@@ -188,6 +191,7 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
   let lastTest: TrainResult['test'];
   try {
     for (let epoch = startEpoch; epoch <= o.epochs; epoch++) {
+      await runner.reseed((o.seed * 1000003 + epoch) >>> 0);
       const augRng = new Rng((o.seed * 1000003 + epoch) >>> 0);
       const order = epochOrder(split.train, o.seed, epoch);
       const list = batches(order, B);
@@ -238,6 +242,19 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
     };
   } finally {
     await runner.release();
+  }
+}
+
+/** A run can only continue with the settings it was started with (else split, order and schedule differ). */
+function checkResumable(file: string, meta: CheckpointMeta, o: TrainOptions): void {
+  const mismatch = (what: string, was: unknown, now: unknown) =>
+    new Error(`${file}: cannot resume: the checkpoint was trained with ${what} ${JSON.stringify(was)}, this run asks for ${JSON.stringify(now)}`);
+  if (meta.model !== o.def.name) throw mismatch('model', meta.model, o.def.name);
+  if (meta.seed !== o.seed) throw mismatch('seed', meta.seed, o.seed);
+  if (meta.batchSize !== o.batchSize) throw mismatch('batch size', meta.batchSize, o.batchSize);
+  if (JSON.stringify(meta.recipe) !== JSON.stringify(o.recipe)) throw mismatch('recipe', meta.recipe, o.recipe);
+  if (meta.epochs !== o.epochs) {
+    o.log?.(`note: the learning-rate schedule now spans ${o.epochs} epochs (the checkpoint's run planned ${meta.epochs})`);
   }
 }
 

@@ -1,0 +1,55 @@
+// Throughput of a full CNN training step (forward, loss, every gradient, BatchNorm statistics and the
+// AdamW update) and of inference with the exported model, on random data of a fixed batch size.
+import { CNN } from '../engine/model/classifiers.ts';
+import { TensorSet } from '../engine/model/params.ts';
+import { exportCnn } from '../engine/model/cnn.ts';
+import { ClassifierRunner } from '../engine/train/classifier-runner.ts';
+import { AdamW } from '../engine/optim/optimizers.ts';
+import { createSession, ort, type RuntimeOptions } from '../engine/runtime.ts';
+import { Rng } from '../engine/util/random.ts';
+
+export interface BenchOptions { batchSize: number; warmup: number; iters: number; runtime: RuntimeOptions }
+
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+
+function randomBatch(n: number, seed: number) {
+  const rng = new Rng(seed);
+  return {
+    x: Float32Array.from({ length: n * 784 }, () => rng.next() * 2 - 1),
+    labels: BigInt64Array.from({ length: n }, () => BigInt(rng.int(10))),
+  };
+}
+
+async function time(warmup: number, iters: number, fn: () => Promise<void>): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const ms: number[] = [];
+  for (let i = 0; i < iters; i++) { const t0 = performance.now(); await fn(); ms.push(performance.now() - t0); }
+  return ms;
+}
+
+export async function benchTrain(o: BenchOptions) {
+  const params = TensorSet.init(CNN.params(), 1), buffers = TensorSet.init(CNN.buffers(), 1);
+  const runner = new ClassifierRunner(CNN, params, buffers, o.runtime, 1);
+  const optimizer = new AdamW(params.data, { weightDecay: 0.05 });
+  const { x, labels } = randomBatch(o.batchSize, 2);
+  const ms = await time(o.warmup, o.iters, async () => {
+    const r = await runner.step(x, labels, o.batchSize);
+    optimizer.step(params.data, r.grads, 1e-3);
+  });
+  await runner.release();
+  const step = median(ms);
+  return { batch_size: o.batchSize, train_images_per_second: Math.round(o.batchSize / (step / 1000)), step_ms_median: round(step), step_ms_all: ms.map(round) };
+}
+
+export async function benchInfer(o: BenchOptions) {
+  const params = TensorSet.init(CNN.params(), 1), buffers = TensorSet.init(CNN.buffers(), 1);
+  const session = await createSession(exportCnn(params, buffers), o.runtime);
+  const { x } = randomBatch(o.batchSize, 3);
+  const feeds = { input: new ort.Tensor('float32', x, [o.batchSize, 1, 28, 28]) };
+  const ms = await time(o.warmup, o.iters, async () => { await session.run(feeds); });
+  await session.release();
+  const step = median(ms);
+  return { batch_size: o.batchSize, infer_images_per_second: Math.round(o.batchSize / (step / 1000)), infer_ms_median: round(step), step_ms_median: round(step) };
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;

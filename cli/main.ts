@@ -1,0 +1,35 @@
+// fleet's command-line entry point: dispatches to a command, prints usage errors as one line (exit 2)
+// and other failures as one line (exit 1).
+import { UsageError } from './args.ts';
+
+const USAGE = `fleet: train, ensemble and serve MNIST-style image classifiers on ONNX Runtime
+
+usage:
+  fleet train cnn [options]       train the CNN (fleet train cnn --help for options)
+  fleet data download|info        fetch or inspect an IDX data set (fleet data --help)
+  fleet bench train|infer         measure training and inference throughput (fleet bench --help)
+  fleet help                      this text
+
+SimCLR, MIL, ensembles, the cluster, serving and predict arrive with later issues (see the README).`;
+
+const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Promise<void> }>> = {
+  train: () => import('./train.ts'),
+  data: async () => ({ default: (await import('./data.ts')).dataCommand }),
+  bench: () => import('./bench.ts'),
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') { console.log(USAGE); return 0; }
+  const load = COMMANDS[cmd];
+  if (!load) throw new UsageError(`unknown command "${cmd}" (try: fleet help)`);
+  await (await load()).default(rest);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(code => { process.exitCode = code; }, (e: unknown) => {
+  const err = e as Error;
+  process.stderr.write(`fleet: ${err.message}\n`);
+  if (process.env.FLEET_DEBUG && err.stack) process.stderr.write(`${err.stack}\n`);
+  process.exitCode = e instanceof UsageError ? 2 : 1;
+});

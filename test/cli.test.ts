@@ -1,0 +1,220 @@
+// The fleet command line, run as a user runs it: `node bin/fleet.js ...` in a child process.
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { runFleet, lines, declaredOptions, helpOptions, listFiles, REPO_ROOT, type CliResult } from './helpers/cli.ts';
+import { writeIdx } from '../engine/data/idx.ts';
+import { FILES } from '../engine/data/datasets.ts';
+import { readCheckpoint } from '../engine/checkpoint.ts';
+
+const show = (r: CliResult) => `exit ${r.code} (${r.signal ?? 'no signal'})\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+
+/** The last stdout line, parsed as JSON. */
+function lastJson(r: CliResult): Record<string, unknown> {
+  const ls = lines(r.stdout);
+  assert.ok(ls.length > 0, show(r));
+  return JSON.parse(ls[ls.length - 1]) as Record<string, unknown>;
+}
+
+/** A failure: the exit code, and exactly one line on stderr (the `fleet: ...` message) matching each pattern. */
+function assertFailure(r: CliResult, code: number, ...patterns: RegExp[]) {
+  assert.equal(r.code, code, show(r));
+  const err = lines(r.stderr);
+  assert.equal(err.length, 1, `expected one stderr line\n${show(r)}`);
+  assert.match(err[0], /^fleet: /);
+  for (const p of patterns) assert.match(err[0], p);
+  assert.equal(r.stdout, '', 'nothing on stdout');
+}
+
+describe('cli: fleet', function () {
+  let tmp: string;
+  before(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-cli-')); });
+  after(() => { if (tmp) fs.rmSync(tmp, { recursive: true, force: true }); });
+
+  describe('help', () => {
+    it('fleet help (and no arguments) prints the usage and exits 0', async () => {
+      for (const args of [['help'], [], ['--help']]) {
+        const r = await runFleet(args);
+        assert.equal(r.code, 0, show(r));
+        assert.match(r.stdout, /^fleet: /);
+        for (const cmd of ['train cnn', 'data download', 'bench train', 'help']) assert.ok(r.stdout.includes(`fleet ${cmd}`), `mentions fleet ${cmd}`);
+        assert.equal(r.stderr, '');
+      }
+    });
+
+    for (const [cmd, source, unlisted] of [['train', 'cli/train.ts', []], ['bench', 'cli/bench.ts', []]] as const) {
+      it(`fleet ${cmd} --help lists exactly the options the command accepts`, async () => {
+        const r = await runFleet([cmd, '--help']);
+        assert.equal(r.code, 0, show(r));
+        assert.match(r.stdout, new RegExp(`^usage: fleet ${cmd}`));
+        const declared = declaredOptions(path.join(REPO_ROOT, source));
+        assert.ok(declared.length > 5, `parsed ${declared.length} options from ${source}`);
+        const listed = helpOptions(r.stdout);
+        // Every accepted option is documented, and every documented option is accepted.
+        const expected = declared.map(o => o.name).filter(n => !(unlisted as readonly string[]).includes(n));
+        assert.deepEqual([...listed].sort(), expected.sort(), `help lists ${listed.join(' ')}`);
+        for (const o of declared.filter(o => o.short && listed.includes(o.name))) assert.match(r.stdout, new RegExp(`-${o.short}, --${o.name}\\b`));
+        // -h is the same as --help
+        const h = await runFleet([cmd, '-h']);
+        assert.equal(h.code, 0, show(h));
+        assert.equal(h.stdout, r.stdout);
+      });
+    }
+  });
+
+  describe('usage errors exit 2 with one line naming the problem', () => {
+    const cases: [string, string[], RegExp[]][] = [
+      ['unknown command', ['nope'], [/unknown command/, /"nope"/]],
+      ['unknown model', ['train', 'foo'], [/unknown model/, /"foo"/]],
+      ['no model', ['train'], [/which model/]],
+      ['non-integer --epochs', ['train', 'cnn', '--epochs', 'abc'], [/--epochs/, /"abc"/]],
+      ['--epochs 0', ['train', 'cnn', '--epochs', '0'], [/--epochs/, /at least 1/]],
+      ['unknown --dataset', ['train', 'cnn', '--dataset', 'nope'], [/--dataset/, /"nope"/, /mnist/]],
+      ['unknown option', ['train', 'cnn', '--bogus'], [/--bogus/]],
+      ['--resume without --out', ['train', 'cnn', '--resume'], [/--resume/, /--out/]],
+      ['non-positive --lr', ['train', 'cnn', '--lr', '0'], [/--lr/]],
+      ['--val-fraction 1', ['train', 'cnn', '--val-fraction', '1'], [/--val-fraction/]],
+      ['unknown bench', ['bench', 'nope'], [/train or infer/, /"nope"/]],
+      ['bench --iters 0', ['bench', 'train', '--iters', '0'], [/--iters/]],
+    ];
+    for (const [what, args, patterns] of cases) {
+      it(`${what}: fleet ${args.join(' ')}`, async () => {
+        assertFailure(await runFleet(args), 2, ...patterns);
+      });
+    }
+  });
+
+  describe('data errors exit 1 with one line naming the path', () => {
+    it('a missing data directory', async () => {
+      const missing = path.join(tmp, 'no-such-dir');
+      const r = await runFleet(['train', 'cnn', '--data-dir', missing, '--out', path.join(tmp, 'unused-1')]);
+      assertFailure(r, 1, new RegExp(`data directory ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} does not exist`));
+      assert.ok(!fs.existsSync(path.join(tmp, 'unused-1')), 'no output directory created');
+    });
+
+    function writeFixture(dir: string, nTrain: number, nTest: number) {
+      const img = (n: number) => Uint8Array.from({ length: n * 784 }, (_, i) => (i * 31 + (i >> 7)) & 255);
+      const lbl = (n: number) => Uint8Array.from({ length: n }, (_, i) => i % 10);
+      writeIdx(path.join(dir, FILES.trainImages), [nTrain, 28, 28], img(nTrain));
+      writeIdx(path.join(dir, FILES.trainLabels), [nTrain], lbl(nTrain));
+      writeIdx(path.join(dir, `${FILES.testImages}.gz`), [nTest, 28, 28], img(nTest));
+      writeIdx(path.join(dir, `${FILES.testLabels}.gz`), [nTest], lbl(nTest));
+    }
+
+    it('a truncated IDX images file', async () => {
+      const dir = path.join(tmp, 'idx-truncated');
+      writeFixture(dir, 20, 10);
+      const file = path.join(dir, FILES.trainImages);
+      fs.truncateSync(file, fs.statSync(file).size - 100);
+      const r = await runFleet(['train', 'cnn', '--data-dir', dir, '--out', path.join(tmp, 'unused-2')]);
+      assertFailure(r, 1, new RegExp(`^fleet: ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: truncated`));
+    });
+
+    it('labels that do not match the images', async () => {
+      const dir = path.join(tmp, 'idx-mismatch');
+      writeFixture(dir, 20, 10);
+      writeIdx(path.join(dir, FILES.trainLabels), [19], new Uint8Array(19));
+      const r = await runFleet(['train', 'cnn', '--data-dir', dir, '--out', path.join(tmp, 'unused-3')]);
+      assertFailure(r, 1, new RegExp(FILES.trainImages), new RegExp(FILES.trainLabels));
+    });
+
+    it('a valid IDX directory given with --data-dir trains (raw and .gz files)', async () => {
+      const dir = path.join(tmp, 'idx-ok');
+      writeFixture(dir, 24, 10);
+      const out = path.join(tmp, 'idx-ok-run');
+      const r = await runFleet(['train', 'cnn', '--data-dir', dir, '--batch-size', '8', '--val-fraction', '0', '--out', out, '--json']);
+      assert.equal(r.code, 0, show(r));
+      const s = lastJson(r);
+      assert.equal(s.epochs, 1);
+      assert.equal(typeof s.test_accuracy, 'number');
+      assert.ok(fs.existsSync(path.join(out, 'model.onnx')));
+    });
+  });
+
+  describe('fleet train cnn end to end', () => {
+    let out: string;
+    let r: CliResult;
+    const args = (...more: string[]) => ['train', 'cnn', '--limit-train', '512', '--limit-test', '256', '--batch-size', '64', '--out', out, '--json', ...more];
+    before(async () => {
+      out = path.join(tmp, 'run');
+      r = await runFleet(args('--epochs', '1'));
+    });
+
+    it('exits 0 and prints the summary as JSON on the last stdout line', () => {
+      assert.equal(r.code, 0, show(r));
+      const s = lastJson(r);
+      assert.equal(s.model, 'cnn');
+      assert.equal(s.epochs, 1);
+      for (const k of ['test_accuracy', 'test_loss', 'seconds', 'images_per_second']) {
+        assert.equal(typeof s[k], 'number', `${k}: ${s[k]}`);
+        assert.ok(Number.isFinite(s[k]), `${k}: ${s[k]}`);
+      }
+      assert.ok((s.test_accuracy as number) >= 0 && (s.test_accuracy as number) <= 1);
+      assert.ok((s.images_per_second as number) > 0 && (s.seconds as number) > 0);
+      assert.equal(s.out, out);
+      assert.equal(s.dataset, 'mnist');
+      assert.equal(s.recipe, 'fleet');
+      // Progress and per-epoch lines go to stderr, not stdout.
+      assert.match(r.stderr, /epoch 1\/1/);
+    });
+
+    it('writes model.onnx, metrics.json, the plots and one checkpoint, and no temporary files', () => {
+      const files = listFiles(out);
+      for (const f of ['model.onnx', 'metrics.json', 'loss.svg', 'accuracy.svg', path.join('checkpoints', 'epoch-001.ckpt')]) {
+        assert.ok(files.includes(f), `${f} in ${files.join(', ')}`);
+      }
+      assert.deepEqual(files.filter(f => f.includes('.tmp-')), []);
+      const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
+      assert.equal(metrics.model, 'cnn');
+      assert.equal(metrics.history.length, 1);
+      assert.equal(metrics.history[0].epoch, 1);
+      assert.equal(metrics.config.limitTrain, 512);
+      assert.equal(metrics.config.batchSize, 64);
+      assert.deepEqual(metrics.test_accuracy, lastJson(r).test_accuracy);
+      for (const f of ['loss.svg', 'accuracy.svg']) assert.match(fs.readFileSync(path.join(out, f), 'utf8'), /<svg[\s>]/);
+      assert.ok(fs.statSync(path.join(out, 'model.onnx')).size > 1_000_000);
+    });
+
+    it('--resume continues the run from its newest checkpoint', async () => {
+      const r2 = await runFleet(args('--epochs', '2', '--resume'));
+      assert.equal(r2.code, 0, show(r2));
+      assert.match(r2.stderr, /resumed from .*epoch-001\.ckpt \(epoch 1\)/);
+      assert.doesNotMatch(r2.stderr, /epoch 1\/2/, 'epoch 1 is not trained again');
+      assert.equal(lastJson(r2).epochs, 2);
+      const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
+      assert.deepEqual(metrics.history.map((h: { epoch: number }) => h.epoch), [1, 2]);
+      const files = listFiles(out);
+      assert.ok(files.includes(path.join('checkpoints', 'epoch-002.ckpt')), files.join(', '));
+      assert.deepEqual(files.filter(f => f.includes('.tmp-')), []);
+      const m1 = readCheckpoint<{ optimizer: { step: number } }>(path.join(out, 'checkpoints', 'epoch-001.ckpt')).meta;
+      const m2 = readCheckpoint<{ optimizer: { step: number } }>(path.join(out, 'checkpoints', 'epoch-002.ckpt')).meta;
+      assert.equal(m2.optimizer.step, 2 * m1.optimizer.step);
+    });
+  });
+
+  describe('fleet bench', () => {
+    for (const kind of ['train', 'infer'] as const) {
+      it(`bench ${kind} --json reports a positive throughput`, async () => {
+        const r = await runFleet(['bench', kind, '--json', '--batch-size', '32', '--iters', '2', '--warmup', '1']);
+        assert.equal(r.code, 0, show(r));
+        const s = lastJson(r);
+        assert.equal(s.bench, kind);
+        assert.equal(s.batch_size, 32);
+        const ips = s[`${kind}_images_per_second`];
+        assert.equal(typeof ips, 'number');
+        assert.ok((ips as number) > 0, `${kind}_images_per_second = ${ips}`);
+      });
+    }
+
+    it('bench --out writes the result to a file', async () => {
+      const file = path.join(tmp, 'bench', 'infer.json');
+      const r = await runFleet(['bench', 'infer', '--batch-size', '8', '--iters', '1', '--warmup', '0', '--out', file]);
+      assert.equal(r.code, 0, show(r));
+      assert.match(r.stdout, /^infer: \d+ img\/s/);
+      const s = JSON.parse(fs.readFileSync(file, 'utf8'));
+      assert.ok(s.infer_images_per_second > 0);
+      assert.deepEqual(fs.readdirSync(path.dirname(file)), ['infer.json']);
+    });
+  });
+});
