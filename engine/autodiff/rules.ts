@@ -153,6 +153,15 @@ export const RULES: Record<string, Rule> = {
     const count = axes.reduce((c, a) => c * x.shape[a], 1);
     return [g.expand(g.reshape(g.mul(gy!, g.scalar(1 / count)), kept), x.shape), null];
   },
+  ReduceMax: (g, n, [gy]) => {
+    // the gradient is shared equally among tied maxima (a subgradient; ties after a ReLU carry none anyway)
+    const x = inp(g, n, 0), y = out(g, n);
+    const axes = constInts(g, n.inputs[1]).map(a => (a < 0 ? a + x.shape.length : a));
+    const kept = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+    const hit = g.cast(g.equal(x, g.reshape(y, kept)), 'float32');
+    const share = g.div(g.reshape(gy!, kept), g.reduceSum(hit, axes, true));
+    return [g.mul(hit, share), null];
+  },
   MatMul: (g, n, [gy], need) => {
     const [a, b] = [inp(g, n, 0), inp(g, n, 1)];
     const swap = (v: Value) => { const r = v.shape.length; const p = v.shape.map((_, i) => i); [p[r - 2], p[r - 1]] = [p[r - 1], p[r - 2]]; return g.transpose(v, p); };

@@ -181,6 +181,9 @@ export class Graph {
   reduceMean(x: Value, axes: number[], keepdims = true) {
     return this.node('ReduceMean', [x, this.ints(axes)], { keepdims: { int: keepdims ? 1 : 0 } });
   }
+  reduceMax(x: Value, axes: number[], keepdims = true) {
+    return this.node('ReduceMax', [x, this.ints(axes)], { keepdims: { int: keepdims ? 1 : 0 } });
+  }
   reduceL2(x: Value, axes: number[], keepdims = true) {
     return this.node('ReduceL2', [x, this.ints(axes)], { keepdims: { int: keepdims ? 1 : 0 } });
   }

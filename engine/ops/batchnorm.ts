@@ -15,22 +15,33 @@ function channelSum(g: Graph, t: Value): Value {
 /**
  * Training mode. Returns y and the updated running mean and (unbiased) variance.
  * Backward: dbeta = sum(dy), dgamma = invstd * sum(dy * xc), dx = dy * gamma * invstd + xc * c1 + c0.
+ * With `mask` [N] (1 = real sample, 0 = padding, e.g. the padded instances of a batch of MIL bags) the
+ * statistics cover the real samples only and padded samples get no input gradient; the upstream gradient of
+ * padded samples must be zero (their outputs must not reach the loss).
  */
 export function batchNormTrainingCNHW(g: Graph, x: Value, gamma: Value, beta: Value, runMean: Value, runVar: Value,
-  opts: BatchNormOptions = {}): { y: Value; mean: Value; variance: Value } {
+  opts: BatchNormOptions & { mask?: Value } = {}): { y: Value; mean: Value; variance: Value } {
   const eps = opts.eps ?? 1e-5, momentum = opts.momentum ?? 0.1;
-  const [C, N, H, W] = x.shape, M = N * H * W;
+  const [C, N, H, W] = x.shape;
   const col = (v: Value) => g.reshape(v, [C, 1, 1, 1]);
-  let xc!: Value, invstd!: Value;
-  const [y, newMean, newVar] = g.composite('batchnorm', [x, gamma, beta, runMean, runVar], () => {
-    const mean = g.mul(channelSum(g, x), g.scalar(1 / M));
+  const weights = opts.mask ? g.reshape(opts.mask, [1, N, 1, 1]) : null;
+  const inputs = [x, gamma, beta, runMean, runVar, ...(opts.mask ? [opts.mask] : [])];
+  let xc!: Value, invstd!: Value, invCount!: Value;
+  const [y, newMean, newVar] = g.composite('batchnorm', inputs, () => {
+    // count = M for a full batch, or (real samples) * H * W with a mask
+    const count = opts.mask ? g.mul(g.reduceSum(opts.mask, [0], false), g.scalar(H * W)) : g.scalar(N * H * W);
+    invCount = g.reciprocal(count);
+    const masked = (t: Value) => (weights ? g.mul(t, weights) : t);
+    const mean = g.mul(channelSum(g, masked(x)), invCount);
     xc = g.sub(x, col(mean));
-    const variance = g.mul(channelSum(g, g.mul(xc, xc)), g.scalar(1 / M));
+    const variance = g.mul(channelSum(g, masked(g.mul(xc, xc))), invCount);
     invstd = g.reciprocal(g.sqrt(g.add(variance, g.scalar(eps))));
     const out = g.add(g.mul(xc, col(g.mul(invstd, gamma))), col(beta));
     const keep = g.scalar(1 - momentum), m = g.scalar(momentum);
     const nm = g.add(g.mul(runMean, keep), g.mul(mean, m));
-    const nv = g.add(g.mul(runVar, keep), g.mul(variance, g.scalar(momentum * M / Math.max(M - 1, 1))));
+    // unbiased variance for the running estimate: var * count / (count - 1)
+    const unbias = g.div(count, g.sub(count, g.scalar(1)));
+    const nv = g.add(g.mul(runVar, keep), g.mul(g.mul(variance, unbias), m));
     return [out, nm, nv];
   }, () => (g2, [dy], needed) => {
     const sdy = channelSum(g2, dy!);
@@ -40,11 +51,12 @@ export function batchNormTrainingCNHW(g: Graph, x: Value, gamma: Value, beta: Va
     let dx: Value | null = null;
     if (needed[0]) {
       const gi = g2.mul(gamma, invstd);
-      const c1 = g2.mul(g2.mul(gi, g2.mul(invstd, invstd)), g2.mul(sdyxc, g2.scalar(-1 / M)));
-      const c0 = g2.mul(gi, g2.mul(sdy, g2.scalar(-1 / M)));
+      const c1 = g2.neg(g2.mul(g2.mul(gi, g2.mul(invstd, invstd)), g2.mul(sdyxc, invCount)));
+      const c0 = g2.neg(g2.mul(gi, g2.mul(sdy, invCount)));
       dx = g2.add(g2.add(g2.mul(dy!, col(gi)), g2.mul(xc, col(c1))), col(c0));
+      if (weights) dx = g2.mul(dx, weights);
     }
-    return [dx, dgamma, dbeta, null, null];
+    return [dx, dgamma, dbeta, null, null, ...(opts.mask ? [null] : [])];
   });
   return { y, mean: newMean, variance: newVar };
 }

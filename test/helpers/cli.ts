@@ -28,24 +28,7 @@ export function runFleet(args: string[], opts: { env?: NodeJS.ProcessEnv; timeou
 /** The non-empty lines of a stream's text. */
 export const lines = (s: string) => s.split('\n').filter(l => l.trim() !== '');
 
-/**
- * The option names declared in a command's `const OPTIONS = { ... } as const;` table, read from its source
- * (the table is not exported), with their short aliases: e.g. [{ name: 'batch-size' }, { name: 'help', short: 'h' }].
- */
-export function declaredOptions(sourceFile: string): { name: string; short?: string }[] {
-  const src = fs.readFileSync(sourceFile, 'utf8');
-  const m = /const OPTIONS = \{([\s\S]*?)\} as const;/.exec(src);
-  if (!m) throw new Error(`${sourceFile}: no "const OPTIONS = { ... } as const;" table`);
-  const out: { name: string; short?: string }[] = [];
-  const re = /(?:'([\w-]+)'|([A-Za-z_][\w]*))\s*:\s*\{([^}]*)\}/g;
-  for (let e; (e = re.exec(m[1]));) {
-    const short = /short:\s*'(\w)'/.exec(e[3]);
-    out.push({ name: e[1] ?? e[2], ...(short ? { short: short[1] } : {}) });
-  }
-  return out;
-}
-
-/** The long options a help text lists in its option table (lines starting with `--name` or `-x, --name`). */
+/** The option names a help text lists (lines starting with --name or -x, --name). */
 export function helpOptions(help: string): string[] {
   return [...help.matchAll(/^\s+(?:-\w,\s*)?--([\w-]+)/gm)].map(m => m[1]);
 }
