@@ -55,6 +55,8 @@ export interface MilOptions {
   runtime?: RuntimeOptions;
   checkpointDir?: string;
   resume?: boolean;
+  /** Evaluate the test bags after every epoch (default) or only after the last (faster sweeps). */
+  evaluateEachEpoch?: boolean;
   onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number }) => void;
   onEpoch?: (m: MilEpoch) => void;
   log?: (line: string) => void;
@@ -133,9 +135,9 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
       }
       const seconds = (performance.now() - t0) / 1000;
       state.trainSeconds += seconds; state.trainImages += trainBags.reduce((n, b) => n + b.indices.length, 0);
-      last = await evaluate();
+      last = o.evaluateEachEpoch === false && epoch < o.epochs ? null : await evaluate();
       const m: MilEpoch = { epoch, lr, seconds, train_loss: lossSum / order.length, train_accuracy: correct / order.length,
-        test_loss: last.loss, test_accuracy: last.accuracy, test_auc: last.auc };
+        test_loss: last?.loss ?? NaN, test_accuracy: last?.accuracy ?? NaN, test_auc: last?.auc ?? NaN };
       state.history.push(m);
       state.epoch = epoch;
       o.onEpoch?.(m);
