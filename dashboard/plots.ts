@@ -9,6 +9,7 @@
 //   text.title, g.axis.x-axis / g.axis.y-axis, line.axis-line, text.tick-label, text.axis-label,
 //   g.series[data-series=i] containing path.series-line (+ circle.point) or rect.bar,
 //   g.legend > g.legend-entry[data-series=i].
+import type { EpochMetrics } from '../engine/train/train-classifier.ts';
 
 export interface LineSeries {
   name: string;
@@ -49,15 +50,8 @@ export interface StackedBarChartOptions {
   height?: number;
 }
 
-export interface EpochRecord {
-  epoch: number;
-  train_loss: number;
-  train_accuracy: number;
-  val_loss?: number;
-  val_accuracy?: number;
-  test_loss?: number;
-  test_accuracy?: number;
-}
+/** One row of a training history (the trainers' per-epoch metrics). */
+export type EpochRecord = Omit<EpochMetrics, 'lr' | 'seconds'>;
 
 // ---------------------------------------------------------------------------------------------- helpers
 
@@ -383,10 +377,7 @@ export function barChart(opts: BarChartOptions): string {
       if (!Number.isFinite(v)) return;
       const x = f.left + band * k + groupPad + barW * i;
       const y = sy(v);
-      body.push(
-        `<rect class="bar" x="${num(x)}" y="${num(Math.min(y, y0))}" width="${num(Math.max(0.5, barW - 1))}" height="${num(Math.abs(y0 - y))}">` +
-          `<title>${escapeXml(`${s.name} / ${cat}: ${v}`)}</title></rect>`,
-      );
+      body.push(barRect(x, y, y0, barW - 1, `${s.name} / ${cat}: ${v}`));
     });
     body.push('</g>');
   });
@@ -454,10 +445,7 @@ export function stackedBarChart(opts: StackedBarChartOptions): string {
       }
       const ya = sy(a);
       const yb = sy(b);
-      body.push(
-        `<rect class="bar" x="${num(f.left + band * k + pad)}" y="${num(Math.min(ya, yb))}" width="${num(Math.max(0.5, band - 2 * pad))}" height="${num(Math.abs(ya - yb))}">` +
-          `<title>${escapeXml(`${s.name} / ${cat}: ${v}`)}</title></rect>`,
-      );
+      body.push(barRect(f.left + band * k + pad, ya, yb, band - 2 * pad, `${s.name} / ${cat}: ${v}`));
     });
     body.push('</g>');
   });
@@ -471,6 +459,12 @@ export function stackedBarChart(opts: StackedBarChartOptions): string {
     body,
     legend,
   );
+}
+
+/** A bar between the y coordinates a and b, with a tooltip. */
+function barRect(x: number, a: number, b: number, width: number, title: string): string {
+  return `<rect class="bar" x="${num(x)}" y="${num(Math.min(a, b))}" width="${num(Math.max(0.5, width))}" height="${num(Math.abs(a - b))}">` +
+    `<title>${escapeXml(title)}</title></rect>`;
 }
 
 /** Loss and accuracy curves per epoch: one series per metric present in the history (train always). */
