@@ -7,6 +7,10 @@ import { ClassifierRunner } from '../engine/train/classifier-runner.ts';
 import { AdamW } from '../engine/optim/optimizers.ts';
 import { createSession, ort, type RuntimeOptions } from '../engine/runtime.ts';
 import { Rng } from '../engine/util/random.ts';
+import { simclrParams, simclrBuffers } from '../engine/model/simclr.ts';
+import { buildSimclrTrainGraph } from '../engine/train/train-simclr.ts';
+import { ModelRunner } from '../engine/train/model-runner.ts';
+import { benchAugment } from './augment.ts';
 
 export interface BenchOptions { batchSize: number; warmup: number; iters: number; runtime: RuntimeOptions }
 
@@ -53,3 +57,21 @@ export async function benchInfer(o: BenchOptions) {
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
+
+/** Augmentation (two views per image) against a SimCLR training step on the same batch: the share it takes. */
+export async function benchAugmentShare(o: BenchOptions) {
+  const aug = benchAugment(o.batchSize, o.iters);
+  const params = TensorSet.init(simclrParams(), 1), buffers = TensorSet.init(simclrBuffers(), 1);
+  const runner = new ModelRunner(params, buffers, o.runtime, 1);
+  const { x } = randomBatch(2 * o.batchSize, 4);
+  const inputs = { x: new ort.Tensor('float32', x, [2 * o.batchSize, 1, 28, 28]) };
+  const ms = await time(o.warmup, Math.min(o.iters, 10), async () => {
+    await runner.run('train', seed => buildSimclrTrainGraph(2 * o.batchSize, false, {}, seed), inputs, { updateBuffers: true });
+  });
+  await runner.release();
+  const step = median(ms), augMs = (1000 * o.batchSize) / aug.images_per_second;
+  return {
+    batch_size: o.batchSize, augment_images_per_second: Math.round(aug.images_per_second), augment_ms_per_batch: round(augMs),
+    simclr_step_ms_median: round(step), augment_share_of_step: Math.round(1e4 * augMs / (augMs + step)) / 1e4,
+  };
+}

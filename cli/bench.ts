@@ -1,24 +1,45 @@
-// `fleet bench train|infer`: throughput benchmarks; results go to stdout (--json) and optionally a file.
+// `fleet bench train|infer|mil-grid`: throughput benchmarks, and the MIL sweep of Ilse et al. 2018 (test AUC
+// against the number of training bags); results go to stdout (--json) and optionally a file.
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { parse, intOption, choiceOption, UsageError } from './args.ts';
-import { benchTrain, benchInfer } from '../bench/throughput.ts';
+import { benchTrain, benchInfer, benchAugmentShare } from '../bench/throughput.ts';
+import { runMilGrid } from '../bench/mil-grid.ts';
+import { POOLINGS, type Pooling } from '../engine/model/mil.ts';
+import { checkCuda } from '../engine/runtime.ts';
 import { versions } from './versions.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 
-const HELP = `usage: fleet bench train|infer [options]
+const HELP = `usage: fleet bench train|infer|augment|mil-grid [options]
 
-train   images per second of a full CNN training step (forward, loss, all gradients, AdamW update)
-infer   images per second of the exported CNN model (BatchNorm folded, weights baked in)
+train     images per second of a full CNN training step (forward, loss, all gradients, AdamW update)
+infer     images per second of the exported CNN model (BatchNorm folded, weights baked in)
+augment   SimCLR augmentation (two random resized crops + flips per image) against a SimCLR training
+          step on the same batch: images per second and the share of a step it would take
+mil-grid  test bag AUC of the MIL model on MNIST-bags (Ilse et al. 2018) for each number of training bags,
+          seed and pooling; mean ± standard deviation over the seeds as a table (.md) and a chart (.svg)
+          next to the results file. Resumable: rerun the same command and finished runs are skipped.
 
 options:
-  --batch-size N   batch size (default 256)
   --threads N      ONNX Runtime intra-op threads (default: all cores)
   --device cpu|cuda
+  --out FILE       train|infer|augment: also write the result (JSON) to FILE;
+                   mil-grid: the results file (default bench/results/mil-grid.json)
+  --json           print the result (mil-grid: the summary table) as one JSON object on the last stdout line
+  -h, --help       this text
+
+train|infer|augment options:
+  --batch-size N   batch size (default 256)
   --warmup N       untimed iterations first (default 3)
   --iters N        timed iterations (default 20); the median is reported
-  --out FILE       also write the result (JSON) to FILE
-  --json           print the result as one JSON object on the last stdout line
-  -h, --help       this text
+
+mil-grid options:
+  --sizes LIST     numbers of training bags (default 50,100,150,200,300,400,500)
+  --seeds N        seeds 1..N for every size and pooling (default 5)
+  --seed-list LIST the seeds instead, e.g. 1,2,3
+  --poolings LIST  poolings, of attention|gated|mean|max (default all four)
+  --epochs N       training epochs per run (default 20)
+  --test-bags N    test bags per run (default 250)
 
 To compare with PyTorch on the same machine: npx tsx bench/compare.ts (see the README).
 `;
@@ -26,23 +47,88 @@ To compare with PyTorch on the same machine: npx tsx bench/compare.ts (see the R
 export const OPTIONS = {
   'batch-size': { type: 'string' }, threads: { type: 'string' }, device: { type: 'string' }, warmup: { type: 'string' },
   iters: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  sizes: { type: 'string' }, seeds: { type: 'string' }, 'seed-list': { type: 'string' }, poolings: { type: 'string' },
+  epochs: { type: 'string' }, 'test-bags': { type: 'string' },
 } as const;
+
+const KINDS = ['train', 'infer', 'augment', 'mil-grid'] as const;
+const THROUGHPUT_ONLY = ['batch-size', 'warmup', 'iters'];
+const MIL_GRID_ONLY = ['sizes', 'seeds', 'seed-list', 'poolings', 'epochs', 'test-bags'];
+export const MIL_GRID_SIZES = [50, 100, 150, 200, 300, 400, 500];
 
 export default async function bench(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
   if (values.help) { process.stdout.write(HELP); return; }
   const kind = positionals[0];
-  if (kind !== 'train' && kind !== 'infer') throw new UsageError(`bench: expected train or infer, got ${kind ? `"${kind}"` : 'nothing'}`);
+  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput) or mil-grid (MIL sweep), got ${kind ? `"${kind}"` : 'nothing'}`);
+  if (positionals.length > 1) throw new UsageError(`bench: unexpected argument "${positionals[1]}"`);
+  for (const name of kind === 'mil-grid' ? THROUGHPUT_ONLY : MIL_GRID_ONLY) {
+    if (values[name as keyof typeof values] !== undefined) throw new UsageError(`--${name}: not an option of fleet bench ${kind}`);
+  }
+  if (kind === 'mil-grid') return milGrid(values);
   const threads = intOption(values, 'threads', os.availableParallelism(), 1);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const o = {
     batchSize: intOption(values, 'batch-size', 256, 1), warmup: intOption(values, 'warmup', 3, 0),
     iters: intOption(values, 'iters', 20, 1), runtime: { threads, device },
   };
-  const r = kind === 'train' ? await benchTrain(o) : await benchInfer(o);
+  const r = kind === 'train' ? await benchTrain(o) : kind === 'infer' ? await benchInfer(o) : await benchAugmentShare(o);
   const result = { bench: kind, threads, device, ...r, machine: versions() };
   if (values.out) writeFileAtomic(values.out, JSON.stringify(result, null, 2) + '\n');
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else if ('augment_share_of_step' in r) process.stdout.write(`augment: ${r.augment_images_per_second} img/s (${r.augment_ms_per_batch} ms per batch of ${r.batch_size}), SimCLR step ${r.simclr_step_ms_median} ms: ${(100 * r.augment_share_of_step).toFixed(1)}% of a step\n`);
   else if ('train_images_per_second' in r) process.stdout.write(`train: ${r.train_images_per_second} img/s, step ${r.step_ms_median} ms (batch ${r.batch_size}, ${threads} threads)\n`);
   else process.stdout.write(`infer: ${r.infer_images_per_second} img/s, ${r.infer_ms_median} ms per batch of ${r.batch_size} (${threads} threads)\n`);
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+async function milGrid(values: Values): Promise<void> {
+  const sizes = listOption(values, 'sizes', MIL_GRID_SIZES, 1);
+  if (values.seeds !== undefined && values['seed-list'] !== undefined) throw new UsageError('--seeds and --seed-list: give one or the other');
+  const seeds = values['seed-list'] !== undefined
+    ? listOption(values, 'seed-list', [], 0)
+    : Array.from({ length: intOption(values, 'seeds', 5, 1) }, (_, i) => i + 1);
+  const poolings = poolingsOption(values);
+  const epochs = intOption(values, 'epochs', 20, 1);
+  const testBags = intOption(values, 'test-bags', 250, 1);
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
+  const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
+  const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'mil-grid.json'));
+  if (device === 'cuda') checkCuda();
+  const runs = sizes.length * seeds.length * poolings.length;
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  log(`fleet bench mil-grid: ${runs} runs (${sizes.length} sizes x ${seeds.length} seeds x ${poolings.length} poolings), ` +
+    `${epochs} epoch${epochs === 1 ? '' : 's'}, ${testBags} test bags, ${device} x${threads} threads, results ${out}`);
+  const summary = await runMilGrid({ sizes, seeds, poolings, epochs, testBags, threads, device, out, log });
+  if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+  else process.stdout.write(`mil-grid: ${summary.trained} runs trained, ${summary.skipped} skipped; table ${summary.markdown}, chart ${summary.svg}\n`);
+}
+
+/** A comma-separated list of distinct integers >= min, or def when the option is absent. */
+function listOption(values: Values, name: string, def: number[], min: number): number[] {
+  const raw = values[name];
+  if (raw === undefined) return def;
+  const items = String(raw).split(',').map(s => s.trim());
+  const xs = items.map(s => {
+    if (!/^\d+$/.test(s)) throw new UsageError(`--${name}: expected comma-separated ${min > 0 ? 'positive' : 'non-negative'} integers, got "${s}" in "${raw}"`);
+    const n = Number(s);
+    if (n < min) throw new UsageError(`--${name}: must be at least ${min}, got ${n} in "${raw}"`);
+    return n;
+  });
+  const dup = xs.find((x, i) => xs.indexOf(x) !== i);
+  if (dup !== undefined) throw new UsageError(`--${name}: ${dup} is listed twice in "${raw}"`);
+  return xs;
+}
+
+function poolingsOption(values: Values): Pooling[] {
+  const raw = values.poolings;
+  if (raw === undefined) return [...POOLINGS];
+  const items = String(raw).split(',').map(s => s.trim());
+  for (const p of items) {
+    if (!(POOLINGS as readonly string[]).includes(p)) throw new UsageError(`--poolings: expected some of ${POOLINGS.join('|')}, got "${p}" in "${raw}"`);
+  }
+  const dup = items.find((x, i) => items.indexOf(x) !== i);
+  if (dup !== undefined) throw new UsageError(`--poolings: ${dup} is listed twice in "${raw}"`);
+  return items as Pooling[];
 }

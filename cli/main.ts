@@ -6,11 +6,14 @@ const USAGE = `fleet: train, ensemble and serve MNIST-style image classifiers on
 
 usage:
   fleet train cnn [options]       train the CNN (fleet train cnn --help for options)
+  fleet train simclr [options]    SimCLR pre-training + linear evaluation
+  fleet train mil [options]       attention-based multiple instance learning on digit bags
   fleet data download|info        fetch or inspect an IDX data set (fleet data --help)
-  fleet bench train|infer         measure training and inference throughput (fleet bench --help)
+  fleet bench train|infer|augment training, inference and augmentation throughput (fleet bench --help)
+  fleet bench mil-grid            MIL test AUC over training-set sizes, seeds and poolings
   fleet help                      this text
 
-SimCLR, MIL, ensembles, the cluster, serving and predict arrive with later issues (see the README).`;
+Ensembles, the cluster, serving and predict arrive with later issues (see the README).`;
 
 const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Promise<void> }>> = {
   train: () => import('./train.ts'),

@@ -84,7 +84,7 @@ describe('cli: fleet', function () {
       ['--resume without --out', ['train', 'cnn', '--resume'], [/--resume/, /--out/]],
       ['non-positive --lr', ['train', 'cnn', '--lr', '0'], [/--lr/]],
       ['--val-fraction 1', ['train', 'cnn', '--val-fraction', '1'], [/--val-fraction/]],
-      ['unknown bench', ['bench', 'nope'], [/train or infer/, /"nope"/]],
+      ['unknown bench', ['bench', 'nope'], [/train, infer or augment/, /"nope"/]],
       ['bench --iters 0', ['bench', 'train', '--iters', '0'], [/--iters/]],
       ['simclr batch size below 2', ['train', 'simclr', '--batch-size', '1'], [/--batch-size/, /at least 2/]],
       ['simclr option on cnn', ['train', 'cnn', '--supervised'], [/--supervised/]],
@@ -252,6 +252,13 @@ describe('cli: fleet', function () {
       });
     }
 
+    it('bench augment --json reports augmentation throughput and its share of a SimCLR step', async () => {
+      const r = await runFleet(['bench', 'augment', '--json', '--batch-size', '16', '--iters', '2', '--warmup', '1', '--threads', '1']);
+      assert.equal(r.code, 0, show(r));
+      const j = lastJson(r);
+      assert.ok((j.augment_images_per_second as number) > 0 && (j.simclr_step_ms_median as number) > 0);
+      assert.ok((j.augment_share_of_step as number) > 0 && (j.augment_share_of_step as number) < 1);
+    });
     it('bench --out writes the result to a file', async () => {
       const file = path.join(tmp, 'bench', 'infer.json');
       const r = await runFleet(['bench', 'infer', '--batch-size', '8', '--iters', '1', '--warmup', '0', '--out', file]);

@@ -86,7 +86,8 @@ export function milForward(ctx: TrainContext, x: Value, mask: Value, pooling: Po
 
 /**
  * Inference model for one bag of any length: input "input" [L, 1, 28, 28] -> "probability" [1] and
- * "attention" [L] (instance weights; for max pooling the share of the 500 features each instance supplies).
+ * "attention" [L] (instance weights, summing to 1; for max pooling the share of the 500 pooled features each
+ * instance supplies, a tie splitting a feature equally).
  */
 export function exportMil(params: TensorSet, buffers: TensorSet, pooling: Pooling, metadata: Record<string, string> = {}): Uint8Array {
   const g = new Graph(`fleet_mil_${pooling}`);
@@ -95,8 +96,10 @@ export function exportMil(params: TensorSet, buffers: TensorSet, pooling: Poolin
   let m: Value, weights: Value;
   if (pooling === 'max') {
     m = g.reduceMax(h, [0], true);
+    // each feature is one vote, shared among the instances that tie for its maximum
     const wins = g.cast(g.equal(h, m), 'float32');
-    weights = g.div(g.reduceSum(wins, [1], false), g.scalar(MIL_HIDDEN));
+    const shares = g.div(wins, g.reduceSum(wins, [0], true));
+    weights = g.div(g.reduceSum(shares, [1], false), g.scalar(MIL_HIDDEN));
   } else if (pooling === 'mean') {
     m = g.reduceMean(h, [0], true);
     // uniform weights 1/L: the softmax of a zero per instance

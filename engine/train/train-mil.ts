@@ -75,6 +75,7 @@ export interface MilResult {
 export async function trainMil(o: MilOptions): Promise<MilResult> {
   const log = o.log ?? (() => {});
   const per = o.bagsPerStep ?? 1;
+  if (!Number.isInteger(per) || per < 1) throw new RangeError(`bags per step must be an integer >= 1, got ${per}`);
   const recipe = o.recipe ?? { ...MIL_RECIPE, batchSize: per };
   const trainBags = makeBags(o.train, { count: o.bags, meanLength: o.bagMean, stdLength: o.bagStd, target: o.target, seed: o.seed });
   const testBags = makeBags(o.test, { count: o.testBags, meanLength: o.bagMean, stdLength: o.bagStd, target: o.target, seed: o.seed + 1 });
