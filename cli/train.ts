@@ -23,7 +23,7 @@ type Model = typeof MODELS[number];
 
 const COMMON_HELP = `
 common options:
-  --epochs N          training epochs (default: cnn 1, simclr 5, mil 20)
+  --epochs N          training epochs (default: cnn 1, simclr 1 (0 = linear probe on a random encoder), mil 20)
   --batch-size N      mini-batch size (cnn: the recipe's; simclr 256 images = 512 views; mil: bags per step, 1)
   --lr X              peak learning rate (default: the recipe's)
   --seed N            seed for initialisation, data order, augmentation, dropout (default 1)
@@ -204,7 +204,7 @@ const trainCnnRun: ModelRun = async (values, run) => {
 };
 
 const trainSimclrRun: ModelRun = async (values, run) => {
-  const epochs = intOption(values, 'epochs', 5, 0);
+  const epochs = intOption(values, 'epochs', 1, 0);
   const batchSize = intOption(values, 'batch-size', SIMCLR_RECIPE.batchSize, 0);
   if (batchSize < 2) throw new UsageError(`--batch-size: contrastive training needs at least 2 images per batch, got ${batchSize}`);
   const recipe = { ...SIMCLR_RECIPE, batchSize, lr: positive(values, 'lr', SIMCLR_RECIPE.lr) };
