@@ -3,6 +3,10 @@
 // training), attention weights, short training runs for every pooling, and the exported one-bag model
 // against the eval graph.
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { checkpointFile } from '../engine/train/train-state.ts';
 import { Graph, type Value } from '../engine/graph/graph.ts';
 import { gradients } from '../engine/autodiff/autodiff.ts';
 import { batchNormTrainingCNHW } from '../engine/ops/batchnorm.ts';
@@ -333,6 +337,20 @@ describe('mil: training on a few bags and the exported model', function () {
     assert.ok(r.history.every(h => Number.isFinite(h.train_loss) && Number.isFinite(h.test_loss)));
     assert.equal(r.test.predictions.length, 20);
     r.test.predictions.forEach(p => assert.equal(p.attention!.length, p.digits.length));
+  });
+
+  it('an interrupted run resumed from its checkpoint is bit-identical to the uninterrupted one (dropout included)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-mil-resume-'));
+    try {
+      const straight = await trainMil({ ...base('attention'), epochs: 3, checkpointDir: dir });
+      fs.rmSync(checkpointFile(dir, 3));
+      const resumed = await trainMil({ ...base('attention'), epochs: 3, checkpointDir: dir, resume: true });
+      resumed.params.data.forEach((a, i) => assert.ok(a.every((v, k) => Object.is(v, straight.params.data[i][k])), `parameter ${resumed.params.names[i]} differs`));
+      assert.deepEqual(resumed.test.predictions.map(p => p.probability), straight.test.predictions.map(p => p.probability));
+      await assert.rejects(trainMil({ ...base('gated'), epochs: 3, checkpointDir: dir, resume: true }), /cannot resume/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('rejects invalid options with clear errors', async () => {

@@ -2,6 +2,10 @@
 // the standalone loss graph, a short pre-training run with linear evaluation on a small MNIST subset, and
 // the exported encoder + probe classifier against the encoder features followed by the probe in JS.
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { checkpointFile } from '../engine/train/train-state.ts';
 import { Graph } from '../engine/graph/graph.ts';
 import { supConLoss, type ContrastiveOptions } from '../engine/losses.ts';
 import { buildContrastiveLossGraph, trainSimclr, encodeImages, type SimclrResult } from '../engine/train/train-simclr.ts';
@@ -215,6 +219,21 @@ describe('simclr: training and linear evaluation on a small MNIST subset', funct
   before(async function () {
     data = loadDataset('mnist');
     result = await trainSimclr({ ...base, epochs: 2, supervised: false, train: data.train, test: data.test });
+  });
+
+  it('resumes from a checkpoint bit-identically (augmentation and dropout included)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-simclr-resume-'));
+    try {
+      const o = { ...base, limitTrain: 128, probeEpochs: 1, epochs: 2, supervised: false, train: data.train, test: data.test, checkpointDir: dir };
+      const straight = await trainSimclr(o);
+      fs.rmSync(checkpointFile(dir, 2));
+      const resumed = await trainSimclr({ ...o, resume: true });
+      assert.deepEqual(resumed.history.map(h => h.train_loss), straight.history.map(h => h.train_loss));
+      resumed.params.data.forEach((a, i) => assert.ok(a.every((v, k) => Object.is(v, straight.params.data[i][k])), `parameter ${resumed.params.names[i]} differs`));
+      await assert.rejects(trainSimclr({ ...o, supervised: true, resume: true }), /cannot resume/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('runs 2 epochs: history, finite loss below log(2B - 1), linear-eval accuracy well above chance', () => {
