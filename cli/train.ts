@@ -17,6 +17,10 @@ import { checkCuda, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { trainingCurves, lineChart } from '../dashboard/plots.ts';
 import { versions } from './versions.ts';
+import { trainEnsemble, ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
+import { toTensorSet, type TrainedMember } from '../engine/ensemble/tasks.ts';
+import { exportEnsemble } from '../engine/ensemble/export.ts';
+import { memberBars, selectionCurve, selectionWeights } from '../dashboard/ensemble-plots.ts';
 
 const MODELS = ['cnn', 'simclr', 'mil'] as const;
 type Model = typeof MODELS[number];
@@ -53,6 +57,19 @@ cnn options:
   --min-delta X       improvement needed to reset the patience count (default 0)
   --limit-train N     use only the first N training images (quick runs)
   --limit-test N      use only the first N test images
+
+ensembles (model.onnx is then ONE graph: every member plus the weighted vote; members/ has each member):
+  --members K         number of members (snapshot: number of learning-rate cycles)
+  --ensemble KIND     voting (default with --members: K seeds on the full training split), bagging
+                      (each member on a bootstrap sample), snapshot (one run, cyclic cosine learning rate,
+                      a member at the end of each cycle; --epochs a multiple of K) or selection (a pool of K
+                      with a seeded validation split, each member its best epoch by validation loss, then
+                      Caruana ensemble selection on the validation predictions)
+  --workers N         train members on N worker threads (default 1: one after another)
+  --objective NAME    selection: loss (default, minimise validation cross-entropy) or accuracy
+  --init-size N       selection: sorted initialisation with the best N members (default 0)
+  --max-iter N        selection: greedy steps, with replacement (default 50)
+  --selection-bags N  selection: bagged selection over N random halves of the pool (default 1: off)
 `,
   simclr: `usage: fleet train simclr [options]
 
@@ -95,7 +112,9 @@ const COMMON: OptionSpec = {
 };
 const LIMITS: OptionSpec = { 'limit-train': { type: 'string' }, 'limit-test': { type: 'string' } };
 export const OPTIONS: Record<Model, OptionSpec> = {
-  cnn: { ...COMMON, ...LIMITS, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' } },
+  cnn: { ...COMMON, ...LIMITS, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' },
+    members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, objective: { type: 'string' },
+    'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
   simclr: { ...COMMON, ...LIMITS, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' } },
   mil: { ...COMMON, pooling: { type: 'string' }, bags: { type: 'string' }, 'test-bags': { type: 'string' }, 'bag-mean': { type: 'string' },
     'bag-std': { type: 'string' }, target: { type: 'string' } },
@@ -176,6 +195,10 @@ const limits = (values: Values) => ({
 });
 
 const trainCnnRun: ModelRun = async (values, run) => {
+  if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run);
+  for (const name of ['workers', 'objective', 'init-size', 'max-iter', 'selection-bags']) {
+    if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
+  }
   const recipeName = choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet');
   const recipe = { ...RECIPES[recipeName] };
   recipe.lr = positive(values, 'lr', recipe.lr);
@@ -200,6 +223,64 @@ const trainCnnRun: ModelRun = async (values, run) => {
     details: { config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime }, history: r.history },
     files: { 'model.onnx': exportCnn(r.params, r.buffers, { dataset: run.dataset, recipe: recipe.name }), ...trainingCurves(r.history) },
     headline: `test accuracy ${pct(r.test?.accuracy)}, test loss ${r.test?.loss.toFixed(4)} after ${r.history.length} epoch(s), ${round(r.seconds, 1)}s training (${Math.round(r.imagesPerSecond)} img/s)`,
+  };
+};
+
+const trainEnsembleRun: ModelRun = async (values, run) => {
+  const kind = choiceOption(values, 'ensemble', ENSEMBLE_KINDS, 'voting');
+  const members = intOption(values, 'members', 5, 1);
+  const recipeName = choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet');
+  const recipe = { ...RECIPES[recipeName] };
+  recipe.lr = positive(values, 'lr', recipe.lr);
+  const epochs = intOption(values, 'epochs', kind === 'snapshot' ? members : 1, 1);
+  if (kind === 'snapshot' && epochs % members !== 0) throw new UsageError(`--epochs: a snapshot ensemble needs a multiple of --members (${members}), got ${epochs}`);
+  const batchSize = intOption(values, 'batch-size', recipe.batchSize, 1);
+  const valFraction = numberOption(values, 'val-fraction', kind === 'selection' ? 0.15 : 0);
+  if (!(valFraction >= 0 && valFraction < 1)) throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
+  if (kind === 'selection' && valFraction === 0) throw new UsageError('--val-fraction: selection needs a validation split (> 0)');
+  for (const name of ['patience', 'min-delta']) if (values[name] !== undefined) throw new UsageError(`--${name}: not available for ensembles`);
+  const selectionOnly = ['objective', 'init-size', 'max-iter', 'selection-bags'];
+  if (kind !== 'selection') for (const name of selectionOnly) if (values[name] !== undefined) throw new UsageError(`--${name}: only for --ensemble selection`);
+  const selection = {
+    objective: choiceOption(values, 'objective', ['loss', 'accuracy'] as const, 'loss'),
+    initSize: intOption(values, 'init-size', 0, 0), maxIter: intOption(values, 'max-iter', 50, 1), bags: intOption(values, 'selection-bags', 1, 1),
+  };
+  if (selection.initSize > members) throw new UsageError(`--init-size: at most --members (${members}), got ${selection.initSize}`);
+  const workers = intOption(values, 'workers', 1, 1);
+  const { limitTrain, limitTest } = limits(values);
+  if (!run) return null;
+  const r = await trainEnsemble({
+    kind, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, dataDir: values['data-dir'] as string | undefined,
+    limitTrain, limitTest, workers, runtime: run.runtime, out: run.out, selection, log: run.log,
+    onEpoch: (id, e) => run.log(`${id}: ${epochLine(e, epochs)}`),
+  });
+  const tensors = (m: TrainedMember) => ({ kind: 'cnn' as const, params: toTensorSet(m.params), buffers: toTensorSet(m.buffers) });
+  const files: Record<string, string | Uint8Array> = {
+    'model.onnx': exportEnsemble(r.members.map(tensors), r.weights, { metadata: { dataset: run.dataset, ensemble: kind } }),
+    ...memberBars(r.memberSummaries),
+  };
+  r.members.forEach(m => { files[`members/${m.name}/model.onnx`] = exportCnn(toTensorSet(m.params), toTensorSet(m.buffers), { dataset: run.dataset }); });
+  if (r.selection) {
+    files['selection.svg'] = selectionCurve(r.selection.steps, { best_member: r.selection.objective === 'loss' ? r.memberSummaries.reduce((b, m) => Math.min(b, m.val_loss!), Infinity) : r.memberSummaries.reduce((b, m) => Math.max(b, m.val_accuracy!), 0),
+      average: (r.selection.objective === 'loss' ? r.average.val_loss : r.average.val_accuracy)! }, `validation ${r.selection.objective}`);
+    files['selection-weights.svg'] = selectionWeights(r.selection.steps, r.memberSummaries.map(m => m.name));
+  }
+  return {
+    summary: {
+      ensemble: kind, members: r.members.length, epochs, seconds: round(r.seconds, 2),
+      test_accuracy: r.test.accuracy, test_loss: r.test.loss, hard_vote_test_accuracy: r.test.hard_vote_accuracy,
+      best_member_test_accuracy: r.bestMember.test_accuracy, average_test_accuracy: r.average.test_accuracy,
+      average_test_loss: r.average.test_loss, weights: r.weights.map(w => round(w, 4)), recipe: recipe.name,
+    },
+    details: {
+      config: { kind, members, epochs, batchSize, seed: run.seed, valFraction, recipe, selection: kind === 'selection' ? selection : undefined, workers, limitTrain, limitTest, runtime: run.runtime },
+      member_results: r.memberSummaries, best_member: r.bestMember, average: r.average,
+      ensemble_test: { accuracy: r.test.accuracy, loss: r.test.loss, hard_vote_accuracy: r.test.hard_vote_accuracy }, weights: r.weights,
+      selection: r.selection, histories: r.histories,
+    },
+    files,
+    headline: `${kind} ensemble of ${r.members.length}: test accuracy ${pct(r.test.accuracy)} (hard vote ${pct(r.test.hard_vote_accuracy)}), ` +
+      `best member ${pct(r.bestMember.test_accuracy)}, equal average ${pct(r.average.test_accuracy)}, ${round(r.seconds, 1)}s`,
   };
 };
 

@@ -92,6 +92,11 @@ describe('cli: fleet', function () {
       ['mil unknown pooling', ['train', 'mil', '--pooling', 'sum'], [/--pooling/, /"sum"/, /attention/]],
       ['mil zero bags', ['train', 'mil', '--bags', '0'], [/--bags/, /at least 1/]],
       ['mil negative bag std', ['train', 'mil', '--bag-std', '-1'], [/--bag-std/]],
+      ['unknown ensemble', ['train', 'cnn', '--members', '3', '--ensemble', 'stacking'], [/--ensemble/, /"stacking"/, /voting/]],
+      ['selection option on voting', ['train', 'cnn', '--members', '3', '--objective', 'loss'], [/--objective/, /selection/]],
+      ['ensemble option without members', ['train', 'cnn', '--workers', '2'], [/--workers/, /--members/]],
+      ['snapshot epochs not a multiple', ['train', 'cnn', '--members', '2', '--ensemble', 'snapshot', '--epochs', '3'], [/--epochs/, /multiple/]],
+      ['init size above members', ['train', 'cnn', '--members', '2', '--ensemble', 'selection', '--init-size', '3'], [/--init-size/]],
     ];
     for (const [what, args, patterns] of cases) {
       it(`${what}: fleet ${args.join(' ')}`, async () => {
@@ -235,6 +240,26 @@ describe('cli: fleet', function () {
       assert.equal(metrics.test_bags.length, 24);
       for (const b of metrics.test_bags) assert.equal(b.attention.length, b.digits.length);
       for (const f of ['model.onnx', 'auc.svg', 'loss.svg', 'checkpoints/epoch-001.ckpt']) assert.ok(fs.existsSync(path.join(out, f)), f);
+    });
+  });
+
+  describe('fleet train cnn --members (ensembles) end to end', () => {
+    it('selection: JSON with the ensemble, best member and average; one-graph model.onnx, member models and plots', async () => {
+      const out = path.join(tmp, 'ensemble');
+      const r = await runFleet(['train', 'cnn', '--members', '2', '--ensemble', 'selection', '--epochs', '1', '--limit-train', '400',
+        '--limit-test', '100', '--batch-size', '64', '--threads', '1', '--json', '--out', out]);
+      assert.equal(r.code, 0, show(r));
+      const j = lastJson(r);
+      assert.equal(j.model, 'cnn');
+      assert.equal(j.ensemble, 'selection');
+      assert.equal(j.members, 2);
+      for (const k of ['test_accuracy', 'test_loss', 'best_member_test_accuracy', 'average_test_accuracy', 'hard_vote_test_accuracy']) assert.equal(typeof j[k], 'number', k);
+      assert.ok(Math.abs((j.weights as number[]).reduce((a, b) => a + b, 0) - 1) < 1e-3);
+      for (const f of ['model.onnx', 'members/member-1/model.onnx', 'members/member-2/model.onnx', 'members-loss.svg', 'members-accuracy.svg',
+        'selection.svg', 'selection-weights.svg', 'metrics.json', 'members/member-1/checkpoints/epoch-001.ckpt']) assert.ok(fs.existsSync(path.join(out, f)), f);
+      const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
+      assert.equal(metrics.member_results.length, 2);
+      assert.ok(metrics.selection.steps.length > 0);
     });
   });
 

@@ -3,8 +3,9 @@
 import { ClassifierRunner } from './classifier-runner.ts';
 import type { ClassifierDef } from './classifier-graphs.ts';
 import type { TensorSet } from '../model/params.ts';
-import { TrainState, makeSchedule, type Recipe } from './train-state.ts';
-import { validationSplit, epochOrder, batches, gatherImages, gatherLabels } from '../data/split.ts';
+import { TrainState, makeSchedule, checkpointFile, readWeights, type Recipe } from './train-state.ts';
+import { cyclicCosine } from '../optim/schedulers.ts';
+import { validationSplit, epochOrder, batches, gatherImages, gatherLabels, bootstrap } from '../data/split.ts';
 import { normalise, IMAGE_SIZE, type Split } from '../data/datasets.ts';
 import { randomShift } from '../data/augment.ts';
 import { Rng } from '../util/random.ts';
@@ -44,6 +45,8 @@ export interface TrainOptions {
   seed: number;
   /** Fraction of the training split held out for validation (0: none). */
   valFraction: number;
+  /** Seed of the validation split (default: seed); ensemble members share one split. */
+  splitSeed?: number;
   train: Split;
   test?: Split;
   /** Use only the first n training / test images (quick runs and tests). */
@@ -57,10 +60,21 @@ export interface TrainOptions {
   /** Stop when validation loss has not improved for this many epochs. */
   patience?: number;
   minDelta?: number;
+  /** Train on a bootstrap sample (with replacement) of the training split (bagging). */
+  bootstrap?: boolean;
+  /** Capture the weights of the epoch with the lowest validation loss (needs a validation split). */
+  keepBest?: boolean;
+  /** Snapshot ensemble: a cyclic cosine learning rate with this many cycles, capturing the weights at the end of each. */
+  snapshots?: number;
   onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number }) => void;
   onEpoch?: (m: EpochMetrics) => void;
   log?: (line: string) => void;
 }
+
+export interface Evaluation { loss: number; accuracy: number; probabilities: Float32Array }
+
+/** Weights taken during training (the final, the best or a snapshot) with their validation and test evaluation. */
+export interface Capture { epoch: number; params: TensorSet; buffers: TensorSet; val?: Evaluation; test?: Evaluation }
 
 export interface TrainResult {
   params: TensorSet;
@@ -68,9 +82,11 @@ export interface TrainResult {
   history: EpochMetrics[];
   seconds: number;
   imagesPerSecond: number;
-  test?: { loss: number; accuracy: number; probabilities: Float32Array };
+  test?: Evaluation;
   bestEpoch: number;
   stoppedEarly: boolean;
+  /** The snapshots (snapshots option), else the best epoch's weights (keepBest), else the final weights. */
+  captures: Capture[];
 }
 
 /** Evaluates on the given images in batches; returns mean loss, accuracy and the probability matrix. */
@@ -100,21 +116,51 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
     o.patience !== undefined ? { patience: o.patience, minDelta: o.minDelta ?? 0 } : undefined);
   const { params, buffers, optimizer, early } = state;
   const trainCount = Math.min(o.train.count, o.limitTrain ?? Infinity);
-  const split = o.valFraction > 0 ? validationSplit(trainCount, o.valFraction, o.seed) : { train: range(trainCount), val: new Uint32Array(0) };
+  const split = o.valFraction > 0 ? validationSplit(trainCount, o.valFraction, o.splitSeed ?? o.seed) : { train: range(trainCount), val: new Uint32Array(0) };
+  if (o.bootstrap) split.train = bootstrap(split.train, o.seed);
+  if (o.keepBest && !split.val.length) throw new Error('keeping the best epoch needs a validation split (val fraction > 0)');
+  const cycles = o.snapshots ?? 0;
+  if (cycles && (!Number.isInteger(cycles) || cycles < 1 || o.epochs % cycles !== 0)) {
+    throw new Error(`snapshot ensembles need the epochs (${o.epochs}) to be a multiple of the number of snapshots (${cycles})`);
+  }
   const testIdx = o.test ? range(Math.min(o.test.count, o.limitTest ?? Infinity)) : null;
   const itersPerEpoch = Math.ceil(split.train.length / o.batchSize);
-  const schedule = makeSchedule(o.recipe, itersPerEpoch, o.epochs);
+  const schedule = cycles ? cyclicCosine({ base: o.recipe.lr, cycleLength: (itersPerEpoch * o.epochs) / cycles }) : makeSchedule(o.recipe, itersPerEpoch, o.epochs);
   // what a resumed run must share with the run that wrote the checkpoint
-  const settings = { seed: o.seed, 'batch size': o.batchSize, recipe: o.recipe, 'val fraction': o.valFraction, 'training images': trainCount };
+  const settings = { seed: o.seed, 'split seed': o.splitSeed ?? o.seed, 'batch size': o.batchSize, recipe: o.recipe, 'val fraction': o.valFraction, 'training images': trainCount,
+    bootstrap: !!o.bootstrap, snapshots: cycles };
   if (o.resume && o.checkpointDir && !state.resume(o.checkpointDir, settings, o.epochs, log)) log(`no checkpoint in ${o.checkpointDir}: starting from scratch`);
+  const capturesAt = (epoch: number) => (cycles ? epoch % (o.epochs / cycles) === 0 : false);
 
   const runner = new ClassifierRunner(o.def, params, buffers, o.runtime ?? {}, o.seed);
   const B = o.batchSize;
   const u8 = new Uint8Array(B * IMAGE_SIZE), shifted = new Uint8Array(B * IMAGE_SIZE);
   const x = new Float32Array(B * IMAGE_SIZE), labels = new BigInt64Array(B), l8 = new Uint8Array(B);
   let stoppedEarly = false;
-  let lastTest: TrainResult['test'];
+  const captures: Capture[] = [];
+  let best: Capture | null = null;
+  let lastEval: { val?: Evaluation; test?: Evaluation } | null = null;
+  const evaluateAll = async () => ({
+    val: split.val.length ? await evaluate(runner, o.train, split.val, B) : undefined,
+    test: o.test && testIdx ? await evaluate(runner, o.test, testIdx, B) : undefined,
+  });
   try {
+    // captures of epochs trained before a resume come back from their checkpoints
+    for (let epoch = 1; epoch <= state.epoch && (cycles || o.keepBest); epoch++) {
+      const m = state.history[epoch - 1];
+      const isBest = o.keepBest && m.val_loss === Math.min(...state.history.map(h => h.val_loss ?? Infinity));
+      if (!capturesAt(epoch) && !isBest) continue;
+      const w = readWeights(checkpointFile(o.checkpointDir!, epoch), o.def.params(), o.def.buffers());
+      const restored = new ClassifierRunner(o.def, w.params, w.buffers, o.runtime ?? {});
+      try {
+        const c = { epoch, ...w, val: split.val.length ? await evaluate(restored, o.train, split.val, B) : undefined,
+          test: o.test && testIdx ? await evaluate(restored, o.test, testIdx, B) : undefined };
+        if (capturesAt(epoch)) captures.push(c);
+        if (isBest) best = c;
+      } finally {
+        await restored.release();
+      }
+    }
     for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
       await runner.reseed((o.seed * 1000003 + epoch) >>> 0);
       const augRng = new Rng((o.seed * 1000003 + epoch) >>> 0);
@@ -139,8 +185,12 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
       const seconds = (performance.now() - t0) / 1000;
       state.trainSeconds += seconds; state.trainImages += seen;
       const m: EpochMetrics = { epoch, lr, seconds, train_loss: lossSum / seen, train_accuracy: correct / seen };
-      if (split.val.length) Object.assign(m, prefixed('val', await evaluate(runner, o.train, split.val, B)));
-      if (o.test && testIdx) { lastTest = await evaluate(runner, o.test, testIdx, B); Object.assign(m, prefixed('test', lastTest)); }
+      const ev = await evaluateAll();
+      lastEval = ev;
+      if (ev.val) Object.assign(m, prefixed('val', ev.val));
+      if (ev.test) Object.assign(m, prefixed('test', ev.test));
+      if (capturesAt(epoch)) captures.push({ epoch, params: params.clone(), buffers: buffers.clone(), ...ev });
+      if (o.keepBest && ev.val && (!best || ev.val.loss < best.val!.loss)) best = { epoch, params: params.clone(), buffers: buffers.clone(), ...ev };
       state.history.push(m);
       state.epoch = epoch;
       o.onEpoch?.(m);
@@ -148,12 +198,13 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
       if (o.checkpointDir) state.save(o.checkpointDir, settings, o.epochs);
       if (verdict?.stop) { stoppedEarly = true; log(`early stopping after epoch ${epoch} (best epoch ${early!.bestEpoch + 1})`); break; }
     }
-    const test = lastTest ?? (o.test && testIdx ? await evaluate(runner, o.test, testIdx, B) : undefined);
+    const test = lastEval?.test ?? (o.test && testIdx ? await evaluate(runner, o.test, testIdx, B) : undefined);
     const history = state.history;
-    const best = history.reduce((bi, m, i) => ((m.val_loss ?? Infinity) < (history[bi].val_loss ?? Infinity) ? i : bi), 0);
+    const bestIndex = history.reduce((bi, m, i) => ((m.val_loss ?? Infinity) < (history[bi].val_loss ?? Infinity) ? i : bi), 0);
+    if (!cycles) captures.push(best ?? { epoch: state.epoch, params, buffers, ...(lastEval ?? await evaluateAll()) });
     return {
       params, buffers, history, seconds: state.trainSeconds, imagesPerSecond: state.trainImages / Math.max(state.trainSeconds, 1e-9),
-      test, bestEpoch: history[best]?.epoch ?? 0, stoppedEarly,
+      test, bestEpoch: history[bestIndex]?.epoch ?? 0, stoppedEarly, captures,
     };
   } finally {
     await runner.release();

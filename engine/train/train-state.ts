@@ -57,6 +57,18 @@ interface CheckpointMeta<H> {
   trainImages: number;
 }
 
+/** The parameters and buffers stored in a checkpoint file, as new TensorSets. */
+export function readWeights(file: string, paramSpecs: TensorSpec[], bufferSpecs: TensorSpec[]): { params: TensorSet; buffers: TensorSet } {
+  const ck = readCheckpoint(file);
+  const take = (specs: TensorSpec[], kind: string) => new TensorSet(specs, specs.map(sp => {
+    const t = ck.tensors.get(`${kind}/${sp.name}`);
+    if (!t) throw new Error(`${file}: checkpoint has no tensor ${sp.name}`);
+    if (t.length !== sp.shape.reduce((a, b) => a * b, 1)) throw new Error(`${file}: tensor ${sp.name} has ${t.length} values, the model needs [${sp.shape}]`);
+    return t;
+  }));
+  return { params: take(paramSpecs, 'param'), buffers: take(bufferSpecs, 'buffer') };
+}
+
 export class TrainState<H> {
   readonly params: TensorSet;
   readonly buffers: TensorSet;

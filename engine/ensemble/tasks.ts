@@ -1,0 +1,71 @@
+// The unit of work of an ensemble: one member = one task (its configuration and seed). A task's result holds
+// everything the ensemble needs (the member's weights, history, validation and test probabilities), as plain
+// data so that it can cross a worker_threads boundary or, later, the cluster's bus.
+import * as path from 'node:path';
+import { trainClassifier, type EpochMetrics, type Recipe } from '../train/train-classifier.ts';
+import { CNN } from '../model/classifiers.ts';
+import { TensorSet } from '../model/params.ts';
+import { loadDataset, type DatasetName } from '../data/datasets.ts';
+import type { RuntimeOptions } from '../runtime.ts';
+
+export interface MemberTask {
+  id: string;
+  model: 'cnn';
+  seed: number;
+  epochs: number;
+  batchSize: number;
+  recipe: Recipe;
+  valFraction: number;
+  /** Seed of the validation split, shared by all members of an ensemble. */
+  splitSeed: number;
+  /** Train on a bootstrap sample of the training split (bagging). */
+  bootstrap: boolean;
+  /** The member is its epoch with the lowest validation loss (selection pools). */
+  keepBest: boolean;
+  /** Snapshot ensemble: one run, a member at the end of each of this many learning-rate cycles (0: off). */
+  snapshots: number;
+  dataset: DatasetName;
+  dataDir?: string;
+  limitTrain?: number;
+  limitTest?: number;
+  /** Per-epoch checkpoints of this task (resume after a crash). */
+  checkpointDir?: string;
+}
+
+/** A TensorSet as plain data. */
+export interface TensorData { names: string[]; shapes: number[][]; data: Float32Array[] }
+export interface EvalData { loss: number; accuracy: number; probabilities: Float32Array }
+
+export interface TrainedMember { name: string; taskId: string; epoch: number; params: TensorData; buffers: TensorData; val?: EvalData; test?: EvalData }
+export interface MemberResult { taskId: string; members: TrainedMember[]; history: EpochMetrics[]; seconds: number }
+
+export interface TaskHooks {
+  onEpoch?: (taskId: string, m: EpochMetrics) => void;
+  log?: (line: string) => void;
+}
+
+export const toTensorSet = (t: TensorData) => new TensorSet(t.names.map((name, i) => ({ name, shape: t.shapes[i], init: { kind: 'const', value: 0 } })), t.data);
+const plain = (t: TensorSet): TensorData => ({ names: t.names, shapes: t.shapes, data: t.data });
+
+const datasets = new Map<string, ReturnType<typeof loadDataset>>();
+
+/** Trains one task in this thread. */
+export async function runMemberTask(task: MemberTask, runtime: RuntimeOptions, hooks: TaskHooks = {}): Promise<MemberResult> {
+  const key = `${task.dataset}|${task.dataDir ?? ''}`;
+  if (!datasets.has(key)) datasets.set(key, loadDataset(task.dataset, task.dataDir));
+  const data = datasets.get(key)!;
+  const r = await trainClassifier({
+    def: CNN, recipe: task.recipe, epochs: task.epochs, batchSize: task.batchSize, seed: task.seed, valFraction: task.valFraction, splitSeed: task.splitSeed,
+    train: data.train, test: data.test, limitTrain: task.limitTrain, limitTest: task.limitTest, runtime,
+    bootstrap: task.bootstrap, keepBest: task.keepBest, snapshots: task.snapshots || undefined,
+    checkpointDir: task.checkpointDir, resume: !!task.checkpointDir,
+    onEpoch: m => hooks.onEpoch?.(task.id, m), log: line => hooks.log?.(`${task.id}: ${line}`),
+  });
+  const members = r.captures.map((c, i) => ({
+    name: task.snapshots ? `${task.id}/snapshot-${i + 1}` : task.id, taskId: task.id, epoch: c.epoch,
+    params: plain(c.params), buffers: plain(c.buffers), val: c.val, test: c.test,
+  }));
+  return { taskId: task.id, members, history: r.history, seconds: r.seconds };
+}
+
+export const taskCheckpointDir = (out: string, id: string) => path.join(out, 'members', id, 'checkpoints');
