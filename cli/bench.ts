@@ -38,7 +38,7 @@ mil-grid options:
   --seeds N        seeds 1..N for every size and pooling (default 5)
   --seed-list LIST the seeds instead, e.g. 1,2,3
   --poolings LIST  poolings, of attention|gated|mean|max (default all four)
-  --epochs N       training epochs per run (default 20)
+  --epochs N       training epochs per run (default 40, as fleet train mil)
   --test-bags N    test bags per run (default 250)
 
 To compare with PyTorch on the same machine: npx tsx bench/compare.ts (see the README).
@@ -90,7 +90,7 @@ async function milGrid(values: Values): Promise<void> {
     ? listOption(values, 'seed-list', [], 0)
     : Array.from({ length: intOption(values, 'seeds', 5, 1) }, (_, i) => i + 1);
   const poolings = poolingsOption(values);
-  const epochs = intOption(values, 'epochs', 20, 1);
+  const epochs = intOption(values, 'epochs', 40, 1);
   const testBags = intOption(values, 'test-bags', 250, 1);
   const threads = intOption(values, 'threads', os.availableParallelism(), 1);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');

@@ -27,7 +27,7 @@ type Model = typeof MODELS[number];
 
 const COMMON_HELP = `
 common options:
-  --epochs N          training epochs (default: cnn 1, simclr 1 (0 = linear probe on a random encoder), mil 20)
+  --epochs N          training epochs (default: cnn 1, simclr 1 (0 = linear probe on a random encoder), mil 40)
   --batch-size N      mini-batch size (cnn: the recipe's; simclr 256 images = 512 views; mil: bags per step, 1)
   --lr X              peak learning rate (default: the recipe's)
   --seed N            seed for initialisation, data order, augmentation, dropout (default 1)
@@ -317,7 +317,7 @@ const trainSimclrRun: ModelRun = async (values, run) => {
 
 const trainMilRun: ModelRun = async (values, run) => {
   const pooling = choiceOption(values, 'pooling', POOLINGS, 'attention');
-  const epochs = intOption(values, 'epochs', 20, 1);
+  const epochs = intOption(values, 'epochs', 40, 1);
   const bagsPerStep = intOption(values, 'batch-size', 1, 1);
   const bags = intOption(values, 'bags', 100, 1);
   const testBags = intOption(values, 'test-bags', 250, 1);
