@@ -131,7 +131,7 @@ interface Run {
   out: string;
   seed: number;
   log: (line: string) => void;
-  onBatch: (b: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond?: number }) => void;
+  onBatch: (b: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond?: number }, label?: string) => void;
 }
 
 export default async function train(argv: string[]): Promise<void> {
@@ -162,8 +162,9 @@ export default async function train(argv: string[]): Promise<void> {
   let progress: Progress | null = null;
   const run: Run = {
     values, dataset, data, runtime, out, seed, log,
-    onBatch: b => {
-      if (b.batch === 1) progress = new Progress({ label: `train epoch ${b.epoch}`, total: b.batches, unit: 'step' });
+    onBatch: (b, label) => {
+      const name = `${label ? `${label} ` : ''}epoch ${b.epoch}`;
+      if (!progress || progress.label !== name) progress = new Progress({ label: name, total: b.batches, unit: 'step' });
       const info: Record<string, string | number> = { loss: b.loss.toFixed(4) };
       if (b.imagesPerSecond !== undefined) info['img/s'] = Math.round(b.imagesPerSecond);
       progress!.update(b.batch, info);
@@ -252,6 +253,7 @@ const trainEnsembleRun: ModelRun = async (values, run) => {
   const r = await trainEnsemble({
     kind, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, dataDir: values['data-dir'] as string | undefined,
     limitTrain, limitTest, workers, runtime: run.runtime, out: run.out, selection, log: run.log,
+    onBatch: (id, b) => run.onBatch(b, id),
     onEpoch: (id, e) => run.log(`${id}: ${epochLine(e, epochs)}`),
   });
   const tensors = (m: TrainedMember) => ({ kind: 'cnn' as const, params: toTensorSet(m.params), buffers: toTensorSet(m.buffers) });

@@ -6,6 +6,8 @@ import type { RuntimeOptions } from '../runtime.ts';
 const { task, runtime } = workerData as { task: MemberTask; runtime: RuntimeOptions };
 try {
   const result = await runMemberTask(task, runtime, {
+    // every 10th batch (and the last): enough for a progress bar, without flooding the channel
+    onBatch: (taskId, info) => { if (info.batch % 10 === 0 || info.batch === info.batches) parentPort!.postMessage({ kind: 'batch', taskId, info }); },
     onEpoch: (taskId, metrics) => parentPort!.postMessage({ kind: 'epoch', taskId, metrics }),
     log: line => parentPort!.postMessage({ kind: 'log', line }),
   });

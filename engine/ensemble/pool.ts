@@ -35,7 +35,8 @@ function inWorker(task: MemberTask, runtime: RuntimeOptions, hooks: TaskHooks): 
     const w = new Worker(new URL('./member-worker.js', import.meta.url), { workerData: { task, runtime } });
     let done = false;
     w.on('message', (m: { kind: string; [k: string]: any }) => {
-      if (m.kind === 'epoch') hooks.onEpoch?.(m.taskId, m.metrics);
+      if (m.kind === 'batch') hooks.onBatch?.(m.taskId, m.info);
+      else if (m.kind === 'epoch') hooks.onEpoch?.(m.taskId, m.metrics);
       else if (m.kind === 'log') hooks.log?.(m.line);
       else if (m.kind === 'result') { done = true; resolve(m.result); }
       else if (m.kind === 'error') { done = true; reject(new Error(`${task.id}: ${m.message}`)); }

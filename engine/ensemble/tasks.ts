@@ -39,7 +39,10 @@ export interface EvalData { loss: number; accuracy: number; probabilities: Float
 export interface TrainedMember { name: string; taskId: string; epoch: number; params: TensorData; buffers: TensorData; val?: EvalData; test?: EvalData }
 export interface MemberResult { taskId: string; members: TrainedMember[]; history: EpochMetrics[]; seconds: number }
 
+export interface BatchInfo { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number }
+
 export interface TaskHooks {
+  onBatch?: (taskId: string, b: BatchInfo) => void;
   onEpoch?: (taskId: string, m: EpochMetrics) => void;
   log?: (line: string) => void;
 }
@@ -59,7 +62,7 @@ export async function runMemberTask(task: MemberTask, runtime: RuntimeOptions, h
     train: data.train, test: data.test, limitTrain: task.limitTrain, limitTest: task.limitTest, runtime,
     bootstrap: task.bootstrap, keepBest: task.keepBest, snapshots: task.snapshots || undefined,
     checkpointDir: task.checkpointDir, resume: !!task.checkpointDir,
-    onEpoch: m => hooks.onEpoch?.(task.id, m), log: line => hooks.log?.(`${task.id}: ${line}`),
+    onBatch: b => hooks.onBatch?.(task.id, b), onEpoch: m => hooks.onEpoch?.(task.id, m), log: line => hooks.log?.(`${task.id}: ${line}`),
   });
   const members = r.captures.map((c, i) => ({
     name: task.snapshots ? `${task.id}/snapshot-${i + 1}` : task.id, taskId: task.id, epoch: c.epoch,

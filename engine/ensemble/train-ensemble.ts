@@ -2,7 +2,7 @@
 // cyclic learning rate) and selection (Caruana et al. 2004 on a validation split). Members are tasks run by
 // the pool (in this thread or on worker threads); the ensemble is combined from their probability matrices.
 import { runPool } from './pool.ts';
-import { taskCheckpointDir, type MemberTask, type MemberResult, type TrainedMember } from './tasks.ts';
+import { taskCheckpointDir, type MemberTask, type MemberResult, type TrainedMember, type BatchInfo } from './tasks.ts';
 import { weightedAverage, hardVote, nll, accuracyOf, accuracyOfPredictions } from './combine.ts';
 import { caruanaSelection } from './selection.ts';
 import { validationSplit } from '../data/split.ts';
@@ -32,6 +32,7 @@ export interface EnsembleOptions {
   /** Where members keep their checkpoints (a rerun resumes them). */
   out?: string;
   selection?: { maxIter?: number; initSize?: number; objective?: 'loss' | 'accuracy'; bags?: number };
+  onBatch?: (taskId: string, b: BatchInfo) => void;
   onEpoch?: (taskId: string, m: EpochMetrics) => void;
   log?: (line: string) => void;
 }
@@ -74,7 +75,7 @@ export async function trainEnsemble(o: EnsembleOptions): Promise<EnsembleResult>
   if (o.kind === 'selection' && !(o.valFraction > 0)) throw new Error('selection needs a validation split (--val-fraction > 0)');
   const t0 = performance.now();
   const tasks = ensembleTasks(o);
-  const results: MemberResult[] = await runPool(tasks, { workers: o.workers, runtime: o.runtime, onEpoch: o.onEpoch, log: o.log });
+  const results: MemberResult[] = await runPool(tasks, { workers: o.workers, runtime: o.runtime, onBatch: o.onBatch, onEpoch: o.onEpoch, log: o.log });
   const members = results.flatMap(r => r.members);
   const data = loadDataset(o.dataset, o.dataDir);
   const testCount = Math.min(data.test.count, o.limitTest ?? Infinity);
