@@ -19,7 +19,7 @@ import { trainingCurves, lineChart } from '../dashboard/plots.ts';
 import { versions } from './versions.ts';
 import { trainEnsemble, ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
 import { toTensorSet, type TrainedMember } from '../engine/ensemble/tasks.ts';
-import { exportEnsemble } from '../engine/ensemble/export.ts';
+import { exportEnsemble, type EnsembleMember } from '../engine/ensemble/export.ts';
 import { memberBars, selectionCurve, selectionWeights } from '../dashboard/ensemble-plots.ts';
 
 const MODELS = ['cnn', 'simclr', 'mil'] as const;
@@ -86,6 +86,17 @@ simclr options:
   --probe-epochs N    epochs of linear-probe training (default 10)
   --limit-train N     use only the first N training images
   --limit-test N      use only the first N test images
+
+ensembles of SimCLR members (each: pre-training with its own seed + its linear probe):
+  --members K         number of members
+  --ensemble KIND     voting (default) or selection (the probes hold out --val-fraction of the training
+                      images; Caruana selection on their validation predictions)
+  --val-fraction F    selection: share held out from the probes' training (default 0.15)
+  --workers N         train members on N worker threads (default 1)
+  --objective NAME    selection: loss (default) or accuracy
+  --init-size N       selection: sorted initialisation with the best N members (default 0)
+  --max-iter N        selection: greedy steps, with replacement (default 50)
+  --selection-bags N  selection: bagged selection over N random halves of the pool (default 1: off)
 `,
   mil: `usage: fleet train mil [options]
 
@@ -115,7 +126,9 @@ export const OPTIONS: Record<Model, OptionSpec> = {
   cnn: { ...COMMON, ...LIMITS, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' },
     members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, objective: { type: 'string' },
     'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
-  simclr: { ...COMMON, ...LIMITS, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' } },
+  simclr: { ...COMMON, ...LIMITS, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' },
+    members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, 'val-fraction': { type: 'string' },
+    objective: { type: 'string' }, 'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
   mil: { ...COMMON, pooling: { type: 'string' }, bags: { type: 'string' }, 'test-bags': { type: 'string' }, 'bag-mean': { type: 'string' },
     'bag-std': { type: 'string' }, target: { type: 'string' } },
 };
@@ -196,7 +209,7 @@ const limits = (values: Values) => ({
 });
 
 const trainCnnRun: ModelRun = async (values, run) => {
-  if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run);
+  if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'cnn');
   for (const name of ['workers', 'objective', 'init-size', 'max-iter', 'selection-bags']) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
   }
@@ -227,15 +240,17 @@ const trainCnnRun: ModelRun = async (values, run) => {
   };
 };
 
-const trainEnsembleRun: ModelRun = async (values, run) => {
-  const kind = choiceOption(values, 'ensemble', ENSEMBLE_KINDS, 'voting');
+const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 'simclr'): Promise<RunResult | null> => {
+  const kinds = model === 'cnn' ? ENSEMBLE_KINDS : (['voting', 'selection'] as const);
+  const kind = choiceOption(values, 'ensemble', kinds, 'voting');
   const members = intOption(values, 'members', 5, 1);
-  const recipeName = choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet');
-  const recipe = { ...RECIPES[recipeName] };
+  const recipeName = model === 'cnn' ? choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet') : 'simclr';
+  const recipe = { ...(model === 'cnn' ? RECIPES[recipeName] : SIMCLR_RECIPE) };
   recipe.lr = positive(values, 'lr', recipe.lr);
   const epochs = intOption(values, 'epochs', kind === 'snapshot' ? members : 1, 1);
   if (kind === 'snapshot' && epochs % members !== 0) throw new UsageError(`--epochs: a snapshot ensemble needs a multiple of --members (${members}), got ${epochs}`);
-  const batchSize = intOption(values, 'batch-size', recipe.batchSize, 1);
+  const batchSize = intOption(values, 'batch-size', recipe.batchSize, model === 'simclr' ? 2 : 1);
+  recipe.batchSize = batchSize;
   const valFraction = numberOption(values, 'val-fraction', kind === 'selection' ? 0.15 : 0);
   if (!(valFraction >= 0 && valFraction < 1)) throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
   if (kind === 'selection' && valFraction === 0) throw new UsageError('--val-fraction: selection needs a validation split (> 0)');
@@ -247,21 +262,29 @@ const trainEnsembleRun: ModelRun = async (values, run) => {
     initSize: intOption(values, 'init-size', 0, 0), maxIter: intOption(values, 'max-iter', 50, 1), bags: intOption(values, 'selection-bags', 1, 1),
   };
   if (selection.initSize > members) throw new UsageError(`--init-size: at most --members (${members}), got ${selection.initSize}`);
+  const simclr = model === 'simclr'
+    ? { supervised: !!values.supervised, probeEpochs: intOption(values, 'probe-epochs', 10, 1), temperature: positive(values, 'temperature', 0.07) }
+    : {};
   const workers = intOption(values, 'workers', 1, 1);
   const { limitTrain, limitTest } = limits(values);
   if (!run) return null;
   const r = await trainEnsemble({
-    kind, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, dataDir: values['data-dir'] as string | undefined,
+    kind, model, ...simclr, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, dataDir: values['data-dir'] as string | undefined,
     limitTrain, limitTest, workers, runtime: run.runtime, out: run.out, selection, log: run.log,
     onBatch: (id, b) => run.onBatch(b, id),
     onEpoch: (id, e) => run.log(`${id}: ${epochLine(e, epochs)}`),
   });
-  const tensors = (m: TrainedMember) => ({ kind: 'cnn' as const, params: toTensorSet(m.params), buffers: toTensorSet(m.buffers) });
+  const tensors = (m: TrainedMember): EnsembleMember => (m.model === 'simclr'
+    ? { kind: 'simclr', params: toTensorSet(m.params), buffers: toTensorSet(m.buffers), probe: toTensorSet(m.probe!) }
+    : { kind: 'cnn', params: toTensorSet(m.params), buffers: toTensorSet(m.buffers) });
   const files: Record<string, string | Uint8Array> = {
     'model.onnx': exportEnsemble(r.members.map(tensors), r.weights, { metadata: { dataset: run.dataset, ensemble: kind } }),
     ...memberBars(r.memberSummaries),
   };
-  r.members.forEach(m => { files[`members/${m.name}/model.onnx`] = exportCnn(toTensorSet(m.params), toTensorSet(m.buffers), { dataset: run.dataset }); });
+  r.members.forEach(m => {
+    const t = tensors(m);
+    files[`members/${m.name}/model.onnx`] = t.kind === 'simclr' ? exportSimclrClassifier(t.params, t.buffers, t.probe, { dataset: run.dataset }) : exportCnn(t.params, t.buffers, { dataset: run.dataset });
+  });
   if (r.selection) {
     files['selection.svg'] = selectionCurve(r.selection.steps, { best_member: r.selection.objective === 'loss' ? r.memberSummaries.reduce((b, m) => Math.min(b, m.val_loss!), Infinity) : r.memberSummaries.reduce((b, m) => Math.max(b, m.val_accuracy!), 0),
       average: (r.selection.objective === 'loss' ? r.average.val_loss : r.average.val_accuracy)! }, `validation ${r.selection.objective}`);
@@ -287,6 +310,10 @@ const trainEnsembleRun: ModelRun = async (values, run) => {
 };
 
 const trainSimclrRun: ModelRun = async (values, run) => {
+  if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'simclr');
+  for (const name of ['workers', 'objective', 'init-size', 'max-iter', 'selection-bags', 'val-fraction']) {
+    if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
+  }
   const epochs = intOption(values, 'epochs', 1, 0);
   const batchSize = intOption(values, 'batch-size', SIMCLR_RECIPE.batchSize, 0);
   if (batchSize < 2) throw new UsageError(`--batch-size: contrastive training needs at least 2 images per batch, got ${batchSize}`);
@@ -358,7 +385,7 @@ const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
 const pct = (x?: number) => (x === undefined ? 'n/a' : `${(100 * x).toFixed(2)}%`);
 
 function epochLine(m: { epoch: number; train_loss: number; train_accuracy: number; val_loss?: number; val_accuracy?: number; test_loss?: number; test_accuracy?: number; seconds: number }, epochs: number): string {
-  const parts = [`epoch ${m.epoch}/${epochs}`, `train loss ${m.train_loss.toFixed(4)} acc ${pct(m.train_accuracy)}`];
+  const parts = [`epoch ${m.epoch}/${epochs}`, `train loss ${m.train_loss.toFixed(4)}${Number.isFinite(m.train_accuracy) ? ` acc ${pct(m.train_accuracy)}` : ''}`];
   if (m.val_loss !== undefined) parts.push(`val loss ${m.val_loss.toFixed(4)} acc ${pct(m.val_accuracy)}`);
   if (m.test_loss !== undefined) parts.push(`test loss ${m.test_loss.toFixed(4)} acc ${pct(m.test_accuracy)}`);
   parts.push(`${m.seconds.toFixed(1)}s`);

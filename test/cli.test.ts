@@ -97,6 +97,8 @@ describe('cli: fleet', function () {
       ['ensemble option without members', ['train', 'cnn', '--workers', '2'], [/--workers/, /--members/]],
       ['snapshot epochs not a multiple', ['train', 'cnn', '--members', '2', '--ensemble', 'snapshot', '--epochs', '3'], [/--epochs/, /multiple/]],
       ['init size above members', ['train', 'cnn', '--members', '2', '--ensemble', 'selection', '--init-size', '3'], [/--init-size/]],
+      ['simclr bagging', ['train', 'simclr', '--members', '2', '--ensemble', 'bagging'], [/--ensemble/, /"bagging"/, /voting\|selection/]],
+      ['simclr ensemble option without members', ['train', 'simclr', '--val-fraction', '0.1'], [/--val-fraction/, /--members/]],
     ];
     for (const [what, args, patterns] of cases) {
       it(`${what}: fleet ${args.join(' ')}`, async () => {
@@ -260,6 +262,20 @@ describe('cli: fleet', function () {
       const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
       assert.equal(metrics.member_results.length, 2);
       assert.ok(metrics.selection.steps.length > 0);
+    });
+  });
+
+  describe('fleet train simclr --members (ensembles) end to end', () => {
+    it('voting over SimCLR members: encoder + probe members in one graph', async () => {
+      const out = path.join(tmp, 'simclr-ensemble');
+      const r = await runFleet(['train', 'simclr', '--members', '2', '--epochs', '1', '--limit-train', '128', '--limit-test', '100',
+        '--batch-size', '32', '--probe-epochs', '2', '--threads', '1', '--json', '--out', out]);
+      assert.equal(r.code, 0, show(r));
+      const j = lastJson(r);
+      assert.equal(j.model, 'simclr');
+      assert.equal(j.ensemble, 'voting');
+      assert.deepEqual(j.weights, [0.5, 0.5]);
+      for (const f of ['model.onnx', 'members/member-1/model.onnx', 'members/member-2/model.onnx', 'metrics.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
     });
   });
 

@@ -16,6 +16,11 @@ export type EnsembleKind = typeof ENSEMBLE_KINDS[number];
 
 export interface EnsembleOptions {
   kind: EnsembleKind;
+  /** Member model (default cnn); simclr members support voting and selection. */
+  model?: 'cnn' | 'simclr';
+  supervised?: boolean;
+  probeEpochs?: number;
+  temperature?: number;
   members: number;
   epochs: number;
   batchSize: number;
@@ -58,7 +63,7 @@ export interface EnsembleResult {
 /** The tasks of an ensemble: one per member, or a single snapshot run. */
 export function ensembleTasks(o: EnsembleOptions): MemberTask[] {
   const base = {
-    model: 'cnn' as const, epochs: o.epochs, batchSize: o.batchSize, recipe: o.recipe, valFraction: o.valFraction, splitSeed: o.seed,
+    model: o.model ?? 'cnn', supervised: o.supervised, probeEpochs: o.probeEpochs, temperature: o.temperature, epochs: o.epochs, batchSize: o.batchSize, recipe: o.recipe, valFraction: o.valFraction, splitSeed: o.seed,
     dataset: o.dataset, dataDir: o.dataDir, limitTrain: o.limitTrain, limitTest: o.limitTest,
     bootstrap: o.kind === 'bagging', keepBest: o.kind === 'selection', snapshots: o.kind === 'snapshot' ? o.members : 0,
   };
@@ -73,6 +78,7 @@ export function ensembleTasks(o: EnsembleOptions): MemberTask[] {
 export async function trainEnsemble(o: EnsembleOptions): Promise<EnsembleResult> {
   if (o.members < 1) throw new Error(`an ensemble needs at least 1 member, got ${o.members}`);
   if (o.kind === 'selection' && !(o.valFraction > 0)) throw new Error('selection needs a validation split (--val-fraction > 0)');
+  if (o.model === 'simclr' && (o.kind === 'bagging' || o.kind === 'snapshot')) throw new Error(`simclr ensembles support voting and selection, not ${o.kind}`);
   const t0 = performance.now();
   const tasks = ensembleTasks(o);
   const results: MemberResult[] = await runPool(tasks, { workers: o.workers, runtime: o.runtime, onBatch: o.onBatch, onEpoch: o.onEpoch, log: o.log });

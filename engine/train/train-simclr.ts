@@ -10,7 +10,8 @@ import { TensorSet } from '../model/params.ts';
 import { graphContext, outputGradientsAndBuffers } from './graph-context.ts';
 import { ModelRunner } from './model-runner.ts';
 import { TrainState, makeSchedule, type Recipe } from './train-state.ts';
-import { epochOrder, batches, gatherImages, gatherLabels } from '../data/split.ts';
+import { epochOrder, batches, gatherImages, gatherLabels, validationSplit } from '../data/split.ts';
+import type { Evaluation } from './train-classifier.ts';
 import { normalise, IMAGE_SIZE, type Split } from '../data/datasets.ts';
 import { twoViews } from '../data/simclr-augment.ts';
 import { makeOptimizer } from '../optim/optimizers.ts';
@@ -81,6 +82,10 @@ export interface SimclrOptions {
   limitTest?: number;
   /** Epochs of linear-probe training (default 10). */
   probeEpochs?: number;
+  /** Share of the training images held out from the probe's training, with their predictions returned (default 0). */
+  valFraction?: number;
+  /** Seed of that split (default: seed); ensemble members share one split. */
+  splitSeed?: number;
   runtime?: RuntimeOptions;
   checkpointDir?: string;
   resume?: boolean;
@@ -96,7 +101,7 @@ export interface SimclrResult {
   history: SimclrEpoch[];
   seconds: number;
   imagesPerSecond: number;
-  linearEval: { trainAccuracy: number; testAccuracy: number; testLoss: number; seconds: number; probabilities: Float32Array };
+  linearEval: { trainAccuracy: number; testAccuracy: number; testLoss: number; seconds: number; probabilities: Float32Array; test: Evaluation; val?: Evaluation };
 }
 
 const range = (n: number) => Uint32Array.from({ length: n }, (_, i) => i);
@@ -187,13 +192,15 @@ export async function encodeImages(params: TensorSet, buffers: TensorSet, split:
 async function linearEvaluation(params: TensorSet, buffers: TensorSet, o: SimclrOptions, trainCount: number, log: (l: string) => void) {
   const t0 = performance.now();
   const testCount = Math.min(o.test.count, o.limitTest ?? Infinity);
+  // with a validation share the probe trains on the rest and its validation predictions are kept (ensemble selection)
+  const split = (o.valFraction ?? 0) > 0 ? validationSplit(trainCount, o.valFraction!, o.splitSeed ?? o.seed) : { train: range(trainCount), val: new Uint32Array(0) };
   log(`linear evaluation: encoding ${trainCount} training and ${testCount} test images with the frozen encoder`);
   const trainF = await encodeImages(params, buffers, o.train, trainCount, o.runtime);
   const testF = await encodeImages(params, buffers, o.test, testCount, o.runtime);
   const probe = TensorSet.init(probeParams(), o.seed);
   const runner = new ModelRunner(probe, new TensorSet([]), o.runtime ?? {});
   const epochs = o.probeEpochs ?? 10, B = 256;
-  const batchesPerEpoch = Math.ceil(trainCount / B);
+  const batchesPerEpoch = Math.ceil(split.train.length / B);
   const optimizer = makeOptimizer('adamw', probe.data, { weightDecay: 1e-4 });
   const schedule = warmupCosine({ base: 1e-3, warmup: Math.max(1, Math.round(0.05 * epochs * batchesPerEpoch)), total: epochs * batchesPerEpoch });
   const f = new Float32Array(B * FEATURES), labels = new BigInt64Array(B);
@@ -201,28 +208,34 @@ async function linearEvaluation(params: TensorSet, buffers: TensorSet, o: Simclr
     idx.forEach((k, i) => { f.set(src.subarray(k * FEATURES, (k + 1) * FEATURES), i * FEATURES); labels[i] = BigInt(split.labels[k]); });
     return { features: new ort.Tensor('float32', f.subarray(0, idx.length * FEATURES), [idx.length, FEATURES]), labels: new ort.Tensor('int64', labels.subarray(0, idx.length), [idx.length]) };
   };
+  const evaluate = async (src: Float32Array, data: Split, idx: Uint32Array): Promise<Evaluation> => {
+    let lossSum = 0, correct = 0, at = 0;
+    const probabilities = new Float32Array(idx.length * CLASSES);
+    for (const b of batches(idx, B)) {
+      const out = await runner.run(`eval/${b.length}`, () => buildProbeGraph(b.length, false), fill(src, data, b));
+      lossSum += (out.loss.data as Float32Array)[0]; correct += (out.correct.data as Float32Array)[0];
+      probabilities.set(out.probabilities.data as Float32Array, at * CLASSES);
+      at += b.length;
+    }
+    return { loss: lossSum / idx.length, accuracy: correct / idx.length, probabilities };
+  };
   let trainAccuracy = 0;
   try {
     for (let epoch = 1; epoch <= epochs; epoch++) {
       let correct = 0;
-      const list = batches(epochOrder(range(trainCount), o.seed + 17, epoch), B);
+      const list = batches(epochOrder(split.train, o.seed + 17, epoch), B);
       for (let k = 0; k < list.length; k++) {
         const out = await runner.run(`train/${list[k].length}`, () => buildProbeGraph(list[k].length, true), fill(trainF, o.train, list[k]));
         optimizer.step(probe.data, runner.grads(out), schedule((epoch - 1) * batchesPerEpoch + k));
         correct += (out.correct.data as Float32Array)[0];
       }
-      trainAccuracy = correct / trainCount;
+      trainAccuracy = correct / split.train.length;
     }
-    let lossSum = 0, correct = 0;
-    const probabilities = new Float32Array(testCount * CLASSES);
-    for (const b of batches(range(testCount), B)) {
-      const out = await runner.run(`eval/${b.length}`, () => buildProbeGraph(b.length, false), fill(testF, o.test, b));
-      lossSum += (out.loss.data as Float32Array)[0]; correct += (out.correct.data as Float32Array)[0];
-      probabilities.set(out.probabilities.data as Float32Array, b[0] * CLASSES);
-    }
+    const test = await evaluate(testF, o.test, range(testCount));
+    const val = split.val.length ? await evaluate(trainF, o.train, split.val) : undefined;
     const seconds = (performance.now() - t0) / 1000;
-    log(`linear evaluation: probe train accuracy ${(100 * trainAccuracy).toFixed(2)}%, test accuracy ${(100 * correct / testCount).toFixed(2)}% (${seconds.toFixed(1)}s)`);
-    return { probe, trainAccuracy, testAccuracy: correct / testCount, testLoss: lossSum / testCount, seconds, probabilities };
+    log(`linear evaluation: probe train accuracy ${(100 * trainAccuracy).toFixed(2)}%, test accuracy ${(100 * test.accuracy).toFixed(2)}% (${seconds.toFixed(1)}s)`);
+    return { probe, trainAccuracy, testAccuracy: test.accuracy, testLoss: test.loss, seconds, probabilities: test.probabilities, test, val };
   } finally {
     await runner.release();
   }

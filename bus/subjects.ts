@@ -1,0 +1,71 @@
+// Every subject the cluster uses, in one place. Subjects are dot-separated tokens (NATS rules):
+// `*` matches exactly one token, `>` matches one or more trailing tokens.
+// Ids that become tokens (worker, job, transfer, model) are validated so an id can never add a
+// level or act as a wildcard.
+
+export const SUBJECTS = {
+  /** A worker starting up (or reconnecting) announces its id and capabilities; the coordinator listens. */
+  workerAnnounce: 'fleet.worker.announce',
+  /** fleet.worker.heartbeat.<workerId>: periodic liveness and load of one worker. */
+  workerHeartbeatPrefix: 'fleet.worker.heartbeat',
+  /** Pattern the coordinator subscribes to for every worker's heartbeat. */
+  workerHeartbeatAll: 'fleet.worker.heartbeat.*',
+  /** fleet.task.lease.<workerId>: the coordinator hands one task to that worker (request/reply: the reply accepts it). */
+  taskLeasePrefix: 'fleet.task.lease',
+  /** A worker reports a finished (or failed) task; the coordinator listens, queue group so only one coordinator instance takes it. */
+  taskResult: 'fleet.task.result',
+  /** fleet.job.progress.<jobId>: progress events of one job (epochs, metrics), for the CLI and dashboard. */
+  jobProgressPrefix: 'fleet.job.progress',
+  /** Pattern for the progress of every job. */
+  jobProgressAll: 'fleet.job.progress.*',
+  /** fleet.tensor.<transferId>: the chunks of one large tensor/model transfer (see bus/chunking.ts). */
+  tensorPrefix: 'fleet.tensor',
+  /** fleet.infer.<model>: inference requests for one model, answered by a queue group of servers. */
+  inferPrefix: 'fleet.infer',
+  /** Pattern for inference requests to any model. */
+  inferAll: 'fleet.infer.*',
+} as const;
+
+/** Checks that an id can be used as one subject token: non-empty, no whitespace, dots or wildcards. */
+export function subjectToken(id: string): string {
+  if (typeof id !== 'string' || id.length === 0) throw new Error('subject token: id must be a non-empty string');
+  if (id.length > 256) throw new Error(`subject token: id too long (${id.length} characters)`);
+  if (/[\s.*>\u0000-\u001f\u007f]/.test(id)) {
+    throw new Error(`subject token: id ${JSON.stringify(id)} must not contain whitespace, '.', '*' or '>'`);
+  }
+  return id;
+}
+
+export const workerHeartbeatSubject = (workerId: string) => `${SUBJECTS.workerHeartbeatPrefix}.${subjectToken(workerId)}`;
+export const taskLeaseSubject = (workerId: string) => `${SUBJECTS.taskLeasePrefix}.${subjectToken(workerId)}`;
+export const jobProgressSubject = (jobId: string) => `${SUBJECTS.jobProgressPrefix}.${subjectToken(jobId)}`;
+export const tensorSubject = (transferId: string) => `${SUBJECTS.tensorPrefix}.${subjectToken(transferId)}`;
+export const inferSubject = (model: string) => `${SUBJECTS.inferPrefix}.${subjectToken(model)}`;
+
+/**
+ * Throws unless `subject` is well formed: non-empty tokens without whitespace. Wildcards are only
+ * allowed when `wildcards` is set (subscriptions), and `>` only as the last token.
+ */
+export function validateSubject(subject: string, wildcards: boolean): void {
+  if (typeof subject !== 'string' || subject.length === 0) throw new Error('invalid subject: empty');
+  const tokens = subject.split('.');
+  tokens.forEach((t, i) => {
+    if (t.length === 0 || /\s/.test(t)) throw new Error(`invalid subject ${JSON.stringify(subject)}`);
+    const wild = t === '*' || t === '>';
+    if (wild && !wildcards) throw new Error(`invalid subject ${JSON.stringify(subject)}: wildcards are not allowed here`);
+    if (t === '>' && i !== tokens.length - 1) throw new Error(`invalid subject ${JSON.stringify(subject)}: '>' must be last`);
+  });
+}
+
+/** True when a concrete subject matches a subscription pattern (`*` one token, `>` one or more trailing tokens). */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  const p = pattern.split('.');
+  const s = subject.split('.');
+  if (s.some((t) => t.length === 0)) return false;
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return i === p.length - 1 && s.length > i;
+    if (i >= s.length) return false;
+    if (p[i] !== '*' && p[i] !== s[i]) return false;
+  }
+  return p.length === s.length;
+}
