@@ -1,0 +1,218 @@
+// Transport over a real NATS server (nats.js v3 client). Used when the cluster is given a nats:// URL.
+
+import { readFileSync } from 'node:fs';
+import {
+  connect,
+  credsAuthenticator,
+  nkeyAuthenticator,
+  NoRespondersError,
+  RequestError,
+  TimeoutError,
+  type Authenticator,
+  type NatsConnection,
+  type NodeConnectionOptions,
+  type Status,
+} from '@nats-io/transport-node';
+import type { BusMessage, SubscribeOptions, Subscription, Transport } from './transport.ts';
+
+export interface NatsOptions {
+  /** Connection name shown by the server (monitoring). */
+  name?: string;
+  user?: string;
+  pass?: string;
+  token?: string;
+  /** NKey seed (SU...), for nkey authentication. */
+  nkeySeed?: string;
+  /** Path of a .creds file (JWT + nkey seed). */
+  credsFile?: string;
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
+  /** Reconnect after losing the server (default true: unlimited attempts, short wait). */
+  reconnect?: boolean;
+  /** Connection events: "disconnect <server>", "reconnecting", "reconnect <server>", "error: ...", ... */
+  onStatus?: (event: string) => void;
+  /** Called when a subscription handler throws (or its promise rejects); defaults to console.error. */
+  onError?: (err: unknown, subject: string) => void;
+}
+
+const RECONNECT_WAIT_MS = 250;
+
+export type NatsTransport = Transport & { readonly handlerErrors: number };
+
+export async function connectNats(url: string, opts: NatsOptions = {}): Promise<NatsTransport> {
+  const redact = redactor(url, opts);
+  const authenticator: Authenticator[] = [];
+  if (opts.nkeySeed) authenticator.push(nkeyAuthenticator(new TextEncoder().encode(opts.nkeySeed)));
+  if (opts.credsFile) authenticator.push(credsAuthenticator(readFileSync(opts.credsFile)));
+  const reconnect = opts.reconnect ?? true;
+  const co: NodeConnectionOptions = {
+    servers: url,
+    name: opts.name,
+    user: opts.user,
+    pass: opts.pass,
+    token: opts.token,
+    reconnect,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: RECONNECT_WAIT_MS,
+  };
+  if (authenticator.length) co.authenticator = authenticator;
+  if (opts.tls) co.tls = { ...opts.tls };
+  else if (url.startsWith('tls://')) co.tls = {};
+  let nc: NatsConnection;
+  try {
+    nc = await connect(co);
+  } catch (err) {
+    // No `cause`: the original error (or its options) could carry credentials.
+    throw new Error(`cannot connect to NATS at ${redact(url)}: ${redact(errorText(err))}`);
+  }
+  return new NatsClient(nc, opts, redact);
+}
+
+class NatsClient implements Transport {
+  handlerErrors = 0;
+  private readonly initialMaxPayload: number;
+
+  constructor(
+    private nc: NatsConnection,
+    private opts: NatsOptions,
+    private redact: (s: string) => string,
+  ) {
+    this.initialMaxPayload = nc.info?.max_payload ?? 1024 * 1024;
+    if (opts.onStatus) void this.watchStatus(opts.onStatus);
+  }
+
+  /** Read from the current server's INFO: it may change after a reconnect. */
+  get maxPayload(): number {
+    return this.nc.info?.max_payload ?? this.initialMaxPayload;
+  }
+
+  publish(subject: string, data: Uint8Array, opts?: { reply?: string }): void {
+    // nats.js queues small payloads by reference until the next write, so a sender reusing its
+    // buffer right after publish() would change what goes out: copy, as the in-process hub does.
+    this.nc.publish(subject, data.slice(), opts?.reply ? { reply: opts.reply } : undefined);
+  }
+
+  subscribe(subject: string, handler: (msg: BusMessage) => void, opts?: SubscribeOptions): Subscription {
+    const sub = this.nc.subscribe(subject, {
+      queue: opts?.queue,
+      // The callback must never throw: nats.js would tear the subscription down.
+      callback: (err, m) => {
+        if (err) return this.report(err, subject);
+        const msg: BusMessage = { subject: m.subject, data: m.data };
+        if (m.reply) msg.reply = m.reply;
+        try {
+          const r = handler(msg) as unknown;
+          if (r instanceof Promise) r.catch((e) => this.report(e, m.subject));
+        } catch (e) {
+          this.report(e, m.subject);
+        }
+      },
+    });
+    return { unsubscribe: () => sub.unsubscribe() };
+  }
+
+  async request(subject: string, data: Uint8Array, timeoutMs: number): Promise<BusMessage> {
+    try {
+      const m = await this.nc.request(subject, data, { timeout: timeoutMs });
+      return { subject: m.subject, data: m.data };
+    } catch (err) {
+      if (isNoResponders(err)) throw new Error(`no responders for ${subject}`);
+      if (isTimeout(err)) throw new Error(`request to ${subject} timed out after ${timeoutMs} ms`);
+      throw new Error(`request to ${subject} failed: ${this.redact(errorText(err))}`);
+    }
+  }
+
+  respond(msg: BusMessage, data: Uint8Array): void {
+    if (!msg.reply) throw new Error(`message on ${msg.subject} has no reply subject`);
+    this.publish(msg.reply, data);
+  }
+
+  flush(): Promise<void> {
+    return this.nc.flush();
+  }
+
+  async close(): Promise<void> {
+    if (this.nc.isClosed()) return;
+    // nats.js close() drops unsent data: flush first, but do not hang if the server is gone.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.nc.flush().catch(() => {}),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, 1000))),
+    ]);
+    clearTimeout(timer);
+    await this.nc.close();
+  }
+
+  private async watchStatus(onStatus: (event: string) => void): Promise<void> {
+    for await (const s of this.nc.status()) {
+      try {
+        onStatus(this.redact(describeStatus(s)));
+      } catch {
+        // a failing status hook must not stop the watcher
+      }
+    }
+  }
+
+  private report(err: unknown, subject: string): void {
+    this.handlerErrors++;
+    try {
+      if (this.opts.onError) this.opts.onError(err, subject);
+      else console.error(`bus: handler for ${subject} failed: ${errorText(err)}`);
+    } catch {
+      // A failing error hook must not break delivery either.
+    }
+  }
+}
+
+function describeStatus(s: Status): string {
+  switch (s.type) {
+    case 'disconnect':
+    case 'reconnect':
+    case 'ldm':
+      return `${s.type} ${s.server}`;
+    case 'error':
+      return `error: ${errorText(s.error)}`;
+    case 'ping':
+      return `ping (${s.pendingPings} pending)`;
+    case 'slowConsumer':
+      return `slowConsumer (${s.pending} pending)`;
+    default:
+      return s.type;
+  }
+}
+
+function isNoResponders(err: unknown): boolean {
+  if (err instanceof NoRespondersError) return true;
+  if (err instanceof RequestError && err.isNoResponders()) return true;
+  return err instanceof Error && err.cause instanceof NoRespondersError;
+}
+
+function isTimeout(err: unknown): boolean {
+  return err instanceof TimeoutError || (err instanceof Error && err.cause instanceof TimeoutError);
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Removes every secret we were given (and URL user info) from a text meant for logs or errors. */
+function redactor(url: string, opts: NatsOptions): (s: string) => string {
+  const secrets = [opts.pass, opts.token, opts.nkeySeed].filter((s): s is string => !!s);
+  const m = /^[a-z]+:\/\/([^@/]*)@/i.exec(url);
+  // nats://user:pass@host (the password is secret) or nats://token@host (all of it is)
+  const fromUrl = m ? (m[1].includes(':') ? m[1].slice(m[1].indexOf(':') + 1) : m[1]) : '';
+  if (fromUrl) secrets.push(fromUrl, safeDecode(fromUrl));
+  secrets.sort((a, b) => b.length - a.length); // longest first, so a secret containing another is fully hidden
+  return (s: string) => {
+    let out = s.replace(/(\b[a-z]+:\/\/)[^@/\s]*@/gi, '$1***@');
+    for (const secret of secrets) out = out.split(secret).join('***');
+    return out;
+  };
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
