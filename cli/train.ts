@@ -17,10 +17,8 @@ import { checkCuda, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { trainingCurves, lineChart } from '../dashboard/plots.ts';
 import { versions } from './versions.ts';
-import { trainEnsemble, ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
-import { toTensorSet, type TrainedMember } from '../engine/ensemble/tasks.ts';
-import { exportEnsemble, type EnsembleMember } from '../engine/ensemble/export.ts';
-import { memberBars, selectionCurve, selectionWeights } from '../dashboard/ensemble-plots.ts';
+import { trainEnsemble, ENSEMBLE_KINDS, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
+import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
 
 const MODELS = ['cnn', 'simclr', 'mil'] as const;
 type Model = typeof MODELS[number];
@@ -268,42 +266,16 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   const workers = intOption(values, 'workers', 1, 1);
   const { limitTrain, limitTest } = limits(values);
   if (!run) return null;
-  const r = await trainEnsemble({
+  const options: EnsembleOptions = {
     kind, model, ...simclr, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, dataDir: values['data-dir'] as string | undefined,
     limitTrain, limitTest, workers, runtime: run.runtime, out: run.out, selection, log: run.log,
     onBatch: (id, b) => run.onBatch(b, id),
     onEpoch: (id, e) => run.log(`${id}: ${epochLine(e, epochs)}`),
-  });
-  const tensors = (m: TrainedMember): EnsembleMember => (m.model === 'simclr'
-    ? { kind: 'simclr', params: toTensorSet(m.params), buffers: toTensorSet(m.buffers), probe: toTensorSet(m.probe!) }
-    : { kind: 'cnn', params: toTensorSet(m.params), buffers: toTensorSet(m.buffers) });
-  const files: Record<string, string | Uint8Array> = {
-    'model.onnx': exportEnsemble(r.members.map(tensors), r.weights, { metadata: { dataset: run.dataset, ensemble: kind } }),
-    ...memberBars(r.memberSummaries),
   };
-  r.members.forEach(m => {
-    const t = tensors(m);
-    files[`members/${m.name}/model.onnx`] = t.kind === 'simclr' ? exportSimclrClassifier(t.params, t.buffers, t.probe, { dataset: run.dataset }) : exportCnn(t.params, t.buffers, { dataset: run.dataset });
-  });
-  if (r.selection) {
-    files['selection.svg'] = selectionCurve(r.selection.steps, { best_member: r.selection.objective === 'loss' ? r.memberSummaries.reduce((b, m) => Math.min(b, m.val_loss!), Infinity) : r.memberSummaries.reduce((b, m) => Math.max(b, m.val_accuracy!), 0),
-      average: (r.selection.objective === 'loss' ? r.average.val_loss : r.average.val_accuracy)! }, `validation ${r.selection.objective}`);
-    files['selection-weights.svg'] = selectionWeights(r.selection.steps, r.memberSummaries.map(m => m.name));
-  }
+  const r = await trainEnsemble(options);
+  const { files, summary, details } = ensembleOutputs(options, r);
   return {
-    summary: {
-      ensemble: kind, members: r.members.length, epochs, seconds: round(r.seconds, 2),
-      test_accuracy: r.test.accuracy, test_loss: r.test.loss, hard_vote_test_accuracy: r.test.hard_vote_accuracy,
-      best_member_test_accuracy: r.bestMember.test_accuracy, average_test_accuracy: r.average.test_accuracy,
-      average_test_loss: r.average.test_loss, weights: r.weights.map(w => round(w, 4)), recipe: recipe.name,
-    },
-    details: {
-      config: { kind, members, epochs, batchSize, seed: run.seed, valFraction, recipe, selection: kind === 'selection' ? selection : undefined, workers, limitTrain, limitTest, runtime: run.runtime },
-      member_results: r.memberSummaries, best_member: r.bestMember, average: r.average,
-      ensemble_test: { accuracy: r.test.accuracy, loss: r.test.loss, hard_vote_accuracy: r.test.hard_vote_accuracy }, weights: r.weights,
-      selection: r.selection, histories: r.histories,
-    },
-    files,
+    summary, details: { ...details, runtime: run.runtime }, files,
     headline: `${kind} ensemble of ${r.members.length}: test accuracy ${pct(r.test.accuracy)} (hard vote ${pct(r.test.hard_vote_accuracy)}), ` +
       `best member ${pct(r.bestMember.test_accuracy)}, equal average ${pct(r.average.test_accuracy)}, ${round(r.seconds, 1)}s`,
   };

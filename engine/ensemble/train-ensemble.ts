@@ -75,13 +75,23 @@ export function ensembleTasks(o: EnsembleOptions): MemberTask[] {
   });
 }
 
-export async function trainEnsemble(o: EnsembleOptions): Promise<EnsembleResult> {
+/** Throws a clear error for an ensemble that cannot be trained. */
+export function checkEnsemble(o: EnsembleOptions): void {
   if (o.members < 1) throw new Error(`an ensemble needs at least 1 member, got ${o.members}`);
   if (o.kind === 'selection' && !(o.valFraction > 0)) throw new Error('selection needs a validation split (--val-fraction > 0)');
   if (o.model === 'simclr' && (o.kind === 'bagging' || o.kind === 'snapshot')) throw new Error(`simclr ensembles support voting and selection, not ${o.kind}`);
+}
+
+/** Trains the members here (in this thread or on worker threads) and combines them. */
+export async function trainEnsemble(o: EnsembleOptions): Promise<EnsembleResult> {
+  checkEnsemble(o);
   const t0 = performance.now();
-  const tasks = ensembleTasks(o);
-  const results: MemberResult[] = await runPool(tasks, { workers: o.workers, runtime: o.runtime, onBatch: o.onBatch, onEpoch: o.onEpoch, log: o.log });
+  const results = await runPool(ensembleTasks(o), { workers: o.workers, runtime: o.runtime, onBatch: o.onBatch, onEpoch: o.onEpoch, log: o.log });
+  return combineEnsemble(o, results, (performance.now() - t0) / 1000);
+}
+
+/** The ensemble from its tasks' results, wherever they were trained (here, on worker threads, on cluster workers). */
+export function combineEnsemble(o: EnsembleOptions, results: MemberResult[], seconds: number): EnsembleResult {
   const members = results.flatMap(r => r.members);
   const data = loadDataset(o.dataset, o.dataDir);
   const testCount = Math.min(data.test.count, o.limitTest ?? Infinity);
@@ -122,7 +132,7 @@ export async function trainEnsemble(o: EnsembleOptions): Promise<EnsembleResult>
       hard_vote_accuracy: accuracyOfPredictions(hard, testLabels), probabilities },
     bestMember: { name: memberSummaries[bi].name, test_accuracy: memberSummaries[bi].test_accuracy, test_loss: memberSummaries[bi].test_loss,
       chosen_by: haveVal ? 'validation loss' : 'test accuracy' },
-    average, selection, histories, valLabels: valLabels ?? undefined, seconds: (performance.now() - t0) / 1000,
+    average, selection, histories, valLabels: valLabels ?? undefined, seconds,
   };
 }
 
