@@ -18,6 +18,10 @@ export const SUBJECTS = {
   jobProgressPrefix: 'fleet.job.progress',
   /** Pattern for the progress of every job. */
   jobProgressAll: 'fleet.job.progress.*',
+  /** A client submits a job (JSON job spec, request/reply: the answer carries the job id or the error). */
+  jobSubmit: 'fleet.job.submit',
+  /** fleet.job.done.<jobId>: the coordinator's last word on a job (JSON: ok and summary, or the error). */
+  jobDonePrefix: 'fleet.job.done',
   /** fleet.tensor.<transferId>: the chunks of one large tensor/model transfer (see bus/chunking.ts). */
   tensorPrefix: 'fleet.tensor',
   /** fleet.infer.<model>: inference requests for one model, answered by a queue group of servers. */
@@ -39,6 +43,7 @@ export function subjectToken(id: string): string {
 export const workerHeartbeatSubject = (workerId: string) => `${SUBJECTS.workerHeartbeatPrefix}.${subjectToken(workerId)}`;
 export const taskLeaseSubject = (workerId: string) => `${SUBJECTS.taskLeasePrefix}.${subjectToken(workerId)}`;
 export const jobProgressSubject = (jobId: string) => `${SUBJECTS.jobProgressPrefix}.${subjectToken(jobId)}`;
+export const jobDoneSubject = (jobId: string) => `${SUBJECTS.jobDonePrefix}.${subjectToken(jobId)}`;
 export const tensorSubject = (transferId: string) => `${SUBJECTS.tensorPrefix}.${subjectToken(transferId)}`;
 export const inferSubject = (model: string) => `${SUBJECTS.inferPrefix}.${subjectToken(model)}`;
 

@@ -11,14 +11,19 @@ usage:
   fleet data download|info        fetch or inspect an IDX data set (fleet data --help)
   fleet bench train|infer|augment training, inference and augmentation throughput (fleet bench --help)
   fleet bench mil-grid            MIL test AUC over training-set sizes, seeds and poolings
+  fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, /api/cluster)
+  fleet worker --nats URL         a cluster worker (trains leased ensemble members)
   fleet help                      this text
 
-Ensembles, the cluster, serving and predict arrive with later issues (see the README).`;
+Ensemble jobs run on a cluster with fleet train cnn --members K --nats URL. Data-parallel training,
+serving and predict arrive with later issues (see the README).`;
 
 const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Promise<void> }>> = {
   train: () => import('./train.ts'),
   data: async () => ({ default: (await import('./data.ts')).dataCommand }),
   bench: () => import('./bench.ts'),
+  coordinator: () => import('./coordinator.ts'),
+  worker: () => import('./worker.ts'),
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -19,6 +19,8 @@ import { trainingCurves, lineChart } from '../dashboard/plots.ts';
 import { versions } from './versions.ts';
 import { trainEnsemble, ENSEMBLE_KINDS, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
 import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
+import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
+import { submitJob } from '../coordinator/client.ts';
 
 const MODELS = ['cnn', 'simclr', 'mil'] as const;
 type Model = typeof MODELS[number];
@@ -68,7 +70,10 @@ ensembles (model.onnx is then ONE graph: every member plus the weighted vote; me
   --init-size N       selection: sorted initialisation with the best N members (default 0)
   --max-iter N        selection: greedy steps, with replacement (default 50)
   --selection-bags N  selection: bagged selection over N random halves of the pool (default 1: off)
-`,
+
+on a cluster (fleet coordinator + fleet worker): the ensemble job is submitted to the coordinator, which
+leases one task per member to the workers; its outputs are written under the coordinator's --state:
+${NATS_HELP}`,
   simclr: `usage: fleet train simclr [options]
 
 SimCLR pre-training of the conv encoder with a projection head (2048 -> 2048 -> ReLU -> 128, L2-normalised)
@@ -95,7 +100,7 @@ ensembles of SimCLR members (each: pre-training with its own seed + its linear p
   --init-size N       selection: sorted initialisation with the best N members (default 0)
   --max-iter N        selection: greedy steps, with replacement (default 50)
   --selection-bags N  selection: bagged selection over N random halves of the pool (default 1: off)
-`,
+${NATS_HELP}`,
   mil: `usage: fleet train mil [options]
 
 Attention-based multiple instance learning (Ilse et al. 2018) on bags of MNIST digits: a bag is positive
@@ -121,10 +126,10 @@ const COMMON: OptionSpec = {
 };
 const LIMITS: OptionSpec = { 'limit-train': { type: 'string' }, 'limit-test': { type: 'string' } };
 export const OPTIONS: Record<Model, OptionSpec> = {
-  cnn: { ...COMMON, ...LIMITS, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' },
+  cnn: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' },
     members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, objective: { type: 'string' },
     'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
-  simclr: { ...COMMON, ...LIMITS, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' },
+  simclr: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' },
     members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, 'val-fraction': { type: 'string' },
     objective: { type: 'string' }, 'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
   mil: { ...COMMON, pooling: { type: 'string' }, bags: { type: 'string' }, 'test-bags': { type: 'string' }, 'bag-mean': { type: 'string' },
@@ -208,7 +213,7 @@ const limits = (values: Values) => ({
 
 const trainCnnRun: ModelRun = async (values, run) => {
   if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'cnn');
-  for (const name of ['workers', 'objective', 'init-size', 'max-iter', 'selection-bags']) {
+  for (const name of ['workers', 'objective', 'init-size', 'max-iter', 'selection-bags', 'nats', 'nats-creds', 'nats-ca', 'nats-cert', 'nats-key']) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
   }
   const recipeName = choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet');
@@ -272,6 +277,18 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
     onBatch: (id, b) => run.onBatch(b, id),
     onEpoch: (id, e) => run.log(`${id}: ${epochLine(e, epochs)}`),
   };
+  if (values.nats) {
+    // the job runs on the cluster: submit it, follow its progress, report where the coordinator wrote the outputs
+    const bus = await connectFromCli(values, 'fleet-train', run.log);
+    try {
+      const { runtime: _r, workers: _w, out: _o, onBatch: _b, onEpoch: _e, log: _l, ...spec } = options;
+      const done = await submitJob(bus, spec, run.log);
+      return { summary: { ...done.summary, coordinator_out: done.summary.out, cluster: values.nats }, details: { job: done.jobId }, files: {},
+        headline: `${kind} ensemble of ${done.summary.members} on the cluster (job ${done.jobId}): test accuracy ${pct(done.summary.test_accuracy as number)}; outputs in ${done.summary.out} on the coordinator` };
+    } finally {
+      await bus.close();
+    }
+  }
   const r = await trainEnsemble(options);
   const { files, summary, details } = ensembleOutputs(options, r);
   return {
@@ -283,7 +300,7 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
 
 const trainSimclrRun: ModelRun = async (values, run) => {
   if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'simclr');
-  for (const name of ['workers', 'objective', 'init-size', 'max-iter', 'selection-bags', 'val-fraction']) {
+  for (const name of ['workers', 'objective', 'init-size', 'max-iter', 'selection-bags', 'val-fraction', 'nats', 'nats-creds', 'nats-ca', 'nats-cert', 'nats-key']) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
   }
   const epochs = intOption(values, 'epochs', 1, 0);

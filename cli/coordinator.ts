@@ -1,0 +1,52 @@
+// `fleet coordinator`: runs the coordinator on a NATS server until interrupted.
+import * as path from 'node:path';
+import { parse, intOption, UsageError } from './args.ts';
+import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
+import { Coordinator } from '../coordinator/coordinator.ts';
+import { serveHttp, parseHostPort } from '../coordinator/http.ts';
+
+const HELP = `usage: fleet coordinator --nats URL [options]
+
+Accepts jobs (fleet train ... --nats URL), leases their tasks to workers (fleet worker), re-leases the tasks
+of workers that stop heartbeating, keeps job state under --state so a restarted coordinator resumes, and
+writes each finished job's outputs to <state>/jobs/<id>/out.
+
+options:
+${NATS_HELP}  --state DIR         job state and outputs (default ./fleet-state)
+  --http HOST:PORT    serve /api/cluster and /api/jobs (default 127.0.0.1:8080; "off" to disable)
+  --worker-timeout-ms N  a worker silent this long is lost and its task re-leased (default 10000)
+  --max-attempts N    attempts before a failing task fails its job (default 3)
+  -h, --help          this text
+`;
+
+export const OPTIONS = {
+  ...NATS_OPTIONS, state: { type: 'string' }, http: { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
+  'max-attempts': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+} as const;
+
+export default async function coordinator(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, OPTIONS);
+  if (values.help) { process.stdout.write(HELP); return; }
+  if (positionals.length) throw new UsageError(`coordinator: unexpected argument "${positionals[0]}"`);
+  if (!values.nats) throw new UsageError('coordinator: --nats URL is required');
+  const stateDir = path.resolve((values.state as string | undefined) ?? 'fleet-state');
+  const httpAt = (values.http as string | undefined) ?? '127.0.0.1:8080';
+  const [host, port] = httpAt === 'off' ? ['', 0] : parseHostPort(httpAt, '--http');
+  const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  const bus = await connectFromCli(values, 'fleet-coordinator', log);
+  const c = new Coordinator(bus, {
+    stateDir, workerTimeoutMs: intOption(values, 'worker-timeout-ms', 10_000, 100), maxAttempts: intOption(values, 'max-attempts', 3, 1), log,
+  });
+  c.start();
+  const server = httpAt === 'off' ? null : await serveHttp(c, host, port);
+  log(`coordinator: state ${stateDir}${server ? `, http://${host}:${(server.address() as { port: number }).port}/api/cluster` : ''}`);
+  await new Promise<void>(resolve => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  log('coordinator: stopping');
+  server?.close();
+  await c.stop();
+  await bus.close();
+}

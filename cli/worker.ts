@@ -1,0 +1,42 @@
+// `fleet worker`: trains the tasks a coordinator leases to it, until interrupted.
+import * as os from 'node:os';
+import { parse, intOption, choiceOption, UsageError } from './args.ts';
+import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
+import { startWorker } from '../worker/worker.ts';
+import { checkCuda } from '../engine/runtime.ts';
+
+const HELP = `usage: fleet worker --nats URL [options]
+
+Announces itself to the coordinator, heartbeats, and trains one leased task at a time.
+
+options:
+${NATS_HELP}  --device cpu|cuda   execution provider (default cpu)
+  --threads N         ONNX Runtime intra-op threads (default: all cores)
+  --id NAME           worker id (default host-pid-random)
+  --heartbeat-ms N    heartbeat period (default 1000)
+  -h, --help          this text
+`;
+
+export const OPTIONS = {
+  ...NATS_OPTIONS, device: { type: 'string' }, threads: { type: 'string' }, id: { type: 'string' }, 'heartbeat-ms': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export default async function worker(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, OPTIONS);
+  if (values.help) { process.stdout.write(HELP); return; }
+  if (positionals.length) throw new UsageError(`worker: unexpected argument "${positionals[0]}"`);
+  if (!values.nats) throw new UsageError('worker: --nats URL is required');
+  const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
+  if (device === 'cuda') checkCuda();
+  const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  const bus = await connectFromCli(values, 'fleet-worker', log);
+  const w = startWorker(bus, {
+    id: values.id as string | undefined, runtime: { device, threads: intOption(values, 'threads', os.availableParallelism(), 1) },
+    heartbeatMs: intOption(values, 'heartbeat-ms', 1000, 50), log,
+  });
+  log(`worker ${w.id}: ready (${device})`);
+  await new Promise<void>(resolve => { process.once('SIGINT', () => resolve()); process.once('SIGTERM', () => resolve()); });
+  await w.stop();
+  await bus.close();
+}

@@ -1,0 +1,290 @@
+// The coordinator: keeps the cluster view (workers, jobs, tasks), leases queued tasks to idle workers,
+// re-leases the tasks of workers whose heartbeats stop, collects results (chunked transfers), persists job
+// state in a directory so a restarted coordinator resumes, and combines a finished ensemble job.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Transport } from '../bus/transport.ts';
+import { SUBJECTS, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
+import { encodeEnvelope, decodeEnvelope, parseJsonField, jsonField, Device, type BodyKind, type BodyMap } from '../bus/codec.ts';
+import { Reassembler } from '../bus/chunking.ts';
+import { ensembleTasks, combineEnsemble, checkEnsemble, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
+import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
+import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
+import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
+import { writeFileAtomic } from '../engine/util/atomic.ts';
+
+
+/** What a client submits: the ensemble to train (runtime settings are the workers'). */
+export type JobSpec = Omit<EnsembleOptions, 'runtime' | 'workers' | 'out' | 'onBatch' | 'onEpoch' | 'log'>;
+
+type TaskState = 'queued' | 'leased' | 'done' | 'failed';
+interface TaskRecord { task: MemberTask; state: TaskState; attempts: number; worker?: string; leasedAt?: number; error?: string; transferId?: string }
+export interface JobRecord {
+  id: string; spec: JobSpec; state: 'running' | 'done' | 'failed'; submittedAt: number; finishedAt?: number;
+  tasks: TaskRecord[]; error?: string; summary?: Record<string, unknown>;
+}
+interface WorkerRecord { id: string; device: 'cpu' | 'cuda'; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost' }
+
+export interface CoordinatorOptions {
+  /** Directory for job state, task results and job outputs. */
+  stateDir: string;
+  /** A worker silent for this long is lost and its task re-leased (default 10 s). */
+  workerTimeoutMs?: number;
+  /** A task that failed on this many attempts fails its job (default 3). */
+  maxAttempts?: number;
+  tickMs?: number;
+  log?: (line: string) => void;
+}
+
+export class Coordinator {
+  readonly workers = new Map<string, WorkerRecord>();
+  readonly jobs = new Map<string, JobRecord>();
+  readonly stats = { malformed: 0, reassemblyFailures: 0, leases: 0, releases: 0, results: 0 };
+  private readonly subs: { unsubscribe(): void }[] = [];
+  private readonly pending = new Map<string, MemberResult>();
+  private readonly reassembler: Reassembler;
+  private timer?: NodeJS.Timeout;
+  private readonly log: (line: string) => void;
+
+  constructor(readonly bus: Transport, readonly o: CoordinatorOptions) {
+    this.log = o.log ?? (() => {});
+    this.reassembler = new Reassembler({
+      onComplete: (transferId, payload) => this.onTransfer(transferId, payload),
+      onError: (transferId, reason) => { this.stats.reassemblyFailures++; this.log(`transfer ${transferId} failed: ${reason}`); },
+    });
+    fs.mkdirSync(path.join(o.stateDir, 'jobs'), { recursive: true });
+    this.load();
+  }
+
+  start(): void {
+    // every message is decoded and checked; a malformed one, or one of the wrong kind, is counted and dropped
+    const on = <K extends BodyKind>(subject: string, kind: K, handle: (body: BodyMap[K]) => void) =>
+      this.subs.push(this.bus.subscribe(subject, msg => {
+        const d = decodeEnvelope(msg.data);
+        const reason = !d.ok ? d.reason : d.envelope.body.kind !== kind ? `a ${d.envelope.body.kind} message where ${kind} was expected` : null;
+        if (reason || !d.ok) { this.stats.malformed++; this.log(`dropped a malformed message on ${msg.subject}: ${reason}`); return; }
+        handle(d.envelope.body.value as BodyMap[K]);
+      }));
+    on(SUBJECTS.workerAnnounce, 'announce', a => this.onAnnounce(a));
+    on(SUBJECTS.workerHeartbeatAll, 'heartbeat', h => this.onHeartbeat(h));
+    on(SUBJECTS.taskResult, 'result', r => this.onResult(r));
+    on(`${SUBJECTS.tensorPrefix}.>`, 'chunk', c => this.reassembler.accept(c));
+    this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, msg => {
+      try {
+        const spec = JSON.parse(new TextDecoder().decode(msg.data)) as JobSpec;
+        const job = this.submit(spec);
+        this.bus.respond(msg, jsonField({ ok: true, jobId: job.id }));
+      } catch (e) {
+        this.stats.malformed++;
+        this.bus.respond(msg, jsonField({ ok: false, error: (e as Error).message }));
+      }
+    }));
+    this.timer = setInterval(() => this.tick(), this.o.tickMs ?? 250);
+    this.tick();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    for (const s of this.subs) s.unsubscribe();
+    await this.bus.flush().catch(() => {});
+  }
+
+  submit(spec: JobSpec): JobRecord {
+    checkEnsemble({ ...spec, runtime: {}, workers: 1 });
+    const id = `job-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+    const tasks = ensembleTasks({ ...spec, runtime: {}, workers: 1 }).map(t => ({ task: { ...t, checkpointDir: undefined }, state: 'queued' as TaskState, attempts: 0 }));
+    const job: JobRecord = { id, spec, state: 'running', submittedAt: Date.now(), tasks };
+    this.jobs.set(id, job);
+    this.save(job);
+    this.log(`job ${id}: ${spec.kind} ensemble of ${spec.members}, ${tasks.length} task(s)`);
+    this.tick();
+    return job;
+  }
+
+  /** The cluster view served at /api/cluster. */
+  clusterView() {
+    const now = Date.now();
+    return {
+      workers: [...this.workers.values()].map(w => ({ ...w, heartbeatAgeMs: now - w.lastSeen })),
+      tasks: [...this.jobs.values()].flatMap(j => j.tasks.map(t => ({ job: j.id, task: t.task.id, state: t.state, worker: t.worker, attempts: t.attempts }))),
+      stats: this.stats,
+    };
+  }
+
+  /** The jobs served at /api/jobs. */
+  jobsView() {
+    return [...this.jobs.values()].map(j => ({
+      id: j.id, state: j.state, kind: j.spec.kind, members: j.spec.members, submittedAt: j.submittedAt, finishedAt: j.finishedAt,
+      done: j.tasks.filter(t => t.state === 'done').length, tasks: j.tasks.length, error: j.error, summary: j.summary,
+    }));
+  }
+
+  private onAnnounce(a: { workerId: string; device: number; threads: number; version: string }) {
+    const w = this.workers.get(a.workerId);
+    const record: WorkerRecord = { id: a.workerId, device: a.device === Device.CUDA ? 'cuda' : 'cpu', threads: a.threads, version: a.version,
+      lastSeen: Date.now(), running: w?.running ?? [], state: w?.state === 'busy' ? 'busy' : 'idle' };
+    if (!w) this.log(`worker ${a.workerId} joined (${record.device}, ${a.threads} threads, fleet ${a.version})`);
+    this.workers.set(a.workerId, record);
+    this.tick();
+  }
+
+  private onHeartbeat(h: { workerId: string; runningTaskIds: string[] }) {
+    const w = this.workers.get(h.workerId);
+    if (!w) return; // announces come every few heartbeats: wait for one to learn the worker's capabilities
+    if (w.state === 'lost') this.log(`worker ${w.id} is back`);
+    w.lastSeen = Date.now();
+    w.running = h.runningTaskIds;
+    // after a coordinator restart, a worker still training a requeued task keeps it
+    for (const job of this.jobs.values()) {
+      for (const t of job.tasks) {
+        if (job.state === 'running' && t.state === 'queued' && h.runningTaskIds.includes(t.task.id)) {
+          t.state = 'leased'; t.worker = w.id; t.leasedAt = Date.now();
+          this.log(`job ${job.id}: ${t.task.id} is running on ${w.id}`);
+        }
+      }
+    }
+    // busy only while it runs one of our leases (a lease in flight counts as busy too)
+    const leased = this.leasedTo(w.id);
+    w.state = h.runningTaskIds.length || leased.some(t => Date.now() - (t.leasedAt ?? 0) < 2000) ? 'busy' : 'idle';
+    // a lease the worker does not run (lost message, or the worker restarted) goes back to the queue
+    for (const t of leased) {
+      if (!h.runningTaskIds.includes(t.task.id) && Date.now() - (t.leasedAt ?? 0) > 5000 && !t.transferId) this.requeue(t, `worker ${w.id} is not running it`);
+    }
+    this.tick();
+  }
+
+  private onResult(r: { taskId: string; jobId: string; workerId: string; ok: boolean; error: string; resultJson: Uint8Array; tensors: { name: string; transferId: string }[] }) {
+    this.stats.results++;
+    const job = this.jobs.get(r.jobId);
+    const t = job?.tasks.find(x => x.task.id === r.taskId);
+    if (!job || !t || t.state === 'done') return; // unknown, or a duplicate of a result we already have
+    const w = this.workers.get(r.workerId);
+    if (w) { w.running = []; w.state = 'idle'; }
+    if (!r.ok) {
+      const busy = parseJsonField(r.resultJson, 'result_json');
+      if (busy.ok && (busy.value as { busy?: boolean })?.busy) { this.requeue(t, r.error, false); return; }
+      t.error = r.error;
+      if (t.attempts >= (this.o.maxAttempts ?? 3)) this.fail(job, `task ${t.task.id} failed on ${t.attempts} attempts: ${r.error}`);
+      else this.requeue(t, r.error, false);
+      return;
+    }
+    const ref = r.tensors.find(x => x.name === 'result');
+    if (!ref) { this.stats.malformed++; return; }
+    t.transferId = ref.transferId;
+    const ready = this.pending.get(ref.transferId);
+    if (ready) this.finishTask(job, t, ready);
+    else this.save(job); // the chunks may still be arriving: onTransfer finishes it
+  }
+
+  private onTransfer(transferId: string, payload: Uint8Array) {
+    let result: MemberResult;
+    try { result = decodeMemberResult(payload, `transfer ${transferId}`); } catch (e) { this.stats.reassemblyFailures++; this.log((e as Error).message); return; }
+    for (const job of this.jobs.values()) {
+      const t = job.tasks.find(x => x.transferId === transferId && x.state !== 'done');
+      if (t) { this.finishTask(job, t, result, payload); return; }
+    }
+    // the TaskResult has not arrived yet (subjects are not ordered with each other)
+    this.pending.set(transferId, result);
+  }
+
+  private finishTask(job: JobRecord, t: TaskRecord, result: MemberResult, payload?: Uint8Array) {
+    this.pending.delete(t.transferId!);
+    writeFileAtomic(this.resultFile(job.id, t.task.id), payload ?? encodeMemberResult(result));
+    t.state = 'done';
+    this.save(job);
+    this.log(`job ${job.id}: ${t.task.id} done (${job.tasks.filter(x => x.state === 'done').length}/${job.tasks.length})`);
+    if (job.tasks.every(x => x.state === 'done')) this.complete(job);
+  }
+
+  private complete(job: JobRecord) {
+    try {
+      const results = job.tasks.map(t => decodeMemberResult(fs.readFileSync(this.resultFile(job.id, t.task.id)), this.resultFile(job.id, t.task.id)));
+      const options: EnsembleOptions = { ...job.spec, runtime: {}, workers: 1 };
+      const r = combineEnsemble(options, results, (Date.now() - job.submittedAt) / 1000);
+      const { files, summary, details } = ensembleOutputs(options, r);
+      const out = this.outDir(job.id);
+      for (const [name, content] of Object.entries(files)) writeFileAtomic(path.join(out, name), content);
+      writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n');
+      job.summary = { ...summary, out };
+      job.state = 'done';
+      job.finishedAt = Date.now();
+      this.save(job);
+      this.log(`job ${job.id}: finished, test accuracy ${summary.test_accuracy}`);
+      this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: true, summary: job.summary }));
+    } catch (e) {
+      this.fail(job, `combining the members failed: ${(e as Error).message}`);
+    }
+  }
+
+  private fail(job: JobRecord, error: string) {
+    job.state = 'failed';
+    job.error = error;
+    job.finishedAt = Date.now();
+    this.save(job);
+    this.log(`job ${job.id}: failed: ${error}`);
+    this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: false, error }));
+  }
+
+  private requeue(t: TaskRecord, why: string, countsAsRelease = true) {
+    this.log(`task ${t.task.id}: back in the queue (${why})`);
+    if (countsAsRelease) this.stats.releases++;
+    t.state = 'queued';
+    t.worker = undefined;
+    t.transferId = undefined;
+  }
+
+  private leasedTo(workerId: string): TaskRecord[] {
+    return [...this.jobs.values()].filter(j => j.state === 'running').flatMap(j => j.tasks.filter(t => t.state === 'leased' && t.worker === workerId));
+  }
+
+  /** Expires lost workers and leases queued tasks to idle ones. */
+  private tick() {
+    const now = Date.now(), timeout = this.o.workerTimeoutMs ?? 10_000;
+    for (const w of this.workers.values()) {
+      if (w.state !== 'lost' && now - w.lastSeen > timeout) {
+        w.state = 'lost';
+        this.log(`worker ${w.id} lost (no heartbeat for ${Math.round((now - w.lastSeen) / 1000)} s)`);
+        for (const t of this.leasedTo(w.id)) this.requeue(t, `worker ${w.id} lost`);
+      }
+    }
+    for (const job of this.jobs.values()) {
+      if (job.state !== 'running') continue;
+      for (const t of job.tasks) {
+        if (t.state !== 'queued') continue;
+        const w = [...this.workers.values()].find(x => x.state === 'idle');
+        if (!w) return;
+        t.state = 'leased'; t.worker = w.id; t.leasedAt = now; t.attempts++;
+        w.state = 'busy';
+        this.stats.leases++;
+        this.save(job);
+        this.log(`job ${job.id}: ${t.task.id} leased to ${w.id} (attempt ${t.attempts})`);
+        this.bus.publish(taskLeaseSubject(w.id), encodeEnvelope({ kind: 'lease', value: {
+          taskId: t.task.id, jobId: job.id, attempt: t.attempts, leaseMs: timeout, taskJson: jsonField(t.task) } }, 'coordinator'));
+        this.bus.publish(jobProgressSubject(job.id), encodeEnvelope({ kind: 'progress', value: {
+          taskId: t.task.id, jobId: job.id, epoch: 0, batch: 0, batches: 0, loss: 0, metricsJson: jsonField({ event: 'leased', worker: w.id, attempt: t.attempts }) } }, 'coordinator'));
+      }
+    }
+  }
+
+  private jobDir(id: string) { return path.join(this.o.stateDir, 'jobs', id); }
+  private resultFile(jobId: string, taskId: string) { return path.join(this.jobDir(jobId), 'results', `${taskId}.result`); }
+  outDir(jobId: string) { return path.join(this.jobDir(jobId), 'out'); }
+
+  private save(job: JobRecord) { writeFileAtomic(path.join(this.jobDir(job.id), 'job.json'), JSON.stringify(job, null, 2)); }
+
+  /** Restores jobs from the state directory: finished tasks stay finished, leased ones go back to the queue. */
+  private load() {
+    for (const id of fs.readdirSync(path.join(this.o.stateDir, 'jobs'))) {
+      const file = path.join(this.jobDir(id), 'job.json');
+      if (!fs.existsSync(file)) continue;
+      const job = JSON.parse(fs.readFileSync(file, 'utf8')) as JobRecord;
+      for (const t of job.tasks) {
+        // a task is only done if its result file is there and whole
+        if (t.state === 'done' && !fs.existsSync(this.resultFile(id, t.task.id))) t.state = 'queued';
+        if (t.state === 'leased') { t.state = 'queued'; t.worker = undefined; t.transferId = undefined; }
+      }
+      this.jobs.set(id, job);
+      if (job.state === 'running') this.log(`job ${id}: resumed (${job.tasks.filter(t => t.state === 'done').length}/${job.tasks.length} tasks done)`);
+    }
+  }
+}

@@ -1,0 +1,99 @@
+// A cluster worker: announces itself, heartbeats, trains the tasks the coordinator leases to it (one at a
+// time), reports progress, and sends each result back as a chunked transfer followed by a TaskResult.
+import * as os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Transport } from '../bus/transport.ts';
+import { SUBJECTS, workerHeartbeatSubject, taskLeaseSubject, jobProgressSubject, tensorSubject, subjectToken } from '../bus/subjects.ts';
+import { encodeEnvelope, decodeEnvelope, parseJsonField, jsonField, Device, DType } from '../bus/codec.ts';
+import { sendChunked } from '../bus/chunking.ts';
+import { runMemberTask, type MemberTask } from '../engine/ensemble/tasks.ts';
+import { encodeMemberResult } from '../engine/ensemble/result-codec.ts';
+import type { RuntimeOptions } from '../engine/runtime.ts';
+
+export const FLEET_VERSION = '0.1.0';
+
+export interface WorkerOptions {
+  id?: string;
+  runtime: RuntimeOptions;
+  heartbeatMs?: number;
+  /** Announce again every this many heartbeats, so a restarted coordinator learns about the worker. */
+  announceEvery?: number;
+  log?: (line: string) => void;
+}
+
+export interface WorkerHandle {
+  id: string;
+  /** Counters of what the worker saw (malformed messages are dropped, never fatal). */
+  stats: { leases: number; completed: number; failed: number; malformed: number };
+  stop(): Promise<void>;
+}
+
+export function startWorker(bus: Transport, o: WorkerOptions): WorkerHandle {
+  const id = subjectToken(o.id ?? `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`);
+  const log = o.log ?? (() => {});
+  const started = Date.now();
+  const stats = { leases: 0, completed: 0, failed: 0, malformed: 0 };
+  let running: string | null = null;
+  const send = (subject: string, body: Parameters<typeof encodeEnvelope>[0]) => bus.publish(subject, encodeEnvelope(body, id));
+  const announce = () => send(SUBJECTS.workerAnnounce, { kind: 'announce', value: {
+    workerId: id, device: o.runtime.device === 'cuda' ? Device.CUDA : Device.CPU, threads: o.runtime.threads ?? os.availableParallelism(),
+    version: FLEET_VERSION, gpuName: '' } });
+  let beats = 0;
+  const heartbeat = () => {
+    if (++beats % (o.announceEvery ?? 5) === 0) announce();
+    send(workerHeartbeatSubject(id), { kind: 'heartbeat', value: { workerId: id, uptimeMs: Date.now() - started, runningTaskIds: running ? [running] : [] } });
+  };
+
+  const run = async (taskId: string, jobId: string, attempt: number, task: MemberTask) => {
+    running = taskId;
+    log(`task ${taskId} of job ${jobId} (attempt ${attempt}): training`);
+    try {
+      const result = await runMemberTask(task, o.runtime, {
+        onEpoch: (_t, m) => send(jobProgressSubject(jobId), { kind: 'progress', value: {
+          taskId, jobId, epoch: m.epoch, batch: 0, batches: 0, loss: m.train_loss, metricsJson: jsonField(m) } }),
+        log: line => log(line),
+      });
+      const transferId = `${taskId}-${attempt}-${randomBytes(4).toString('hex')}`;
+      await sendChunked(bus, tensorSubject(transferId), encodeMemberResult(result), { transferId, sender: id });
+      send(SUBJECTS.taskResult, { kind: 'result', value: { taskId, jobId, workerId: id, ok: true, error: '', resultJson: jsonField({ attempt }),
+        tensors: [{ name: 'result', shape: [], dtype: DType.UINT8, transferId }] } });
+      stats.completed++;
+      log(`task ${taskId}: done`);
+    } catch (e) {
+      stats.failed++;
+      log(`task ${taskId}: failed: ${(e as Error).message}`);
+      send(SUBJECTS.taskResult, { kind: 'result', value: { taskId, jobId, workerId: id, ok: false, error: (e as Error).message, resultJson: jsonField({ attempt }), tensors: [] } });
+    } finally {
+      running = null;
+      heartbeat(); // tell the coordinator at once that this worker is free
+    }
+  };
+
+  const sub = bus.subscribe(taskLeaseSubject(id), msg => {
+    const d = decodeEnvelope(msg.data);
+    if (!d.ok || d.envelope.body.kind !== 'lease') { stats.malformed++; log(`dropped a malformed lease message: ${d.ok ? d.envelope.body.kind : d.reason}`); return; }
+    const lease = d.envelope.body.value;
+    const task = parseJsonField(lease.taskJson, 'task_json');
+    if (!task.ok || typeof task.value !== 'object') { stats.malformed++; log(`dropped lease ${lease.taskId}: ${task.ok ? 'empty task' : task.reason}`); return; }
+    if (running) {
+      // the coordinator leases one task per worker; a second one means it lost track of us: refuse, it re-leases
+      send(SUBJECTS.taskResult, { kind: 'result', value: { taskId: lease.taskId, jobId: lease.jobId, workerId: id, ok: false,
+        error: `worker ${id} is busy with ${running}`, resultJson: jsonField({ attempt: lease.attempt, busy: true }), tensors: [] } });
+      return;
+    }
+    stats.leases++;
+    void run(lease.taskId, lease.jobId, lease.attempt, task.value as MemberTask);
+  });
+
+  announce();
+  heartbeat();
+  const timer = setInterval(heartbeat, o.heartbeatMs ?? 1000);
+  return {
+    id, stats,
+    async stop() {
+      clearInterval(timer);
+      sub.unsubscribe();
+      await bus.flush().catch(() => {});
+    },
+  };
+}
