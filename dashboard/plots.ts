@@ -359,12 +359,7 @@ export function barChart(opts: BarChartOptions): string {
   const vals = series.flatMap((s) => s.values.slice(0, categories.length).filter(Number.isFinite));
   let lo = Math.min(0, ...vals);
   let hi = Math.max(0, ...vals);
-  if (lo === 0 && hi === 0) hi = 1;
-  const yt = niceTicks(lo, hi, 6);
-  const yLabels = yt.values.map((v) => formatTick(v, yt.step));
-  const legend: LegendItem[] = series.map((s, i) => ({ name: s.name, color: seriesColor(i), kind: 'box' }));
-  const { f, band, xTicks, rotate } = bandLayout(width, height, categories, yLabels, legend, Boolean(opts.xLabel));
-  const sy = linear(yt.min, yt.max, f.bottom, f.top);
+  const { yt, yLabels, legend, f, band, xTicks, rotate, sy } = barFrame(lo, hi, series, width, height, categories, Boolean(opts.xLabel));
   const y0 = sy(0);
   const groupPad = band * 0.15;
   const barW = (band - 2 * groupPad) / Math.max(1, series.length);
@@ -416,12 +411,7 @@ export function stackedBarChart(opts: StackedBarChartOptions): string {
     hi = Math.max(hi, pos);
     lo = Math.min(lo, neg);
   });
-  if (lo === 0 && hi === 0) hi = 1;
-  const yt = niceTicks(lo, hi, 6);
-  const yLabels = yt.values.map((v) => formatTick(v, yt.step));
-  const legend: LegendItem[] = series.map((s, i) => ({ name: s.name, color: seriesColor(i), kind: 'box' }));
-  const { f, band, xTicks, rotate } = bandLayout(width, height, categories, yLabels, legend, Boolean(opts.xLabel));
-  const sy = linear(yt.min, yt.max, f.bottom, f.top);
+  const { yt, yLabels, legend, f, band, xTicks, rotate, sy } = barFrame(lo, hi, series, width, height, categories, Boolean(opts.xLabel));
   const pad = band * 0.15;
   const posTop = categories.map(() => 0);
   const negBottom = categories.map(() => 0);
@@ -459,6 +449,16 @@ export function stackedBarChart(opts: StackedBarChartOptions): string {
     body,
     legend,
   );
+}
+
+/** The value axis, legend and category bands shared by the bar charts. */
+function barFrame(lo: number, hi: number, series: { name: string }[], width: number, height: number, categories: string[], hasXLabel: boolean) {
+  if (lo === 0 && hi === 0) hi = 1;
+  const yt = niceTicks(lo, hi, 6);
+  const yLabels = yt.values.map((v) => formatTick(v, yt.step));
+  const legend: LegendItem[] = series.map((s, i) => ({ name: s.name, color: seriesColor(i), kind: 'box' }));
+  const layout = bandLayout(width, height, categories, yLabels, legend, hasXLabel);
+  return { yt, yLabels, legend, ...layout, sy: linear(yt.min, yt.max, layout.f.bottom, layout.f.top) };
 }
 
 /** A bar between the y coordinates a and b, with a tooltip. */
