@@ -7,7 +7,8 @@ import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
 import { encodeEnvelope, decodeEnvelope, parseJsonField, jsonField, Device, type BodyKind, type BodyMap } from '../bus/codec.ts';
 import { Reassembler } from '../bus/chunking.ts';
-import { ensembleTasks, combineEnsemble, checkEnsemble, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
+import { ensembleTasks, combineEnsemble, checkEnsemble, ENSEMBLE_KINDS, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
+import { DATASETS } from '../engine/data/datasets.ts';
 import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
@@ -41,7 +42,8 @@ export class Coordinator {
   readonly jobs = new Map<string, JobRecord>();
   readonly stats = { malformed: 0, reassemblyFailures: 0, leases: 0, releases: 0, results: 0 };
   private readonly subs: { unsubscribe(): void }[] = [];
-  private readonly pending = new Map<string, MemberResult>();
+  /** Results whose TaskResult message has not arrived yet, with the time they completed. */
+  private readonly pending = new Map<string, { result: MemberResult; at: number }>();
   private readonly reassembler: Reassembler;
   private timer?: NodeJS.Timeout;
   private readonly log: (line: string) => void;
@@ -70,14 +72,14 @@ export class Coordinator {
     on(SUBJECTS.taskResult, 'result', r => this.onResult(r));
     on(`${SUBJECTS.tensorPrefix}.>`, 'chunk', c => this.reassembler.accept(c));
     this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, msg => {
+      let answer: object;
       try {
-        const spec = JSON.parse(new TextDecoder().decode(msg.data)) as JobSpec;
-        const job = this.submit(spec);
-        this.bus.respond(msg, jsonField({ ok: true, jobId: job.id }));
+        answer = { ok: true, jobId: this.submit(JSON.parse(new TextDecoder().decode(msg.data))).id };
       } catch (e) {
         this.stats.malformed++;
-        this.bus.respond(msg, jsonField({ ok: false, error: (e as Error).message }));
+        answer = { ok: false, error: (e as Error).message };
       }
+      if (msg.reply) this.bus.respond(msg, jsonField(answer));
     }));
     this.timer = setInterval(() => this.tick(), this.o.tickMs ?? 250);
     this.tick();
@@ -89,7 +91,9 @@ export class Coordinator {
     await this.bus.flush().catch(() => {});
   }
 
+  /** Validates a submitted spec (untrusted JSON) and queues its tasks; throws naming the first bad field. */
   submit(spec: JobSpec): JobRecord {
+    validateJobSpec(spec);
     checkEnsemble({ ...spec, runtime: {}, workers: 1 });
     const id = `job-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
     const tasks = ensembleTasks({ ...spec, runtime: {}, workers: 1 }).map(t => ({ task: { ...t, checkpointDir: undefined }, state: 'queued' as TaskState, attempts: 0 }));
@@ -114,7 +118,7 @@ export class Coordinator {
   /** The jobs served at /api/jobs. */
   jobsView() {
     return [...this.jobs.values()].map(j => ({
-      id: j.id, state: j.state, kind: j.spec.kind, members: j.spec.members, submittedAt: j.submittedAt, finishedAt: j.finishedAt,
+      id: j.id, state: j.state, kind: j.spec?.kind, members: j.spec?.members, submittedAt: j.submittedAt, finishedAt: j.finishedAt,
       done: j.tasks.filter(t => t.state === 'done').length, tasks: j.tasks.length, error: j.error, summary: j.summary,
     }));
   }
@@ -159,20 +163,27 @@ export class Coordinator {
     const t = job?.tasks.find(x => x.task.id === r.taskId);
     if (!job || !t || t.state === 'done') return; // unknown, or a duplicate of a result we already have
     const w = this.workers.get(r.workerId);
-    if (w) { w.running = []; w.state = 'idle'; }
     if (!r.ok) {
       const busy = parseJsonField(r.resultJson, 'result_json');
-      if (busy.ok && (busy.value as { busy?: boolean })?.busy) { this.requeue(t, r.error, false); return; }
+      if (busy.ok && (busy.value as { busy?: boolean } | null)?.busy) {
+        // not a failure of the task: the worker still runs something else (e.g. from before a coordinator restart)
+        t.attempts--;
+        if (w) w.state = 'busy';
+        this.requeue(t, r.error, false);
+        return;
+      }
+      if (w) { w.running = []; w.state = 'idle'; }
       t.error = r.error;
       if (t.attempts >= (this.o.maxAttempts ?? 3)) this.fail(job, `task ${t.task.id} failed on ${t.attempts} attempts: ${r.error}`);
       else this.requeue(t, r.error, false);
       return;
     }
+    if (w && r.ok) { w.running = []; w.state = 'idle'; }
     const ref = r.tensors.find(x => x.name === 'result');
     if (!ref) { this.stats.malformed++; return; }
     t.transferId = ref.transferId;
     const ready = this.pending.get(ref.transferId);
-    if (ready) this.finishTask(job, t, ready);
+    if (ready) this.finishTask(job, t, ready.result);
     else this.save(job); // the chunks may still be arriving: onTransfer finishes it
   }
 
@@ -184,7 +195,7 @@ export class Coordinator {
       if (t) { this.finishTask(job, t, result, payload); return; }
     }
     // the TaskResult has not arrived yet (subjects are not ordered with each other)
-    this.pending.set(transferId, result);
+    this.pending.set(transferId, { result, at: Date.now() });
   }
 
   private finishTask(job: JobRecord, t: TaskRecord, result: MemberResult, payload?: Uint8Array) {
@@ -240,6 +251,9 @@ export class Coordinator {
   /** Expires lost workers and leases queued tasks to idle ones. */
   private tick() {
     const now = Date.now(), timeout = this.o.workerTimeoutMs ?? 10_000;
+    // partial transfers and results nobody claimed are dropped after a while (a worker died while sending)
+    this.reassembler.sweep(now);
+    for (const [id, p] of this.pending) if (now - p.at > 5 * 60_000) this.pending.delete(id);
     for (const w of this.workers.values()) {
       if (w.state !== 'lost' && now - w.lastSeen > timeout) {
         w.state = 'lost';
@@ -277,7 +291,15 @@ export class Coordinator {
     for (const id of fs.readdirSync(path.join(this.o.stateDir, 'jobs'))) {
       const file = path.join(this.jobDir(id), 'job.json');
       if (!fs.existsSync(file)) continue;
-      const job = JSON.parse(fs.readFileSync(file, 'utf8')) as JobRecord;
+      let job: JobRecord;
+      try {
+        job = JSON.parse(fs.readFileSync(file, 'utf8')) as JobRecord;
+        validateJobSpec(job.spec);
+        if (!Array.isArray(job.tasks)) throw new Error('no task list');
+      } catch (e) {
+        this.log(`${file}: skipped, not a valid job record: ${(e as Error).message}`);
+        continue;
+      }
       for (const t of job.tasks) {
         // a task is only done if its result file is there and whole
         if (t.state === 'done' && !fs.existsSync(this.resultFile(id, t.task.id))) t.state = 'queued';
@@ -286,5 +308,34 @@ export class Coordinator {
       this.jobs.set(id, job);
       if (job.state === 'running') this.log(`job ${id}: resumed (${job.tasks.filter(t => t.state === 'done').length}/${job.tasks.length} tasks done)`);
     }
+  }
+}
+
+const LIMITS = { members: 1000, epochs: 10_000, batchSize: 65_536 };
+
+/** A submitted job spec is untrusted JSON: check its shape before anything is created or saved. */
+export function validateJobSpec(spec: unknown): asserts spec is JobSpec {
+  const bad = (field: string, value: unknown, want: string) => new Error(`job spec: ${field} must be ${want}, got ${JSON.stringify(value)}`);
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw bad('the spec', spec, 'a JSON object');
+  const o = spec as Record<string, unknown>;
+  const int = (k: string, min: number, max: number, optional = false) => {
+    const v = o[k];
+    if (optional && v === undefined) return;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(k, v, `an integer in [${min}, ${max}]`);
+  };
+  if (!(ENSEMBLE_KINDS as readonly unknown[]).includes(o.kind)) throw bad('kind', o.kind, `one of ${ENSEMBLE_KINDS.join('|')}`);
+  if (o.model !== undefined && o.model !== 'cnn' && o.model !== 'simclr') throw bad('model', o.model, 'cnn or simclr');
+  int('members', 1, LIMITS.members);
+  int('epochs', 1, LIMITS.epochs);
+  int('batchSize', 1, LIMITS.batchSize);
+  int('seed', 0, 2 ** 31);
+  int('limitTrain', 1, 10_000_000, true);
+  int('limitTest', 1, 10_000_000, true);
+  if (typeof o.valFraction !== 'number' || !(o.valFraction >= 0 && o.valFraction < 1)) throw bad('valFraction', o.valFraction, 'a number in [0, 1)');
+  if (!(DATASETS as readonly unknown[]).includes(o.dataset)) throw bad('dataset', o.dataset, `one of ${DATASETS.join('|')}`);
+  if (o.dataDir !== undefined) throw bad('dataDir', o.dataDir, 'absent (workers read their own data)');
+  const r = o.recipe as Record<string, unknown> | null;
+  if (typeof r !== 'object' || r === null || typeof r.lr !== 'number' || !(r.lr > 0) || typeof r.optimizer !== 'string' || typeof r.schedule !== 'object') {
+    throw bad('recipe', o.recipe, 'a recipe object (optimizer, lr > 0, schedule...)');
   }
 }

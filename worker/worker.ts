@@ -74,7 +74,7 @@ export function startWorker(bus: Transport, o: WorkerOptions): WorkerHandle {
     if (!d.ok || d.envelope.body.kind !== 'lease') { stats.malformed++; log(`dropped a malformed lease message: ${d.ok ? d.envelope.body.kind : d.reason}`); return; }
     const lease = d.envelope.body.value;
     const task = parseJsonField(lease.taskJson, 'task_json');
-    if (!task.ok || typeof task.value !== 'object') { stats.malformed++; log(`dropped lease ${lease.taskId}: ${task.ok ? 'empty task' : task.reason}`); return; }
+    if (!task.ok || typeof task.value !== 'object' || task.value === null) { stats.malformed++; log(`dropped lease ${lease.taskId}: ${task.ok ? 'empty task' : task.reason}`); return; }
     if (running) {
       // the coordinator leases one task per worker; a second one means it lost track of us: refuse, it re-leases
       send(SUBJECTS.taskResult, { kind: 'result', value: { taskId: lease.taskId, jobId: lease.jobId, workerId: id, ok: false,
