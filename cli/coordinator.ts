@@ -31,7 +31,8 @@ export default async function coordinator(argv: string[]): Promise<void> {
   if (!values.nats) throw new UsageError('coordinator: --nats URL is required');
   const stateDir = path.resolve((values.state as string | undefined) ?? 'fleet-state');
   const httpAt = (values.http as string | undefined) ?? '127.0.0.1:8080';
-  const [host, port] = httpAt === 'off' ? ['', 0] : parseHostPort(httpAt, '--http');
+  let host = '', port = 0;
+  try { if (httpAt !== 'off') [host, port] = parseHostPort(httpAt, '--http'); } catch (e) { throw new UsageError((e as Error).message); }
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   const bus = await connectFromCli(values, 'fleet-coordinator', log);
   const c = new Coordinator(bus, {

@@ -6,6 +6,8 @@ import * as path from 'node:path';
 import { runFleet, lines, helpOptions, listFiles, REPO_ROOT, type CliResult } from './helpers/cli.ts';
 import { OPTIONS as TRAIN_OPTIONS } from '../cli/train.ts';
 import { OPTIONS as BENCH_OPTIONS } from '../cli/bench.ts';
+import { OPTIONS as COORDINATOR_OPTIONS } from '../cli/coordinator.ts';
+import { OPTIONS as WORKER_OPTIONS } from '../cli/worker.ts';
 import { writeIdx } from '../engine/data/idx.ts';
 import { FILES } from '../engine/data/datasets.ts';
 import { readCheckpoint } from '../engine/checkpoint.ts';
@@ -47,7 +49,7 @@ describe('cli: fleet', function () {
 
     const commands: [string[], Record<string, { type: string; short?: string }>][] = [
       [['train', 'cnn'], TRAIN_OPTIONS.cnn], [['train', 'simclr'], TRAIN_OPTIONS.simclr], [['train', 'mil'], TRAIN_OPTIONS.mil],
-      [['bench'], BENCH_OPTIONS],
+      [['bench'], BENCH_OPTIONS], [['coordinator'], COORDINATOR_OPTIONS], [['worker'], WORKER_OPTIONS],
     ];
     for (const [cmd, declared] of commands) {
       it(`fleet ${cmd.join(' ')} --help lists exactly the options the command accepts`, async () => {
@@ -98,6 +100,9 @@ describe('cli: fleet', function () {
       ['snapshot epochs not a multiple', ['train', 'cnn', '--members', '2', '--ensemble', 'snapshot', '--epochs', '3'], [/--epochs/, /multiple/]],
       ['init size above members', ['train', 'cnn', '--members', '2', '--ensemble', 'selection', '--init-size', '3'], [/--init-size/]],
       ['simclr bagging', ['train', 'simclr', '--members', '2', '--ensemble', 'bagging'], [/--ensemble/, /"bagging"/, /voting\|selection/]],
+      ['coordinator without --nats', ['coordinator'], [/--nats URL is required/]],
+      ['worker without --nats', ['worker'], [/--nats URL is required/]],
+      ['coordinator bad --http', ['coordinator', '--nats', 'nats://127.0.0.1:1', '--http', 'nowhere'], [/--http/, /HOST:PORT/]],
       ['simclr ensemble option without members', ['train', 'simclr', '--val-fraction', '0.1'], [/--val-fraction/, /--members/]],
     ];
     for (const [what, args, patterns] of cases) {
