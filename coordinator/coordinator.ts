@@ -161,7 +161,7 @@ export class Coordinator {
     this.stats.results++;
     const job = this.jobs.get(r.jobId);
     const t = job?.tasks.find(x => x.task.id === r.taskId);
-    if (!job || !t || t.state === 'done') return; // unknown, or a duplicate of a result we already have
+    if (!job || !t || t.state === 'done' || job.state !== 'running') return; // unknown, finished, or a duplicate
     const w = this.workers.get(r.workerId);
     if (!r.ok) {
       const busy = parseJsonField(r.resultJson, 'result_json');
@@ -191,6 +191,7 @@ export class Coordinator {
     let result: MemberResult;
     try { result = decodeMemberResult(payload, `transfer ${transferId}`); } catch (e) { this.stats.reassemblyFailures++; this.log((e as Error).message); return; }
     for (const job of this.jobs.values()) {
+      if (job.state !== 'running') continue;
       const t = job.tasks.find(x => x.transferId === transferId && x.state !== 'done');
       if (t) { this.finishTask(job, t, result, payload); return; }
     }
