@@ -1,0 +1,26 @@
+// A small HTTP server for processes whose only HTTP duty is /metrics (workers with --metrics, fleet serve).
+// The coordinator's richer HTTP port (coordinator/http.ts) serves /metrics through metricsResponse too.
+import * as http from 'node:http';
+import { exposition, type Metrics } from './metrics.ts';
+
+/** Answers GET /metrics with the registry's exposition text; returns false for any other path. */
+export async function metricsResponse(m: Metrics, req: http.IncomingMessage, res: http.ServerResponse): Promise<boolean> {
+  if (new URL(req.url ?? '/', 'http://localhost').pathname !== '/metrics') return false;
+  const { contentType, body } = await exposition(m);
+  res.writeHead(200, { 'content-type': contentType });
+  res.end(body);
+  return true;
+}
+
+/** Serves /metrics on host:port (bind to 127.0.0.1 unless told otherwise); resolves once listening. */
+export function serveMetrics(m: Metrics, host: string, port: number): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    metricsResponse(m, req, res).then(done => {
+      if (!done) { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('only /metrics here\n'); }
+    }, e => { res.writeHead(500, { 'content-type': 'text/plain' }); res.end(`metrics failed: ${(e as Error).message}\n`); });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
