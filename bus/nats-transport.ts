@@ -36,7 +36,11 @@ export interface NatsOptions {
 
 const RECONNECT_WAIT_MS = 250;
 
-export type NatsTransport = Transport & { readonly handlerErrors: number };
+export type NatsTransport = Transport & {
+  readonly handlerErrors: number;
+  /** The nats.js connection itself, for what needs more than the bus (the JetStream state store). */
+  readonly connection: NatsConnection;
+};
 
 export async function connectNats(url: string, opts: NatsOptions = {}): Promise<NatsTransport> {
   const redact = redactor(url, opts);
@@ -78,6 +82,10 @@ class NatsClient implements Transport {
   ) {
     this.initialMaxPayload = nc.info?.max_payload ?? 1024 * 1024;
     if (opts.onStatus) void this.watchStatus(opts.onStatus);
+  }
+
+  get connection(): NatsConnection {
+    return this.nc;
   }
 
   /** Read from the current server's INFO: it may change after a reconnect. */

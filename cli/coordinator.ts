@@ -4,15 +4,23 @@ import { parse, intOption, UsageError } from './args.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { serveHttp, parseHostPort } from '../coordinator/http.ts';
+import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
+import { JetStreamStateStore, DEFAULT_STATE_BUCKET } from '../coordinator/jetstream-state-store.ts';
 
 const HELP = `usage: fleet coordinator --nats URL [options]
 
 Accepts jobs (fleet train ... --nats URL), leases their tasks to workers (fleet worker), re-leases the tasks
-of workers that stop heartbeating, keeps job state under --state so a restarted coordinator resumes, and
-writes each finished job's outputs to <state>/jobs/<id>/out.
+of workers that stop heartbeating, and persists job state (job records, finished members' results) so that
+a restarted coordinator resumes its running jobs without retraining finished members.
+
+State lives in JetStream (a KV bucket, and an object store of the same name for results) unless --state
+gives a directory. A finished job's outputs (model.onnx, member models, plots, metrics.json) are files:
+<out-dir>/<job id>, or <state>/jobs/<job id>/out with --state and no --out-dir.
 
 options:
-${NATS_HELP}  --state DIR         job state and outputs (default ./fleet-state)
+${NATS_HELP}  --state DIR         keep job state in this directory instead of JetStream
+  --state-bucket NAME JetStream bucket for job state (default ${DEFAULT_STATE_BUCKET}; the server needs -js)
+  --out-dir DIR       where finished jobs' outputs go (default ./fleet-out, or <state>/jobs/<id>/out)
   --http HOST:PORT    serve /api/cluster and /api/jobs (default 127.0.0.1:8080; "off" to disable)
   --worker-timeout-ms N  a worker silent this long is lost and its task re-leased (default 10000)
   --max-attempts N    attempts before a failing task fails its job (default 3)
@@ -20,7 +28,7 @@ ${NATS_HELP}  --state DIR         job state and outputs (default ./fleet-state)
 `;
 
 export const OPTIONS = {
-  ...NATS_OPTIONS, state: { type: 'string' }, http: { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
+  ...NATS_OPTIONS, state: { type: 'string' }, 'state-bucket': { type: 'string' }, 'out-dir': { type: 'string' }, http: { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
   'max-attempts': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -29,18 +37,34 @@ export default async function coordinator(argv: string[]): Promise<void> {
   if (values.help) { process.stdout.write(HELP); return; }
   if (positionals.length) throw new UsageError(`coordinator: unexpected argument "${positionals[0]}"`);
   if (!values.nats) throw new UsageError('coordinator: --nats URL is required');
-  const stateDir = path.resolve((values.state as string | undefined) ?? 'fleet-state');
+  if (values.state !== undefined && values['state-bucket'] !== undefined) throw new UsageError('--state-bucket: only without --state (state is either a directory or JetStream)');
+  const stateDir = values.state === undefined ? null : path.resolve(values.state as string);
+  const outDir = values['out-dir'] === undefined ? (stateDir ? null : path.resolve('fleet-out')) : path.resolve(values['out-dir'] as string);
   const httpAt = (values.http as string | undefined) ?? '127.0.0.1:8080';
   let host = '', port = 0;
   try { if (httpAt !== 'off') [host, port] = parseHostPort(httpAt, '--http'); } catch (e) { throw new UsageError((e as Error).message); }
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   const bus = await connectFromCli(values, 'fleet-coordinator', log);
-  const c = new Coordinator(bus, {
-    stateDir, workerTimeoutMs: intOption(values, 'worker-timeout-ms', 10_000, 100), maxAttempts: intOption(values, 'max-attempts', 3, 1), log,
+  let store: StateStore;
+  if (stateDir) store = new DirStateStore(stateDir);
+  else {
+    try {
+      const js = await JetStreamStateStore.open(bus.connection, { bucket: values['state-bucket'] as string | undefined });
+      const orphans = await js.removeOrphanBlobs();
+      if (orphans) log(`coordinator: removed ${orphans} unreferenced blob(s) from ${js.description}`);
+      store = js;
+    } catch (e) {
+      await bus.close(); // else the open connection keeps the process alive after the error
+      throw e;
+    }
+  }
+  const c = await Coordinator.open(bus, {
+    store, outputDir: outDir ? id => path.join(outDir, id) : undefined,
+    workerTimeoutMs: intOption(values, 'worker-timeout-ms', 10_000, 100), maxAttempts: intOption(values, 'max-attempts', 3, 1), log,
   });
   c.start();
   const server = httpAt === 'off' ? null : await serveHttp(c, host, port);
-  log(`coordinator: state ${stateDir}${server ? `, http://${host}:${(server.address() as { port: number }).port}/api/cluster` : ''}`);
+  log(`coordinator: state ${store.description}, outputs ${outDir ?? path.join(stateDir!, 'jobs', '<id>', 'out')}${server ? `, http://${host}:${(server.address() as { port: number }).port}/api/cluster` : ''}`);
   await new Promise<void>(resolve => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
@@ -49,5 +73,6 @@ export default async function coordinator(argv: string[]): Promise<void> {
   log('coordinator: stopping');
   server?.close();
   await c.stop();
+  await store.close();
   await bus.close();
 }

@@ -1,7 +1,7 @@
 // The coordinator: keeps the cluster view (workers, jobs, tasks), leases queued tasks to idle workers,
 // re-leases the tasks of workers whose heartbeats stop, collects results (chunked transfers), persists job
-// state in a directory so a restarted coordinator resumes, and combines a finished ensemble job.
-import * as fs from 'node:fs';
+// state in a StateStore (a directory, or JetStream) so a restarted coordinator resumes, and combines a
+// finished ensemble job.
 import * as path from 'node:path';
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
@@ -13,6 +13,7 @@ import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
+import { DirStateStore, type StateStore } from './state-store.ts';
 
 
 /** What a client submits: the ensemble to train (runtime settings are the workers'). */
@@ -27,8 +28,12 @@ export interface JobRecord {
 interface WorkerRecord { id: string; device: 'cpu' | 'cuda'; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost' }
 
 export interface CoordinatorOptions {
-  /** Directory for job state, task results and job outputs. */
-  stateDir: string;
+  /** Where job records and task results are kept (give this or stateDir). */
+  store?: StateStore;
+  /** Shorthand for a directory store (what --state DIR gives); job outputs then go to <stateDir>/jobs/<id>/out. */
+  stateDir?: string;
+  /** Directory for a job's outputs (model.onnx, plots, metrics.json); required unless the store is a directory. */
+  outputDir?: (jobId: string) => string;
   /** A worker silent for this long is lost and its task re-leased (default 10 s). */
   workerTimeoutMs?: number;
   /** A task that failed on this many attempts fails its job (default 3). */
@@ -40,22 +45,38 @@ export interface CoordinatorOptions {
 export class Coordinator {
   readonly workers = new Map<string, WorkerRecord>();
   readonly jobs = new Map<string, JobRecord>();
-  readonly stats = { malformed: 0, reassemblyFailures: 0, leases: 0, releases: 0, results: 0 };
+  readonly stats = { malformed: 0, reassemblyFailures: 0, leases: 0, releases: 0, results: 0, stateWriteFailures: 0 };
+  readonly store: StateStore;
   private readonly subs: { unsubscribe(): void }[] = [];
   /** Results whose TaskResult message has not arrived yet, with the time they completed. */
   private readonly pending = new Map<string, { result: MemberResult; at: number }>();
   private readonly reassembler: Reassembler;
   private timer?: NodeJS.Timeout;
   private readonly log: (line: string) => void;
+  private readonly outputDir: (jobId: string) => string;
+  /** Store writes, in the order they were made (a job record never overtakes the result it refers to). */
+  private writes: Promise<unknown> = Promise.resolve();
+  /** Tasks whose result is being written to the store (a duplicate result meanwhile is ignored). */
+  private readonly storing = new Set<TaskRecord>();
 
-  constructor(readonly bus: Transport, readonly o: CoordinatorOptions) {
+  /** A coordinator with the jobs of its store loaded (running ones resume once start() is called). */
+  static async open(bus: Transport, o: CoordinatorOptions): Promise<Coordinator> {
+    const c = new Coordinator(bus, o);
+    await c.load();
+    return c;
+  }
+
+  private constructor(readonly bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
     this.reassembler = new Reassembler({
       onComplete: (transferId, payload) => this.onTransfer(transferId, payload),
       onError: (transferId, reason) => { this.stats.reassemblyFailures++; this.log(`transfer ${transferId} failed: ${reason}`); },
     });
-    fs.mkdirSync(path.join(o.stateDir, 'jobs'), { recursive: true });
-    this.load();
+    if (!o.store === !o.stateDir) throw new Error('coordinator: give a state store or a state directory (one of them)');
+    this.store = o.store ?? new DirStateStore(o.stateDir!);
+    const dir = this.store instanceof DirStateStore ? this.store.dir : null;
+    if (!o.outputDir && !dir) throw new Error(`coordinator: state in ${this.store.description} needs a directory for job outputs`);
+    this.outputDir = o.outputDir ?? (id => path.join(dir!, 'jobs', id, 'out'));
   }
 
   start(): void {
@@ -71,10 +92,11 @@ export class Coordinator {
     on(SUBJECTS.workerHeartbeatAll, 'heartbeat', h => this.onHeartbeat(h));
     on(SUBJECTS.taskResult, 'result', r => this.onResult(r));
     on(`${SUBJECTS.tensorPrefix}.>`, 'chunk', c => this.reassembler.accept(c));
-    this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, msg => {
+    this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, async msg => {
       let answer: object;
       try {
         answer = { ok: true, jobId: this.submit(JSON.parse(new TextDecoder().decode(msg.data))).id };
+        await this.persisted(); // the job is in the store before the client hears of it
       } catch (e) {
         this.stats.malformed++;
         answer = { ok: false, error: (e as Error).message };
@@ -83,12 +105,20 @@ export class Coordinator {
     }));
     this.timer = setInterval(() => this.tick(), this.o.tickMs ?? 250);
     this.tick();
+    // a job whose last result was stored just before a crash has nothing left to lease: combine it now
+    for (const job of this.jobs.values()) if (job.state === 'running' && job.tasks.every(t => t.state === 'done')) void this.complete(job);
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
     for (const s of this.subs) s.unsubscribe();
+    await this.persisted();
     await this.bus.flush().catch(() => {});
+  }
+
+  /** Resolves when every store write made so far has finished (or failed, logged and counted). */
+  async persisted(): Promise<void> {
+    await this.writes;
   }
 
   /** Validates a submitted spec (untrusted JSON) and queues its tasks; throws naming the first bad field. */
@@ -161,7 +191,7 @@ export class Coordinator {
     this.stats.results++;
     const job = this.jobs.get(r.jobId);
     const t = job?.tasks.find(x => x.task.id === r.taskId);
-    if (!job || !t || t.state === 'done' || job.state !== 'running') return; // unknown, finished, or a duplicate
+    if (!job || !t || t.state === 'done' || this.storing.has(t) || job.state !== 'running') return; // unknown, finished, or a duplicate
     const w = this.workers.get(r.workerId);
     if (!r.ok) {
       const busy = parseJsonField(r.resultJson, 'result_json');
@@ -183,7 +213,7 @@ export class Coordinator {
     if (!ref) { this.stats.malformed++; return; }
     t.transferId = ref.transferId;
     const ready = this.pending.get(ref.transferId);
-    if (ready) this.finishTask(job, t, ready.result);
+    if (ready) void this.finishTask(job, t, ready.result);
     else this.save(job); // the chunks may still be arriving: onTransfer finishes it
   }
 
@@ -193,24 +223,36 @@ export class Coordinator {
     for (const job of this.jobs.values()) {
       if (job.state !== 'running') continue;
       const t = job.tasks.find(x => x.transferId === transferId && x.state !== 'done');
-      if (t) { this.finishTask(job, t, result, payload); return; }
+      if (t) { if (!this.storing.has(t)) void this.finishTask(job, t, result, payload); return; }
     }
     // the TaskResult has not arrived yet (subjects are not ordered with each other)
     this.pending.set(transferId, { result, at: Date.now() });
   }
 
-  private finishTask(job: JobRecord, t: TaskRecord, result: MemberResult, payload?: Uint8Array) {
+  /** A task is done only once its result is in the store; then the job record says so. */
+  private async finishTask(job: JobRecord, t: TaskRecord, result: MemberResult, payload?: Uint8Array) {
     this.pending.delete(t.transferId!);
-    writeFileAtomic(this.resultFile(job.id, t.task.id), payload ?? encodeMemberResult(result));
+    this.storing.add(t);
+    const stored = await this.write(resultKey(job.id, t.task.id), payload ?? encodeMemberResult(result));
+    this.storing.delete(t);
+    if (job.state !== 'running' || t.state === 'done') return;
+    if (!stored) { this.requeue(t, 'its result could not be stored'); this.save(job); return; }
     t.state = 'done';
     this.save(job);
     this.log(`job ${job.id}: ${t.task.id} done (${job.tasks.filter(x => x.state === 'done').length}/${job.tasks.length})`);
-    if (job.tasks.every(x => x.state === 'done')) this.complete(job);
+    if (job.tasks.every(x => x.state === 'done')) await this.complete(job);
   }
 
-  private complete(job: JobRecord) {
+  private async complete(job: JobRecord) {
     try {
-      const results = job.tasks.map(t => decodeMemberResult(fs.readFileSync(this.resultFile(job.id, t.task.id)), this.resultFile(job.id, t.task.id)));
+      const results: MemberResult[] = [];
+      for (const t of job.tasks) {
+        const key = resultKey(job.id, t.task.id);
+        const bytes = await this.store.get(key);
+        if (!bytes) throw new Error(`${this.store.description}: ${key} is missing`);
+        results.push(decodeMemberResult(bytes, `${this.store.description}: ${key}`));
+      }
+      if (job.state !== 'running') return;
       const options: EnsembleOptions = { ...job.spec, runtime: {}, workers: 1 };
       const r = combineEnsemble(options, results, (Date.now() - job.submittedAt) / 1000);
       const { files, summary, details } = ensembleOutputs(options, r);
@@ -281,29 +323,54 @@ export class Coordinator {
     }
   }
 
-  private jobDir(id: string) { return path.join(this.o.stateDir, 'jobs', id); }
-  private resultFile(jobId: string, taskId: string) { return path.join(this.jobDir(jobId), 'results', `${taskId}.result`); }
-  outDir(jobId: string) { return path.join(this.jobDir(jobId), 'out'); }
+  outDir(jobId: string) { return this.outputDir(jobId); }
 
-  private save(job: JobRecord) { writeFileAtomic(path.join(this.jobDir(job.id), 'job.json'), JSON.stringify(job, null, 2)); }
+  /** Queues a write behind the earlier ones; retried a few times (a store on NATS can be briefly unreachable). */
+  private write(key: string, data: Uint8Array | string): Promise<boolean> {
+    const attempt = async (): Promise<boolean> => {
+      for (let i = 1; ; i++) {
+        try {
+          await this.store.put(key, data);
+          return true;
+        } catch (e) {
+          if (i === WRITE_ATTEMPTS) {
+            this.stats.stateWriteFailures++;
+            this.log(`${this.store.description}: writing ${key} failed after ${i} attempts: ${(e as Error).message}`);
+            return false;
+          }
+          await new Promise(r => setTimeout(r, 250 * 2 ** i));
+        }
+      }
+    };
+    const done = this.writes.then(attempt);
+    this.writes = done;
+    return done;
+  }
 
-  /** Restores jobs from the state directory: finished tasks stay finished, leased ones go back to the queue. */
-  private load() {
-    for (const id of fs.readdirSync(path.join(this.o.stateDir, 'jobs'))) {
-      const file = path.join(this.jobDir(id), 'job.json');
-      if (!fs.existsSync(file)) continue;
+  /** Writes the job record as it is now (the snapshot is taken at once, the write happens in order). */
+  private save(job: JobRecord): void { void this.write(jobKey(job.id), JSON.stringify(job, null, 2)); }
+
+  /** Restores jobs from the store: finished tasks stay finished, leased ones go back to the queue. */
+  private async load() {
+    const keys = await this.store.list('jobs/');
+    const present = new Set(keys);
+    for (const key of keys) {
+      const id = /^jobs\/([^/]+)\/job\.json$/.exec(key)?.[1];
+      if (!id) continue;
       let job: JobRecord;
       try {
-        job = JSON.parse(fs.readFileSync(file, 'utf8')) as JobRecord;
+        const bytes = await this.store.get(key);
+        if (!bytes) continue;
+        job = JSON.parse(new TextDecoder().decode(bytes)) as JobRecord;
         validateJobSpec(job.spec);
         if (!Array.isArray(job.tasks)) throw new Error('no task list');
       } catch (e) {
-        this.log(`${file}: skipped, not a valid job record: ${(e as Error).message}`);
+        this.log(`${this.store.description}: ${key}: skipped, not a valid job record: ${(e as Error).message}`);
         continue;
       }
       for (const t of job.tasks) {
-        // a task is only done if its result file is there and whole
-        if (t.state === 'done' && !fs.existsSync(this.resultFile(id, t.task.id))) t.state = 'queued';
+        // a task is only done if its result is in the store (a store write is atomic: there means whole)
+        if (t.state === 'done' && !present.has(resultKey(id, t.task.id))) t.state = 'queued';
         if (t.state === 'leased') { t.state = 'queued'; t.worker = undefined; t.transferId = undefined; }
       }
       this.jobs.set(id, job);
@@ -311,6 +378,10 @@ export class Coordinator {
     }
   }
 }
+
+const WRITE_ATTEMPTS = 5;
+const jobKey = (jobId: string) => `jobs/${jobId}/job.json`;
+const resultKey = (jobId: string, taskId: string) => `jobs/${jobId}/results/${taskId}.result`;
 
 const LIMITS = { members: 1000, epochs: 10_000, batchSize: 65_536 };
 

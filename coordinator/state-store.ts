@@ -19,11 +19,14 @@ export interface StateStore {
   close(): Promise<void>;
 }
 
-/** Checks a key: relative, '/'-separated, no empty, '.' or '..' segments (so it cannot escape the store). */
+/**
+ * Checks a key: relative, '/'-separated segments of letters, digits, '-', '_' and '=', optionally with
+ * single inner dots ("job.json"). One grammar for every store: it cannot escape a directory and it is a
+ * valid JetStream KV key.
+ */
 export function checkKey(key: string): string {
-  const segments = key.split('/');
-  if (!key || segments.some(s => s === '' || s === '.' || s === '..' || /[\\\u0000]/.test(s))) {
-    throw new Error(`state store: invalid key ${JSON.stringify(key)}`);
+  if (typeof key !== 'string' || !key.split('/').every(s => /^[-=\w]+(\.[-=\w]+)*$/.test(s))) {
+    throw new Error(`state store: invalid key ${JSON.stringify(key)} (segments of letters, digits, '-', '_', '=' and inner dots, joined by '/')`);
   }
   return key;
 }
@@ -47,6 +50,7 @@ export class DirStateStore implements StateStore {
   }
 
   async list(prefix: string) {
+    if (prefix && !prefix.endsWith('/')) throw new Error(`state store: a list prefix is a folder ending in '/', got ${JSON.stringify(prefix)}`);
     const base = prefix ? this.file(prefix.replace(/\/$/, '')) : this.dir;
     const keys: string[] = [];
     const walk = (dir: string, rel: string) => {

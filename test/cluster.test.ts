@@ -15,26 +15,10 @@ import {
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
 import { SUBJECTS, taskLeaseSubject, tensorSubject, workerHeartbeatSubject } from '../bus/subjects.ts';
 import { encodeEnvelope, jsonField, Device, DType, type EnvelopeBody } from '../bus/codec.ts';
-import { RECIPES } from '../engine/train/train-classifier.ts';
-import type { JobSpec } from '../coordinator/coordinator.ts';
+import { voting, submit } from './helpers/jobs.ts';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-
-/** The job `fleet train cnn --members K --epochs 1 --batch-size 64 --limit-test 100 ...` submits. */
-function voting(members: number, limitTrain: number, seed = 1): JobSpec {
-  return {
-    kind: 'voting', model: 'cnn', members, epochs: 1, batchSize: 64, recipe: { ...RECIPES.fleet, batchSize: 64 }, seed, valFraction: 0,
-    dataset: 'mnist', limitTrain, limitTest: 100, selection: { objective: 'loss', initSize: 0, maxIter: 50, bags: 1 },
-  };
-}
-
-async function submit(bus: NatsTransport, spec: JobSpec): Promise<string> {
-  const reply = await bus.request(SUBJECTS.jobSubmit, enc(JSON.stringify(spec)), 15_000);
-  const answer = JSON.parse(dec(reply.data)) as { ok: boolean; jobId?: string; error?: string };
-  assert.ok(answer.ok && answer.jobId, `the coordinator refused the job: ${answer.error}`);
-  return answer.jobId!;
-}
 
 /** Waits for job.json to say done (fails at once if it fails, or if one of `watch` dies). */
 function waitJob(stateDir: string, id: string, watch: FleetProc[] = [], timeoutMs = 150_000): Promise<JobState> {
@@ -322,7 +306,7 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     assert.ok(c.proc.alive, 'the coordinator is still running');
     for (const [body, reply] of replies) assert.equal(reply.ok, false, `${body} was accepted as a job: ${JSON.stringify(reply)}`);
     assert.deepEqual(jobs.body, [], 'no job was recorded');
-    assert.deepEqual(fs.readdirSync(path.join(c.stateDir, 'jobs')), [], 'no job state was written');
+    assert.deepEqual(fs.readdirSync(c.stateDir), [], 'no job state was written');
   });
 
   it('8 worker processes complete a 4-member job', async () => {

@@ -4,9 +4,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { InprocHub } from '../bus/inproc-transport.ts';
-import { SUBJECTS, taskLeaseSubject, workerHeartbeatSubject } from '../bus/subjects.ts';
-import { encodeEnvelope, decodeEnvelope, jsonField, Device } from '../bus/codec.ts';
-import { Coordinator, type JobSpec } from '../coordinator/coordinator.ts';
+import { SUBJECTS, taskLeaseSubject, workerHeartbeatSubject, tensorSubject } from '../bus/subjects.ts';
+import { encodeEnvelope, decodeEnvelope, jsonField, Device, DType } from '../bus/codec.ts';
+import { sendChunked } from '../bus/chunking.ts';
+import { Coordinator, type JobSpec, type JobRecord } from '../coordinator/coordinator.ts';
+import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
+import { encodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import { RECIPES } from '../engine/train/train-classifier.ts';
 
 const spec: JobSpec = { kind: 'voting', members: 1, epochs: 1, batchSize: 64, recipe: RECIPES.fleet, seed: 1, valFraction: 0, dataset: 'mnist', limitTrain: 100, limitTest: 50 };
@@ -21,7 +24,7 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
   afterEach(async () => { await c?.stop(); hub.close(); fs.rmSync(dir, { recursive: true, force: true }); });
 
   it('a worker that refuses a lease as busy does not use up the task\'s attempts; a real failure does', async () => {
-    c = new Coordinator(hub.transport(), { stateDir: dir, maxAttempts: 2, tickMs: 20 });
+    c = await Coordinator.open(hub.transport(), { stateDir: dir, maxAttempts: 2, tickMs: 20 });
     c.start();
     const w = hub.transport();
     const leases: number[] = [];
@@ -50,12 +53,72 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
     assert.match(job.error!, /failed on 2 attempts: boom/);
   });
 
-  it('refuses job specs that are not jobs, naming the field, and saves nothing', () => {
-    c = new Coordinator(hub.transport(), { stateDir: dir });
+  it('refuses job specs that are not jobs, naming the field, and saves nothing', async () => {
+    c = await Coordinator.open(hub.transport(), { stateDir: dir });
     for (const [bad, field] of [[null, 'the spec'], [{ ...spec, kind: 'stacking' }, 'kind'], [{ ...spec, members: 1e9 }, 'members'],
       [{ ...spec, recipe: null }, 'recipe'], [{ ...spec, dataset: 'cifar' }, 'dataset']] as const) {
       assert.throws(() => c.submit(bad as unknown as JobSpec), new RegExp(`job spec: ${field}`));
     }
-    assert.deepEqual(fs.readdirSync(path.join(dir, 'jobs')), []);
+    await c.persisted();
+    assert.deepEqual(fs.readdirSync(dir), []);
+  });
+
+  it('a task is done only once its result is stored: a failed result write is retried, and the job record says done only after it', async () => {
+    const inner = new DirStateStore(dir);
+    const events: string[] = [];
+    let failures = 1;
+    // a store whose result writes are slow, and fail once
+    const store: StateStore = {
+      description: 'test store',
+      async put(key, data) {
+        if (key.endsWith('.result') && failures-- > 0) { events.push('result write failed'); throw new Error('store unreachable'); }
+        if (key.endsWith('.result')) await new Promise(r => setTimeout(r, 150));
+        await inner.put(key, data);
+        events.push(key.endsWith('.result') ? 'result stored' : `job record: task ${(JSON.parse(String(data)) as JobRecord).tasks[0].state}`);
+      },
+      get: key => inner.get(key), list: prefix => inner.list(prefix), delete: key => inner.delete(key), close: async () => {},
+    };
+    c = await Coordinator.open(hub.transport(), { store, outputDir: id => path.join(dir, 'out', id), tickMs: 20 });
+    c.start();
+    const w = hub.transport();
+    w.subscribe(taskLeaseSubject('fake'), async msg => {
+      const d = decodeEnvelope(msg.data);
+      if (!d.ok || d.envelope.body.kind !== 'lease') return;
+      const l = d.envelope.body.value;
+      const transferId = `${l.taskId}-1`;
+      // a result with no members: enough to test the bookkeeping (combining it then fails the job)
+      await sendChunked(w, tensorSubject(transferId), encodeMemberResult({ taskId: l.taskId, members: [], history: [], seconds: 0 }), { transferId, sender: 'fake' });
+      w.publish(SUBJECTS.taskResult, encodeEnvelope({ kind: 'result', value: { taskId: l.taskId, jobId: l.jobId, workerId: 'fake', ok: true, error: '',
+        resultJson: jsonField({ attempt: l.attempt }), tensors: [{ name: 'result', shape: [], dtype: DType.UINT8, transferId }] } }, 'fake'));
+    });
+    w.publish(SUBJECTS.workerAnnounce, encodeEnvelope({ kind: 'announce', value: { workerId: 'fake', device: Device.CPU, threads: 1, version: 't', gpuName: '' } }, 'fake'));
+    await new Promise(r => setTimeout(r, 50));
+    const job = c.submit(spec);
+    await until(() => job.state !== 'running', 15_000);
+    await c.persisted();
+    const stored = events.indexOf('result stored'), done = events.indexOf('job record: task done');
+    assert.ok(events.indexOf('result write failed') >= 0 && stored > events.indexOf('result write failed'), events.join(', '));
+    assert.ok(done > stored, `the job record said done before the result was stored: ${events.join(', ')}`);
+    assert.equal(c.stats.stateWriteFailures, 0, 'a retried write is not a failure');
+    assert.ok(await inner.get(`jobs/${job.id}/results/member-1.result`));
+  });
+
+  it('a running job whose every task was stored before a crash is combined when the coordinator starts (nothing is leased)', async () => {
+    const store = new DirStateStore(dir);
+    const job = { id: 'job-crashed', spec, state: 'running', submittedAt: Date.now(),
+      tasks: [{ task: { id: 'member-1' }, state: 'done', attempts: 1, worker: 'gone' }] };
+    await store.put('jobs/job-crashed/job.json', JSON.stringify(job));
+    await store.put('jobs/job-crashed/results/member-1.result', encodeMemberResult({ taskId: 'member-1', members: [], history: [], seconds: 0 }));
+    const logs: string[] = [];
+    c = await Coordinator.open(hub.transport(), { stateDir: dir, tickMs: 20, log: l => logs.push(l) });
+    assert.equal(c.jobs.get('job-crashed')!.state, 'running');
+    c.start();
+    await until(() => c.jobs.get('job-crashed')!.state !== 'running');
+    assert.equal(c.stats.leases, 0);
+    // its members are empty, so combining fails: but it is no longer stuck as running, in memory and in the store
+    await c.persisted();
+    const saved = JSON.parse(new TextDecoder().decode((await store.get('jobs/job-crashed/job.json'))!)) as JobRecord;
+    assert.equal(saved.state, c.jobs.get('job-crashed')!.state);
+    assert.ok(logs.some(l => /job-crashed: resumed \(1\/1 tasks done\)/.test(l)), logs.join('\n'));
   });
 });

@@ -83,9 +83,14 @@ export class ProcGroup {
 
   /** `fleet coordinator` on an OS-chosen HTTP port; resolves with the API base URL once it listens. */
   async coordinator(nats: string, stateDir: string, extra: string[] = [], name = 'coordinator'): Promise<Coord> {
-    const proc = this.spawn(name, ['coordinator', '--nats', nats, '--state', stateDir, '--http', '127.0.0.1:0', ...extra]);
+    return { ...(await this.coordinatorWith(nats, ['--state', stateDir, ...extra], name)), stateDir };
+  }
+
+  /** `fleet coordinator` with other state flags (e.g. JetStream: --state-bucket B --out-dir D). */
+  async coordinatorWith(nats: string, args: string[], name = 'coordinator'): Promise<Omit<Coord, 'stateDir'>> {
+    const proc = this.spawn(name, ['coordinator', '--nats', nats, '--http', '127.0.0.1:0', ...args]);
     const m = await proc.waitForLog(/coordinator: state .*?, (http:\/\/[\d.]+:\d+)\/api\/cluster/);
-    return { proc, api: m[1], stateDir };
+    return { proc, api: m[1] };
   }
 
   /** `fleet worker --threads 1 --id ID --heartbeat-ms 200`; resolves once it is connected. */

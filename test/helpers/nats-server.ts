@@ -13,6 +13,8 @@ export interface NatsServerOptions {
   pass?: string;
   token?: string;
   tls?: { certFile: string; keyFile: string };
+  /** Enable JetStream, stored in the server's temporary directory (kept across stop/restart, removed by dispose). */
+  jetstream?: boolean;
 }
 
 export interface NatsServerHandle {
@@ -49,6 +51,7 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   if (opts.maxPayload !== undefined) lines.push(`max_payload: ${opts.maxPayload}`);
   if (opts.user !== undefined) lines.push(`authorization { user: ${q(opts.user)}, password: ${q(opts.pass ?? '')} }`);
   else if (opts.token !== undefined) lines.push(`authorization { token: ${q(opts.token)} }`);
+  if (opts.jetstream) lines.push(`jetstream { store_dir: ${q(join(dir, 'jetstream'))} }`);
   if (opts.tls) lines.push(`tls { cert_file: ${q(opts.tls.certFile)}, key_file: ${q(opts.tls.keyFile)} }`);
   writeFileSync(conf, lines.join('\n') + '\n');
 
