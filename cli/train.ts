@@ -17,10 +17,12 @@ import { checkCuda, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { trainingCurves, lineChart } from '../dashboard/plots.ts';
 import { versions } from './versions.ts';
-import { trainEnsemble, ENSEMBLE_KINDS, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
-import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
+import { ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
+import type { JobSpec } from '../coordinator/coordinator.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { submitJob } from '../coordinator/client.ts';
+import { runEmbedded } from '../coordinator/embedded.ts';
+import { parseHostPort } from '../coordinator/http.ts';
 
 const MODELS = ['cnn', 'simclr', 'mil'] as const;
 type Model = typeof MODELS[number];
@@ -65,7 +67,10 @@ ensembles (model.onnx is then ONE graph: every member plus the weighted vote; me
                       a member at the end of each cycle; --epochs a multiple of K) or selection (a pool of K
                       with a seeded validation split, each member its best epoch by validation loss, then
                       Caruana ensemble selection on the validation predictions)
-  --workers N         train members on N worker threads (default 1: one after another)
+  --workers N         train members on N worker threads (default 1: one after another); the run is a
+                      coordinator and N workers in this process (job state in --out/state: an
+                      interrupted run continues with --resume)
+  --http HOST:PORT    serve the coordinator's HTTP port during the run (/api/cluster, /api/jobs; default off)
   --objective NAME    selection: loss (default, minimise validation cross-entropy) or accuracy
   --init-size N       selection: sorted initialisation with the best N members (default 0)
   --max-iter N        selection: greedy steps, with replacement (default 50)
@@ -96,6 +101,7 @@ ensembles of SimCLR members (each: pre-training with its own seed + its linear p
                       images; Caruana selection on their validation predictions)
   --val-fraction F    selection: share held out from the probes' training (default 0.15)
   --workers N         train members on N worker threads (default 1)
+  --http HOST:PORT    serve the coordinator's HTTP port during the run (default off)
   --objective NAME    selection: loss (default) or accuracy
   --init-size N       selection: sorted initialisation with the best N members (default 0)
   --max-iter N        selection: greedy steps, with replacement (default 50)
@@ -127,10 +133,10 @@ const COMMON: OptionSpec = {
 const LIMITS: OptionSpec = { 'limit-train': { type: 'string' }, 'limit-test': { type: 'string' } };
 export const OPTIONS: Record<Model, OptionSpec> = {
   cnn: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' },
-    members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, objective: { type: 'string' },
+    members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, http: { type: 'string' }, objective: { type: 'string' },
     'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
   simclr: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' },
-    members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, 'val-fraction': { type: 'string' },
+    members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, http: { type: 'string' }, 'val-fraction': { type: 'string' },
     objective: { type: 'string' }, 'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
   mil: { ...COMMON, pooling: { type: 'string' }, bags: { type: 'string' }, 'test-bags': { type: 'string' }, 'bag-mean': { type: 'string' },
     'bag-std': { type: 'string' }, target: { type: 'string' } },
@@ -213,7 +219,7 @@ const limits = (values: Values) => ({
 
 const trainCnnRun: ModelRun = async (values, run) => {
   if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'cnn');
-  for (const name of ['workers', 'objective', 'init-size', 'max-iter', 'selection-bags', 'nats', 'nats-creds', 'nats-ca', 'nats-cert', 'nats-key']) {
+  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', 'nats', 'nats-creds', 'nats-ca', 'nats-cert', 'nats-key']) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
   }
   const recipeName = choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet');
@@ -269,19 +275,20 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
     ? { supervised: !!values.supervised, probeEpochs: intOption(values, 'probe-epochs', 10, 1), temperature: positive(values, 'temperature', 0.07) }
     : {};
   const workers = intOption(values, 'workers', 1, 1);
+  if (values.nats && values['data-dir'] !== undefined) throw new UsageError('--data-dir: not with --nats (cluster workers read their own data)');
+  let http: { host: string; port: number } | undefined;
+  if (values.http !== undefined) {
+    if (values.nats) throw new UsageError('--http: only for the embedded run (a cluster\'s coordinator serves its own)');
+    try { const [host, port] = parseHostPort(values.http as string, '--http'); http = { host, port }; } catch (e) { throw new UsageError((e as Error).message); }
+  }
   const { limitTrain, limitTest } = limits(values);
   if (!run) return null;
-  const options: EnsembleOptions = {
-    kind, model, ...simclr, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, dataDir: values['data-dir'] as string | undefined,
-    limitTrain, limitTest, workers, runtime: run.runtime, out: run.out, selection, log: run.log,
-    onBatch: (id, b) => run.onBatch(b, id),
-    onEpoch: (id, e) => run.log(`${id}: ${epochLine(e, epochs)}`),
-  };
+  // the job as a coordinator receives it (runtime, data directory and outputs are the workers' and the run's)
+  const spec: JobSpec = { kind, model, ...simclr, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, limitTrain, limitTest, selection };
   if (values.nats) {
     // the job runs on the cluster: submit it, follow its progress, report where the coordinator wrote the outputs
     const bus = await connectFromCli(values, 'fleet-train', run.log);
     try {
-      const { runtime: _r, workers: _w, out: _o, onBatch: _b, onEpoch: _e, log: _l, ...spec } = options;
       const done = await submitJob(bus, spec, run.log);
       return { summary: { ...done.summary, coordinator_out: done.summary.out, cluster: values.nats }, details: { job: done.jobId }, files: {},
         headline: `${kind} ensemble of ${done.summary.members} on the cluster (job ${done.jobId}): test accuracy ${pct(done.summary.test_accuracy as number)}; outputs in ${done.summary.out} on the coordinator` };
@@ -289,18 +296,24 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
       await bus.close();
     }
   }
-  const r = await trainEnsemble(options);
-  const { files, summary, details } = ensembleOutputs(options, r);
+  // embedded: a coordinator and `workers` worker threads in this process; the coordinator writes the outputs to --out
+  const done = await runEmbedded({
+    spec, workers, runtime: run.runtime, out: run.out, dataDir: values['data-dir'] as string | undefined, resume: !!values.resume, http, log: run.log,
+    onBatch: (id, b) => run.onBatch(b, id),
+    onEpoch: (id, e) => run.log(`${id}: ${epochLine(e, epochs)}`),
+  });
+  const s = done.summary as Record<string, number>;
+  const written = JSON.parse(fs.readFileSync(path.join(run.out, 'metrics.json'), 'utf8')) as Record<string, unknown>;
   return {
-    summary, details: { ...details, runtime: run.runtime }, files,
-    headline: `${kind} ensemble of ${r.members.length}: test accuracy ${pct(r.test.accuracy)} (hard vote ${pct(r.test.hard_vote_accuracy)}), ` +
-      `best member ${pct(r.bestMember.test_accuracy)}, equal average ${pct(r.average.test_accuracy)}, ${round(r.seconds, 1)}s`,
+    summary: done.summary, details: { ...written, runtime: run.runtime, workers }, files: {},
+    headline: `${kind} ensemble of ${s.members}: test accuracy ${pct(s.test_accuracy)} (hard vote ${pct(s.hard_vote_test_accuracy)}), ` +
+      `best member ${pct(s.best_member_test_accuracy)}, equal average ${pct(s.average_test_accuracy)}, ${round(s.seconds, 1)}s`,
   };
 };
 
 const trainSimclrRun: ModelRun = async (values, run) => {
   if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'simclr');
-  for (const name of ['workers', 'objective', 'init-size', 'max-iter', 'selection-bags', 'val-fraction', 'nats', 'nats-creds', 'nats-ca', 'nats-cert', 'nats-key']) {
+  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', 'val-fraction', 'nats', 'nats-creds', 'nats-ca', 'nats-cert', 'nats-key']) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
   }
   const epochs = intOption(values, 'epochs', 1, 0);

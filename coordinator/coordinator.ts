@@ -34,6 +34,8 @@ export interface CoordinatorOptions {
   stateDir?: string;
   /** Directory for a job's outputs (model.onnx, plots, metrics.json); required unless the store is a directory. */
   outputDir?: (jobId: string) => string;
+  /** Where this coordinator reads the data sets whose labels score a finished ensemble (default: the built-in ones). */
+  dataDir?: string;
   /** A worker silent for this long is lost and its task re-leased (default 10 s). */
   workerTimeoutMs?: number;
   /** A task that failed on this many attempts fails its job (default 3). */
@@ -124,9 +126,9 @@ export class Coordinator {
   /** Validates a submitted spec (untrusted JSON) and queues its tasks; throws naming the first bad field. */
   submit(spec: JobSpec): JobRecord {
     validateJobSpec(spec);
-    checkEnsemble({ ...spec, runtime: {}, workers: 1 });
+    checkEnsemble({ ...spec, runtime: {} });
     const id = `job-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
-    const tasks = ensembleTasks({ ...spec, runtime: {}, workers: 1 }).map(t => ({ task: { ...t, checkpointDir: undefined }, state: 'queued' as TaskState, attempts: 0 }));
+    const tasks = ensembleTasks({ ...spec, runtime: {} }).map(t => ({ task: { ...t, checkpointDir: undefined }, state: 'queued' as TaskState, attempts: 0 }));
     const job: JobRecord = { id, spec, state: 'running', submittedAt: Date.now(), tasks };
     this.jobs.set(id, job);
     this.save(job);
@@ -253,7 +255,7 @@ export class Coordinator {
         results.push(decodeMemberResult(bytes, `${this.store.description}: ${key}`));
       }
       if (job.state !== 'running') return;
-      const options: EnsembleOptions = { ...job.spec, runtime: {}, workers: 1 };
+      const options: EnsembleOptions = { ...job.spec, dataDir: this.o.dataDir, runtime: {} };
       const r = combineEnsemble(options, results, (Date.now() - job.submittedAt) / 1000);
       const { files, summary, details } = ensembleOutputs(options, r);
       const out = this.outDir(job.id);

@@ -104,6 +104,9 @@ describe('cli: fleet', function () {
       ['worker without --nats', ['worker'], [/--nats URL is required/]],
       ['coordinator bad --http', ['coordinator', '--nats', 'nats://127.0.0.1:1', '--http', 'nowhere'], [/--http/, /HOST:PORT/]],
       ['simclr ensemble option without members', ['train', 'simclr', '--val-fraction', '0.1'], [/--val-fraction/, /--members/]],
+      ['--http without members', ['train', 'cnn', '--http', '127.0.0.1:0'], [/--http/, /--members/]],
+      ['--http with --nats', ['train', 'cnn', '--members', '2', '--nats', 'nats://127.0.0.1:1', '--http', '0'], [/--http/, /embedded/]],
+      ['bad --http', ['train', 'simclr', '--members', '2', '--http', 'nowhere'], [/--http/, /HOST:PORT/, /nowhere/]],
     ];
     for (const [what, args, patterns] of cases) {
       it(`${what}: fleet ${args.join(' ')}`, async () => {

@@ -18,6 +18,12 @@ export interface WorkerOptions {
   heartbeatMs?: number;
   /** Announce again every this many heartbeats, so a restarted coordinator learns about the worker. */
   announceEvery?: number;
+  /** Also report every this many batches (and the last of each epoch) as progress, for a progress bar (default 0: epochs only). */
+  progressEvery?: number;
+  /** Where this worker reads the data sets (default: the built-in ones); tasks never choose the path. */
+  dataDir?: string;
+  /** Where this worker keeps a task's per-epoch checkpoints, so that an interrupted task resumes (default: none). */
+  checkpointDir?: (jobId: string, taskId: string) => string;
   log?: (line: string) => void;
 }
 
@@ -48,7 +54,12 @@ export function startWorker(bus: Transport, o: WorkerOptions): WorkerHandle {
     running = taskId;
     log(`task ${taskId} of job ${jobId} (attempt ${attempt}): training`);
     try {
-      const result = await runMemberTask(task, o.runtime, {
+      const every = o.progressEvery ?? 0;
+      const result = await runMemberTask({ ...task, dataDir: o.dataDir, checkpointDir: o.checkpointDir?.(jobId, taskId) }, o.runtime, {
+        onBatch: every > 0 ? (_t, b) => {
+          if (b.batch % every === 0 || b.batch === b.batches) send(jobProgressSubject(jobId), { kind: 'progress', value: {
+            taskId, jobId, epoch: b.epoch, batch: b.batch, batches: b.batches, loss: b.loss, metricsJson: jsonField({ event: 'batch', imagesPerSecond: b.imagesPerSecond }) } });
+        } : undefined,
         onEpoch: (_t, m) => send(jobProgressSubject(jobId), { kind: 'progress', value: {
           taskId, jobId, epoch: m.epoch, batch: 0, batches: 0, loss: m.train_loss, metricsJson: jsonField(m) } }),
         log: line => log(line),

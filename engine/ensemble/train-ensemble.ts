@@ -1,8 +1,8 @@
 // Ensembles of CNN members: voting (different seeds), bagging (bootstrap samples), snapshot (one run with a
-// cyclic learning rate) and selection (Caruana et al. 2004 on a validation split). Members are tasks run by
-// the pool (in this thread or on worker threads); the ensemble is combined from their probability matrices.
-import { runPool } from './pool.ts';
-import { taskCheckpointDir, type MemberTask, type MemberResult, type TrainedMember, type BatchInfo } from './tasks.ts';
+// cyclic learning rate) and selection (Caruana et al. 2004 on a validation split). Members are tasks, trained
+// here one after another (trainEnsemble) or by cluster workers (coordinator/: on NATS, or on worker threads
+// in the embedded run); the ensemble is combined from their probability matrices.
+import { runMemberTask, taskCheckpointDir, type MemberTask, type MemberResult, type TrainedMember, type BatchInfo } from './tasks.ts';
 import { weightedAverage, hardVote, nll, accuracyOf, accuracyOfPredictions } from './combine.ts';
 import { caruanaSelection } from './selection.ts';
 import { validationSplit } from '../data/split.ts';
@@ -32,7 +32,6 @@ export interface EnsembleOptions {
   dataDir?: string;
   limitTrain?: number;
   limitTest?: number;
-  workers: number;
   runtime: RuntimeOptions;
   /** Where members keep their checkpoints (a rerun resumes them). */
   out?: string;
@@ -82,11 +81,12 @@ export function checkEnsemble(o: EnsembleOptions): void {
   if (o.model === 'simclr' && (o.kind === 'bagging' || o.kind === 'snapshot')) throw new Error(`simclr ensembles support voting and selection, not ${o.kind}`);
 }
 
-/** Trains the members here (in this thread or on worker threads) and combines them. */
+/** Trains the members in this thread, one after another, and combines them (the single-process reference). */
 export async function trainEnsemble(o: EnsembleOptions): Promise<EnsembleResult> {
   checkEnsemble(o);
   const t0 = performance.now();
-  const results = await runPool(ensembleTasks(o), { workers: o.workers, runtime: o.runtime, onBatch: o.onBatch, onEpoch: o.onEpoch, log: o.log });
+  const results: MemberResult[] = [];
+  for (const t of ensembleTasks(o)) results.push(await runMemberTask(t, o.runtime, o));
   return combineEnsemble(o, results, (performance.now() - t0) / 1000);
 }
 
