@@ -77,7 +77,8 @@ ensembles (model.onnx is then ONE graph: every member plus the weighted vote; me
   --selection-bags N  selection: bagged selection over N random halves of the pool (default 1: off)
 
 on a cluster (fleet coordinator + fleet worker): the ensemble job is submitted to the coordinator, which
-leases one task per member to the workers; its outputs are written under the coordinator's --state:
+leases one task per member to the workers; the outputs are written on the coordinator's machine (its
+--out-dir, or <state>/jobs/<id>/out) and the summary printed here names the directory:
 ${NATS_HELP}`,
   simclr: `usage: fleet train simclr [options]
 

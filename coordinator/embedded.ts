@@ -54,6 +54,10 @@ export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
     const job = pickJob(c, o, stateDir);
     if (job.state === 'done' && job.summary) return { jobId: job.id, summary: job.summary, resumed: true };
     const resumed = !!o.resume;
+    if (o.http) {
+      server = await serveHttp(c, o.http.host, o.http.port);
+      log(`embedded coordinator: http://${o.http.host}:${(server.address() as { port: number }).port}/ (/api/cluster, /api/jobs)`);
+    }
     // subscribed before anything runs, so that no progress and not the end are missed
     const finished = new Promise<Record<string, unknown>>((resolve, reject) => {
       bus.subscribe(jobDoneSubject(job.id), msg => {
@@ -82,11 +86,8 @@ export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
         threads.push(w);
       }
     });
+    finished.catch(() => {}); // handled below; never an unhandled rejection meanwhile
     c.start();
-    if (o.http) {
-      server = await serveHttp(c, o.http.host, o.http.port);
-      log(`embedded coordinator: http://${o.http.host}:${(server.address() as { port: number }).port}/ (/api/cluster, /api/jobs)`);
-    }
     return { jobId: job.id, summary: await finished, resumed };
   } finally {
     stopping = true;
@@ -108,6 +109,7 @@ function pickJob(c: Coordinator, o: EmbeddedOptions, stateDir: string): JobRecor
   const same = jobs.filter(j => canonical(j.spec) === canonical(o.spec)).sort((a, b) => b.submittedAt - a.submittedAt);
   const pick = same.find(j => j.state === 'running') ?? same.find(j => j.state === 'done');
   if (pick) return pick;
+  if (same.length) throw new Error(`--resume: the run in ${o.out} failed (job ${same[0].id}: ${same[0].error}); run it again without --resume`);
   const other = unfinished[0] ?? jobs[0];
   if (!other) throw new Error(`--resume: no ensemble run to continue in ${stateDir}`);
   const field = Object.keys({ ...other.spec, ...o.spec }).find(k => canonical((other.spec as Record<string, unknown>)[k]) !== canonical((o.spec as Record<string, unknown>)[k]));
