@@ -10,7 +10,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { parse, intOption } from '../cli/args.ts';
 import { versions } from '../cli/versions.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
@@ -52,11 +53,13 @@ try {
   for (let r = 1; r <= rounds; r++) for (const name of Object.keys(stores)) runs[name].push(await measure(stores[name], r));
   const summary = (name: string) => Object.fromEntries((['result_put_ms', 'result_get_ms', 'record_put_ms'] as const).map(k => [k, Math.round(median(runs[name].map(x => x[k])) * 10) / 10]));
   const dir = summary('directory'), js = summary('jetstream');
-  const require = createRequire(import.meta.url);
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+  const natsJs = (JSON.parse(fs.readFileSync(path.join(root, 'node_modules', '@nats-io', 'jetstream', 'package.json'), 'utf8')) as { version: string }).version;
+  const natsServer = spawnSync('nats-server', ['--version'], { encoding: 'utf8' }).stdout.trim();
   const out = {
     bench: 'state-store', rounds, result_bytes: RESULT_BYTES, record_bytes: Buffer.byteLength(record), directory: dir, jetstream: js,
     jetstream_over_directory: Object.fromEntries(Object.keys(dir).map(k => [k, Math.round((js[k] / dir[k]) * 10) / 10])),
-    machine: { ...versions(), nats_js: (require('@nats-io/jetstream/package.json') as { version: string }).version },
+    machine: { ...versions(), nats_js: natsJs, nats_server: natsServer, load_average: os.loadavg().map(x => Math.round(x * 10) / 10) },
   };
   writeFileAtomic(outFile, JSON.stringify(out, null, 2) + '\n');
   process.stdout.write(`${JSON.stringify(out)}\n`);
