@@ -4,6 +4,7 @@ import { parse, intOption, UsageError } from './args.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { serveHttp, parseHostPort } from '../coordinator/http.ts';
+import { createMetrics } from '../dashboard/metrics.ts';
 
 const HELP = `usage: fleet coordinator --nats URL [options]
 
@@ -13,7 +14,7 @@ writes each finished job's outputs to <state>/jobs/<id>/out.
 
 options:
 ${NATS_HELP}  --state DIR         job state and outputs (default ./fleet-state)
-  --http HOST:PORT    serve /api/cluster and /api/jobs (default 127.0.0.1:8080; "off" to disable)
+  --http HOST:PORT    serve /api/cluster, /api/jobs and /metrics (default 127.0.0.1:8080; "off" to disable)
   --worker-timeout-ms N  a worker silent this long is lost and its task re-leased (default 10000)
   --max-attempts N    attempts before a failing task fails its job (default 3)
   -h, --help          this text
@@ -37,6 +38,7 @@ export default async function coordinator(argv: string[]): Promise<void> {
   const bus = await connectFromCli(values, 'fleet-coordinator', log);
   const c = new Coordinator(bus, {
     stateDir, workerTimeoutMs: intOption(values, 'worker-timeout-ms', 10_000, 100), maxAttempts: intOption(values, 'max-attempts', 3, 1), log,
+    metrics: createMetrics(),
   });
   c.start();
   const server = httpAt === 'off' ? null : await serveHttp(c, host, port);

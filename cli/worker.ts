@@ -4,6 +4,7 @@ import { parse, intOption, choiceOption, UsageError } from './args.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { startWorker } from '../worker/worker.ts';
 import { checkCuda } from '../engine/runtime.ts';
+import { detectGpuName } from '../worker/gpu.ts';
 
 const HELP = `usage: fleet worker --nats URL [options]
 
@@ -29,13 +30,14 @@ export default async function worker(argv: string[]): Promise<void> {
   if (!values.nats) throw new UsageError('worker: --nats URL is required');
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   if (device === 'cuda') checkCuda();
+  const gpuName = device === 'cuda' ? detectGpuName() : '';
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   const bus = await connectFromCli(values, 'fleet-worker', log);
   const w = startWorker(bus, {
     id: values.id as string | undefined, runtime: { device, threads: intOption(values, 'threads', os.availableParallelism(), 1) },
-    heartbeatMs: intOption(values, 'heartbeat-ms', 1000, 50), log,
+    heartbeatMs: intOption(values, 'heartbeat-ms', 1000, 50), log, gpuName,
   });
-  log(`worker ${w.id}: ready (${device})`);
+  log(`worker ${w.id}: ready (${device}${gpuName ? `, ${gpuName}` : ''})`);
   await new Promise<void>(resolve => { process.once('SIGINT', () => resolve()); process.once('SIGTERM', () => resolve()); });
   await w.stop();
   await bus.close();

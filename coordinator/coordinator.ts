@@ -13,6 +13,7 @@ import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
+import type { Metrics } from '../dashboard/metrics.ts';
 
 
 /** What a client submits: the ensemble to train (runtime settings are the workers'). */
@@ -24,7 +25,7 @@ export interface JobRecord {
   id: string; spec: JobSpec; state: 'running' | 'done' | 'failed'; submittedAt: number; finishedAt?: number;
   tasks: TaskRecord[]; error?: string; summary?: Record<string, unknown>;
 }
-interface WorkerRecord { id: string; device: 'cpu' | 'cuda'; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost' }
+interface WorkerRecord { id: string; device: 'cpu' | 'cuda'; gpu: string; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost' }
 
 export interface CoordinatorOptions {
   /** Directory for job state, task results and job outputs. */
@@ -35,6 +36,8 @@ export interface CoordinatorOptions {
   maxAttempts?: number;
   tickMs?: number;
   log?: (line: string) => void;
+  /** Where the coordinator exports its metrics (served at /metrics by coordinator/http.ts). */
+  metrics?: Metrics;
 }
 
 export class Coordinator {
@@ -123,11 +126,11 @@ export class Coordinator {
     }));
   }
 
-  private onAnnounce(a: { workerId: string; device: number; threads: number; version: string }) {
+  private onAnnounce(a: { workerId: string; device: number; threads: number; version: string; gpuName: string }) {
     const w = this.workers.get(a.workerId);
-    const record: WorkerRecord = { id: a.workerId, device: a.device === Device.CUDA ? 'cuda' : 'cpu', threads: a.threads, version: a.version,
+    const record: WorkerRecord = { id: a.workerId, device: a.device === Device.CUDA ? 'cuda' : 'cpu', gpu: a.gpuName, threads: a.threads, version: a.version,
       lastSeen: Date.now(), running: w?.running ?? [], state: w?.state === 'busy' ? 'busy' : 'idle' };
-    if (!w) this.log(`worker ${a.workerId} joined (${record.device}, ${a.threads} threads, fleet ${a.version})`);
+    if (!w) this.log(`worker ${a.workerId} joined (${record.device}${record.gpu ? ` on ${record.gpu}` : ''}, ${a.threads} threads, fleet ${a.version})`);
     this.workers.set(a.workerId, record);
     this.tick();
   }
@@ -262,6 +265,7 @@ export class Coordinator {
         for (const t of this.leasedTo(w.id)) this.requeue(t, `worker ${w.id} lost`);
       }
     }
+    this.exportWorkerInfo();
     for (const job of this.jobs.values()) {
       if (job.state !== 'running') continue;
       for (const t of job.tasks) {
@@ -279,6 +283,14 @@ export class Coordinator {
           taskId: t.task.id, jobId: job.id, epoch: 0, batch: 0, batches: 0, loss: 0, metricsJson: jsonField({ event: 'leased', worker: w.id, attempt: t.attempts }) } }, 'coordinator'));
       }
     }
+  }
+
+  /** fleet_worker_info: one series per connected worker; a lost worker's series goes away. */
+  private exportWorkerInfo() {
+    const info = this.o.metrics?.workerInfo;
+    if (!info) return;
+    info.reset();
+    for (const w of this.workers.values()) if (w.state !== 'lost') info.set({ worker: w.id, device: w.device, gpu: w.gpu }, 1);
   }
 
   private jobDir(id: string) { return path.join(this.o.stateDir, 'jobs', id); }

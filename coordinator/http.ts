@@ -1,6 +1,7 @@
 // The coordinator's HTTP port: the cluster view and the jobs as JSON (bound to 127.0.0.1 unless told otherwise).
 import * as http from 'node:http';
 import type { Coordinator } from './coordinator.ts';
+import { metricsResponse } from '../dashboard/metrics-http.ts';
 
 export function serveHttp(c: Coordinator, host: string, port: number): Promise<http.Server> {
   const server = http.createServer((req, res) => {
@@ -12,6 +13,10 @@ export function serveHttp(c: Coordinator, host: string, port: number): Promise<h
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (url.pathname === '/api/cluster') return send(200, c.clusterView());
     if (url.pathname === '/api/jobs') return send(200, c.jobsView());
+    if (url.pathname === '/metrics' && c.o.metrics) {
+      metricsResponse(c.o.metrics, req, res).catch(e => send(500, { error: `metrics failed: ${(e as Error).message}` }));
+      return;
+    }
     return send(404, { error: `no such path: ${url.pathname}`, paths: ['/api/cluster', '/api/jobs'] });
   });
   return new Promise((resolve, reject) => {

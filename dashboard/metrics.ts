@@ -50,6 +50,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<
     workerHeartbeatAge: gauge('fleet_worker_heartbeat_age_seconds', 'Seconds since the coordinator last heard from a worker.', ['worker', 'device'] as const),
     workerBusy: gauge('fleet_worker_busy', '1 while a worker runs a task, 0 when idle.', ['worker', 'device'] as const),
     workerSamples: gauge('fleet_worker_samples_processed', 'Training images a worker reports having processed since it started.', ['worker', 'device'] as const),
+    // deploy: which GPU each worker runs on (set by the coordinator from the workers' announcements)
+    workerInfo: gauge('fleet_worker_info', '1 for each connected worker, labelled with its device and GPU model (gpu is empty on CPU workers).', ['worker', 'device', 'gpu'] as const),
   };
 }
 

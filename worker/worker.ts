@@ -19,6 +19,8 @@ export interface WorkerOptions {
   /** Announce again every this many heartbeats, so a restarted coordinator learns about the worker. */
   announceEvery?: number;
   log?: (line: string) => void;
+  /** The GPU this worker computes on (announced to the coordinator; '' on CPU). */
+  gpuName?: string;
 }
 
 export interface WorkerHandle {
@@ -37,7 +39,7 @@ export function startWorker(bus: Transport, o: WorkerOptions): WorkerHandle {
   const send = (subject: string, body: Parameters<typeof encodeEnvelope>[0]) => bus.publish(subject, encodeEnvelope(body, id));
   const announce = () => send(SUBJECTS.workerAnnounce, { kind: 'announce', value: {
     workerId: id, device: o.runtime.device === 'cuda' ? Device.CUDA : Device.CPU, threads: o.runtime.threads ?? os.availableParallelism(),
-    version: FLEET_VERSION, gpuName: '' } });
+    version: FLEET_VERSION, gpuName: o.gpuName ?? '' } });
   let beats = 0;
   const heartbeat = () => {
     if (++beats % (o.announceEvery ?? 5) === 0) announce();
