@@ -28,6 +28,12 @@ export const SUBJECTS = {
   inferPrefix: 'fleet.infer',
   /** Pattern for inference requests to any model. */
   inferAll: 'fleet.infer.*',
+  /** fleet.dp.work.<workerId>: data-parallel shard work for one worker, preceded by its parameter/upstream chunks (ordered). */
+  dpWorkPrefix: 'fleet.dp.work',
+  /** fleet.dp.up.<jobId>: a worker's data-parallel results for one job, preceded by their tensor chunks (ordered). */
+  dpUpPrefix: 'fleet.dp.up',
+  /** Pattern the coordinator subscribes to for every data-parallel job's results. */
+  dpUpAll: 'fleet.dp.up.*',
 } as const;
 
 /** Checks that an id can be used as one subject token: non-empty, no whitespace, dots or wildcards. */
@@ -45,6 +51,8 @@ export const taskLeaseSubject = (workerId: string) => `${SUBJECTS.taskLeasePrefi
 export const jobProgressSubject = (jobId: string) => `${SUBJECTS.jobProgressPrefix}.${subjectToken(jobId)}`;
 export const jobDoneSubject = (jobId: string) => `${SUBJECTS.jobDonePrefix}.${subjectToken(jobId)}`;
 export const tensorSubject = (transferId: string) => `${SUBJECTS.tensorPrefix}.${subjectToken(transferId)}`;
+export const dpWorkSubject = (workerId: string) => `${SUBJECTS.dpWorkPrefix}.${subjectToken(workerId)}`;
+export const dpUpSubject = (jobId: string) => `${SUBJECTS.dpUpPrefix}.${subjectToken(jobId)}`;
 export const inferSubject = (model: string) => `${SUBJECTS.inferPrefix}.${subjectToken(model)}`;
 
 /**
