@@ -10,7 +10,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { natsServerAvailable, startNatsServer, type NatsServerHandle } from './helpers/nats-server.ts';
-import { waitFor } from './helpers/fleet-procs.ts';
+import { waitFor, getJson, ProcGroup } from './helpers/fleet-procs.ts';
+import { runFleet, lines } from './helpers/cli.ts';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
 import { SUBJECTS, dpUpSubject, dpWorkSubject } from '../bus/subjects.ts';
 import { encodeEnvelope, decodeEnvelope, jsonField, DataParallelPhase, DType } from '../bus/codec.ts';
@@ -330,5 +331,68 @@ describe('data-parallel specs and messages', () => {
     assert.deepEqual([0, 1, 2].flatMap(s => [...plan.shard(plan.batch(0).indices, s)]), [...plan.batch(0).indices]);
     assert.equal(b.length, 3);
     assert.throws(() => new DataParallelPlan({ ...spec, limitTrain: 2 }, data.train.count), /no batch of at least 3/);
+  });
+});
+
+describe('fleet train --nats: data-parallel jobs from the command line (processes)', function () {
+  this.timeout(300_000);
+  if (!available) return;
+  let nats: NatsServerHandle;
+  let tmp: string;
+  const group = new ProcGroup();
+  before(async () => {
+    nats = await startNatsServer();
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-dp-cli-'));
+  });
+  after(async function () {
+    if (this.currentTest?.state === 'failed' || process.env.FLEET_TEST_LOGS) process.stderr.write(group.describe());
+    await group.killAll();
+    await nats?.dispose();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('usage errors exit 2 with one line', async () => {
+    for (const [args, re] of [
+      [['train', 'cnn', '--data-parallel'], /--data-parallel: needs --nats URL/],
+      [['train', 'cnn', '--shards', '2'], /--shards: only for data-parallel training/],
+      [['train', 'simclr', '--nats', nats.url, '--shards', '0'], /--shards: must be at least 1/],
+      [['train', 'simclr', '--nats', nats.url, '--batch-size', '4', '--shards', '8'], /shards must be at most the batch size/],
+      [['train', 'cnn', '--data-parallel', '--nats', nats.url, '--patience', '2'], /--patience: not for data-parallel training/],
+      [['train', 'simclr', '--nats', nats.url, '--data-dir', '/tmp'], /--data-dir: not for data-parallel training \(workers read their own data\)/],
+    ] as [string[], RegExp][]) {
+      const r = await runFleet(args);
+      assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
+      assert.equal(lines(r.stderr).length, 1, r.stderr);
+      assert.match(r.stderr, re);
+    }
+  });
+
+  it('fleet train simclr --nats and fleet train cnn --data-parallel --nats: progress, the local summary, the model files', async () => {
+    const c = await group.coordinator(nats.url, path.join(tmp, 'state'));
+    await Promise.all(['dp1', 'dp2'].map(id => group.worker(nats.url, id)));
+    const simclr = await runFleet(['train', 'simclr', '--nats', nats.url, '--shards', '2', '--batch-size', '8', '--limit-train', '16', '--limit-test', '20',
+      '--probe-epochs', '1', '--out', path.join(tmp, 'simclr'), '--json'], { timeoutMs: 240_000 });
+    assert.equal(simclr.code, 0, simclr.stderr);
+    const s = JSON.parse(lines(simclr.stdout).at(-1)!);
+    assert.equal(s.model, 'simclr');
+    assert.equal(s.data_parallel, true);
+    assert.equal(s.steps, 2);
+    assert.equal(s.epochs, 1);
+    assert.ok(typeof s.linear_eval_accuracy === 'number' && typeof s.test_loss === 'number');
+    for (const f of ['model.onnx', 'encoder.onnx', 'metrics.json', 'loss.svg']) assert.ok(fs.existsSync(path.join(s.coordinator_out, f)), f);
+    assert.match(simclr.stderr, /epoch 1\/1, train loss \d/);
+    assert.ok(fs.existsSync(path.join(tmp, 'simclr', 'metrics.json')));
+
+    const cnn = await runFleet(['train', 'cnn', '--data-parallel', '--nats', nats.url, '--shards', '3', '--batch-size', '12', '--limit-train', '36',
+      '--limit-test', '20', '--val-fraction', '0', '--out', path.join(tmp, 'cnn'), '--json'], { timeoutMs: 240_000 });
+    assert.equal(cnn.code, 0, cnn.stderr);
+    const r = JSON.parse(lines(cnn.stdout).at(-1)!);
+    assert.equal(r.model, 'cnn');
+    assert.equal(r.steps, 3);
+    assert.equal(r.shards, 3);
+    assert.ok(typeof r.test_accuracy === 'number');
+    for (const f of ['model.onnx', 'metrics.json', 'loss.svg', 'accuracy.svg']) assert.ok(fs.existsSync(path.join(r.coordinator_out, f)), f);
+    const { body } = await getJson(`${c.api}/api/jobs`);
+    assert.equal((body as { kind: string; state: string }[]).filter(j => j.kind === 'data-parallel' && j.state === 'done').length, 2);
   });
 });
