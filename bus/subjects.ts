@@ -32,6 +32,10 @@ export const SUBJECTS = {
   dpWorkPrefix: 'fleet.dp.work',
   /** fleet.dp.up.<jobId>: a worker's data-parallel results for one job, preceded by their tensor chunks (ordered). */
   dpUpPrefix: 'fleet.dp.up',
+  /** fleet.dp.params.<jobId>: each new parameter version of a data-parallel job, chunked, for every worker at once. */
+  dpParamsPrefix: 'fleet.dp.params',
+  /** Pattern the workers subscribe to for every job's parameter versions. */
+  dpParamsAll: 'fleet.dp.params.*',
   /** Pattern the coordinator subscribes to for every data-parallel job's results. */
   dpUpAll: 'fleet.dp.up.*',
 } as const;
@@ -52,6 +56,7 @@ export const jobProgressSubject = (jobId: string) => `${SUBJECTS.jobProgressPref
 export const jobDoneSubject = (jobId: string) => `${SUBJECTS.jobDonePrefix}.${subjectToken(jobId)}`;
 export const tensorSubject = (transferId: string) => `${SUBJECTS.tensorPrefix}.${subjectToken(transferId)}`;
 export const dpWorkSubject = (workerId: string) => `${SUBJECTS.dpWorkPrefix}.${subjectToken(workerId)}`;
+export const dpParamsSubject = (jobId: string) => `${SUBJECTS.dpParamsPrefix}.${subjectToken(jobId)}`;
 export const dpUpSubject = (jobId: string) => `${SUBJECTS.dpUpPrefix}.${subjectToken(jobId)}`;
 export const inferSubject = (model: string) => `${SUBJECTS.inferPrefix}.${subjectToken(model)}`;
 

@@ -1,7 +1,7 @@
 // Data-parallel jobs on the coordinator: synchronous steps around a parameter server.
 //
-// Each step t: the parameters of version t go to the workers that compute a shard (chunked, on their
-// fleet.dp.work.<id> subject, only when they do not already have that version), each shard is assigned to a
+// Each step t: the parameters of version t are broadcast to the workers (chunked, on fleet.dp.params.<job>;
+// a worker that did not get them gets them on its fleet.dp.work.<id> subject), each shard is assigned to a
 // live worker, the shard results come back on fleet.dp.up.<job>, and once every shard is in the optimizer
 // steps once. CNN: one GRADIENT phase, the gradients are summed. SimCLR: a FORWARD phase returns every shard's
 // projections, the coordinator computes the NT-Xent loss over all 2B projections (global negatives) and its
@@ -14,7 +14,7 @@
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
-import { SUBJECTS, dpWorkSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
+import { SUBJECTS, dpWorkSubject, dpParamsSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
 import { encodeEnvelope, decodeEnvelope, jsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase, type DataParallelResultBody } from '../bus/codec.ts';
 import { sendChunked, Reassembler } from '../bus/chunking.ts';
 import { countingTransport } from '../bus/counting-transport.ts';
@@ -226,12 +226,18 @@ export class DataParallelJobs {
 
   private startStep(job: Active) {
     const t = job.ps.step;
-    job.version = { id: `${job.record.id}-v${t}-${randomBytes(3).toString('hex')}`, bytes: tensorToBytes(job.ps.versionPayload()) };
-    job.phase = job.record.spec.model === 'cnn' ? 'gradient' : 'forward';
-    job.slots = this.freshSlots(job);
     job.stepStart = performance.now();
     job.stepBytesOut = job.stepBytesIn = job.stepReassigned = 0;
     job.lossMs = job.computeMs = 0;
+    job.version = { id: `${job.record.id}-v${t}-${randomBytes(3).toString('hex')}`, bytes: tensorToBytes(job.ps.versionPayload()) };
+    // one broadcast for every live worker (the server fans it out); a worker that joins later gets it with its work
+    const live = this.liveWorkers();
+    if (live.length) {
+      void sendChunked(this.out, dpParamsSubject(job.record.id), job.version.bytes, { transferId: job.version.id, sender: 'coordinator' }).catch(() => {});
+      for (const w of live) job.workerVersion.set(w, job.version.id);
+    }
+    job.phase = job.record.spec.model === 'cnn' ? 'gradient' : 'forward';
+    job.slots = this.freshSlots(job);
   }
 
   private freshSlots(job: Active): Slot[] {
@@ -240,7 +246,7 @@ export class DataParallelJobs {
 
   private assign(job: Active, now: number) {
     const timeout = this.o.shardTimeoutMs ?? 10 * 60_000;
-    const live = [...this.host.workers.values()].filter(w => w.state !== 'lost' && !this.host.busyWithEnsemble(w.id)).map(w => w.id).sort();
+    const live = this.liveWorkers();
     for (const id of job.workerVersion.keys()) if (!live.includes(id)) job.workerVersion.delete(id); // a worker back from lost may have restarted
     for (const slot of job.slots) {
       if (slot.result) continue;
@@ -258,6 +264,11 @@ export class DataParallelJobs {
       const worker = preferred && live.includes(preferred) && load(preferred) === 0 ? preferred : live.reduce((a, b) => (load(b) < load(a) ? b : a));
       this.send(job, slot, worker, now);
     }
+  }
+
+  /** Workers that can take shards: heartbeating and not running an ensemble task. */
+  private liveWorkers(): string[] {
+    return [...this.host.workers.values()].filter(w => w.state !== 'lost' && !this.host.busyWithEnsemble(w.id)).map(w => w.id).sort();
   }
 
   private send(job: Active, slot: Slot, worker: string, now: number) {

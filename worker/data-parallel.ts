@@ -1,11 +1,12 @@
-// The worker's half of data-parallel training: it receives parameter versions and upstream gradients as
-// chunked transfers and DataParallelWork messages on fleet.dp.work.<id> (in that order, one subject), computes
+// The worker's half of data-parallel training: it receives parameter versions (broadcast on fleet.dp.params.<job>,
+// or on its own subject when it missed one) and upstream gradients as chunked transfers, and DataParallelWork
+// messages on fleet.dp.work.<id> (after their transfers), computes
 // one shard at a time from its own copy of the data set, and sends each result back on fleet.dp.up.<job> as a
 // chunked transfer followed by a DataParallelResult. A shard's inputs (images, augmentation, dropout masks)
 // follow from (spec, step, shard), so any worker computes the same result for it.
 import { randomBytes } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
-import { dpWorkSubject, dpUpSubject } from '../bus/subjects.ts';
+import { SUBJECTS, dpWorkSubject, dpUpSubject } from '../bus/subjects.ts';
 import {
   encodeEnvelope, decodeEnvelope, parseJsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase,
   type DataParallelWorkBody, type DataParallelResultBody,
@@ -181,7 +182,7 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
     out.publish(dpUpSubject(w.jobId), encodeEnvelope({ kind: 'dpResult', value: result }, o.id));
   };
 
-  const sub = bus.subscribe(dpWorkSubject(o.id), msg => {
+  const subs = [bus.subscribe(dpWorkSubject(o.id), msg => {
     const d = decodeEnvelope(msg.data);
     if (!d.ok) { stats.malformed++; o.log(`data-parallel: dropped a malformed message: ${d.reason}`); return; }
     const body = d.envelope.body;
@@ -191,7 +192,12 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
       queue = queue.then(() => handle(w)).catch(e => o.log(`data-parallel ${w.jobId} step ${w.step} shard ${w.shard}: ${(e as Error).message}`));
     }
     else { stats.malformed++; o.log(`data-parallel: dropped a ${body.kind} message on ${msg.subject}`); }
-  });
+  }), bus.subscribe(SUBJECTS.dpParamsAll, msg => {
+    // parameter versions broadcast to every worker (a worker that missed one gets it on its work subject)
+    const d = decodeEnvelope(msg.data);
+    if (d.ok && d.envelope.body.kind === 'chunk') reassembler.accept(d.envelope.body.value);
+    else { stats.malformed++; o.log(`data-parallel: dropped a malformed message on ${msg.subject}: ${d.ok ? `a ${d.envelope.body.kind} message` : d.reason}`); }
+  })];
   const sweeper = setInterval(() => reassembler.sweep(), 10_000);
 
   return {
@@ -200,7 +206,7 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
     running: (): string[] => (current ? [`dp-${current}`] : []),
     async stop() {
       clearInterval(sweeper);
-      sub.unsubscribe();
+      for (const sub of subs) sub.unsubscribe();
       await queue.catch(() => {});
       for (const c of jobs.values()) await c.runner.release();
       jobs.clear();
