@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startNatsServer } from '../test/helpers/nats-server.ts';
-import { ProcGroup, waitFor } from '../test/helpers/fleet-procs.ts';
+import { ProcGroup, waitFor, type FleetProc } from '../test/helpers/fleet-procs.ts';
 import { connectNats } from '../bus/nats-transport.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { submitJob } from '../coordinator/client.ts';
@@ -22,6 +22,8 @@ import type { DataParallelSpec } from '../engine/train/data-parallel.ts';
 export interface ScaleOptions {
   /** (1): training steps per member (batch 64). */
   memberSteps: number;
+  /** (1): rounds of (1 worker, 2 workers), interleaved A B B A. */
+  rounds: number;
   /** (2): data-parallel SimCLR steps (the first `warmupSteps` are not counted) and the global batch. */
   dpSteps: number;
   warmupSteps: number;
@@ -41,7 +43,7 @@ export async function benchScale(o: ScaleOptions) {
     const bus = await connectNats(nats.url, { name: 'bench-coordinator' });
     const steps: StepInfo[] = [];
     const coordinator = new Coordinator(bus, {
-      stateDir: path.join(tmp, 'state'), workerTimeoutMs: 30_000,
+      stateDir: path.join(tmp, 'state'), workerTimeoutMs: 5_000,
       dataParallel: { runtime: { threads: 1 }, onStep: s => steps.push({ ...s, gradient: new Float32Array(0), params: [] }) },
     });
     await coordinator.start();
@@ -62,12 +64,26 @@ export async function benchScale(o: ScaleOptions) {
       await submitJob(client, { ...ensemble }, line => o.log(`${label}: ${line}`));
       return (performance.now() - t0) / 1000;
     };
+    // interleaved A B B A ... so that a change in the machine's load hits both settings alike
+    const times: Record<1 | 2, number[]> = { 1: [], 2: [] };
     await startWorkers(['scale-w1']);
-    const one = await timeJob('1 worker');
-    o.log(`ensemble of 4 on 1 worker: ${one.toFixed(1)} s`);
-    await startWorkers(['scale-w2']);
-    const two = await timeJob('2 workers');
-    o.log(`ensemble of 4 on 2 workers: ${two.toFixed(1)} s (speedup ${(one / two).toFixed(2)}x)`);
+    let second: FleetProc | null = null;
+    for (let r = 0; r < o.rounds; r++) {
+      for (const k of (r % 2 === 0 ? [1, 2] : [2, 1]) as (1 | 2)[]) {
+        if (k === 2 && !second) { await startWorkers(['scale-w2']); second = group.procs.find(p => p.name === 'scale-w2' && p.alive)!; }
+        if (k === 1 && second) {
+          await second.kill();
+          second = null;
+          await waitFor(() => !live().includes('scale-w2') || coordinator.workers.get('scale-w2')?.state === 'lost', 60_000, 'scale-w2 to be gone');
+        }
+        const s = await timeJob(`${k} worker${k > 1 ? 's' : ''}`);
+        times[k].push(s);
+        o.log(`round ${r + 1}: ensemble of 4 on ${k} worker(s): ${s.toFixed(1)} s`);
+      }
+    }
+    if (!second) await startWorkers(['scale-w2']);
+    const one = times[1].reduce((a, b) => a + b, 0) / o.rounds, two = times[2].reduce((a, b) => a + b, 0) / o.rounds;
+    o.log(`ensemble of 4: ${one.toFixed(1)} s on 1 worker, ${two.toFixed(1)} s on 2 (speedup ${(one / two).toFixed(2)}x)`);
     load.push(os.loadavg()[0]);
 
     // (2) data-parallel SimCLR, 2 shards on the 2 workers
@@ -80,7 +96,8 @@ export async function benchScale(o: ScaleOptions) {
     const counted = steps.slice(o.warmupSteps);
     const outside = counted.map(s => 1 - s.computeMs / s.wallMs);
     const result = {
-      ensemble: { members: 4, steps_per_member: o.memberSteps, batch_size: 64, seconds_1_worker: round(one, 2), seconds_2_workers: round(two, 2), speedup: round(one / two, 3), target: 1.8 },
+      ensemble: { members: 4, steps_per_member: o.memberSteps, batch_size: 64, rounds: o.rounds, seconds_1_worker: times[1].map(x => round(x, 2)),
+        seconds_2_workers: times[2].map(x => round(x, 2)), speedup: round(one / two, 3), target: 1.8 },
       data_parallel_simclr: {
         workers: 2, shards: 2, global_batch: o.dpBatch, steps_counted: counted.length, warmup_steps: o.warmupSteps,
         step_ms_median: round(median(counted.map(s => s.wallMs)), 1),

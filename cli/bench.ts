@@ -48,6 +48,7 @@ mil-grid options:
 
 scale options:
   --member-steps N training steps (batch 64) per ensemble member (default 20)
+  --rounds N       rounds of (1 worker, 2 workers), interleaved (default 2)
   --dp-steps N     data-parallel SimCLR steps (default 8; the first 2 are warm-up)
   --dp-batch N     data-parallel global batch in images (default 256)
 
@@ -59,13 +60,13 @@ export const OPTIONS = {
   iters: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   sizes: { type: 'string' }, seeds: { type: 'string' }, 'seed-list': { type: 'string' }, poolings: { type: 'string' },
   epochs: { type: 'string' }, 'test-bags': { type: 'string' },
-  'member-steps': { type: 'string' }, 'dp-steps': { type: 'string' }, 'dp-batch': { type: 'string' },
+  'member-steps': { type: 'string' }, rounds: { type: 'string' }, 'dp-steps': { type: 'string' }, 'dp-batch': { type: 'string' },
 } as const;
 
 const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'scale'] as const;
 const THROUGHPUT_ONLY = ['batch-size', 'warmup', 'iters'];
 const MIL_GRID_ONLY = ['sizes', 'seeds', 'seed-list', 'poolings', 'epochs', 'test-bags'];
-const SCALE_ONLY = ['member-steps', 'dp-steps', 'dp-batch'];
+const SCALE_ONLY = ['member-steps', 'rounds', 'dp-steps', 'dp-batch'];
 export const MIL_GRID_SIZES = [50, 100, 150, 200, 300, 400, 500];
 
 export default async function bench(argv: string[]): Promise<void> {
@@ -98,7 +99,7 @@ export default async function bench(argv: string[]): Promise<void> {
 type Values = Record<string, string | boolean | undefined>;
 
 async function scale(values: Values): Promise<void> {
-  const o = { memberSteps: intOption(values, 'member-steps', 20, 1), dpSteps: intOption(values, 'dp-steps', 8, 3), warmupSteps: 2, dpBatch: intOption(values, 'dp-batch', 256, 2) };
+  const o = { memberSteps: intOption(values, 'member-steps', 20, 1), rounds: intOption(values, 'rounds', 2, 1), dpSteps: intOption(values, 'dp-steps', 8, 3), warmupSteps: 2, dpBatch: intOption(values, 'dp-batch', 256, 2) };
   const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'scale.json'));
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const r = await benchScale({ ...o, log });
