@@ -40,7 +40,7 @@ export default async function coordinator(argv: string[]): Promise<void> {
     stateDir, workerTimeoutMs: intOption(values, 'worker-timeout-ms', 10_000, 100), maxAttempts: intOption(values, 'max-attempts', 3, 1), log,
     metrics: createMetrics(),
   });
-  c.start();
+  await c.start();
   const server = httpAt === 'off' ? null : await serveHttp(c, host, port);
   log(`coordinator: state ${stateDir}${server ? `, http://${host}:${(server.address() as { port: number }).port}/api/cluster` : ''}`);
   await new Promise<void>(resolve => {

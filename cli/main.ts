@@ -11,11 +11,13 @@ usage:
   fleet data download|info        fetch or inspect an IDX data set (fleet data --help)
   fleet bench train|infer|augment training, inference and augmentation throughput (fleet bench --help)
   fleet bench mil-grid            MIL test AUC over training-set sizes, seeds and poolings
+  fleet bench scale               cluster scaling: ensemble speedup, data-parallel step overhead
   fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, /api/cluster)
   fleet worker --nats URL         a cluster worker (trains leased ensemble members)
   fleet help                      this text
 
-Ensemble jobs run on a cluster with fleet train cnn --members K --nats URL. Data-parallel training,
+Ensemble jobs run on a cluster with fleet train cnn --members K --nats URL; one model trains
+data-parallel with fleet train simclr --nats URL or fleet train cnn --data-parallel --nats URL. Data-parallel training,
 serving and predict arrive with later issues (see the README).`;
 
 const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Promise<void> }>> = {

@@ -13,6 +13,8 @@ import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
+import { DataParallelJobs, isDataParallelSpec, type DataParallelOptions } from './data-parallel-job.ts';
+import { DirStateStore } from './state-store.ts';
 import type { Metrics } from '../dashboard/metrics.ts';
 
 
@@ -38,6 +40,8 @@ export interface CoordinatorOptions {
   log?: (line: string) => void;
   /** Where the coordinator exports its metrics (served at /metrics by coordinator/http.ts). */
   metrics?: Metrics;
+  /** Data-parallel jobs (coordinator/data-parallel-job.ts): persistence interval, timeouts, test hooks. */
+  dataParallel?: DataParallelOptions;
 }
 
 export class Coordinator {
@@ -50,9 +54,14 @@ export class Coordinator {
   private readonly reassembler: Reassembler;
   private timer?: NodeJS.Timeout;
   private readonly log: (line: string) => void;
+  readonly dataParallel: DataParallelJobs;
 
   constructor(readonly bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
+    this.dataParallel = new DataParallelJobs({
+      bus, workers: this.workers, busyWithEnsemble: id => this.leasedTo(id).length > 0, store: new DirStateStore(o.stateDir),
+      outDir: id => this.outDir(id), log: this.log, metrics: o.metrics,
+    }, o.dataParallel);
     this.reassembler = new Reassembler({
       onComplete: (transferId, payload) => this.onTransfer(transferId, payload),
       onError: (transferId, reason) => { this.stats.reassemblyFailures++; this.log(`transfer ${transferId} failed: ${reason}`); },
@@ -61,7 +70,8 @@ export class Coordinator {
     this.load();
   }
 
-  start(): void {
+  /** Starts listening; resolves once persisted data-parallel jobs are loaded. */
+  start(): Promise<void> {
     // every message is decoded and checked; a malformed one, or one of the wrong kind, is counted and dropped
     const on = <K extends BodyKind>(subject: string, kind: K, handle: (body: BodyMap[K]) => void) =>
       this.subs.push(this.bus.subscribe(subject, msg => {
@@ -77,7 +87,8 @@ export class Coordinator {
     this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, msg => {
       let answer: object;
       try {
-        answer = { ok: true, jobId: this.submit(JSON.parse(new TextDecoder().decode(msg.data))).id };
+        const spec = JSON.parse(new TextDecoder().decode(msg.data));
+        answer = { ok: true, jobId: isDataParallelSpec(spec) ? this.dataParallel.submit(spec).id : this.submit(spec).id };
       } catch (e) {
         this.stats.malformed++;
         answer = { ok: false, error: (e as Error).message };
@@ -86,11 +97,13 @@ export class Coordinator {
     }));
     this.timer = setInterval(() => this.tick(), this.o.tickMs ?? 250);
     this.tick();
+    return this.dataParallel.start().then(() => this.tick());
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
     for (const s of this.subs) s.unsubscribe();
+    await this.dataParallel.stop();
     await this.bus.flush().catch(() => {});
   }
 
@@ -123,7 +136,7 @@ export class Coordinator {
     return [...this.jobs.values()].map(j => ({
       id: j.id, state: j.state, kind: j.spec?.kind, members: j.spec?.members, submittedAt: j.submittedAt, finishedAt: j.finishedAt,
       done: j.tasks.filter(t => t.state === 'done').length, tasks: j.tasks.length, error: j.error, summary: j.summary,
-    }));
+    } as Record<string, unknown>)).concat(this.dataParallel.view());
   }
 
   private onAnnounce(a: { workerId: string; device: number; threads: number; version: string; gpuName: string }) {
@@ -266,6 +279,7 @@ export class Coordinator {
       }
     }
     this.exportWorkerInfo();
+    this.dataParallel.tick(now);
     for (const job of this.jobs.values()) {
       if (job.state !== 'running') continue;
       for (const t of job.tasks) {

@@ -9,6 +9,7 @@ import { sendChunked } from '../bus/chunking.ts';
 import { runMemberTask, type MemberTask } from '../engine/ensemble/tasks.ts';
 import { encodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { RuntimeOptions } from '../engine/runtime.ts';
+import { startDataParallel, type DataParallelStats, type DataParallelOptions } from './data-parallel.ts';
 
 export const FLEET_VERSION = '0.1.0';
 
@@ -21,12 +22,15 @@ export interface WorkerOptions {
   log?: (line: string) => void;
   /** The GPU this worker computes on (announced to the coordinator; '' on CPU). */
   gpuName?: string;
+  /** Test hook of data-parallel work (see worker/data-parallel.ts). */
+  beforeDataParallelWork?: DataParallelOptions['beforeWork'];
 }
 
 export interface WorkerHandle {
   id: string;
   /** Counters of what the worker saw (malformed messages are dropped, never fatal). */
   stats: { leases: number; completed: number; failed: number; malformed: number };
+  dataParallel: DataParallelStats;
   stop(): Promise<void>;
 }
 
@@ -40,10 +44,12 @@ export function startWorker(bus: Transport, o: WorkerOptions): WorkerHandle {
   const announce = () => send(SUBJECTS.workerAnnounce, { kind: 'announce', value: {
     workerId: id, device: o.runtime.device === 'cuda' ? Device.CUDA : Device.CPU, threads: o.runtime.threads ?? os.availableParallelism(),
     version: FLEET_VERSION, gpuName: o.gpuName ?? '' } });
+  const dp = startDataParallel(bus, { id, runtime: o.runtime, log, beforeWork: o.beforeDataParallelWork });
   let beats = 0;
   const heartbeat = () => {
     if (++beats % (o.announceEvery ?? 5) === 0) announce();
-    send(workerHeartbeatSubject(id), { kind: 'heartbeat', value: { workerId: id, uptimeMs: Date.now() - started, runningTaskIds: running ? [running] : [] } });
+    send(workerHeartbeatSubject(id), { kind: 'heartbeat', value: { workerId: id, uptimeMs: Date.now() - started,
+      runningTaskIds: [...(running ? [running] : []), ...dp.running()] } });
   };
 
   const run = async (taskId: string, jobId: string, attempt: number, task: MemberTask) => {
@@ -91,10 +97,11 @@ export function startWorker(bus: Transport, o: WorkerOptions): WorkerHandle {
   heartbeat();
   const timer = setInterval(heartbeat, o.heartbeatMs ?? 1000);
   return {
-    id, stats,
+    id, stats, dataParallel: dp.stats,
     async stop() {
       clearInterval(timer);
       sub.unsubscribe();
+      await dp.stop();
       await bus.flush().catch(() => {});
     },
   };

@@ -189,7 +189,8 @@ export async function encodeImages(params: TensorSet, buffers: TensorSet, split:
   return features;
 }
 
-async function linearEvaluation(params: TensorSet, buffers: TensorSet, o: SimclrOptions, trainCount: number, log: (l: string) => void) {
+/** Linear evaluation of a trained encoder: features of the frozen encoder, a Linear 2048 -> 10 probe trained on them. */
+export async function linearEvaluation(params: TensorSet, buffers: TensorSet, o: SimclrOptions, trainCount: number, log: (l: string) => void) {
   const t0 = performance.now();
   const testCount = Math.min(o.test.count, o.limitTest ?? Infinity);
   // with a validation share the probe trains on the rest and its validation predictions are kept (ensemble selection)
