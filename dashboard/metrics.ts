@@ -50,6 +50,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<
     workerHeartbeatAge: gauge('fleet_worker_heartbeat_age_seconds', 'Seconds since the coordinator last heard from a worker.', ['worker', 'device'] as const),
     workerBusy: gauge('fleet_worker_busy', '1 while a worker runs a task, 0 when idle.', ['worker', 'device'] as const),
     workerSamples: gauge('fleet_worker_samples_processed', 'Training images a worker reports having processed since it started.', ['worker', 'device'] as const),
+    // serving: the model repository (coordinator/serving/repository.ts)
+    modelLoadFailures: counter('fleet_model_load_failures_total', 'Model versions in the repository that failed to load (truncated, corrupt or unsupported files, bad configs).', ['model'] as const),
   };
 }
 
