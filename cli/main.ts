@@ -13,6 +13,9 @@ usage:
   fleet bench mil-grid            MIL test AUC over training-set sizes, seeds and poolings
   fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, /api/cluster)
   fleet worker --nats URL         a cluster worker (trains leased ensemble members)
+  fleet serve --models DIR        KServe v2 gRPC inference over a model repository (fleet serve --help)
+  fleet models add RUN_DIR --models DIR   put a run's model into a repository
+  fleet predict --server HOST:PORT --model NAME (--image FILE.png | --idx FILE --index I)
   fleet help                      this text
 
 Ensemble jobs run on a cluster with fleet train cnn --members K --nats URL. Data-parallel training,
@@ -24,6 +27,9 @@ const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Prom
   bench: () => import('./bench.ts'),
   coordinator: () => import('./coordinator.ts'),
   worker: () => import('./worker.ts'),
+  serve: () => import('./serve.ts'),
+  models: () => import('./models.ts'),
+  predict: () => import('./predict.ts'),
 };
 
 async function main(argv: string[]): Promise<number> {

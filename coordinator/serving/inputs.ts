@@ -85,7 +85,7 @@ export function decodeImages(req: ModelInferRequest, maxImages: number): Decoded
     const b = raws[0];
     if (b.length !== count * 4) throw invalid(`input "${INPUT_NAME}": raw FP32 contents hold ${b.length} bytes, shape [${t.shape.join(',')}] needs ${count * 4}`);
     // a view needs 4-byte alignment; protobuf decoding gives no such promise
-    values = b.byteOffset % 4 === 0 ? new Float32Array(b.buffer, b.byteOffset, count) : new Float32Array(b.slice().buffer);
+    values = b.byteOffset % 4 === 0 ? new Float32Array(b.buffer, b.byteOffset, count) : new Float32Array(new Uint8Array(b).buffer);
   } else {
     values = contents?.fp32_contents ?? [];
     if (values.length !== count) throw invalid(`input "${INPUT_NAME}": fp32_contents holds ${values.length} values, shape [${t.shape.join(',')}] needs ${count}`);

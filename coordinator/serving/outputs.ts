@@ -46,7 +46,7 @@ export function readOutput(res: ModelInferResponse, name: string): { shape: numb
   const shape = o.shape.map(Number);
   const raw = res.raw_output_contents?.[i];
   if (raw && raw.length) {
-    const b = raw.slice();
+    const b = new Uint8Array(raw); // a copy: a Buffer's slice() is a view into a shared pool
     if (o.datatype === 'FP32') return { shape, data: new Float32Array(b.buffer, 0, b.length / 4) };
     if (o.datatype === 'INT64') return { shape, data: Array.from(new BigInt64Array(b.buffer, 0, b.length / 8), Number) };
     throw new Error(`output "${name}": datatype ${o.datatype} is not read here`);
