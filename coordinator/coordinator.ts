@@ -35,6 +35,8 @@ export interface CoordinatorOptions {
   maxAttempts?: number;
   tickMs?: number;
   log?: (line: string) => void;
+  /** Called once a job's outputs are written to outDir (e.g. to publish its model for serving). */
+  onJobDone?: (jobId: string, outDir: string) => void;
 }
 
 export class Coordinator {
@@ -222,6 +224,7 @@ export class Coordinator {
       job.finishedAt = Date.now();
       this.save(job);
       this.log(`job ${job.id}: finished, test accuracy ${summary.test_accuracy}`);
+      try { this.o.onJobDone?.(job.id, out); } catch (e) { this.log(`job ${job.id}: onJobDone failed: ${(e as Error).message}`); }
       this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: true, summary: job.summary }));
     } catch (e) {
       this.fail(job, `combining the members failed: ${(e as Error).message}`);
