@@ -5,17 +5,22 @@ import * as path from 'node:path';
 import { parse, intOption, choiceOption, UsageError } from './args.ts';
 import { benchTrain, benchInfer, benchAugmentShare } from '../bench/throughput.ts';
 import { runMilGrid } from '../bench/mil-grid.ts';
+import { benchServe } from '../bench/serve.ts';
 import { POOLINGS, type Pooling } from '../engine/model/mil.ts';
 import { checkCuda } from '../engine/runtime.ts';
 import { versions } from './versions.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 
-const HELP = `usage: fleet bench train|infer|augment|mil-grid [options]
+const HELP = `usage: fleet bench train|infer|augment|mil-grid|serve [options]
 
 train     images per second of a full CNN training step (forward, loss, all gradients, AdamW update)
 infer     images per second of the exported CNN model (BatchNorm folded, weights baked in)
 augment   SimCLR augmentation (two random resized crops + flips per image) against a SimCLR training
           step on the same batch: images per second and the share of a step it would take
+serve     KServe v2 gRPC serving (fleet serve in a child process, a 5-member one-graph ensemble with untrained
+          weights) against the same model in-process: single-image latency p50/p99 at concurrency 1 and 16,
+          throughput with requests of --batch-size images (default 64), and the ratios (--iters: timed requests,
+          default 500)
 mil-grid  test bag AUC of the MIL model on MNIST-bags (Ilse et al. 2018) for each number of training bags,
           seed and pooling; mean ± standard deviation over the seeds as a table (.md) and a chart (.svg)
           next to the results file. Resumable: rerun the same command and finished runs are skipped.
@@ -51,7 +56,7 @@ export const OPTIONS = {
   epochs: { type: 'string' }, 'test-bags': { type: 'string' },
 } as const;
 
-const KINDS = ['train', 'infer', 'augment', 'mil-grid'] as const;
+const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'serve'] as const;
 const THROUGHPUT_ONLY = ['batch-size', 'warmup', 'iters'];
 const MIL_GRID_ONLY = ['sizes', 'seeds', 'seed-list', 'poolings', 'epochs', 'test-bags'];
 export const MIL_GRID_SIZES = [50, 100, 150, 200, 300, 400, 500];
@@ -66,6 +71,7 @@ export default async function bench(argv: string[]): Promise<void> {
     if (values[name as keyof typeof values] !== undefined) throw new UsageError(`--${name}: not an option of fleet bench ${kind}`);
   }
   if (kind === 'mil-grid') return milGrid(values);
+  if (kind === 'serve') return serveBench(values);
   const threads = intOption(values, 'threads', os.availableParallelism(), 1);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const o = {
@@ -82,6 +88,17 @@ export default async function bench(argv: string[]): Promise<void> {
 }
 
 type Values = Record<string, string | boolean | undefined>;
+
+/** fleet bench serve: gRPC serving against in-process runs of the same model (bench/serve.ts). */
+async function serveBench(values: Values): Promise<void> {
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
+  const r = await benchServe({ threads, iters: intOption(values, 'iters', 500, 10), warmup: intOption(values, 'warmup', 30, 0), batchSize: intOption(values, 'batch-size', 64, 1) });
+  const result = { bench: 'serve', ...r, machine: versions() };
+  if (values.out) writeFileAtomic(values.out as string, JSON.stringify(result, null, 2) + '\n');
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else process.stdout.write(`serve: concurrency 1 p50 ${r.concurrency_1.p50_ms} ms, p99 ${r.concurrency_1.p99_ms} ms; batch ${r.batch_size}: ` +
+    `${r.batch.images_per_second} img/s served, ${r.served_over_in_process_throughput}x in-process\n`);
+}
 
 async function milGrid(values: Values): Promise<void> {
   const sizes = listOption(values, 'sizes', MIL_GRID_SIZES, 1);

@@ -33,7 +33,7 @@ describe('serve: KServe v2 gRPC server over a model repository', function () {
   };
   const histogram = async (name: string, model: string) => {
     const vals = (await metrics.registry.getSingleMetric(name)!.get()).values.filter(v => v.labels.model === model);
-    return { count: vals.find(v => v.metricName === `${name}_count`)?.value ?? 0, sum: vals.find(v => v.metricName === `${name}_sum`)?.value ?? 0 };
+    return { count: vals.find(v => (v as { metricName?: string }).metricName === `${name}_count`)?.value ?? 0, sum: vals.find(v => (v as { metricName?: string }).metricName === `${name}_sum`)?.value ?? 0 };
   };
   const infer = (model: string, pixels: Uint8Array, n: number, extra: object = {}, opts?: grpc.CallOptions) =>
     c.call('ModelInfer', { model_name: model, inputs: [{ name: 'input', datatype: 'UINT8', shape: [n, IMG] }], raw_input_contents: [pixels], ...extra }, opts);
