@@ -8,7 +8,10 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PNG } from 'pngjs';
-import { runFleet, lines } from './helpers/cli.ts';
+import { runFleet, lines, helpOptions } from './helpers/cli.ts';
+import { OPTIONS as SERVE_OPTIONS } from '../cli/serve.ts';
+import { OPTIONS as PREDICT_OPTIONS } from '../cli/predict.ts';
+import { OPTIONS as MODELS_OPTIONS } from '../cli/models.ts';
 import { ProcGroup, waitFor } from './helpers/fleet-procs.ts';
 import { natsServerAvailable, startNatsServer, type NatsServerHandle } from './helpers/nats-server.ts';
 import { connect, cnnModel, direct, output, maxAbsDiff, argmaxRows, IMG } from './helpers/serve.ts';
@@ -97,6 +100,17 @@ describe('serve: fleet serve, fleet models add, fleet predict as processes', fun
     fs.writeFileSync(onnx, cnnModel(42));
     assert.equal((await runFleet(['models', 'add', onnx, '--models', repo, '--name', 'other'])).code, 0);
     await waitFor(async () => (await runFleet(['predict', '--server', grpcAt, '--model', 'other', '--idx', IDX, '--index', '0'])).code === 0, 30_000, 'model other to be served', 500);
+  });
+
+  it('--help of serve, predict and models lists exactly the options each accepts', async () => {
+    for (const [cmd, declared] of [['serve', SERVE_OPTIONS], ['predict', PREDICT_OPTIONS], ['models', MODELS_OPTIONS]] as const) {
+      const r = await runFleet([cmd, '--help']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`^usage: fleet ${cmd}`));
+      assert.deepEqual(helpOptions(r.stdout).sort(), Object.keys(declared).sort(), cmd);
+    }
+    const main = await runFleet(['help']);
+    for (const cmd of ['serve --models', 'predict --server', 'models add']) assert.ok(main.stdout.includes(`fleet ${cmd}`), cmd);
   });
 
   it('usage errors exit 2 with one line', async () => {
