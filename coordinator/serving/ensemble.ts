@@ -13,7 +13,7 @@ import { aggregate } from './aggregate.ts';
 import { ServeError, Status, deadline as deadlineError, unavailable } from './errors.ts';
 import type { DecodedImages } from './inputs.ts';
 import type { EnsembleMemberConfig, ModelConfig, EnsembleConfig } from './model-config.ts';
-import type { ServedModel, ServingHooks } from './onnx-models.ts';
+import type { ServedModel, ServingHooks } from './served-model.ts';
 import { readOutput, type OutputTensor } from './outputs.ts';
 import { decodeStreamResponse, encodeInferRequest, intParam, stringParam, type Parameters } from './protocol.ts';
 

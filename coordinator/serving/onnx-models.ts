@@ -17,27 +17,8 @@ import type { DecodedImages } from './inputs.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { OutputTensor } from './outputs.ts';
 import type { Parameters, TensorMetadata } from './protocol.ts';
+import type { ServedModel, ServingHooks } from './served-model.ts';
 import { stringParam } from './protocol.ts';
-
-export interface ServingHooks {
-  onBatch?: (model: string, images: number) => void;
-  onQueued?: (model: string, seconds: number) => void;
-}
-
-/** What the server needs of any served model (ONNX ones here, fan-out ensembles in ensemble.ts). */
-export interface ServedModel {
-  readonly name: string;
-  readonly version: string;
-  readonly platform: string;
-  readonly kind: 'classifier' | 'mil' | 'ensemble';
-  readonly config: ModelConfig;
-  readonly inputs: TensorMetadata[];
-  readonly outputs: TensorMetadata[];
-  infer(images: DecodedImages, deadline: number): Promise<{ outputs: OutputTensor[]; parameters: Parameters }>;
-  /** Class probabilities [n,10] of n normalised images (how an ensemble asks its local members). */
-  classProbabilities?(x: Float32Array, n: number, deadline: number): Promise<Float32Array>;
-  close(): Promise<void>;
-}
 
 export const PLATFORM_ONNX = 'onnxruntime_onnx';
 const IMAGE_INPUT: TensorMetadata = { name: 'input', datatype: 'FP32', shape: [-1, 1, 28, 28] };
@@ -143,12 +124,10 @@ class OnnxClassifier implements ServedModel {
       }
     }
     rows.probabilities = { data: probabilities, rowSize: CLASSES };
-    rows.predicted = { data: predicted ?? this.graphPrediction(probabilities), rowSize: 1 };
+    // the exported hard vote folds its tie-break into probabilities: argmax is the graph's prediction either way
+    rows.predicted = { data: predicted ?? argmaxRows(probabilities), rowSize: 1 };
     return { rows };
   }
-
-  /** The exported hard vote already folds its tie-break into probabilities: argmax is the prediction either way. */
-  private graphPrediction(p: Float32Array): Int32Array { return argmaxRows(p); }
 
   async classProbabilities(x: Float32Array, n: number, deadline: number): Promise<Float32Array> {
     return (await this.batcher.submit(x, n, deadline)).rows.probabilities.data as Float32Array;

@@ -13,7 +13,8 @@ import * as path from 'node:path';
 import type { RuntimeOptions } from '../../engine/runtime.ts';
 import { notFound, unavailable } from './errors.ts';
 import { readModelConfig, configFile, type ModelConfig } from './model-config.ts';
-import { loadOnnxModel, type ServedModel, type ServingHooks } from './onnx-models.ts';
+import { loadOnnxModel } from './onnx-models.ts';
+import type { ServedModel, ServingHooks } from './served-model.ts';
 import { FanOutEnsemble, type EnsembleDeps } from './ensemble.ts';
 
 /** Model names become bus subject tokens and metric labels: keep them to a safe alphabet. */
