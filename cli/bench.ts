@@ -1,4 +1,4 @@
-// `fleet bench train|infer|mil-grid`: throughput benchmarks, and the MIL sweep of Ilse et al. 2018 (test AUC
+// `fleet bench train|infer|augment|serve|scale|mil-grid`: throughput, serving and cluster benchmarks, and the MIL sweep of Ilse et al. 2018 (test AUC
 // against the number of training bags); results go to stdout (--json) and optionally a file.
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -6,17 +6,22 @@ import { parse, intOption, choiceOption, UsageError } from './args.ts';
 import { benchTrain, benchInfer, benchAugmentShare } from '../bench/throughput.ts';
 import { runMilGrid } from '../bench/mil-grid.ts';
 import { benchScale } from '../bench/scale.ts';
+import { benchServe } from '../bench/serve.ts';
 import { POOLINGS, type Pooling } from '../engine/model/mil.ts';
 import { checkCuda } from '../engine/runtime.ts';
 import { versions } from './versions.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 
-const HELP = `usage: fleet bench train|infer|augment|mil-grid|scale [options]
+const HELP = `usage: fleet bench train|infer|augment|mil-grid|serve|scale [options]
 
 train     images per second of a full CNN training step (forward, loss, all gradients, AdamW update)
 infer     images per second of the exported CNN model (BatchNorm folded, weights baked in)
 augment   SimCLR augmentation (two random resized crops + flips per image) against a SimCLR training
           step on the same batch: images per second and the share of a step it would take
+serve     KServe v2 gRPC serving (fleet serve in a child process, a 5-member one-graph ensemble with untrained
+          weights) against the same model in-process: single-image latency p50/p99 at concurrency 1 and 16,
+          throughput with requests of --batch-size images (default 64), and the ratios (--iters: timed requests,
+          default 500)
 mil-grid  test bag AUC of the MIL model on MNIST-bags (Ilse et al. 2018) for each number of training bags,
           seed and pooling; mean ± standard deviation over the seeds as a table (.md) and a chart (.svg)
           next to the results file. Resumable: rerun the same command and finished runs are skipped.
@@ -63,7 +68,7 @@ export const OPTIONS = {
   'member-steps': { type: 'string' }, rounds: { type: 'string' }, 'dp-steps': { type: 'string' }, 'dp-batch': { type: 'string' },
 } as const;
 
-const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'scale'] as const;
+const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'serve', 'scale'] as const;
 const THROUGHPUT_ONLY = ['batch-size', 'warmup', 'iters'];
 const MIL_GRID_ONLY = ['sizes', 'seeds', 'seed-list', 'poolings', 'epochs', 'test-bags'];
 const SCALE_ONLY = ['member-steps', 'rounds', 'dp-steps', 'dp-batch'];
@@ -73,7 +78,7 @@ export default async function bench(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
   if (values.help) { process.stdout.write(HELP); return; }
   const kind = positionals[0];
-  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput), mil-grid (MIL sweep) or scale (cluster), got ${kind ? `"${kind}"` : 'nothing'}`);
+  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput), mil-grid (MIL sweep), serve (gRPC serving) or scale (cluster), got ${kind ? `"${kind}"` : 'nothing'}`);
   if (positionals.length > 1) throw new UsageError(`bench: unexpected argument "${positionals[1]}"`);
   const foreign = kind === 'mil-grid' ? [...THROUGHPUT_ONLY, ...SCALE_ONLY] : kind === 'scale' ? [...THROUGHPUT_ONLY, ...MIL_GRID_ONLY, 'threads', 'device'] : [...MIL_GRID_ONLY, ...SCALE_ONLY];
   for (const name of foreign) {
@@ -81,6 +86,7 @@ export default async function bench(argv: string[]): Promise<void> {
   }
   if (kind === 'mil-grid') return milGrid(values);
   if (kind === 'scale') return scale(values);
+  if (kind === 'serve') return serveBench(values);
   const threads = intOption(values, 'threads', os.availableParallelism(), 1);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const o = {
@@ -109,6 +115,17 @@ async function scale(values: Values): Promise<void> {
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else process.stdout.write(`scale: ensemble of 4 on 2 workers ${r.ensemble.speedup}x faster than on 1 (target 1.8x); data-parallel SimCLR step ${d.step_ms_median} ms, ` +
     `${(100 * d.outside_compute_share_median).toFixed(1)}% outside compute (target 10%), ${(d.bytes_per_step / 2 ** 20).toFixed(1)} MiB per step; wrote ${out}\n`);
+}
+
+/** fleet bench serve: gRPC serving against in-process runs of the same model (bench/serve.ts). */
+async function serveBench(values: Values): Promise<void> {
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
+  const r = await benchServe({ threads, iters: intOption(values, 'iters', 500, 10), warmup: intOption(values, 'warmup', 30, 0), batchSize: intOption(values, 'batch-size', 64, 1) });
+  const result = { bench: 'serve', ...r, machine: versions() };
+  if (values.out) writeFileAtomic(values.out as string, JSON.stringify(result, null, 2) + '\n');
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else process.stdout.write(`serve: concurrency 1 p50 ${r.concurrency_1.p50_ms} ms, p99 ${r.concurrency_1.p99_ms} ms; batch ${r.batch_size}: ` +
+    `${r.batch.images_per_second} img/s served, ${r.served_over_in_process_throughput}x in-process\n`);
 }
 
 async function milGrid(values: Values): Promise<void> {

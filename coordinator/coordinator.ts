@@ -42,6 +42,8 @@ export interface CoordinatorOptions {
   metrics?: Metrics;
   /** Data-parallel jobs (coordinator/data-parallel-job.ts): persistence interval, timeouts, test hooks. */
   dataParallel?: DataParallelOptions;
+  /** Called once a job's outputs are written to outDir (e.g. to publish its model for serving). */
+  onJobDone?: (jobId: string, outDir: string) => void;
 }
 
 export class Coordinator {
@@ -238,6 +240,7 @@ export class Coordinator {
       job.finishedAt = Date.now();
       this.save(job);
       this.log(`job ${job.id}: finished, test accuracy ${summary.test_accuracy}`);
+      try { this.o.onJobDone?.(job.id, out); } catch (e) { this.log(`job ${job.id}: onJobDone failed: ${(e as Error).message}`); }
       this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: true, summary: job.summary }));
     } catch (e) {
       this.fail(job, `combining the members failed: ${(e as Error).message}`);
