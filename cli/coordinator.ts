@@ -13,14 +13,15 @@ writes each finished job's outputs to <state>/jobs/<id>/out.
 
 options:
 ${NATS_HELP}  --state DIR         job state and outputs (default ./fleet-state)
-  --http HOST:PORT    serve /api/cluster and /api/jobs (default 127.0.0.1:8080; "off" to disable)
+  --http HOST:PORT    the dashboard at /, /metrics, /api/cluster, /api/jobs (default 127.0.0.1:8080; "off" to disable)
+  --runs DIR          also show the fleet train runs under DIR on the dashboard (e.g. ./runs; default: only jobs)
   --worker-timeout-ms N  a worker silent this long is lost and its task re-leased (default 10000)
   --max-attempts N    attempts before a failing task fails its job (default 3)
   -h, --help          this text
 `;
 
 export const OPTIONS = {
-  ...NATS_OPTIONS, state: { type: 'string' }, http: { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
+  ...NATS_OPTIONS, state: { type: 'string' }, http: { type: 'string' }, runs: { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
   'max-attempts': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -39,8 +40,9 @@ export default async function coordinator(argv: string[]): Promise<void> {
     stateDir, workerTimeoutMs: intOption(values, 'worker-timeout-ms', 10_000, 100), maxAttempts: intOption(values, 'max-attempts', 3, 1), log,
   });
   c.start();
-  const server = httpAt === 'off' ? null : await serveHttp(c, host, port);
-  log(`coordinator: state ${stateDir}${server ? `, http://${host}:${(server.address() as { port: number }).port}/api/cluster` : ''}`);
+  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir: values.runs === undefined ? undefined : path.resolve(values.runs as string) });
+  const base = server ? `http://${host}:${(server.address() as { port: number }).port}` : '';
+  log(`coordinator: state ${stateDir}${server ? `, ${base}/api/cluster (dashboard ${base}/, metrics ${base}/metrics)` : ''}`);
   await new Promise<void>(resolve => {
     const stop = () => resolve();
     process.once('SIGINT', stop);

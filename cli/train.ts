@@ -7,7 +7,8 @@ import { parse, intOption, numberOption, choiceOption, UsageError, type OptionSp
 import { Progress } from './progress.ts';
 import { DATASETS, loadDataset, type DatasetName } from '../engine/data/datasets.ts';
 import { CNN } from '../engine/model/classifiers.ts';
-import { exportCnn } from '../engine/model/cnn.ts';
+import { exportCnn, CLASSES } from '../engine/model/cnn.ts';
+import { testErrors } from '../engine/metrics.ts';
 import { exportSimclrClassifier, exportEncoder } from '../engine/model/simclr.ts';
 import { exportMil, POOLINGS } from '../engine/model/mil.ts';
 import { trainClassifier, RECIPES } from '../engine/train/train-classifier.ts';
@@ -237,7 +238,8 @@ const trainCnnRun: ModelRun = async (values, run) => {
       epochs: r.history.length, seconds: round(r.seconds, 2), images_per_second: Math.round(r.imagesPerSecond),
       test_accuracy: r.test?.accuracy, test_loss: r.test?.loss, best_epoch: r.bestEpoch, stopped_early: r.stoppedEarly, recipe: recipe.name,
     },
-    details: { config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime }, history: r.history },
+    details: { config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime }, history: r.history,
+      test_errors: r.test ? testErrors(r.test.probabilities, run.data.test.labels.subarray(0, r.test.probabilities.length / CLASSES), CLASSES) : undefined },
     files: { 'model.onnx': exportCnn(r.params, r.buffers, { dataset: run.dataset, recipe: recipe.name }), ...trainingCurves(r.history) },
     headline: `test accuracy ${pct(r.test?.accuracy)}, test loss ${r.test?.loss.toFixed(4)} after ${r.history.length} epoch(s), ${round(r.seconds, 1)}s training (${Math.round(r.imagesPerSecond)} img/s)`,
   };
