@@ -11,8 +11,8 @@ usage:
   fleet data download|info        fetch or inspect an IDX data set (fleet data --help)
   fleet bench train|infer|augment training, inference and augmentation throughput (fleet bench --help)
   fleet bench mil-grid            MIL test AUC over training-set sizes, seeds and poolings
-  fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, /api/cluster)
-  fleet worker --nats URL         a cluster worker (trains leased ensemble members)
+  fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, dashboard, /metrics)
+  fleet worker --nats URL         a cluster worker (trains leased ensemble members; --metrics HOST:PORT)
   fleet help                      this text
 
 Ensemble jobs run on a cluster with fleet train cnn --members K --nats URL. Data-parallel training,
