@@ -106,6 +106,9 @@ describe('dashboard (embedded coordinator + workers, headless Chromium)', functi
     await page.waitForFunction(() => document.getElementById('conn')?.textContent === 'live');
     await page.waitForFunction(() => document.querySelectorAll('#workers tr').length === 2 && document.getElementById('workers')!.textContent!.includes('cpu'));
 
+    // no polling: after the page has loaded, requests are one-off fetches of finished runs, not a stream of them
+    const requests: string[] = [];
+    page.on('request', r => requests.push(new URL(r.url()).pathname));
     const job = e.c.submit(tinyJob('selection', MEMBERS, EPOCHS, LIMIT_TRAIN, LIMIT_TEST));
     // live: curve points arrive while the job is still running
     await page.waitForFunction(() => (window as any).fleet.charts.loss.pointCount > 0);
@@ -172,6 +175,8 @@ describe('dashboard (embedded coordinator + workers, headless Chromium)', functi
     assert.ok(bag.some(b => /^100(\.0)?%$/.test(b.bar)), `the most attended instance has the full bar: ${bag.map(b => b.bar)}`);
 
     assert.deepEqual(pageErrors, []);
+    assert.deepEqual(requests.filter(r => r === '/api/cluster' || r === '/api/jobs'), []);
+    assert.ok(requests.length <= 8, `requests while the job ran: ${requests.join(' ')}`);
   });
 
   it('the event stream starts with a hello holding the cluster and the curves so far', async () => {
