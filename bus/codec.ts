@@ -22,7 +22,7 @@ export type DType = (typeof DType)[keyof typeof DType];
 
 // Bodies as protobufjs gives them: camelCase, enums as numbers, 64-bit integers as numbers, bytes as Uint8Array.
 export interface WorkerAnnounceBody { workerId: string; device: Device; threads: number; version: string; gpuName: string }
-export interface HeartbeatBody { workerId: string; uptimeMs: number; runningTaskIds: string[] }
+export interface HeartbeatBody { workerId: string; uptimeMs: number; runningTaskIds: string[]; samplesProcessed?: number }
 export interface TaskLeaseBody { taskId: string; jobId: string; attempt: number; leaseMs: number; taskJson: Uint8Array }
 export interface TaskProgressBody {
   taskId: string; jobId: string; epoch: number; batch: number; batches: number; loss: number; metricsJson: Uint8Array;
@@ -128,7 +128,8 @@ function checkBody(body: EnvelopeBody): Reason {
         ?? str(v.version, `${k}.version`, FIELD_LIMITS.id, false) ?? str(v.gpuName, `${k}.gpu_name`, FIELD_LIMITS.id, false);
     case 'heartbeat':
       return id(v.workerId, `${k}.worker_id`) ?? u64(v.uptimeMs, `${k}.uptime_ms`)
-        ?? list(v.runningTaskIds, `${k}.running_task_ids`, (x, w) => id(x, w));
+        ?? list(v.runningTaskIds, `${k}.running_task_ids`, (x, w) => id(x, w))
+        ?? (v.samplesProcessed === undefined ? null : u64(v.samplesProcessed, `${k}.samples_processed`));
     case 'lease':
       return id(v.taskId, `${k}.task_id`) ?? id(v.jobId, `${k}.job_id`) ?? u32(v.attempt, `${k}.attempt`)
         ?? u32(v.leaseMs, `${k}.lease_ms`) ?? json(v.taskJson, `${k}.task_json`, true);

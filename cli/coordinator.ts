@@ -17,7 +17,8 @@ writes each finished job's outputs to <state>/jobs/<id>/out.
 
 options:
 ${NATS_HELP}  --state DIR         job state and outputs (default ./fleet-state)
-  --http HOST:PORT    serve /api/cluster, /api/jobs and /metrics (default 127.0.0.1:8080; "off" to disable)
+  --http HOST:PORT    the dashboard at /, /metrics, /api/cluster, /api/jobs (default 127.0.0.1:8080; "off" to disable)
+  --runs DIR          also show the fleet train runs under DIR on the dashboard (e.g. ./runs; default: only jobs)
   --grpc HOST:PORT    serve every finished job's model (published to <state>/models/<job-id>/1) over KServe v2
                       gRPC, like fleet serve --models <state>/models (default off)
   --worker-timeout-ms N  a worker silent this long is lost and its task re-leased (default 10000)
@@ -26,7 +27,7 @@ ${NATS_HELP}  --state DIR         job state and outputs (default ./fleet-state)
 `;
 
 export const OPTIONS = {
-  ...NATS_OPTIONS, state: { type: 'string' }, http: { type: 'string' }, grpc: { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
+  ...NATS_OPTIONS, state: { type: 'string' }, http: { type: 'string' }, grpc: { type: 'string' }, runs: { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
   'max-attempts': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -59,8 +60,9 @@ export default async function coordinator(argv: string[]): Promise<void> {
     const bound = await inference.start(grpcAt[0], grpcAt[1]);
     log(`coordinator: serving the jobs' models over gRPC on ${grpcAt[0]}:${bound}`);
   }
-  const server = httpAt === 'off' ? null : await serveHttp(c, host, port);
-  log(`coordinator: state ${stateDir}${server ? `, http://${host}:${(server.address() as { port: number }).port}/api/cluster` : ''}`);
+  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir: values.runs === undefined ? undefined : path.resolve(values.runs as string) });
+  const base = server ? `http://${host}:${(server.address() as { port: number }).port}` : '';
+  log(`coordinator: state ${stateDir}${server ? `, ${base}/api/cluster (dashboard ${base}/, metrics ${base}/metrics)` : ''}`);
   await new Promise<void>(resolve => {
     const stop = () => resolve();
     process.once('SIGINT', stop);

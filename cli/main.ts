@@ -13,8 +13,8 @@ usage:
   fleet bench serve               gRPC serving latency and throughput against in-process inference
   fleet bench scale               cluster scaling: ensemble speedup, data-parallel step overhead
   fleet bench mil-grid            MIL test AUC over training-set sizes, seeds and poolings
-  fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, /api/cluster)
-  fleet worker --nats URL         a cluster worker (trains leased ensemble members)
+  fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, dashboard, /metrics)
+  fleet worker --nats URL         a cluster worker (trains leased ensemble members; --metrics HOST:PORT)
   fleet serve --models DIR        KServe v2 gRPC inference over a model repository (fleet serve --help)
   fleet models add RUN_DIR --models DIR   put a run's model into a repository
   fleet predict --server HOST:PORT --model NAME (--image FILE.png | --idx FILE --index I)

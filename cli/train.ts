@@ -7,6 +7,8 @@ import { parse, intOption, numberOption, choiceOption, UsageError, type OptionSp
 import { Progress } from './progress.ts';
 import { DATASETS, loadDataset, type DatasetName } from '../engine/data/datasets.ts';
 import { CNN } from '../engine/model/classifiers.ts';
+import { CLASSES } from '../engine/model/cnn.ts';
+import { testErrors } from '../engine/metrics.ts';
 import { exportMil, POOLINGS } from '../engine/model/mil.ts';
 import { trainClassifier, RECIPES } from '../engine/train/train-classifier.ts';
 import { trainSimclr, SIMCLR_RECIPE } from '../engine/train/train-simclr.ts';
@@ -244,7 +246,8 @@ const trainCnnRun: ModelRun = async (values, run) => {
     onBatch: run.onBatch, onEpoch: e => run.log(epochLine(e, epochs)),
   });
   const outputs = cnnRunOutputs({ ...r, recipe: recipe.name, dataset: run.dataset });
-  return { ...outputs, details: { config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime }, history: r.history } };
+  return { ...outputs, details: { config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime }, history: r.history,
+    test_errors: r.test ? testErrors(r.test.probabilities, run.data.test.labels.subarray(0, r.test.probabilities.length / CLASSES), CLASSES) : undefined } };
 };
 
 const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 'simclr'): Promise<RunResult | null> => {

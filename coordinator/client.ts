@@ -23,6 +23,7 @@ export async function submitJob(bus: Transport, spec: JobSpec | DataParallelSpec
       const p = d.envelope.body.value;
       const m = parseJsonField(p.metricsJson, 'metrics_json');
       const e = (m.ok ? m.value : {}) as { event?: string; worker?: string; attempt?: number; test_accuracy?: number };
+      if (e.event === 'batch') return; // per-batch events feed the dashboard's live curves
       if (onProgress) onProgress(p, e);
       else if (e.event === 'leased') log(`${p.taskId}: leased to ${e.worker} (attempt ${e.attempt})`);
       else log(`${p.taskId}: epoch ${p.epoch}, train loss ${p.loss.toFixed(4)}${e.test_accuracy !== undefined ? `, test accuracy ${(100 * e.test_accuracy).toFixed(2)}%` : ''}`);

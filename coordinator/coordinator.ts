@@ -15,7 +15,9 @@ import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { DataParallelJobs, isDataParallelSpec, type DataParallelOptions } from './data-parallel-job.ts';
 import { DirStateStore } from './state-store.ts';
-import type { Metrics } from '../dashboard/metrics.ts';
+import { createMetrics, type Metrics } from '../dashboard/metrics.ts';
+import { meteredTransport } from '../bus/metered-transport.ts';
+import { ClusterMonitor } from './monitor.ts';
 
 
 /** What a client submits: the ensemble to train (runtime settings are the workers'). */
@@ -27,7 +29,11 @@ export interface JobRecord {
   id: string; spec: JobSpec; state: 'running' | 'done' | 'failed'; submittedAt: number; finishedAt?: number;
   tasks: TaskRecord[]; error?: string; summary?: Record<string, unknown>;
 }
-interface WorkerRecord { id: string; device: 'cpu' | 'cuda'; gpu: string; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost' }
+interface WorkerRecord {
+  id: string; device: 'cpu' | 'cuda'; gpu: string; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost';
+  /** Training images the worker reports having processed (from its heartbeats). */
+  samplesProcessed?: number;
+}
 
 export interface CoordinatorOptions {
   /** Directory for job state, task results and job outputs. */
@@ -38,7 +44,7 @@ export interface CoordinatorOptions {
   maxAttempts?: number;
   tickMs?: number;
   log?: (line: string) => void;
-  /** Where the coordinator exports its metrics (served at /metrics by coordinator/http.ts). */
+  /** The coordinator's metrics registry (default: a new one), served at /metrics by coordinator/http.ts. */
   metrics?: Metrics;
   /** Data-parallel jobs (coordinator/data-parallel-job.ts): persistence interval, timeouts, test hooks. */
   dataParallel?: DataParallelOptions;
@@ -57,16 +63,22 @@ export class Coordinator {
   private timer?: NodeJS.Timeout;
   private readonly log: (line: string) => void;
   readonly dataParallel: DataParallelJobs;
+  readonly bus: Transport;
+  readonly metrics: Metrics;
+  /** Live view for /metrics and the dashboard (curves, progress, events); exists once started. */
+  monitor?: ClusterMonitor;
 
-  constructor(readonly bus: Transport, readonly o: CoordinatorOptions) {
+  constructor(bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
+    this.metrics = o.metrics ?? createMetrics();
+    this.bus = meteredTransport(bus, this.metrics);
     this.dataParallel = new DataParallelJobs({
-      bus, workers: this.workers, busyWithEnsemble: id => this.leasedTo(id).length > 0, store: new DirStateStore(o.stateDir),
-      outDir: id => this.outDir(id), log: this.log, metrics: o.metrics,
+      bus: this.bus, workers: this.workers, busyWithEnsemble: id => this.leasedTo(id).length > 0, store: new DirStateStore(o.stateDir),
+      outDir: id => this.outDir(id), log: this.log, metrics: this.metrics,
     }, o.dataParallel);
     this.reassembler = new Reassembler({
       onComplete: (transferId, payload) => this.onTransfer(transferId, payload),
-      onError: (transferId, reason) => { this.stats.reassemblyFailures++; this.log(`transfer ${transferId} failed: ${reason}`); },
+      onError: (transferId, reason) => { this.stats.reassemblyFailures++; this.metrics.reassemblyFailures.inc(); this.log(`transfer ${transferId} failed: ${reason}`); },
     });
     fs.mkdirSync(path.join(o.stateDir, 'jobs'), { recursive: true });
     this.load();
@@ -79,7 +91,7 @@ export class Coordinator {
       this.subs.push(this.bus.subscribe(subject, msg => {
         const d = decodeEnvelope(msg.data);
         const reason = !d.ok ? d.reason : d.envelope.body.kind !== kind ? `a ${d.envelope.body.kind} message where ${kind} was expected` : null;
-        if (reason || !d.ok) { this.stats.malformed++; this.log(`dropped a malformed message on ${msg.subject}: ${reason}`); return; }
+        if (reason || !d.ok) { this.stats.malformed++; this.metrics.malformed.inc({ kind }); this.log(`dropped a malformed message on ${msg.subject}: ${reason}`); return; }
         handle(d.envelope.body.value as BodyMap[K]);
       }));
     on(SUBJECTS.workerAnnounce, 'announce', a => this.onAnnounce(a));
@@ -93,17 +105,21 @@ export class Coordinator {
         answer = { ok: true, jobId: isDataParallelSpec(spec) ? this.dataParallel.submit(spec).id : this.submit(spec).id };
       } catch (e) {
         this.stats.malformed++;
+        this.metrics.malformed.inc({ kind: 'submit' });
         answer = { ok: false, error: (e as Error).message };
       }
       if (msg.reply) this.bus.respond(msg, jsonField(answer));
     }));
     this.timer = setInterval(() => this.tick(), this.o.tickMs ?? 250);
+    this.monitor = new ClusterMonitor(this);
+    this.monitor.start();
     this.tick();
     return this.dataParallel.start().then(() => this.tick());
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.monitor?.stop();
     for (const s of this.subs) s.unsubscribe();
     await this.dataParallel.stop();
     await this.bus.flush().catch(() => {});
@@ -150,12 +166,13 @@ export class Coordinator {
     this.tick();
   }
 
-  private onHeartbeat(h: { workerId: string; runningTaskIds: string[] }) {
+  private onHeartbeat(h: { workerId: string; runningTaskIds: string[]; samplesProcessed?: number }) {
     const w = this.workers.get(h.workerId);
     if (!w) return; // announces come every few heartbeats: wait for one to learn the worker's capabilities
     if (w.state === 'lost') this.log(`worker ${w.id} is back`);
     w.lastSeen = Date.now();
     w.running = h.runningTaskIds;
+    w.samplesProcessed = h.samplesProcessed ?? 0;
     // after a coordinator restart, a worker still training a requeued task keeps it
     for (const job of this.jobs.values()) {
       for (const t of job.tasks) {
@@ -193,12 +210,12 @@ export class Coordinator {
       if (w) { w.running = []; w.state = 'idle'; }
       t.error = r.error;
       if (t.attempts >= (this.o.maxAttempts ?? 3)) this.fail(job, `task ${t.task.id} failed on ${t.attempts} attempts: ${r.error}`);
-      else this.requeue(t, r.error, false);
+      else { this.metrics.taskRetries.inc(); this.requeue(t, r.error, false); }
       return;
     }
     if (w && r.ok) { w.running = []; w.state = 'idle'; }
     const ref = r.tensors.find(x => x.name === 'result');
-    if (!ref) { this.stats.malformed++; return; }
+    if (!ref) { this.stats.malformed++; this.metrics.malformed.inc({ kind: 'result' }); return; }
     t.transferId = ref.transferId;
     const ready = this.pending.get(ref.transferId);
     if (ready) this.finishTask(job, t, ready.result);
@@ -207,7 +224,7 @@ export class Coordinator {
 
   private onTransfer(transferId: string, payload: Uint8Array) {
     let result: MemberResult;
-    try { result = decodeMemberResult(payload, `transfer ${transferId}`); } catch (e) { this.stats.reassemblyFailures++; this.log((e as Error).message); return; }
+    try { result = decodeMemberResult(payload, `transfer ${transferId}`); } catch (e) { this.stats.reassemblyFailures++; this.metrics.reassemblyFailures.inc(); this.log((e as Error).message); return; }
     for (const job of this.jobs.values()) {
       if (job.state !== 'running') continue;
       const t = job.tasks.find(x => x.transferId === transferId && x.state !== 'done');
@@ -258,7 +275,7 @@ export class Coordinator {
 
   private requeue(t: TaskRecord, why: string, countsAsRelease = true) {
     this.log(`task ${t.task.id}: back in the queue (${why})`);
-    if (countsAsRelease) this.stats.releases++;
+    if (countsAsRelease) { this.stats.releases++; this.metrics.taskRetries.inc(); }
     t.state = 'queued';
     t.worker = undefined;
     t.transferId = undefined;
@@ -304,8 +321,7 @@ export class Coordinator {
 
   /** fleet_worker_info: one series per connected worker; a lost worker's series goes away. */
   private exportWorkerInfo() {
-    const info = this.o.metrics?.workerInfo;
-    if (!info) return;
+    const info = this.metrics.workerInfo;
     info.reset();
     for (const w of this.workers.values()) if (w.state !== 'lost') info.set({ worker: w.id, device: w.device, gpu: w.gpu }, 1);
   }

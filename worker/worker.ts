@@ -10,6 +10,8 @@ import { runMemberTask, type MemberTask } from '../engine/ensemble/tasks.ts';
 import { encodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { RuntimeOptions } from '../engine/runtime.ts';
 import { startDataParallel, type DataParallelStats, type DataParallelOptions } from './data-parallel.ts';
+import { createMetrics, type Metrics } from '../dashboard/metrics.ts';
+import { meteredTransport } from '../bus/metered-transport.ts';
 
 export const FLEET_VERSION = '0.1.0';
 
@@ -24,21 +26,28 @@ export interface WorkerOptions {
   gpuName?: string;
   /** Test hook of data-parallel work (see worker/data-parallel.ts). */
   beforeDataParallelWork?: DataParallelOptions['beforeWork'];
+  /** This worker's metrics registry (default: a new one); serve it with dashboard/metrics-http.ts. */
+  metrics?: Metrics;
+  /** Per-batch progress events (live loss curves) at most this often; the epoch events always go (default 500). */
+  batchProgressMs?: number;
 }
 
 export interface WorkerHandle {
   id: string;
   /** Counters of what the worker saw (malformed messages are dropped, never fatal). */
-  stats: { leases: number; completed: number; failed: number; malformed: number };
+  stats: { leases: number; completed: number; failed: number; malformed: number; samples: number };
   dataParallel: DataParallelStats;
+  metrics: Metrics;
   stop(): Promise<void>;
 }
 
-export function startWorker(bus: Transport, o: WorkerOptions): WorkerHandle {
+export function startWorker(rawBus: Transport, o: WorkerOptions): WorkerHandle {
+  const metrics = o.metrics ?? createMetrics();
+  const bus = meteredTransport(rawBus, metrics);
   const id = subjectToken(o.id ?? `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`);
   const log = o.log ?? (() => {});
   const started = Date.now();
-  const stats = { leases: 0, completed: 0, failed: 0, malformed: 0 };
+  const stats = { leases: 0, completed: 0, failed: 0, malformed: 0, samples: 0 };
   let running: string | null = null;
   const send = (subject: string, body: Parameters<typeof encodeEnvelope>[0]) => bus.publish(subject, encodeEnvelope(body, id));
   const announce = () => send(SUBJECTS.workerAnnounce, { kind: 'announce', value: {
@@ -49,14 +58,30 @@ export function startWorker(bus: Transport, o: WorkerOptions): WorkerHandle {
   const heartbeat = () => {
     if (++beats % (o.announceEvery ?? 5) === 0) announce();
     send(workerHeartbeatSubject(id), { kind: 'heartbeat', value: { workerId: id, uptimeMs: Date.now() - started,
-      runningTaskIds: [...(running ? [running] : []), ...dp.running()] } });
+      runningTaskIds: [...(running ? [running] : []), ...dp.running()], samplesProcessed: stats.samples } });
   };
 
   const run = async (taskId: string, jobId: string, attempt: number, task: MemberTask) => {
     running = taskId;
     log(`task ${taskId} of job ${jobId} (attempt ${attempt}): training`);
+    // step time = the interval between per-batch callbacks (data preparation included); the interval that ends an
+    // epoch's first batch also holds the evaluation of the previous epoch, and the task's first one session creation
+    let lastBatch = 0, lastProgress = 0;
+    const model = task.model === 'simclr' ? 'simclr' : 'cnn';
     try {
       const result = await runMemberTask(task, o.runtime, {
+        onBatch: (_t, b) => {
+          const now = performance.now();
+          if (b.batch > 1) metrics.trainingStep.observe({ model }, (now - lastBatch) / 1000);
+          lastBatch = now;
+          stats.samples += b.images;
+          metrics.samples.inc({ model }, b.images);
+          if (now - lastProgress >= (o.batchProgressMs ?? 500) && b.batch < b.batches) {
+            lastProgress = now;
+            send(jobProgressSubject(jobId), { kind: 'progress', value: {
+              taskId, jobId, epoch: b.epoch, batch: b.batch, batches: b.batches, loss: b.loss, metricsJson: jsonField({ event: 'batch', images_per_second: b.imagesPerSecond }) } });
+          }
+        },
         onEpoch: (_t, m) => send(jobProgressSubject(jobId), { kind: 'progress', value: {
           taskId, jobId, epoch: m.epoch, batch: 0, batches: 0, loss: m.train_loss, metricsJson: jsonField(m) } }),
         log: line => log(line),
@@ -79,10 +104,10 @@ export function startWorker(bus: Transport, o: WorkerOptions): WorkerHandle {
 
   const sub = bus.subscribe(taskLeaseSubject(id), msg => {
     const d = decodeEnvelope(msg.data);
-    if (!d.ok || d.envelope.body.kind !== 'lease') { stats.malformed++; log(`dropped a malformed lease message: ${d.ok ? d.envelope.body.kind : d.reason}`); return; }
+    if (!d.ok || d.envelope.body.kind !== 'lease') { stats.malformed++; metrics.malformed.inc({ kind: 'lease' }); log(`dropped a malformed lease message: ${d.ok ? d.envelope.body.kind : d.reason}`); return; }
     const lease = d.envelope.body.value;
     const task = parseJsonField(lease.taskJson, 'task_json');
-    if (!task.ok || typeof task.value !== 'object' || task.value === null) { stats.malformed++; log(`dropped lease ${lease.taskId}: ${task.ok ? 'empty task' : task.reason}`); return; }
+    if (!task.ok || typeof task.value !== 'object' || task.value === null) { stats.malformed++; metrics.malformed.inc({ kind: 'lease' }); log(`dropped lease ${lease.taskId}: ${task.ok ? 'empty task' : task.reason}`); return; }
     if (running) {
       // the coordinator leases one task per worker; a second one means it lost track of us: refuse, it re-leases
       send(SUBJECTS.taskResult, { kind: 'result', value: { taskId: lease.taskId, jobId: lease.jobId, workerId: id, ok: false,
@@ -97,7 +122,7 @@ export function startWorker(bus: Transport, o: WorkerOptions): WorkerHandle {
   heartbeat();
   const timer = setInterval(heartbeat, o.heartbeatMs ?? 1000);
   return {
-    id, stats, dataParallel: dp.stats,
+    id, stats, metrics, dataParallel: dp.stats,
     async stop() {
       clearInterval(timer);
       sub.unsubscribe();
