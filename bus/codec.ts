@@ -22,7 +22,7 @@ export type DType = (typeof DType)[keyof typeof DType];
 
 // Bodies as protobufjs gives them: camelCase, enums as numbers, 64-bit integers as numbers, bytes as Uint8Array.
 export interface WorkerAnnounceBody { workerId: string; device: Device; threads: number; version: string; gpuName: string }
-export interface HeartbeatBody { workerId: string; uptimeMs: number; runningTaskIds: string[] }
+export interface HeartbeatBody { workerId: string; uptimeMs: number; runningTaskIds: string[]; samplesProcessed?: number }
 export interface TaskLeaseBody { taskId: string; jobId: string; attempt: number; leaseMs: number; taskJson: Uint8Array }
 export interface TaskProgressBody {
   taskId: string; jobId: string; epoch: number; batch: number; batches: number; loss: number; metricsJson: Uint8Array;
@@ -35,6 +35,16 @@ export interface TensorChunkBody {
   transferId: string; index: number; count: number; totalBytes: number; sha256: Uint8Array; data: Uint8Array;
 }
 export interface ErrorReportBody { code: string; message: string }
+export const DataParallelPhase = { UNSPECIFIED: 0, GRADIENT: 1, FORWARD: 2, BACKWARD: 3 } as const;
+export type DataParallelPhase = (typeof DataParallelPhase)[keyof typeof DataParallelPhase];
+export interface DataParallelWorkBody {
+  jobId: string; workId: string; step: number; phase: DataParallelPhase; shard: number; shards: number;
+  paramsTransferId: string; upstreamTransferId: string; specJson: Uint8Array;
+}
+export interface DataParallelResultBody {
+  jobId: string; workId: string; workerId: string; step: number; phase: DataParallelPhase; shard: number; ok: boolean; error: string;
+  tensors: TensorRefBody | null; loss: number; correct: number; computeMs: number;
+}
 
 export interface BodyMap {
   announce: WorkerAnnounceBody;
@@ -44,6 +54,8 @@ export interface BodyMap {
   progress: TaskProgressBody;
   chunk: TensorChunkBody;
   error: ErrorReportBody;
+  dpWork: DataParallelWorkBody;
+  dpResult: DataParallelResultBody;
 }
 export type BodyKind = keyof BodyMap;
 /** One body, tagged by its oneof name: `switch (body.kind)` narrows `body.value`. */
@@ -52,7 +64,7 @@ export interface Envelope { version: number; sender: string; sentAtMs: number; b
 
 export type Result<T> = { ok: true } & T | { ok: false; reason: string };
 
-const BODY_KINDS: readonly string[] = ['announce', 'heartbeat', 'lease', 'result', 'progress', 'chunk', 'error'];
+const BODY_KINDS: readonly string[] = ['announce', 'heartbeat', 'lease', 'result', 'progress', 'chunk', 'error', 'dpWork', 'dpResult'];
 
 /** Encodes a body in a versioned envelope; throws on an invalid body (a bug in the caller, not bad input). */
 export function encodeEnvelope(body: EnvelopeBody, sender: string): Uint8Array {
@@ -116,7 +128,8 @@ function checkBody(body: EnvelopeBody): Reason {
         ?? str(v.version, `${k}.version`, FIELD_LIMITS.id, false) ?? str(v.gpuName, `${k}.gpu_name`, FIELD_LIMITS.id, false);
     case 'heartbeat':
       return id(v.workerId, `${k}.worker_id`) ?? u64(v.uptimeMs, `${k}.uptime_ms`)
-        ?? list(v.runningTaskIds, `${k}.running_task_ids`, (x, w) => id(x, w));
+        ?? list(v.runningTaskIds, `${k}.running_task_ids`, (x, w) => id(x, w))
+        ?? (v.samplesProcessed === undefined ? null : u64(v.samplesProcessed, `${k}.samples_processed`));
     case 'lease':
       return id(v.taskId, `${k}.task_id`) ?? id(v.jobId, `${k}.job_id`) ?? u32(v.attempt, `${k}.attempt`)
         ?? u32(v.leaseMs, `${k}.lease_ms`) ?? json(v.taskJson, `${k}.task_json`, true);
@@ -136,6 +149,19 @@ function checkBody(body: EnvelopeBody): Reason {
         ?? (v.data.length <= v.totalBytes ? null : `${k}.data (${v.data.length} bytes) exceeds total_bytes ${v.totalBytes}`);
     case 'error':
       return str(v.code, `${k}.code`, FIELD_LIMITS.id, true) ?? str(v.message, `${k}.message`, FIELD_LIMITS.text, false);
+    case 'dpWork':
+      return id(v.jobId, `${k}.job_id`) ?? id(v.workId, `${k}.work_id`) ?? u64(v.step, `${k}.step`)
+        ?? known(v.phase, `${k}.phase`, DataParallelPhase, 'DataParallelPhase') ?? u32(v.shard, `${k}.shard`) ?? u32(v.shards, `${k}.shards`)
+        ?? (v.shards > 0 && v.shard < v.shards ? null : `${k}.shard ${v.shard} is not below shards ${v.shards}`)
+        ?? id(v.paramsTransferId, `${k}.params_transfer_id`) ?? str(v.upstreamTransferId, `${k}.upstream_transfer_id`, FIELD_LIMITS.id, false)
+        ?? (v.phase !== DataParallelPhase.BACKWARD || v.upstreamTransferId ? null : `${k}.upstream_transfer_id is empty for a BACKWARD step`)
+        ?? json(v.specJson, `${k}.spec_json`, true);
+    case 'dpResult':
+      return id(v.jobId, `${k}.job_id`) ?? id(v.workId, `${k}.work_id`) ?? id(v.workerId, `${k}.worker_id`) ?? u64(v.step, `${k}.step`)
+        ?? known(v.phase, `${k}.phase`, DataParallelPhase, 'DataParallelPhase') ?? u32(v.shard, `${k}.shard`)
+        ?? (typeof v.ok === 'boolean' ? null : `${k}.ok is not a boolean`) ?? str(v.error, `${k}.error`, FIELD_LIMITS.text, false)
+        ?? (v.tensors === null ? (v.ok ? `${k}.tensors is missing` : null) : checkTensorRef(v.tensors, `${k}.tensors`))
+        ?? finite(v.loss, `${k}.loss`) ?? u32(v.correct, `${k}.correct`) ?? finite(v.computeMs, `${k}.compute_ms`);
     default:
       return `unknown body kind ${String(k)}`;
   }
@@ -162,6 +188,9 @@ function u32(v: unknown, what: string): Reason {
 // uint64 fields must stay exact as JavaScript numbers.
 function u64(v: unknown, what: string): Reason {
   return Number.isSafeInteger(v) && (v as number) >= 0 ? null : `${what} is not a uint64 below 2^53: ${v}`;
+}
+function finite(v: unknown, what: string): Reason {
+  return typeof v === 'number' && Number.isFinite(v) ? null : `${what} is not a finite number: ${v}`;
 }
 function bytes(v: unknown, what: string): Reason {
   return v instanceof Uint8Array ? null : `${what} is not bytes`;

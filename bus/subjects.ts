@@ -28,6 +28,16 @@ export const SUBJECTS = {
   inferPrefix: 'fleet.infer',
   /** Pattern for inference requests to any model. */
   inferAll: 'fleet.infer.*',
+  /** fleet.dp.work.<workerId>: data-parallel shard work for one worker, preceded by its parameter/upstream chunks (ordered). */
+  dpWorkPrefix: 'fleet.dp.work',
+  /** fleet.dp.up.<jobId>: a worker's data-parallel results for one job, preceded by their tensor chunks (ordered). */
+  dpUpPrefix: 'fleet.dp.up',
+  /** fleet.dp.params.<jobId>: each new parameter version of a data-parallel job, chunked, for every worker at once. */
+  dpParamsPrefix: 'fleet.dp.params',
+  /** Pattern the workers subscribe to for every job's parameter versions. */
+  dpParamsAll: 'fleet.dp.params.*',
+  /** Pattern the coordinator subscribes to for every data-parallel job's results. */
+  dpUpAll: 'fleet.dp.up.*',
 } as const;
 
 /** Checks that an id can be used as one subject token: non-empty, no whitespace, dots or wildcards. */
@@ -45,6 +55,9 @@ export const taskLeaseSubject = (workerId: string) => `${SUBJECTS.taskLeasePrefi
 export const jobProgressSubject = (jobId: string) => `${SUBJECTS.jobProgressPrefix}.${subjectToken(jobId)}`;
 export const jobDoneSubject = (jobId: string) => `${SUBJECTS.jobDonePrefix}.${subjectToken(jobId)}`;
 export const tensorSubject = (transferId: string) => `${SUBJECTS.tensorPrefix}.${subjectToken(transferId)}`;
+export const dpWorkSubject = (workerId: string) => `${SUBJECTS.dpWorkPrefix}.${subjectToken(workerId)}`;
+export const dpParamsSubject = (jobId: string) => `${SUBJECTS.dpParamsPrefix}.${subjectToken(jobId)}`;
+export const dpUpSubject = (jobId: string) => `${SUBJECTS.dpUpPrefix}.${subjectToken(jobId)}`;
 export const inferSubject = (model: string) => `${SUBJECTS.inferPrefix}.${subjectToken(model)}`;
 
 /**

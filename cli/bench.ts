@@ -1,24 +1,34 @@
-// `fleet bench train|infer|mil-grid`: throughput benchmarks, and the MIL sweep of Ilse et al. 2018 (test AUC
+// `fleet bench train|infer|augment|serve|scale|mil-grid`: throughput, serving and cluster benchmarks, and the MIL sweep of Ilse et al. 2018 (test AUC
 // against the number of training bags); results go to stdout (--json) and optionally a file.
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse, intOption, choiceOption, UsageError } from './args.ts';
 import { benchTrain, benchInfer, benchAugmentShare } from '../bench/throughput.ts';
 import { runMilGrid } from '../bench/mil-grid.ts';
+import { benchScale } from '../bench/scale.ts';
+import { benchServe } from '../bench/serve.ts';
 import { POOLINGS, type Pooling } from '../engine/model/mil.ts';
 import { checkCuda } from '../engine/runtime.ts';
 import { versions } from './versions.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 
-const HELP = `usage: fleet bench train|infer|augment|mil-grid [options]
+const HELP = `usage: fleet bench train|infer|augment|mil-grid|serve|scale [options]
 
 train     images per second of a full CNN training step (forward, loss, all gradients, AdamW update)
 infer     images per second of the exported CNN model (BatchNorm folded, weights baked in)
 augment   SimCLR augmentation (two random resized crops + flips per image) against a SimCLR training
           step on the same batch: images per second and the share of a step it would take
+serve     KServe v2 gRPC serving (fleet serve in a child process, a 5-member one-graph ensemble with untrained
+          weights) against the same model in-process: single-image latency p50/p99 at concurrency 1 and 16,
+          throughput with requests of --batch-size images (default 64), and the ratios (--iters: timed requests,
+          default 500)
 mil-grid  test bag AUC of the MIL model on MNIST-bags (Ilse et al. 2018) for each number of training bags,
           seed and pooling; mean ± standard deviation over the seeds as a table (.md) and a chart (.svg)
           next to the results file. Resumable: rerun the same command and finished runs are skipped.
+scale     the cluster over a local nats-server (starts its own): an ensemble of 4 CNN members on 1 worker
+          process vs 2 (1 thread each), the speedup; data-parallel SimCLR with 2 workers, the share of a step
+          spent outside compute (serialisation, transport, aggregation) and the bytes sent per step
+          (results in bench/results/scale.json unless --out FILE)
 
 options:
   --threads N      ONNX Runtime intra-op threads (default: all cores)
@@ -41,6 +51,12 @@ mil-grid options:
   --epochs N       training epochs per run (default 40, as fleet train mil)
   --test-bags N    test bags per run (default 250)
 
+scale options:
+  --member-steps N training steps (batch 64) per ensemble member (default 20)
+  --rounds N       rounds of (1 worker, 2 workers), interleaved (default 2)
+  --dp-steps N     data-parallel SimCLR steps (default 8; the first 2 are warm-up)
+  --dp-batch N     data-parallel global batch in images (default 256)
+
 To compare with PyTorch on the same machine: npx tsx bench/compare.ts (see the README).
 `;
 
@@ -49,23 +65,28 @@ export const OPTIONS = {
   iters: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   sizes: { type: 'string' }, seeds: { type: 'string' }, 'seed-list': { type: 'string' }, poolings: { type: 'string' },
   epochs: { type: 'string' }, 'test-bags': { type: 'string' },
+  'member-steps': { type: 'string' }, rounds: { type: 'string' }, 'dp-steps': { type: 'string' }, 'dp-batch': { type: 'string' },
 } as const;
 
-const KINDS = ['train', 'infer', 'augment', 'mil-grid'] as const;
+const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'serve', 'scale'] as const;
 const THROUGHPUT_ONLY = ['batch-size', 'warmup', 'iters'];
 const MIL_GRID_ONLY = ['sizes', 'seeds', 'seed-list', 'poolings', 'epochs', 'test-bags'];
+const SCALE_ONLY = ['member-steps', 'rounds', 'dp-steps', 'dp-batch'];
 export const MIL_GRID_SIZES = [50, 100, 150, 200, 300, 400, 500];
 
 export default async function bench(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
   if (values.help) { process.stdout.write(HELP); return; }
   const kind = positionals[0];
-  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput) or mil-grid (MIL sweep), got ${kind ? `"${kind}"` : 'nothing'}`);
+  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput), mil-grid (MIL sweep), serve (gRPC serving) or scale (cluster), got ${kind ? `"${kind}"` : 'nothing'}`);
   if (positionals.length > 1) throw new UsageError(`bench: unexpected argument "${positionals[1]}"`);
-  for (const name of kind === 'mil-grid' ? THROUGHPUT_ONLY : MIL_GRID_ONLY) {
+  const foreign = kind === 'mil-grid' ? [...THROUGHPUT_ONLY, ...SCALE_ONLY] : kind === 'scale' ? [...THROUGHPUT_ONLY, ...MIL_GRID_ONLY, 'threads', 'device'] : [...MIL_GRID_ONLY, ...SCALE_ONLY];
+  for (const name of foreign) {
     if (values[name as keyof typeof values] !== undefined) throw new UsageError(`--${name}: not an option of fleet bench ${kind}`);
   }
   if (kind === 'mil-grid') return milGrid(values);
+  if (kind === 'scale') return scale(values);
+  if (kind === 'serve') return serveBench(values);
   const threads = intOption(values, 'threads', os.availableParallelism(), 1);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const o = {
@@ -82,6 +103,30 @@ export default async function bench(argv: string[]): Promise<void> {
 }
 
 type Values = Record<string, string | boolean | undefined>;
+
+async function scale(values: Values): Promise<void> {
+  const o = { memberSteps: intOption(values, 'member-steps', 20, 1), rounds: intOption(values, 'rounds', 2, 1), dpSteps: intOption(values, 'dp-steps', 8, 3), warmupSteps: 2, dpBatch: intOption(values, 'dp-batch', 256, 2) };
+  const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'scale.json'));
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  const r = await benchScale({ ...o, log });
+  const result = { bench: 'scale', ...r, machine: versions() };
+  writeFileAtomic(out, JSON.stringify(result, null, 2) + '\n');
+  const d = r.data_parallel_simclr;
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else process.stdout.write(`scale: ensemble of 4 on 2 workers ${r.ensemble.speedup}x faster than on 1 (target 1.8x); data-parallel SimCLR step ${d.step_ms_median} ms, ` +
+    `${(100 * d.outside_compute_share_median).toFixed(1)}% outside compute (target 10%), ${(d.bytes_per_step / 2 ** 20).toFixed(1)} MiB per step; wrote ${out}\n`);
+}
+
+/** fleet bench serve: gRPC serving against in-process runs of the same model (bench/serve.ts). */
+async function serveBench(values: Values): Promise<void> {
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
+  const r = await benchServe({ threads, iters: intOption(values, 'iters', 500, 10), warmup: intOption(values, 'warmup', 30, 0), batchSize: intOption(values, 'batch-size', 64, 1) });
+  const result = { bench: 'serve', ...r, machine: versions() };
+  if (values.out) writeFileAtomic(values.out as string, JSON.stringify(result, null, 2) + '\n');
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else process.stdout.write(`serve: concurrency 1 p50 ${r.concurrency_1.p50_ms} ms, p99 ${r.concurrency_1.p99_ms} ms; batch ${r.batch_size}: ` +
+    `${r.batch.images_per_second} img/s served, ${r.served_over_in_process_throughput}x in-process\n`);
+}
 
 async function milGrid(values: Values): Promise<void> {
   const sizes = listOption(values, 'sizes', MIL_GRID_SIZES, 1);

@@ -1,17 +1,22 @@
 // `fleet coordinator`: runs the coordinator on a NATS server until interrupted.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse, intOption, UsageError } from './args.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { serveHttp, parseHostPort } from '../coordinator/http.ts';
+import { createMetrics } from '../dashboard/metrics.ts';
+import { InferenceServer } from '../coordinator/serving/grpc-server.ts';
+import { publishJobModel } from '../coordinator/serving/publish.ts';
 import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
 import { JetStreamStateStore, DEFAULT_STATE_BUCKET } from '../coordinator/jetstream-state-store.ts';
 
 const HELP = `usage: fleet coordinator --nats URL [options]
 
 Accepts jobs (fleet train ... --nats URL), leases their tasks to workers (fleet worker), re-leases the tasks
-of workers that stop heartbeating, and persists job state (job records, finished members' results) so that
-a restarted coordinator resumes its running jobs without retraining finished members.
+of workers that stop heartbeating, and persists job state (job records, finished members' results,
+parameter-server checkpoints) so that a restarted coordinator resumes its running jobs without retraining
+finished members.
 
 State lives in JetStream (a KV bucket, and an object store of the same name for results) unless --state
 gives a directory. A finished job's outputs (model.onnx, member models, plots, metrics.json) are files:
@@ -21,14 +26,18 @@ options:
 ${NATS_HELP}  --state DIR         keep job state in this directory instead of JetStream
   --state-bucket NAME JetStream bucket for job state (default ${DEFAULT_STATE_BUCKET}; the server needs -js)
   --out-dir DIR       where finished jobs' outputs go (default ./fleet-out, or <state>/jobs/<id>/out)
-  --http HOST:PORT    serve /api/cluster and /api/jobs (default 127.0.0.1:8080; "off" to disable)
+  --http HOST:PORT    the dashboard at /, /metrics, /api/cluster, /api/jobs (default 127.0.0.1:8080; "off" to disable)
+  --runs DIR          also show the fleet train runs under DIR on the dashboard (e.g. ./runs; default: only jobs)
+  --grpc HOST:PORT    serve every finished job's model (published to <models>/<job-id>/1, <models> being
+                      <state>/models, or <out-dir>/models with JetStream state) over KServe v2 gRPC, like
+                      fleet serve --models <models> (default off)
   --worker-timeout-ms N  a worker silent this long is lost and its task re-leased (default 10000)
   --max-attempts N    attempts before a failing task fails its job (default 3)
   -h, --help          this text
 `;
 
 export const OPTIONS = {
-  ...NATS_OPTIONS, state: { type: 'string' }, 'state-bucket': { type: 'string' }, 'out-dir': { type: 'string' }, http: { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
+  ...NATS_OPTIONS, state: { type: 'string' }, 'state-bucket': { type: 'string' }, 'out-dir': { type: 'string' }, http: { type: 'string' }, grpc: { type: 'string' }, runs: { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
   'max-attempts': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -40,9 +49,13 @@ export default async function coordinator(argv: string[]): Promise<void> {
   if (values.state !== undefined && values['state-bucket'] !== undefined) throw new UsageError('--state-bucket: only without --state (state is either a directory or JetStream)');
   const stateDir = values.state === undefined ? null : path.resolve(values.state as string);
   const outDir = values['out-dir'] === undefined ? (stateDir ? null : path.resolve('fleet-out')) : path.resolve(values['out-dir'] as string);
+  const jobOut = (id: string) => (outDir ? path.join(outDir, id) : path.join(stateDir!, 'jobs', id, 'out'));
+  const modelsDir = stateDir ? path.join(stateDir, 'models') : path.join(outDir!, 'models');
   const httpAt = (values.http as string | undefined) ?? '127.0.0.1:8080';
   let host = '', port = 0;
   try { if (httpAt !== 'off') [host, port] = parseHostPort(httpAt, '--http'); } catch (e) { throw new UsageError((e as Error).message); }
+  let grpcAt: [string, number] | null = null;
+  try { if (values.grpc && values.grpc !== 'off') grpcAt = parseHostPort(values.grpc as string, '--grpc'); } catch (e) { throw new UsageError((e as Error).message); }
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   const bus = await connectFromCli(values, 'fleet-coordinator', log);
   let store: StateStore;
@@ -58,13 +71,25 @@ export default async function coordinator(argv: string[]): Promise<void> {
       throw e;
     }
   }
-  const c = await Coordinator.open(bus, {
-    store, outputDir: outDir ? id => path.join(outDir, id) : undefined,
-    workerTimeoutMs: intOption(values, 'worker-timeout-ms', 10_000, 100), maxAttempts: intOption(values, 'max-attempts', 3, 1), log,
+  const metrics = createMetrics();
+  const c = new Coordinator(bus, {
+    store, outputDir: jobOut, workerTimeoutMs: intOption(values, 'worker-timeout-ms', 10_000, 100), maxAttempts: intOption(values, 'max-attempts', 3, 1), log,
+    metrics,
+    onJobDone: grpcAt ? jobId => { if (publishJobModel(modelsDir, jobId, jobOut(jobId))) log(`job ${jobId}: model published for serving`); } : undefined,
   });
-  c.start();
-  const server = httpAt === 'off' ? null : await serveHttp(c, host, port);
-  log(`coordinator: state ${store.description}, outputs ${outDir ?? path.join(stateDir!, 'jobs', '<id>', 'out')}${server ? `, http://${host}:${(server.address() as { port: number }).port}/api/cluster` : ''}`);
+  await c.start();
+  // serving: jobs finished before this start (or before --grpc was given) are published too
+  let inference: InferenceServer | null = null;
+  if (grpcAt) {
+    for (const job of c.jobs.values()) if (job.state === 'done') publishJobModel(modelsDir, job.id, jobOut(job.id));
+    fs.mkdirSync(modelsDir, { recursive: true });
+    inference = new InferenceServer({ models: modelsDir, bus, log, metrics });
+    const bound = await inference.start(grpcAt[0], grpcAt[1]);
+    log(`coordinator: serving the jobs' models over gRPC on ${grpcAt[0]}:${bound}`);
+  }
+  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir: values.runs === undefined ? undefined : path.resolve(values.runs as string) });
+  const base = server ? `http://${host}:${(server.address() as { port: number }).port}` : '';
+  log(`coordinator: state ${store.description}, outputs ${outDir ?? path.join(stateDir!, 'jobs', '<id>', 'out')}${server ? `, ${base}/api/cluster (dashboard ${base}/, metrics ${base}/metrics)` : ''}`);
   await new Promise<void>(resolve => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
@@ -72,6 +97,7 @@ export default async function coordinator(argv: string[]): Promise<void> {
   });
   log('coordinator: stopping');
   server?.close();
+  await inference?.stop();
   await c.stop();
   await store.close();
   await bus.close();

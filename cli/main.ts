@@ -10,13 +10,18 @@ usage:
   fleet train mil [options]       attention-based multiple instance learning on digit bags
   fleet data download|info        fetch or inspect an IDX data set (fleet data --help)
   fleet bench train|infer|augment training, inference and augmentation throughput (fleet bench --help)
+  fleet bench serve               gRPC serving latency and throughput against in-process inference
+  fleet bench scale               cluster scaling: ensemble speedup, data-parallel step overhead
   fleet bench mil-grid            MIL test AUC over training-set sizes, seeds and poolings
-  fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, /api/cluster)
-  fleet worker --nats URL         a cluster worker (trains leased ensemble members)
+  fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, dashboard, /metrics)
+  fleet worker --nats URL         a cluster worker (trains leased ensemble members; --metrics HOST:PORT)
+  fleet serve --models DIR        KServe v2 gRPC inference over a model repository (fleet serve --help)
+  fleet models add RUN_DIR --models DIR   put a run's model into a repository
+  fleet predict --server HOST:PORT --model NAME (--image FILE.png | --idx FILE --index I)
   fleet help                      this text
 
-Ensemble jobs run on a cluster with fleet train cnn --members K --nats URL. Data-parallel training,
-serving and predict arrive with later issues (see the README).`;
+Ensemble jobs run on a cluster with fleet train cnn --members K --nats URL; one model trains
+data-parallel with fleet train simclr --nats URL or fleet train cnn --data-parallel --nats URL.`;
 
 const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Promise<void> }>> = {
   train: () => import('./train.ts'),
@@ -24,6 +29,9 @@ const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Prom
   bench: () => import('./bench.ts'),
   coordinator: () => import('./coordinator.ts'),
   worker: () => import('./worker.ts'),
+  serve: () => import('./serve.ts'),
+  models: () => import('./models.ts'),
+  predict: () => import('./predict.ts'),
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -7,8 +7,8 @@ import { parse, intOption, numberOption, choiceOption, UsageError, type OptionSp
 import { Progress } from './progress.ts';
 import { DATASETS, loadDataset, type DatasetName } from '../engine/data/datasets.ts';
 import { CNN } from '../engine/model/classifiers.ts';
-import { exportCnn } from '../engine/model/cnn.ts';
-import { exportSimclrClassifier, exportEncoder } from '../engine/model/simclr.ts';
+import { CLASSES } from '../engine/model/cnn.ts';
+import { testErrors } from '../engine/metrics.ts';
 import { exportMil, POOLINGS } from '../engine/model/mil.ts';
 import { trainClassifier, RECIPES } from '../engine/train/train-classifier.ts';
 import { trainSimclr, SIMCLR_RECIPE } from '../engine/train/train-simclr.ts';
@@ -17,12 +17,14 @@ import { checkCuda, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { trainingCurves, lineChart } from '../dashboard/plots.ts';
 import { versions } from './versions.ts';
+import { cnnRunOutputs, simclrRunOutputs } from '../engine/train/run-outputs.ts';
 import { ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
 import type { JobSpec } from '../coordinator/coordinator.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { submitJob } from '../coordinator/client.ts';
 import { runEmbedded } from '../coordinator/embedded.ts';
 import { parseHostPort } from '../coordinator/http.ts';
+import { dataParallelRun, DATA_PARALLEL_HELP } from './train-data-parallel.ts';
 
 const MODELS = ['cnn', 'simclr', 'mil'] as const;
 type Model = typeof MODELS[number];
@@ -79,7 +81,11 @@ ensembles (model.onnx is then ONE graph: every member plus the weighted vote; me
 on a cluster (fleet coordinator + fleet worker): the ensemble job is submitted to the coordinator, which
 leases one task per member to the workers; the outputs are written on the coordinator's machine (its
 --out-dir, or <state>/jobs/<id>/out) and the summary printed here names the directory:
-${NATS_HELP}`,
+${NATS_HELP}
+data-parallel on a cluster (one model; the coordinator is the parameter server, every worker computes shards
+of each global batch, the gradients are summed and the optimizer steps once; outputs under its --state):
+  --data-parallel     with --nats URL: train this CNN data-parallel (no --members)
+${DATA_PARALLEL_HELP}`,
   simclr: `usage: fleet train simclr [options]
 
 SimCLR pre-training of the conv encoder with a projection head (2048 -> 2048 -> ReLU -> 128, L2-normalised)
@@ -107,7 +113,12 @@ ensembles of SimCLR members (each: pre-training with its own seed + its linear p
   --init-size N       selection: sorted initialisation with the best N members (default 0)
   --max-iter N        selection: greedy steps, with replacement (default 50)
   --selection-bags N  selection: bagged selection over N random halves of the pool (default 1: off)
-${NATS_HELP}`,
+
+on a cluster: with --members K the ensemble's members are tasks for the workers; without, --nats URL trains
+ONE model data-parallel with global negatives: every worker computes its shards' projections, the coordinator
+computes the NT-Xent loss over all 2B projections and sends each shard its gradient to back-propagate, the
+gradients are summed and the optimizer steps once per step (outputs under the coordinator's --state):
+${NATS_HELP}${DATA_PARALLEL_HELP}`,
   mil: `usage: fleet train mil [options]
 
 Attention-based multiple instance learning (Ilse et al. 2018) on bags of MNIST digits: a bag is positive
@@ -133,20 +144,20 @@ const COMMON: OptionSpec = {
 };
 const LIMITS: OptionSpec = { 'limit-train': { type: 'string' }, 'limit-test': { type: 'string' } };
 export const OPTIONS: Record<Model, OptionSpec> = {
-  cnn: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' },
+  cnn: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, 'data-parallel': { type: 'boolean' }, shards: { type: 'string' }, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' },
     members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, http: { type: 'string' }, objective: { type: 'string' },
     'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
-  simclr: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' },
+  simclr: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, shards: { type: 'string' }, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' },
     members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, http: { type: 'string' }, 'val-fraction': { type: 'string' },
     objective: { type: 'string' }, 'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
   mil: { ...COMMON, pooling: { type: 'string' }, bags: { type: 'string' }, 'test-bags': { type: 'string' }, 'bag-mean': { type: 'string' },
     'bag-std': { type: 'string' }, target: { type: 'string' } },
 };
 
-type Values = Record<string, string | boolean | undefined>;
+export type Values = Record<string, string | boolean | undefined>;
 
 /** What every model's run shares: data, runtime, output directory, progress and logging. */
-interface Run {
+export interface Run {
   values: Values;
   dataset: DatasetName;
   data: ReturnType<typeof loadDataset>;
@@ -203,7 +214,7 @@ export default async function train(argv: string[]): Promise<void> {
   else process.stdout.write(`${result!.headline}; wrote ${out}\n`);
 }
 
-interface RunResult {
+export interface RunResult {
   summary: Record<string, unknown>;
   details: Record<string, unknown>;
   files: Record<string, string | Uint8Array>;
@@ -219,6 +230,8 @@ const limits = (values: Values) => ({
 });
 
 const trainCnnRun: ModelRun = async (values, run) => {
+  if (values['data-parallel']) return dataParallelRun(values, run, 'cnn');
+  if (values.shards !== undefined) throw new UsageError('--shards: only for data-parallel training (add --data-parallel --nats URL)');
   if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'cnn');
   for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', 'nats', 'nats-creds', 'nats-ca', 'nats-cert', 'nats-key']) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
@@ -239,15 +252,9 @@ const trainCnnRun: ModelRun = async (values, run) => {
     runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, patience, minDelta, log: run.log,
     onBatch: run.onBatch, onEpoch: e => run.log(epochLine(e, epochs)),
   });
-  return {
-    summary: {
-      epochs: r.history.length, seconds: round(r.seconds, 2), images_per_second: Math.round(r.imagesPerSecond),
-      test_accuracy: r.test?.accuracy, test_loss: r.test?.loss, best_epoch: r.bestEpoch, stopped_early: r.stoppedEarly, recipe: recipe.name,
-    },
-    details: { config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime }, history: r.history },
-    files: { 'model.onnx': exportCnn(r.params, r.buffers, { dataset: run.dataset, recipe: recipe.name }), ...trainingCurves(r.history) },
-    headline: `test accuracy ${pct(r.test?.accuracy)}, test loss ${r.test?.loss.toFixed(4)} after ${r.history.length} epoch(s), ${round(r.seconds, 1)}s training (${Math.round(r.imagesPerSecond)} img/s)`,
-  };
+  const outputs = cnnRunOutputs({ ...r, recipe: recipe.name, dataset: run.dataset });
+  return { ...outputs, details: { config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime }, history: r.history,
+    test_errors: r.test ? testErrors(r.test.probabilities, run.data.test.labels.subarray(0, r.test.probabilities.length / CLASSES), CLASSES) : undefined } };
 };
 
 const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 'simclr'): Promise<RunResult | null> => {
@@ -314,6 +321,8 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
 
 const trainSimclrRun: ModelRun = async (values, run) => {
   if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'simclr');
+  if (values.nats) return dataParallelRun(values, run, 'simclr');
+  if (values.shards !== undefined) throw new UsageError('--shards: only for data-parallel training (add --nats URL)');
   for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', 'val-fraction', 'nats', 'nats-creds', 'nats-ca', 'nats-cert', 'nats-key']) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
   }
@@ -332,18 +341,9 @@ const trainSimclrRun: ModelRun = async (values, run) => {
   });
   const lin = r.linearEval;
   return {
-    summary: {
-      epochs: r.history.length, seconds: round(r.seconds, 2), images_per_second: Math.round(r.imagesPerSecond),
-      linear_eval_accuracy: lin.testAccuracy, test_accuracy: lin.testAccuracy, test_loss: lin.testLoss, supervised: !!values.supervised,
-    },
+    ...simclrRunOutputs({ ...r, supervised: !!values.supervised, dataset: run.dataset }),
     details: { config: { epochs, batchSize, seed: run.seed, recipe, temperature, probeEpochs, limitTrain, limitTest, runtime: run.runtime },
       history: r.history, linear_eval: { train_accuracy: lin.trainAccuracy, test_accuracy: lin.testAccuracy, test_loss: lin.testLoss, seconds: lin.seconds } },
-    files: {
-      'model.onnx': exportSimclrClassifier(r.params, r.buffers, r.probe, { dataset: run.dataset, method: values.supervised ? 'supcon' : 'simclr' }),
-      'encoder.onnx': exportEncoder(r.params, r.buffers),
-      'loss.svg': lineChart({ title: 'Contrastive loss per epoch', xLabel: 'epoch', yLabel: 'loss', series: [{ name: 'train', points: r.history.map(h => [h.epoch, h.train_loss]) }] }),
-    },
-    headline: `linear evaluation test accuracy ${pct(lin.testAccuracy)} after ${r.history.length} epoch(s) of ${values.supervised ? 'SupCon' : 'SimCLR'}, ${round(r.seconds, 1)}s training`,
   };
 };
 

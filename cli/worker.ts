@@ -4,6 +4,10 @@ import { parse, intOption, choiceOption, UsageError } from './args.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { startWorker } from '../worker/worker.ts';
 import { checkCuda } from '../engine/runtime.ts';
+import { detectGpuName } from '../worker/gpu.ts';
+import { createMetrics } from '../dashboard/metrics.ts';
+import { serveMetrics } from '../dashboard/metrics-http.ts';
+import { parseHostPort } from '../coordinator/http.ts';
 
 const HELP = `usage: fleet worker --nats URL [options]
 
@@ -14,11 +18,12 @@ ${NATS_HELP}  --device cpu|cuda   execution provider (default cpu)
   --threads N         ONNX Runtime intra-op threads (default: all cores)
   --id NAME           worker id (default host-pid-random)
   --heartbeat-ms N    heartbeat period (default 1000)
+  --metrics HOST:PORT serve Prometheus /metrics there (default off)
   -h, --help          this text
 `;
 
 export const OPTIONS = {
-  ...NATS_OPTIONS, device: { type: 'string' }, threads: { type: 'string' }, id: { type: 'string' }, 'heartbeat-ms': { type: 'string' },
+  ...NATS_OPTIONS, device: { type: 'string' }, threads: { type: 'string' }, id: { type: 'string' }, 'heartbeat-ms': { type: 'string' }, metrics: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -28,15 +33,21 @@ export default async function worker(argv: string[]): Promise<void> {
   if (positionals.length) throw new UsageError(`worker: unexpected argument "${positionals[0]}"`);
   if (!values.nats) throw new UsageError('worker: --nats URL is required');
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
+  let metricsAt: [string, number] | null = null;
+  try { if (values.metrics !== undefined) metricsAt = parseHostPort(values.metrics as string, '--metrics'); } catch (e) { throw new UsageError((e as Error).message); }
   if (device === 'cuda') checkCuda();
+  const gpuName = device === 'cuda' ? detectGpuName() : '';
+  const metrics = createMetrics();
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   const bus = await connectFromCli(values, 'fleet-worker', log);
   const w = startWorker(bus, {
     id: values.id as string | undefined, runtime: { device, threads: intOption(values, 'threads', os.availableParallelism(), 1) },
-    heartbeatMs: intOption(values, 'heartbeat-ms', 1000, 50), log,
+    heartbeatMs: intOption(values, 'heartbeat-ms', 1000, 50), log, gpuName, metrics,
   });
-  log(`worker ${w.id}: ready (${device})`);
+  const server = metricsAt ? await serveMetrics(metrics, ...metricsAt) : null;
+  log(`worker ${w.id}: ready (${device}${gpuName ? `, ${gpuName}` : ''})${server ? `, metrics at http://${metricsAt![0]}:${(server.address() as { port: number }).port}/metrics` : ''}`);
   await new Promise<void>(resolve => { process.once('SIGINT', () => resolve()); process.once('SIGTERM', () => resolve()); });
+  server?.close();
   await w.stop();
   await bus.close();
 }

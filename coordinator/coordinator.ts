@@ -13,7 +13,11 @@ import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
+import { DataParallelJobs, isDataParallelSpec, type DataParallelOptions } from './data-parallel-job.ts';
 import { DirStateStore, type StateStore } from './state-store.ts';
+import { createMetrics, type Metrics } from '../dashboard/metrics.ts';
+import { meteredTransport } from '../bus/metered-transport.ts';
+import { ClusterMonitor } from './monitor.ts';
 
 
 /** What a client submits: the ensemble to train (runtime settings are the workers'). */
@@ -25,7 +29,11 @@ export interface JobRecord {
   id: string; spec: JobSpec; state: 'running' | 'done' | 'failed'; submittedAt: number; finishedAt?: number;
   tasks: TaskRecord[]; error?: string; summary?: Record<string, unknown>;
 }
-interface WorkerRecord { id: string; device: 'cpu' | 'cuda'; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost' }
+interface WorkerRecord {
+  id: string; device: 'cpu' | 'cuda'; gpu: string; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost';
+  /** Training images the worker reports having processed (from its heartbeats). */
+  samplesProcessed?: number;
+}
 
 export interface CoordinatorOptions {
   /** Where job records and task results are kept (give this or stateDir). */
@@ -42,6 +50,12 @@ export interface CoordinatorOptions {
   maxAttempts?: number;
   tickMs?: number;
   log?: (line: string) => void;
+  /** The coordinator's metrics registry (default: a new one), served at /metrics by coordinator/http.ts. */
+  metrics?: Metrics;
+  /** Data-parallel jobs (coordinator/data-parallel-job.ts): persistence interval, timeouts, test hooks. */
+  dataParallel?: DataParallelOptions;
+  /** Called once a job's outputs are written to outDir (e.g. to publish its model for serving). */
+  onJobDone?: (jobId: string, outDir: string) => void;
 }
 
 export class Coordinator {
@@ -55,39 +69,51 @@ export class Coordinator {
   private readonly reassembler: Reassembler;
   private timer?: NodeJS.Timeout;
   private readonly log: (line: string) => void;
+  readonly dataParallel: DataParallelJobs;
+  readonly bus: Transport;
+  readonly metrics: Metrics;
+  /** Live view for /metrics and the dashboard (curves, progress, events); exists once started. */
+  monitor?: ClusterMonitor;
   private readonly outputDir: (jobId: string) => string;
+  private loaded?: Promise<void>;
   /** Store writes, in the order they were made (a job record never overtakes the result it refers to). */
   private writes: Promise<unknown> = Promise.resolve();
   /** Tasks whose result is being written to the store (a duplicate result meanwhile is ignored). */
   private readonly storing = new Set<TaskRecord>();
 
-  /** A coordinator with the jobs of its store loaded (running ones resume once start() is called). */
-  static async open(bus: Transport, o: CoordinatorOptions): Promise<Coordinator> {
-    const c = new Coordinator(bus, o);
-    await c.load();
-    return c;
-  }
-
-  private constructor(readonly bus: Transport, readonly o: CoordinatorOptions) {
+  constructor(bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
-    this.reassembler = new Reassembler({
-      onComplete: (transferId, payload) => this.onTransfer(transferId, payload),
-      onError: (transferId, reason) => { this.stats.reassemblyFailures++; this.log(`transfer ${transferId} failed: ${reason}`); },
-    });
     if (!o.store === !o.stateDir) throw new Error('coordinator: give a state store or a state directory (one of them)');
     this.store = o.store ?? new DirStateStore(o.stateDir!);
     const dir = this.store instanceof DirStateStore ? this.store.dir : null;
     if (!o.outputDir && !dir) throw new Error(`coordinator: state in ${this.store.description} needs a directory for job outputs`);
     this.outputDir = o.outputDir ?? (id => path.join(dir!, 'jobs', id, 'out'));
+    this.metrics = o.metrics ?? createMetrics();
+    this.bus = meteredTransport(bus, this.metrics);
+    this.dataParallel = new DataParallelJobs({
+      bus: this.bus, workers: this.workers, busyWithEnsemble: id => this.leasedTo(id).length > 0, store: this.store,
+      outDir: id => this.outDir(id), log: this.log, metrics: this.metrics,
+    }, o.dataParallel);
+    this.reassembler = new Reassembler({
+      onComplete: (transferId, payload) => this.onTransfer(transferId, payload),
+      onError: (transferId, reason) => { this.stats.reassemblyFailures++; this.metrics.reassemblyFailures.inc(); this.log(`transfer ${transferId} failed: ${reason}`); },
+    });
   }
 
-  start(): void {
+  /** Reads the ensemble jobs of the store (start() does it first too; call it to look at them before starting). */
+  load(): Promise<void> {
+    return (this.loaded ??= this.loadJobs());
+  }
+
+  /** Loads the jobs, then starts listening; resolves once persisted data-parallel jobs are loaded too. */
+  async start(): Promise<void> {
+    await this.load(); // before listening: a result for a job not loaded yet would be dropped
     // every message is decoded and checked; a malformed one, or one of the wrong kind, is counted and dropped
     const on = <K extends BodyKind>(subject: string, kind: K, handle: (body: BodyMap[K]) => void) =>
       this.subs.push(this.bus.subscribe(subject, msg => {
         const d = decodeEnvelope(msg.data);
         const reason = !d.ok ? d.reason : d.envelope.body.kind !== kind ? `a ${d.envelope.body.kind} message where ${kind} was expected` : null;
-        if (reason || !d.ok) { this.stats.malformed++; this.log(`dropped a malformed message on ${msg.subject}: ${reason}`); return; }
+        if (reason || !d.ok) { this.stats.malformed++; this.metrics.malformed.inc({ kind }); this.log(`dropped a malformed message on ${msg.subject}: ${reason}`); return; }
         handle(d.envelope.body.value as BodyMap[K]);
       }));
     on(SUBJECTS.workerAnnounce, 'announce', a => this.onAnnounce(a));
@@ -97,28 +123,36 @@ export class Coordinator {
     this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, async msg => {
       let answer: object;
       try {
-        answer = { ok: true, jobId: this.submit(JSON.parse(new TextDecoder().decode(msg.data))).id };
-        await this.persisted(); // the job is in the store before the client hears of it
+        const spec = JSON.parse(new TextDecoder().decode(msg.data));
+        answer = { ok: true, jobId: isDataParallelSpec(spec) ? this.dataParallel.submit(spec).id : this.submit(spec).id };
+        await this.persisted(); // an ensemble job is in the store before the client hears of it
       } catch (e) {
         this.stats.malformed++;
+        this.metrics.malformed.inc({ kind: 'submit' });
         answer = { ok: false, error: (e as Error).message };
       }
       if (msg.reply) this.bus.respond(msg, jsonField(answer));
     }));
     this.timer = setInterval(() => this.tick(), this.o.tickMs ?? 250);
+    this.monitor = new ClusterMonitor(this);
+    this.monitor.start();
     this.tick();
     // a job whose last result was stored just before a crash has nothing left to lease: combine it now
     for (const job of this.jobs.values()) if (job.state === 'running' && job.tasks.every(t => t.state === 'done')) void this.complete(job);
+    await this.dataParallel.start();
+    this.tick();
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.monitor?.stop();
     for (const s of this.subs) s.unsubscribe();
+    await this.dataParallel.stop();
     await this.persisted();
     await this.bus.flush().catch(() => {});
   }
 
-  /** Resolves when every store write made so far has finished (or failed, logged and counted). */
+  /** Resolves when every ensemble-job store write made so far has finished (or failed, logged and counted). */
   async persisted(): Promise<void> {
     await this.writes;
   }
@@ -152,24 +186,25 @@ export class Coordinator {
     return [...this.jobs.values()].map(j => ({
       id: j.id, state: j.state, kind: j.spec?.kind, members: j.spec?.members, submittedAt: j.submittedAt, finishedAt: j.finishedAt,
       done: j.tasks.filter(t => t.state === 'done').length, tasks: j.tasks.length, error: j.error, summary: j.summary,
-    }));
+    } as Record<string, unknown>)).concat(this.dataParallel.view());
   }
 
-  private onAnnounce(a: { workerId: string; device: number; threads: number; version: string }) {
+  private onAnnounce(a: { workerId: string; device: number; threads: number; version: string; gpuName: string }) {
     const w = this.workers.get(a.workerId);
-    const record: WorkerRecord = { id: a.workerId, device: a.device === Device.CUDA ? 'cuda' : 'cpu', threads: a.threads, version: a.version,
+    const record: WorkerRecord = { id: a.workerId, device: a.device === Device.CUDA ? 'cuda' : 'cpu', gpu: a.gpuName, threads: a.threads, version: a.version,
       lastSeen: Date.now(), running: w?.running ?? [], state: w?.state === 'busy' ? 'busy' : 'idle' };
-    if (!w) this.log(`worker ${a.workerId} joined (${record.device}, ${a.threads} threads, fleet ${a.version})`);
+    if (!w) this.log(`worker ${a.workerId} joined (${record.device}${record.gpu ? ` on ${record.gpu}` : ''}, ${a.threads} threads, fleet ${a.version})`);
     this.workers.set(a.workerId, record);
     this.tick();
   }
 
-  private onHeartbeat(h: { workerId: string; runningTaskIds: string[] }) {
+  private onHeartbeat(h: { workerId: string; runningTaskIds: string[]; samplesProcessed?: number }) {
     const w = this.workers.get(h.workerId);
     if (!w) return; // announces come every few heartbeats: wait for one to learn the worker's capabilities
     if (w.state === 'lost') this.log(`worker ${w.id} is back`);
     w.lastSeen = Date.now();
     w.running = h.runningTaskIds;
+    w.samplesProcessed = h.samplesProcessed ?? 0;
     // after a coordinator restart, a worker still training a requeued task keeps it
     for (const job of this.jobs.values()) {
       for (const t of job.tasks) {
@@ -207,12 +242,12 @@ export class Coordinator {
       if (w) { w.running = []; w.state = 'idle'; }
       t.error = r.error;
       if (t.attempts >= (this.o.maxAttempts ?? 3)) this.fail(job, `task ${t.task.id} failed on ${t.attempts} attempts: ${r.error}`);
-      else this.requeue(t, r.error, false);
+      else { this.metrics.taskRetries.inc(); this.requeue(t, r.error, false); }
       return;
     }
     if (w && r.ok) { w.running = []; w.state = 'idle'; }
     const ref = r.tensors.find(x => x.name === 'result');
-    if (!ref) { this.stats.malformed++; return; }
+    if (!ref) { this.stats.malformed++; this.metrics.malformed.inc({ kind: 'result' }); return; }
     t.transferId = ref.transferId;
     const ready = this.pending.get(ref.transferId);
     if (ready) void this.finishTask(job, t, ready.result);
@@ -221,7 +256,7 @@ export class Coordinator {
 
   private onTransfer(transferId: string, payload: Uint8Array) {
     let result: MemberResult;
-    try { result = decodeMemberResult(payload, `transfer ${transferId}`); } catch (e) { this.stats.reassemblyFailures++; this.log((e as Error).message); return; }
+    try { result = decodeMemberResult(payload, `transfer ${transferId}`); } catch (e) { this.stats.reassemblyFailures++; this.metrics.reassemblyFailures.inc(); this.log((e as Error).message); return; }
     for (const job of this.jobs.values()) {
       if (job.state !== 'running') continue;
       const t = job.tasks.find(x => x.transferId === transferId && x.state !== 'done');
@@ -266,6 +301,7 @@ export class Coordinator {
       job.finishedAt = Date.now();
       this.save(job);
       this.log(`job ${job.id}: finished, test accuracy ${summary.test_accuracy}`);
+      try { this.o.onJobDone?.(job.id, out); } catch (e) { this.log(`job ${job.id}: onJobDone failed: ${(e as Error).message}`); }
       this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: true, summary: job.summary }));
     } catch (e) {
       this.fail(job, `combining the members failed: ${(e as Error).message}`);
@@ -283,7 +319,7 @@ export class Coordinator {
 
   private requeue(t: TaskRecord, why: string, countsAsRelease = true) {
     this.log(`task ${t.task.id}: back in the queue (${why})`);
-    if (countsAsRelease) this.stats.releases++;
+    if (countsAsRelease) { this.stats.releases++; this.metrics.taskRetries.inc(); }
     t.state = 'queued';
     t.worker = undefined;
     t.transferId = undefined;
@@ -306,6 +342,8 @@ export class Coordinator {
         for (const t of this.leasedTo(w.id)) this.requeue(t, `worker ${w.id} lost`);
       }
     }
+    this.exportWorkerInfo();
+    this.dataParallel.tick(now);
     for (const job of this.jobs.values()) {
       if (job.state !== 'running') continue;
       for (const t of job.tasks) {
@@ -323,6 +361,13 @@ export class Coordinator {
           taskId: t.task.id, jobId: job.id, epoch: 0, batch: 0, batches: 0, loss: 0, metricsJson: jsonField({ event: 'leased', worker: w.id, attempt: t.attempts }) } }, 'coordinator'));
       }
     }
+  }
+
+  /** fleet_worker_info: one series per connected worker; a lost worker's series goes away. */
+  private exportWorkerInfo() {
+    const info = this.metrics.workerInfo;
+    info.reset();
+    for (const w of this.workers.values()) if (w.state !== 'lost') info.set({ worker: w.id, device: w.device, gpu: w.gpu }, 1);
   }
 
   outDir(jobId: string) { return this.outputDir(jobId); }
@@ -353,7 +398,7 @@ export class Coordinator {
   private save(job: JobRecord): void { void this.write(jobKey(job.id), JSON.stringify(job, null, 2)); }
 
   /** Restores jobs from the store: finished tasks stay finished, leased ones go back to the queue. */
-  private async load() {
+  private async loadJobs() {
     const keys = await this.store.list('jobs/');
     const present = new Set(keys);
     for (const key of keys) {

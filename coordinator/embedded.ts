@@ -31,26 +31,24 @@ export interface EmbeddedOptions {
   resume?: boolean;
   /** Serve the coordinator's HTTP port (/api/cluster, /api/jobs) while the run lasts. */
   http?: { host: string; port: number };
-  onBatch?: (taskId: string, b: BatchInfo) => void;
+  onBatch?: (taskId: string, b: Omit<BatchInfo, 'images'>) => void;
   onEpoch?: (taskId: string, m: EpochMetrics) => void;
   log?: (line: string) => void;
 }
 
 export interface EmbeddedResult { jobId: string; summary: Record<string, unknown>; resumed: boolean }
 
-/** Batches between progress reports from a worker thread: enough for a progress bar, without flooding the bus. */
-const PROGRESS_EVERY = 10;
-
 export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
   const log = o.log ?? (() => {});
   const stateDir = path.join(o.out, 'state');
   const hub = new InprocHub();
   const bus = hub.transport();
-  const c = await Coordinator.open(bus, { store: new DirStateStore(stateDir), outputDir: () => o.out, dataDir: o.dataDir, log });
+  const c = new Coordinator(bus, { store: new DirStateStore(stateDir), outputDir: () => o.out, dataDir: o.dataDir, log });
   const threads: Worker[] = [];
   let stopping = false;
   let server: http.Server | null = null;
   try {
+    await c.load();
     const job = pickJob(c, o, stateDir);
     if (job.state === 'done' && job.summary) return { jobId: job.id, summary: job.summary, resumed: true };
     const resumed = !!o.resume;
@@ -59,6 +57,7 @@ export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
       log(`embedded coordinator: http://${o.http.host}:${(server.address() as { port: number }).port}/ (/api/cluster, /api/jobs)`);
     }
     // subscribed before anything runs, so that no progress and not the end are missed
+    const lastBatch = new Map<string, Omit<BatchInfo, 'images'>>();
     const finished = new Promise<Record<string, unknown>>((resolve, reject) => {
       bus.subscribe(jobDoneSubject(job.id), msg => {
         const r = JSON.parse(new TextDecoder().decode(msg.data)) as { ok: boolean; summary?: Record<string, unknown>; error?: string };
@@ -69,16 +68,24 @@ export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
         if (!d.ok || d.envelope.body.kind !== 'progress') return;
         const p = d.envelope.body.value;
         const m = parseJsonField(p.metricsJson, 'metrics_json');
-        const e = (m.ok ? m.value : {}) as { event?: string; imagesPerSecond?: number };
-        if (e.event === 'batch') o.onBatch?.(p.taskId, { epoch: p.epoch, batch: p.batch, batches: p.batches, loss: p.loss, imagesPerSecond: e.imagesPerSecond ?? 0 });
-        else if (e.event === undefined) o.onEpoch?.(p.taskId, e as unknown as EpochMetrics);
+        const e = (m.ok ? m.value : {}) as { event?: string; images_per_second?: number };
+        if (e.event === 'batch') {
+          const b = { epoch: p.epoch, batch: p.batch, batches: p.batches, loss: p.loss, imagesPerSecond: e.images_per_second ?? 0 };
+          lastBatch.set(p.taskId, b);
+          o.onBatch?.(p.taskId, b);
+        } else if (e.event === undefined) {
+          // workers report batches a few times a second, not the last one: the epoch's end completes the bar
+          const b = lastBatch.get(p.taskId);
+          if (b && b.epoch === p.epoch) o.onBatch?.(p.taskId, { ...b, batch: b.batches, loss: p.loss });
+          o.onEpoch?.(p.taskId, e as unknown as EpochMetrics);
+        }
       });
       // a worker thread that dies would leave its task to the others, or the job waiting forever: stop the run
       const share = Math.max(1, Math.floor((o.runtime.threads ?? os.availableParallelism()) / o.workers));
       for (let i = 0; i < o.workers; i++) {
         const hubPort = hub.port();
         const data: ThreadWorkerData = { port: hubPort, id: `embedded-${i + 1}`, runtime: { ...o.runtime, threads: share }, dataDir: o.dataDir,
-          checkpointRoot: o.out, progressEvery: PROGRESS_EVERY, heartbeatMs: 1000 };
+          checkpointRoot: o.out, heartbeatMs: 1000 };
         const w = new Worker(new URL('../worker/thread.js', import.meta.url), { workerData: data, transferList: [hubPort] });
         w.on('message', (m: { kind?: string; line?: string }) => { if (m.kind === 'log' && m.line) log(m.line); });
         w.on('error', e => reject(new Error(`worker thread ${data.id} failed: ${e.message}`)));
@@ -87,7 +94,7 @@ export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
       }
     });
     finished.catch(() => {}); // handled below; never an unhandled rejection meanwhile
-    c.start();
+    await c.start();
     return { jobId: job.id, summary: await finished, resumed };
   } finally {
     stopping = true;

@@ -1,8 +1,42 @@
-// The coordinator's HTTP port: the cluster view and the jobs as JSON (bound to 127.0.0.1 unless told otherwise).
+// The coordinator's HTTP port (bound to 127.0.0.1 unless told otherwise): the cluster view and the jobs as
+// JSON, Prometheus /metrics, the built-in dashboard at / (plain files from dashboard/web and uPlot from
+// node_modules, no CDN), a server-sent event stream of progress and cluster changes, and the runs it knows.
+import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import type { Coordinator } from './coordinator.ts';
+import { metricsResponse } from '../dashboard/metrics-http.ts';
+import { runsIn, runSummary, runDetails, runErrors, milBag, RunError, type RunRef } from '../dashboard/runs.ts';
 
-export function serveHttp(c: Coordinator, host: string, port: number): Promise<http.Server> {
+export interface HttpOptions {
+  /** A directory of `fleet train --out` runs (e.g. ./runs) the dashboard may show, besides the jobs' outputs. */
+  runsDir?: string;
+}
+
+const WEB = path.join(path.dirname(fileURLToPath(import.meta.url)), '../dashboard/web');
+const UPLOT = path.dirname(createRequire(import.meta.url).resolve('uplot/package.json'));
+/** Every file the dashboard serves: a fixed table, so no request path ever reaches the file system. */
+const ASSETS: Record<string, [file: string, type: string]> = {
+  '/': [path.join(WEB, 'index.html'), 'text/html; charset=utf-8'],
+  '/dashboard.js': [path.join(WEB, 'dashboard.js'), 'text/javascript; charset=utf-8'],
+  '/charts.js': [path.join(WEB, 'charts.js'), 'text/javascript; charset=utf-8'],
+  '/style.css': [path.join(WEB, 'style.css'), 'text/css; charset=utf-8'],
+  '/vendor/uPlot.iife.min.js': [path.join(UPLOT, 'dist/uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
+  '/vendor/uPlot.min.css': [path.join(UPLOT, 'dist/uPlot.min.css'), 'text/css; charset=utf-8'],
+};
+const API_PATHS = ['/api/cluster', '/api/jobs', '/api/events', '/api/runs', '/api/runs/<id>', '/api/runs/<id>/errors', '/api/runs/<id>/bags/<n>', '/metrics', '/'];
+/** Server-sent event streams at once, and the unsent bytes a slow one may hold before it is closed (it reconnects). */
+const MAX_STREAMS = 64;
+const MAX_STREAM_BACKLOG = 4 * 1024 * 1024;
+
+export function serveHttp(c: Coordinator, host: string, port: number, opts: HttpOptions = {}): Promise<http.Server> {
+  let streams = 0;
+  const runs = (): RunRef[] => [
+    ...[...c.jobs.values()].filter(j => j.state === 'done').map(j => ({ id: j.id, dir: c.outDir(j.id), source: 'job' as const })),
+    ...runsIn(opts.runsDir),
+  ];
   const server = http.createServer((req, res) => {
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' });
@@ -10,14 +44,65 @@ export function serveHttp(c: Coordinator, host: string, port: number): Promise<h
     };
     if (req.method !== 'GET') return send(405, { error: `method ${req.method} not allowed` });
     const url = new URL(req.url ?? '/', 'http://localhost');
-    if (url.pathname === '/api/cluster') return send(200, c.clusterView());
-    if (url.pathname === '/api/jobs') return send(200, c.jobsView());
-    return send(404, { error: `no such path: ${url.pathname}`, paths: ['/api/cluster', '/api/jobs'] });
+    const p = url.pathname;
+    const asset = ASSETS[p === '/index.html' ? '/' : p];
+    try {
+      if (asset) {
+        return fs.readFile(asset[0], (err, data) => {
+          if (err) return send(500, { error: `dashboard file ${asset[0]} is missing` });
+          res.writeHead(200, { 'content-type': asset[1], 'cache-control': 'no-cache' });
+          res.end(data);
+        });
+      }
+      if (p === '/api/cluster') return send(200, c.clusterView());
+      if (p === '/api/jobs') return send(200, c.jobsView());
+      if (p === '/metrics') {
+        c.monitor?.refresh();
+        return void metricsResponse(c.metrics, req, res).catch(e => send(500, { error: `metrics failed: ${(e as Error).message}` }));
+      }
+      if (p === '/api/events') {
+        if (!c.monitor) return send(503, { error: 'the coordinator has not started' });
+        if (streams >= MAX_STREAMS) return send(503, { error: `too many event streams (${MAX_STREAMS})` });
+        streams++;
+        return eventStream(c, req, res, () => streams--);
+      }
+      if (p === '/api/runs') return send(200, runs().map(runSummary).sort((a, b) => (b.mtime ?? 0) - (a.mtime ?? 0)));
+      const m = /^\/api\/runs\/([^/]+)(?:\/(errors|bags\/(\d+)))?$/.exec(p);
+      if (m) {
+        const id = decodeURIComponent(m[1]);
+        const ref = runs().find(r => r.id === id);
+        if (!ref) return send(404, { error: `no such run: ${id}` });
+        if (!m[2]) return send(200, { ...runDetails(ref), curves: c.monitor?.jobCurves(id) ?? {} });
+        if (m[2] === 'errors') return send(200, runErrors(ref));
+        return send(200, milBag(ref, Number(m[3])));
+      }
+      return send(404, { error: `no such path: ${p}`, paths: API_PATHS });
+    } catch (e) {
+      if (e instanceof RunError) return send(e.status, { error: e.message });
+      if (e instanceof URIError) return send(400, { error: `bad path: ${p}` });
+      return send(500, { error: (e as Error).message });
+    }
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve(server));
   });
+}
+
+/** text/event-stream: a `hello` with the cluster and every curve so far, then `progress`, `cluster` and `job` events. */
+function eventStream(c: Coordinator, req: http.IncomingMessage, res: http.ServerResponse, closed: () => void) {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  const write = (type: string, data: unknown) => {
+    if (res.writableLength > MAX_STREAM_BACKLOG) { res.end(); return; }
+    res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
+  res.write('retry: 2000\n\n');
+  write('hello', { cluster: c.monitor!.snapshot(), curves: c.monitor!.allCurves() });
+  const off = c.monitor!.listen(e => write(e.type, e));
+  let done = false;
+  const close = () => { if (done) return; done = true; off(); closed(); };
+  req.on('close', close);
+  res.on('close', close);
 }
 
 /** "HOST:PORT" or "PORT" -> [host, port] (host defaults to 127.0.0.1). */

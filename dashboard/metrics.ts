@@ -12,7 +12,12 @@ const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<string, string> } = {}) {
   const registry = new client.Registry();
   if (opts.labels) registry.setDefaultLabels(opts.labels);
-  if (opts.defaultMetrics ?? true) client.collectDefaultMetrics({ register: registry });
+  if (opts.defaultMetrics ?? true) {
+    client.collectDefaultMetrics({ register: registry });
+    // gauges named like counters, which `promtool check metrics` rejects; nodejs_active_{handles,requests,resources}
+    // (by type) carry the same numbers
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
+  }
   const registers = [registry];
   const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
     new client.Gauge<L>({ name, help, labelNames, registers });
@@ -50,6 +55,10 @@ export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<
     workerHeartbeatAge: gauge('fleet_worker_heartbeat_age_seconds', 'Seconds since the coordinator last heard from a worker.', ['worker', 'device'] as const),
     workerBusy: gauge('fleet_worker_busy', '1 while a worker runs a task, 0 when idle.', ['worker', 'device'] as const),
     workerSamples: gauge('fleet_worker_samples_processed', 'Training images a worker reports having processed since it started.', ['worker', 'device'] as const),
+    // deploy: which GPU each worker runs on (set by the coordinator from the workers' announcements)
+    workerInfo: gauge('fleet_worker_info', '1 for each connected worker, labelled with its device and GPU model (gpu is empty on CPU workers).', ['worker', 'device', 'gpu'] as const),
+    // serving: the model repository (coordinator/serving/repository.ts)
+    modelLoadFailures: counter('fleet_model_load_failures_total', 'Model versions in the repository that failed to load (truncated, corrupt or unsupported files, bad configs).', ['model'] as const),
   };
 }
 

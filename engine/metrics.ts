@@ -75,3 +75,21 @@ export function confusionMatrix(probabilities: Float32Array, labels: ArrayLike<n
   }
   return m;
 }
+
+export interface Misclassified { index: number; label: number; predicted: number; confidence: number }
+
+/**
+ * The confusion matrix and the misclassified rows (test-set index, true and predicted class, the predicted
+ * class's probability), most confident mistakes first, at most `max` of them: what the dashboard shows.
+ */
+export function testErrors(probabilities: Float32Array, labels: ArrayLike<number>, classes: number, max = 64): { confusion: number[][]; errors: number; misclassified: Misclassified[] } {
+  const confusion = confusionMatrix(probabilities, labels, classes);
+  const wrong: Misclassified[] = [];
+  for (let i = 0; i < labels.length; i++) {
+    const predicted = argmaxRow(probabilities, i, classes);
+    const label = Number(labels[i]);
+    if (predicted !== label) wrong.push({ index: i, label, predicted, confidence: Math.round(probabilities[i * classes + predicted] * 1e4) / 1e4 });
+  }
+  wrong.sort((a, b) => b.confidence - a.confidence || a.index - b.index);
+  return { confusion, errors: wrong.length, misclassified: wrong.slice(0, max) };
+}

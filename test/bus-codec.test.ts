@@ -17,7 +17,7 @@ const raw = (obj: object) => RawEnvelope.encode(RawEnvelope.fromObject(obj)).fin
 const sha = new Uint8Array(32).map((_, i) => i);
 const samples: EnvelopeBody[] = [
   { kind: 'announce', value: { workerId: 'w1', device: Device.CUDA, threads: 8, version: '0.1.0', gpuName: 'H200' } },
-  { kind: 'heartbeat', value: { workerId: 'w1', uptimeMs: 2 ** 40 + 3, runningTaskIds: ['t1', 't2'] } },
+  { kind: 'heartbeat', value: { workerId: 'w1', uptimeMs: 2 ** 40 + 3, runningTaskIds: ['t1', 't2'], samplesProcessed: 2 ** 33 + 7 } },
   { kind: 'lease', value: { taskId: 't1', jobId: 'j1', attempt: 2, leaseMs: 30000, taskJson: jsonField({ kind: 'cnn', epochs: 3 }) } },
   { kind: 'progress', value: { taskId: 't1', jobId: 'j1', epoch: 1, batch: 10, batches: 100, loss: 0.25, metricsJson: jsonField({ acc: 0.9 }) } },
   {
@@ -74,6 +74,7 @@ describe('bus codec', () => {
     const hb = decodeEnvelope(encodeEnvelope({ kind: 'heartbeat', value: { workerId: 'w', uptimeMs: 0, runningTaskIds: [] } }, 'w'));
     assert.ok(hb.ok && hb.envelope.body.kind === 'heartbeat');
     assert.deepEqual(hb.envelope.body.value.runningTaskIds, []);
+    assert.equal(hb.envelope.body.value.samplesProcessed, 0, 'a heartbeat without samples_processed (an older worker) reads as 0');
   });
 
   it('parses JSON fields', () => {
@@ -107,6 +108,7 @@ describe('bus codec', () => {
     expectFail(raw({ version: 1, heartbeat: { workerId: 'w', runningTaskIds: Array.from({ length: 10_001 }, (_, i) => `t${i}`) } }), /more than 10000 entries/);
     expectFail(raw({ version: 1, error: { code: 'E', message: 'm'.repeat(70_000) } }), /error\.message is longer/);
     expectFail(raw({ version: 1, heartbeat: { workerId: 'w', uptimeMs: '18446744073709551615' } }), /uptime_ms is not a uint64 below 2\^53/);
+    expectFail(raw({ version: 1, heartbeat: { workerId: 'w', samplesProcessed: '18446744073709551615' } }), /samples_processed is not a uint64 below 2\^53/);
     const shape = new Array(17).fill(1);
     expectFail(raw({ version: 1, result: { taskId: 't', jobId: 'j', workerId: 'w', tensors: [{ name: 'p', shape, dtype: 1, transferId: 'x' }] } }), /more than 16 dimensions/);
     const big = encodeEnvelope({ kind: 'chunk', value: { transferId: 'x', index: 0, count: 1, totalBytes: 5000, sha256: sha, data: new Uint8Array(5000) } }, 's');

@@ -11,6 +11,15 @@ import { OPTIONS as WORKER_OPTIONS } from '../cli/worker.ts';
 import { writeIdx } from '../engine/data/idx.ts';
 import { FILES } from '../engine/data/datasets.ts';
 import { readCheckpoint } from '../engine/checkpoint.ts';
+import { checkSvg, seriesGroups, legendEntries, all, hasClass, textOf } from './helpers/svg.ts';
+
+/** A plot a run wrote: well-formed, titled, both axes labelled, and one legend entry per named series. */
+function checkRunPlot(file: string, title: string, axisLabels: [string, string], series: string[]): void {
+  const root = checkSvg(fs.readFileSync(file, 'utf8'), title);
+  assert.deepEqual(all(root, hasClass('axis-label')).map(textOf).sort(), [...axisLabels].sort(), `${file}: axis labels`);
+  assert.deepEqual(seriesGroups(root).map(g => g.attrs['data-name']), series, `${file}: series`);
+  assert.deepEqual(legendEntries(root), series, `${file}: legend`);
+}
 
 const show = (r: CliResult) => `exit ${r.code} (${r.signal ?? 'no signal'})\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 
@@ -202,7 +211,11 @@ describe('cli: fleet', function () {
       assert.equal(metrics.config.limitTrain, 512);
       assert.equal(metrics.config.batchSize, 64);
       assert.deepEqual(metrics.test_accuracy, lastJson(r).test_accuracy);
-      for (const f of ['loss.svg', 'accuracy.svg']) assert.match(fs.readFileSync(path.join(out, f), 'utf8'), /<svg[\s>]/);
+      checkRunPlot(path.join(out, 'loss.svg'), 'Loss per epoch', ['epoch', 'loss'], ['train', 'validation', 'test']);
+      checkRunPlot(path.join(out, 'accuracy.svg'), 'Accuracy per epoch', ['epoch', 'accuracy'], ['train', 'validation', 'test']);
+      // the confusion matrix and most confident mistakes the dashboard shows
+      assert.equal(metrics.test_errors.confusion.flat().reduce((a: number, b: number) => a + b, 0), metrics.config.limitTest);
+      assert.equal(metrics.test_errors.errors, Math.round((1 - metrics.test_accuracy) * metrics.config.limitTest));
       assert.ok(fs.statSync(path.join(out, 'model.onnx')).size > 1_000_000);
     });
 
@@ -250,6 +263,9 @@ describe('cli: fleet', function () {
       assert.equal(metrics.test_bags.length, 24);
       for (const b of metrics.test_bags) assert.equal(b.attention.length, b.digits.length);
       for (const f of ['model.onnx', 'auc.svg', 'loss.svg', 'checkpoints/epoch-001.ckpt']) assert.ok(fs.existsSync(path.join(out, f)), f);
+      for (const b of metrics.test_bags) assert.equal(b.indices.length, b.digits.length);
+      checkRunPlot(path.join(out, 'auc.svg'), 'Test bag AUC per epoch', ['epoch', 'AUC'], ['test']);
+      checkRunPlot(path.join(out, 'loss.svg'), 'Loss per epoch', ['epoch', 'loss'], ['train', 'test']);
     });
   });
 
@@ -270,6 +286,11 @@ describe('cli: fleet', function () {
       const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
       assert.equal(metrics.member_results.length, 2);
       assert.ok(metrics.selection.steps.length > 0);
+      checkRunPlot(path.join(out, 'members-loss.svg'), 'Loss per member', ['member', 'loss'], ['validation', 'test']);
+      checkRunPlot(path.join(out, 'members-accuracy.svg'), 'Accuracy per member', ['member', 'accuracy'], ['validation', 'test']);
+      checkRunPlot(path.join(out, 'selection.svg'), 'Ensemble validation loss per selection step', ['selection step', 'validation loss'], ['ensemble', 'best member', 'average']);
+      const picked = ['member-1', 'member-2'].filter((_, m) => metrics.selection.steps.some((st: { weights: number[] }) => st.weights[m] > 0));
+      checkRunPlot(path.join(out, 'selection-weights.svg'), 'Member weights per selection step', ['selection step', 'weight'], picked);
     });
   });
 

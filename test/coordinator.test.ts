@@ -24,8 +24,8 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
   afterEach(async () => { await c?.stop(); hub.close(); fs.rmSync(dir, { recursive: true, force: true }); });
 
   it('a worker that refuses a lease as busy does not use up the task\'s attempts; a real failure does', async () => {
-    c = await Coordinator.open(hub.transport(), { stateDir: dir, maxAttempts: 2, tickMs: 20 });
-    c.start();
+    c = new Coordinator(hub.transport(), { stateDir: dir, maxAttempts: 2, tickMs: 20 });
+    await c.start();
     const w = hub.transport();
     const leases: number[] = [];
     let job: ReturnType<Coordinator['submit']>;
@@ -54,7 +54,7 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
   });
 
   it('refuses job specs that are not jobs, naming the field, and saves nothing', async () => {
-    c = await Coordinator.open(hub.transport(), { stateDir: dir });
+    c = new Coordinator(hub.transport(), { stateDir: dir });
     for (const [bad, field] of [[null, 'the spec'], [{ ...spec, kind: 'stacking' }, 'kind'], [{ ...spec, members: 1e9 }, 'members'],
       [{ ...spec, recipe: null }, 'recipe'], [{ ...spec, dataset: 'cifar' }, 'dataset']] as const) {
       assert.throws(() => c.submit(bad as unknown as JobSpec), new RegExp(`job spec: ${field}`));
@@ -78,8 +78,8 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
       },
       get: key => inner.get(key), list: prefix => inner.list(prefix), delete: key => inner.delete(key), close: async () => {},
     };
-    c = await Coordinator.open(hub.transport(), { store, outputDir: id => path.join(dir, 'out', id), tickMs: 20 });
-    c.start();
+    c = new Coordinator(hub.transport(), { store, outputDir: id => path.join(dir, 'out', id), tickMs: 20 });
+    await c.start();
     const w = hub.transport();
     w.subscribe(taskLeaseSubject('fake'), async msg => {
       const d = decodeEnvelope(msg.data);
@@ -110,9 +110,10 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
     await store.put('jobs/job-crashed/job.json', JSON.stringify(job));
     await store.put('jobs/job-crashed/results/member-1.result', encodeMemberResult({ taskId: 'member-1', members: [], history: [], seconds: 0 }));
     const logs: string[] = [];
-    c = await Coordinator.open(hub.transport(), { stateDir: dir, tickMs: 20, log: l => logs.push(l) });
+    c = new Coordinator(hub.transport(), { stateDir: dir, tickMs: 20, log: l => logs.push(l) });
+    await c.load();
     assert.equal(c.jobs.get('job-crashed')!.state, 'running');
-    c.start();
+    await c.start();
     await until(() => c.jobs.get('job-crashed')!.state !== 'running');
     assert.equal(c.stats.leases, 0);
     // its members are empty, so combining fails: but it is no longer stuck as running, in memory and in the store

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { accuracy, binaryAccuracy, confusionMatrix, rocAuc } from '../engine/metrics.ts';
+import { accuracy, binaryAccuracy, confusionMatrix, rocAuc, testErrors } from '../engine/metrics.ts';
 import { Rng } from '../engine/util/random.ts';
 
 /** AUC by counting all (positive, negative) pairs: 1 if the positive scores higher, 1/2 on a tie. */
@@ -74,5 +74,26 @@ describe('metrics', () => {
     assert.equal(binaryAccuracy(new Float32Array(probs), y, 0.3), 1);
     assert.equal(binaryAccuracy(probs, y, 0.8), 0.25);
     assert.throws(() => binaryAccuracy([0.1], [0, 1]), /1 predictions but 2 labels/);
+  });
+
+  it('testErrors: the confusion matrix and the mistakes, most confident first, capped', () => {
+    const p = new Float32Array([
+      0.1, 0.7, 0.2, // label 1: right
+      0.6, 0.3, 0.1, // label 1: wrong (0, 0.6)
+      0.1, 0.1, 0.8, // label 0: wrong (2, 0.8)
+      0.4, 0.2, 0.4, // label 2: wrong (0 on the tie, 0.4)
+    ]);
+    const r = testErrors(p, [1, 1, 0, 2], 3);
+    assert.deepEqual(r.confusion, confusionMatrix(p, [1, 1, 0, 2], 3));
+    assert.equal(r.errors, 3);
+    assert.deepEqual(r.misclassified, [
+      { index: 2, label: 0, predicted: 2, confidence: 0.8 },
+      { index: 1, label: 1, predicted: 0, confidence: 0.6 },
+      { index: 3, label: 2, predicted: 0, confidence: 0.4 },
+    ]);
+    const capped = testErrors(p, [1, 1, 0, 2], 3, 1);
+    assert.equal(capped.errors, 3);
+    assert.deepEqual(capped.misclassified.map(m => m.index), [2]);
+    assert.throws(() => testErrors(p, [1, 1, 0], 3), /4 predictions but 3 labels/);
   });
 });

@@ -5,9 +5,10 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runMilGrid, summarise, stat, markdownTable, companionPaths, type MilGridFile, type MilGridSummary } from '../bench/mil-grid.ts';
+import { runMilGrid, summarise, stat, markdownTable, gridChart, companionPaths, type MilGridFile, type MilGridSummary } from '../bench/mil-grid.ts';
 import { MIL_RECIPE } from '../engine/train/train-mil.ts';
 import { runFleet, lines, type CliResult } from './helpers/cli.ts';
+import { checkSvg, seriesGroups, legendEntries, all, hasClass, textOf } from './helpers/svg.ts';
 
 const show = (r: CliResult) => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 const read = (f: string) => fs.readFileSync(f, 'utf8');
@@ -39,6 +40,23 @@ describe('bench mil-grid', function () {
       assert.match(md, /^\| training bags \| mean \| max \|$/m);
       assert.match(md, /^\| 50 \| 0\.800 ± 0\.141 \(2 seeds\) \| — \|$/m);
       assert.match(md, /^\| 100 \| — \| — \|$/m);
+    });
+
+    it('the AUC grid chart: titled, labelled axes, one line per pooling, cells without runs left out', () => {
+      const settings = { dataset: 'mnist' as const, epochs: 40, testBags: 250, bagMean: 10, bagStd: 2, target: 9, recipe: MIL_RECIPE };
+      const table = {
+        50: { attention: { mean: 0.91, std: 0.02, n: 3 }, max: { mean: 0.88, std: 0.05, n: 3 } },
+        100: { attention: { mean: 0.958, std: 0.03, n: 3 }, max: { mean: null, std: null, n: 0 } },
+        500: { attention: { mean: 0.984, std: 0.01, n: 3 }, max: { mean: 0.97, std: 0.01, n: 3 } },
+      };
+      const root = checkSvg(gridChart(table, [500, 50, 100], ['attention', 'max'], settings), 'MNIST-bags: test AUC (mean over seeds, 40 epochs)');
+      assert.deepEqual(all(root, hasClass('axis-label')).map(textOf).sort(), ['test AUC', 'training bags']);
+      const series = seriesGroups(root);
+      assert.deepEqual(series.map(g => g.attrs['data-name']), ['attention', 'max']);
+      assert.deepEqual(legendEntries(root), ['attention', 'max']);
+      // one vertex per size with a mean: 3 for attention, 2 for max (its 100-bag cell has no runs)
+      const vertices = series.map(g => all(g, n => n.name === 'path')[0].attrs.d.split(/[ML]/).filter(x => x.trim()).length);
+      assert.deepEqual(vertices, [3, 2]);
     });
   });
 

@@ -13,7 +13,6 @@ export interface ThreadWorkerData {
   runtime: RuntimeOptions;
   /** Checkpoints of task T go to taskCheckpointDir(checkpointRoot, T) (the run serves a single job). */
   checkpointRoot: string;
-  progressEvery: number;
   heartbeatMs: number;
   dataDir?: string;
 }
@@ -22,7 +21,7 @@ const d = workerData as ThreadWorkerData;
 const log = (line: string) => parentPort!.postMessage({ kind: 'log', line });
 const bus = inprocTransportFromPort(d.port, { onError: (e, subject) => log(`bus: handler for ${subject} failed: ${(e as Error).message}`) });
 const worker = startWorker(bus, {
-  id: d.id, runtime: d.runtime, dataDir: d.dataDir, heartbeatMs: d.heartbeatMs, progressEvery: d.progressEvery, log,
+  id: d.id, runtime: d.runtime, dataDir: d.dataDir, heartbeatMs: d.heartbeatMs, log,
   checkpointDir: (_job, task) => taskCheckpointDir(d.checkpointRoot, task),
 });
 parentPort!.on('message', async (m: unknown) => {

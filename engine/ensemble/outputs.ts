@@ -3,8 +3,9 @@
 import { exportEnsemble, type EnsembleMember } from './export.ts';
 import { toTensorSet, type TrainedMember } from './tasks.ts';
 import type { EnsembleOptions, EnsembleResult } from './train-ensemble.ts';
-import { exportCnn } from '../model/cnn.ts';
+import { exportCnn, CLASSES } from '../model/cnn.ts';
 import { exportSimclrClassifier } from '../model/simclr.ts';
+import { testErrors } from '../metrics.ts';
 import { memberBars, selectionCurve, selectionWeights } from '../../dashboard/ensemble-plots.ts';
 
 export function ensembleMember(m: TrainedMember): EnsembleMember {
@@ -42,6 +43,8 @@ export function ensembleOutputs(o: EnsembleOptions, r: EnsembleResult) {
     config, member_results: r.memberSummaries, best_member: r.bestMember, average: r.average,
     ensemble_test: { accuracy: r.test.accuracy, loss: r.test.loss, hard_vote_accuracy: r.test.hard_vote_accuracy }, weights: r.weights,
     selection: r.selection, histories: r.histories,
+    // the ensemble's confusion matrix and its most confident mistakes (test-set indices), for the dashboard
+    test_errors: testErrors(r.test.probabilities, r.test.labels, CLASSES),
   };
   return { files, summary, details };
 }

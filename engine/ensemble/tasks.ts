@@ -50,7 +50,8 @@ export interface TrainedMember {
 }
 export interface MemberResult { taskId: string; members: TrainedMember[]; history: EpochMetrics[]; seconds: number }
 
-export interface BatchInfo { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number }
+/** One training step's report; `images` is the step's batch size (the last batch of an epoch may be smaller). */
+export interface BatchInfo { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number }
 
 export interface TaskHooks {
   onBatch?: (taskId: string, b: BatchInfo) => void;

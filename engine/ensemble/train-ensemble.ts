@@ -49,7 +49,7 @@ export interface EnsembleResult {
   memberSummaries: MemberSummary[];
   weights: number[];
   /** The ensemble on the test set (soft vote with its weights), and the hard vote with the same weights. */
-  test: { loss: number; accuracy: number; hard_vote_accuracy: number; probabilities: Float32Array };
+  test: { loss: number; accuracy: number; hard_vote_accuracy: number; probabilities: Float32Array; labels: Uint8Array };
   bestMember: { name: string; test_accuracy: number; test_loss: number; chosen_by: 'validation loss' | 'test accuracy' };
   average: { test_accuracy: number; test_loss: number; val_loss?: number; val_accuracy?: number };
   selection?: { objective: string; steps: Array<{ step: number; picked: number; score: number; weights: number[] }>; val_score: number };
@@ -129,7 +129,7 @@ export function combineEnsemble(o: EnsembleOptions, results: MemberResult[], sec
   return {
     kind: o.kind, members, memberSummaries, weights,
     test: { loss: nll(probabilities, testLabels, CLASSES), accuracy: accuracyOf(probabilities, testLabels, CLASSES),
-      hard_vote_accuracy: accuracyOfPredictions(hard, testLabels), probabilities },
+      hard_vote_accuracy: accuracyOfPredictions(hard, testLabels), probabilities, labels: testLabels },
     bestMember: { name: memberSummaries[bi].name, test_accuracy: memberSummaries[bi].test_accuracy, test_loss: memberSummaries[bi].test_loss,
       chosen_by: haveVal ? 'validation loss' : 'test accuracy' },
     average, selection, histories, valLabels: valLabels ?? undefined, seconds,

@@ -62,7 +62,8 @@ export interface MilOptions {
   log?: (line: string) => void;
 }
 
-export interface MilPrediction { label: number; probability: number; digits: number[]; attention: number[] | null }
+/** One test bag: its label, predicted probability, instances (digit labels and test-set indices) and their attention. */
+export interface MilPrediction { label: number; probability: number; digits: number[]; indices: number[]; attention: number[] | null }
 
 export interface MilResult {
   params: TensorSet;
@@ -107,7 +108,7 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
       lossSum += (out.loss.data as Float32Array)[0] * list.length;
       const probs = out.probability.data as Float32Array, att = out.attention?.data as Float32Array | undefined;
       list.forEach((b, k) => predictions.push({
-        label: b.label, probability: probs[k], digits: Array.from(b.indices, j => o.test.labels[j]),
+        label: b.label, probability: probs[k], digits: Array.from(b.indices, j => o.test.labels[j]), indices: Array.from(b.indices),
         attention: att ? Array.from(att.subarray(k * L, k * L + b.indices.length)) : null,
       }));
     }

@@ -89,7 +89,7 @@ export interface SimclrOptions {
   runtime?: RuntimeOptions;
   checkpointDir?: string;
   resume?: boolean;
-  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number }) => void;
+  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number }) => void;
   onEpoch?: (m: SimclrEpoch) => void;
   log?: (line: string) => void;
 }
@@ -149,7 +149,7 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
         lr = schedule((epoch - 1) * itersPerEpoch + k);
         state.optimizer.step(state.params.data, runner.grads(out), lr);
         lossSum += loss * n; seen += n;
-        o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss, imagesPerSecond: seen / ((performance.now() - t0) / 1000) });
+        o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss, imagesPerSecond: seen / ((performance.now() - t0) / 1000), images: n });
       }
       const seconds = (performance.now() - t0) / 1000;
       state.trainSeconds += seconds; state.trainImages += seen;
@@ -189,7 +189,8 @@ export async function encodeImages(params: TensorSet, buffers: TensorSet, split:
   return features;
 }
 
-async function linearEvaluation(params: TensorSet, buffers: TensorSet, o: SimclrOptions, trainCount: number, log: (l: string) => void) {
+/** Linear evaluation of a trained encoder: features of the frozen encoder, a Linear 2048 -> 10 probe trained on them. */
+export async function linearEvaluation(params: TensorSet, buffers: TensorSet, o: SimclrOptions, trainCount: number, log: (l: string) => void) {
   const t0 = performance.now();
   const testCount = Math.min(o.test.count, o.limitTest ?? Infinity);
   // with a validation share the probe trains on the rest and its validation predictions are kept (ensemble selection)

@@ -42,6 +42,8 @@ export function latestCheckpoint(dir: string): string | null {
   return files.length ? path.join(dir, files[files.length - 1]) : null;
 }
 
+export type OptimizerMeta = Omit<OptimizerState, 'buffers'> & { bufferNames: string[] };
+
 interface CheckpointMeta<H> {
   format: 'fleet-train-1';
   model: string;
@@ -51,7 +53,7 @@ interface CheckpointMeta<H> {
   /** The number of epochs the run planned (may be extended on resume). */
   epochs: number;
   history: H[];
-  optimizer: Omit<OptimizerState, 'buffers'> & { bufferNames: string[] };
+  optimizer: OptimizerMeta;
   earlyStopping?: EarlyStoppingState;
   trainSeconds: number;
   trainImages: number;
@@ -91,17 +93,43 @@ export class TrainState<H> {
   }
 
   save(dir: string, settings: Record<string, unknown>, epochs: number): void {
+    const { tensors, optimizer } = this.snapshot();
+    const meta: CheckpointMeta<H> = {
+      format: 'fleet-train-1', model: this.model, epoch: this.epoch, settings, epochs, history: this.history,
+      optimizer, earlyStopping: this.early?.state(), trainSeconds: this.trainSeconds, trainImages: this.trainImages,
+    };
+    writeCheckpoint(checkpointFile(dir, this.epoch), meta, tensors);
+  }
+
+  /** Parameters, buffers and optimizer state as checkpoint tensors plus the optimizer's metadata. */
+  snapshot(): { tensors: Map<string, Float32Array>; optimizer: OptimizerMeta } {
     const st = this.optimizer.state();
     const tensors = new Map<string, Float32Array>();
     this.params.names.forEach((n, i) => tensors.set(`param/${n}`, this.params.data[i]));
     this.buffers.names.forEach((n, i) => tensors.set(`buffer/${n}`, this.buffers.data[i]));
     for (const [b, arrs] of Object.entries(st.buffers)) this.params.names.forEach((n, i) => tensors.set(`optim/${b}/${n}`, arrs[i]));
-    const meta: CheckpointMeta<H> = {
-      format: 'fleet-train-1', model: this.model, epoch: this.epoch, settings, epochs, history: this.history,
-      optimizer: { name: st.name, step: st.step, hyper: st.hyper, bufferNames: Object.keys(st.buffers) },
-      earlyStopping: this.early?.state(), trainSeconds: this.trainSeconds, trainImages: this.trainImages,
-    };
-    writeCheckpoint(checkpointFile(dir, this.epoch), meta, tensors);
+    return { tensors, optimizer: { name: st.name, step: st.step, hyper: st.hyper, bufferNames: Object.keys(st.buffers) } };
+  }
+
+  /** Restores what snapshot() captured; errors name `what` (the file or key it came from). */
+  restoreSnapshot(what: string, tensors: Map<string, Float32Array>, optimizer: OptimizerMeta): void {
+    const restore = (set: TensorSet, kind: string) => set.names.forEach((n, i) => {
+      const src = tensors.get(`${kind}/${n}`);
+      if (!src) throw new Error(`${what}: checkpoint has no tensor ${n}`);
+      if (src.length !== set.data[i].length) throw new Error(`${what}: tensor ${n} has ${src.length} values, the model needs ${set.data[i].length}`);
+      set.data[i].set(src);
+    });
+    restore(this.params, 'param');
+    restore(this.buffers, 'buffer');
+    const bufs: Record<string, Float32Array[]> = {};
+    for (const b of optimizer.bufferNames) {
+      bufs[b] = this.params.names.map(n => {
+        const t = tensors.get(`optim/${b}/${n}`);
+        if (!t) throw new Error(`${what}: checkpoint has no optimizer state ${b} of ${n}`);
+        return t;
+      });
+    }
+    this.optimizer.load({ name: optimizer.name, step: optimizer.step, hyper: optimizer.hyper, buffers: bufs });
   }
 
   /** Restores the newest checkpoint in dir; returns its file, or null when there is none. */
@@ -116,17 +144,7 @@ export class TrainState<H> {
       if (JSON.stringify(ck.meta.settings?.[key]) !== JSON.stringify(settings[key])) throw mismatch(key, ck.meta.settings?.[key], settings[key]);
     }
     if (ck.meta.epochs !== epochs) log(`note: the learning-rate schedule now spans ${epochs} epochs (the checkpoint's run planned ${ck.meta.epochs})`);
-    const restore = (set: TensorSet, kind: string) => set.names.forEach((n, i) => {
-      const src = ck.tensors.get(`${kind}/${n}`);
-      if (!src) throw new Error(`${file}: checkpoint has no tensor ${n}`);
-      if (src.length !== set.data[i].length) throw new Error(`${file}: tensor ${n} has ${src.length} values, the model needs ${set.data[i].length}`);
-      set.data[i].set(src);
-    });
-    restore(this.params, 'param');
-    restore(this.buffers, 'buffer');
-    const bufs: Record<string, Float32Array[]> = {};
-    for (const b of ck.meta.optimizer.bufferNames) bufs[b] = this.params.names.map(n => ck.tensors.get(`optim/${b}/${n}`)!);
-    this.optimizer.load({ name: ck.meta.optimizer.name, step: ck.meta.optimizer.step, hyper: ck.meta.optimizer.hyper, buffers: bufs });
+    this.restoreSnapshot(file, ck.tensors, ck.meta.optimizer);
     if (this.early && ck.meta.earlyStopping) this.early.load(ck.meta.earlyStopping);
     this.history = ck.meta.history;
     this.epoch = ck.meta.epoch;

@@ -19,8 +19,10 @@ export class FleetProc {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
 
-  constructor(readonly name: string, readonly args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'fleet.js'), ...args], {
+  /** prefix: a command that runs node for us, e.g. ['ip', 'netns', 'exec', NS] (it must exec, not fork). */
+  constructor(readonly name: string, readonly args: string[], env: NodeJS.ProcessEnv = {}, readonly prefix: string[] = []) {
+    const argv = [...prefix, process.execPath, path.join(REPO_ROOT, 'bin', 'fleet.js'), ...args];
+    this.child = spawn(argv[0], argv.slice(1), {
       cwd: REPO_ROOT,
       env: { ...process.env, FLEET_DEBUG: '1', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -65,7 +67,7 @@ export class FleetProc {
   describe(tail = 6000): string {
     const cut = (s: string) => (s.length > tail ? `...${s.slice(-tail)}` : s);
     return `----- ${this.name} (pid ${this.child.pid}, ${this.alive ? 'running' : `exited ${JSON.stringify(this.exit)}`}): ` +
-      `node bin/fleet.js ${this.args.join(' ')}\n[stderr]\n${cut(this.stderr)}\n[stdout]\n${cut(this.stdout)}\n`;
+      `${this.prefix.length ? `${this.prefix.join(' ')} ` : ''}node bin/fleet.js ${this.args.join(' ')}\n[stderr]\n${cut(this.stderr)}\n[stdout]\n${cut(this.stdout)}\n`;
   }
 }
 
@@ -75,8 +77,8 @@ export interface Coord { proc: FleetProc; api: string; stateDir: string }
 export class ProcGroup {
   readonly procs: FleetProc[] = [];
 
-  spawn(name: string, args: string[], env?: NodeJS.ProcessEnv): FleetProc {
-    const p = new FleetProc(name, args, env);
+  spawn(name: string, args: string[], env?: NodeJS.ProcessEnv, prefix?: string[]): FleetProc {
+    const p = new FleetProc(name, args, env, prefix);
     this.procs.push(p);
     return p;
   }
@@ -94,8 +96,8 @@ export class ProcGroup {
   }
 
   /** `fleet worker --threads 1 --id ID --heartbeat-ms 200`; resolves once it is connected. */
-  async worker(nats: string, id: string, extra: string[] = []): Promise<FleetProc> {
-    const proc = this.spawn(id, ['worker', '--nats', nats, '--threads', '1', '--id', id, '--heartbeat-ms', '200', ...extra]);
+  async worker(nats: string, id: string, extra: string[] = [], prefix?: string[]): Promise<FleetProc> {
+    const proc = this.spawn(id, ['worker', '--nats', nats, '--threads', '1', '--id', id, '--heartbeat-ms', '200', ...extra], undefined, prefix);
     await proc.waitForLog(new RegExp(`worker ${id}: ready`));
     return proc;
   }

@@ -1,0 +1,117 @@
+// `fleet bench serve`: the gRPC server (`fleet serve` in a child process, a real client over loopback) against
+// the same model run in this process with onnxruntime, in the same run. The model is a 5-member one-graph
+// CNN ensemble with untrained weights (the cost of a forward pass does not depend on what the weights learned).
+// Measured: single-image latency p50/p99 at concurrency 1 and 16 (the dynamic batcher merges concurrent
+// requests), throughput with requests of 64 images, and the ratios to in-process runs.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { exportEnsemble } from '../engine/ensemble/export.ts';
+import { cnnParams, cnnBuffers } from '../engine/model/cnn.ts';
+import { TensorSet } from '../engine/model/params.ts';
+import { createSession, f32 } from '../engine/runtime.ts';
+import { normalise, IMAGE_SIZE } from '../engine/data/datasets.ts';
+import { Rng } from '../engine/util/random.ts';
+import { InferenceClient, type ModelInferResponse } from '../coordinator/serving/protocol.ts';
+
+export interface ServeBenchOptions { threads: number; iters: number; warmup: number; batchSize: number; members?: number }
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+}
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const stats = (ms: number[]) => ({ p50_ms: round(quantile(ms, 0.5)), p99_ms: round(quantile(ms, 0.99)), mean_ms: round(mean(ms)) });
+
+function pixels(n: number, seed: number): Uint8Array {
+  const r = new Rng(seed);
+  return Uint8Array.from({ length: n * IMAGE_SIZE }, () => Math.floor(r.next() * 256));
+}
+
+/** Starts `fleet serve` on a free port; resolves with its address and a stop function. */
+async function startServer(repo: string, threads: number): Promise<{ address: string; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'fleet.js'), 'serve', '--models', repo, '--grpc', '127.0.0.1:0', '--http', 'off', '--threads', String(threads)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`fleet serve did not start:\n${log}`)), 60_000);
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      log += d;
+      const m = /gRPC on ([\d.]+:\d+)/.exec(log);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    child.once('exit', code => { clearTimeout(timer); reject(new Error(`fleet serve exited (${code}):\n${log}`)); });
+  });
+  return { address, stop: async () => { child.kill('SIGTERM'); await new Promise(r => child.once('exit', r)); } };
+}
+
+export async function benchServe(o: ServeBenchOptions) {
+  const members = o.members ?? 5, concurrency = 16;
+  const model = exportEnsemble(Array.from({ length: members }, (_, i) => ({ kind: 'cnn' as const, params: TensorSet.init(cnnParams(), i + 1), buffers: TensorSet.init(cnnBuffers(), i + 101) })),
+    Array.from({ length: members }, () => 1));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-bench-serve-'));
+  fs.mkdirSync(path.join(dir, 'ensemble', '1'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'ensemble', '1', 'model.onnx'), model);
+  const one = pixels(1, 1), batch = pixels(o.batchSize, 2);
+
+  // in-process: the same model, the same threads, the same uint8 -> normalised conversion per call
+  const session = await createSession(model, { threads: o.threads });
+  const runLocal = async (p: Uint8Array, n: number) => { await session.run({ input: f32(normalise(p, new Float32Array(p.length)), [n, 1, 28, 28]) }, ['probabilities']); };
+  const server = await startServer(dir, o.threads);
+  const clients = Array.from({ length: concurrency }, () => new InferenceClient(server.address, grpc.credentials.createInsecure()) as unknown as {
+    ModelInfer(req: object, cb: (e: grpc.ServiceError | null, r: ModelInferResponse) => void): void; close(): void;
+  });
+  const request = (p: Uint8Array, n: number) => ({ model_name: 'ensemble', inputs: [{ name: 'input', datatype: 'UINT8', shape: [n, IMAGE_SIZE] }], raw_input_contents: [p], outputs: [{ name: 'probabilities' }] });
+  const call = (k: number, req: object) => new Promise<void>((resolve, reject) => clients[k].ModelInfer(req, e => (e ? reject(e) : resolve())));
+  const single = request(one, 1), big = request(batch, o.batchSize);
+  const timed = async (times: number, fn: () => Promise<void>, into: number[]) => {
+    for (let i = 0; i < times; i++) { const t0 = performance.now(); await fn(); into.push(performance.now() - t0); }
+  };
+  try {
+    for (let i = 0; i < o.warmup; i++) { await runLocal(one, 1); await call(0, single); }
+    for (let i = 0; i < 2; i++) { await runLocal(batch, o.batchSize); await call(0, big); }
+    // served and in-process alternate in rounds, so that load from elsewhere on the machine hits both alike
+    const rounds = 5, per = Math.max(2, Math.round(o.iters / rounds)), batchPer = Math.max(2, Math.round(o.iters / rounds / 20));
+    const localSingle: number[] = [], c1: number[] = [], c16: number[] = [], localBatch: number[] = [], served: number[] = [];
+    const ratios: number[] = [];
+    let c16Seconds = 0;
+    for (let r = 0; r < rounds; r++) {
+      await timed(per, () => runLocal(one, 1), localSingle);
+      await timed(per, () => call(0, single), c1);
+      const t16 = performance.now();
+      await Promise.all(clients.map(async (_, k) => { for (let i = 0; i < Math.ceil(per / concurrency) * 4; i++) await timed(1, () => call(k, single), c16); }));
+      c16Seconds += (performance.now() - t16) / 1000;
+      const lb: number[] = [], sb: number[] = [];
+      await timed(batchPer, () => runLocal(batch, o.batchSize), lb);
+      await timed(batchPer, () => call(0, big), sb);
+      ratios.push(mean(lb) / mean(sb));
+      localBatch.push(...lb); served.push(...sb);
+    }
+    const perSecond = (ms: number[], n: number) => round(n * 1000 / mean(ms), 1);
+    return {
+      model: `${members}-member one-graph CNN ensemble (untrained weights: same cost as trained)`,
+      threads: o.threads, rounds, batch_size: o.batchSize,
+      concurrency_1: { ...stats(c1), images_per_second: perSecond(c1, 1), requests: c1.length },
+      concurrency_16: { ...stats(c16), images_per_second: round(c16.length / c16Seconds, 1), requests: c16.length },
+      batch: { ...stats(served), images_per_second: perSecond(served, o.batchSize), requests: served.length },
+      in_process: {
+        single: { ...stats(localSingle), images_per_second: perSecond(localSingle, 1), runs: localSingle.length },
+        batch: { ...stats(localBatch), images_per_second: perSecond(localBatch, o.batchSize), runs: localBatch.length },
+      },
+      // the median over rounds of (served images/s) / (in-process images/s) with requests of batch_size images
+      served_over_in_process_throughput: round(quantile(ratios, 0.5)),
+      served_over_in_process_throughput_per_round: ratios.map(x => round(x)),
+      served_over_in_process_single_p50_latency: round(quantile(c1, 0.5) / quantile(localSingle, 0.5)),
+      targets: { concurrency_1_p99_ms_below: 5, throughput_ratio_at_least: 0.8 },
+    };
+  } finally {
+    for (const cl of clients) cl.close();
+    await server.stop();
+    await session.release();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

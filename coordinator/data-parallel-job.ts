@@ -1,0 +1,486 @@
+// Data-parallel jobs on the coordinator: synchronous steps around a parameter server.
+//
+// Each step t: the parameters of version t are broadcast to the workers (chunked, on fleet.dp.params.<job>;
+// a worker that did not get them gets them on its fleet.dp.work.<id> subject), each shard is assigned to a
+// live worker, the shard results come back on fleet.dp.up.<job>, and once every shard is in the optimizer
+// steps once. CNN: one GRADIENT phase, the gradients are summed. SimCLR: a FORWARD phase returns every shard's
+// projections, the coordinator computes the NT-Xent loss over all 2B projections (global negatives) and its
+// gradient, and a BACKWARD phase sends each shard its slice to back-propagate through the encoder and head.
+//
+// Elastic: a shard whose worker is lost (no heartbeat for the coordinator's worker timeout), times out or
+// fails is assigned to another worker; a shard's result is the same on any worker, the first result for
+// (step, phase, shard) is taken and later duplicates are ignored, so no step is applied twice or skipped.
+// Job state (parameters, optimizer state, step, history) is persisted through a StateStore.
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Transport } from '../bus/transport.ts';
+import { SUBJECTS, dpWorkSubject, dpParamsSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
+import { encodeEnvelope, decodeEnvelope, jsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase, type DataParallelResultBody } from '../bus/codec.ts';
+import { sendChunked, Reassembler } from '../bus/chunking.ts';
+import { countingTransport } from '../bus/counting-transport.ts';
+import { ParameterServer } from './parameter-server.ts';
+import type { StateStore } from './state-store.ts';
+import type { Metrics } from '../dashboard/metrics.ts';
+import { DataParallelPlan, validateDataParallelSpec, viewRows, contrastiveOptions, type DataParallelSpec } from '../engine/train/data-parallel.ts';
+import { buildContrastiveLossGraph, linearEvaluation, type SimclrEpoch } from '../engine/train/train-simclr.ts';
+import { evaluate, type EpochMetrics, type Evaluation } from '../engine/train/train-classifier.ts';
+import { cnnRunOutputs, simclrRunOutputs } from '../engine/train/run-outputs.ts';
+import { ClassifierRunner } from '../engine/train/classifier-runner.ts';
+import { ModelRunner } from '../engine/train/model-runner.ts';
+import { TensorSet } from '../engine/model/params.ts';
+import { CNN } from '../engine/model/classifiers.ts';
+import { PROJECTION_DIM } from '../engine/model/simclr.ts';
+import { loadDataset } from '../engine/data/datasets.ts';
+import { gatherLabels } from '../engine/data/split.ts';
+import { ort, type RuntimeOptions } from '../engine/runtime.ts';
+import { writeFileAtomic } from '../engine/util/atomic.ts';
+
+/** One finished step, for progress, the tests (exactness) and `fleet bench scale` (where the time goes). */
+export interface StepInfo {
+  job: string; step: number; epoch: number; loss: number; lr: number;
+  /** The summed gradient the optimizer stepped with (valid only during the callback). */
+  gradient: Float32Array;
+  /** The parameters after the step (valid only during the callback). */
+  params: Float32Array[];
+  workers: string[];
+  wallMs: number;
+  /** Critical path of compute: slowest shard of each phase (+ the coordinator's loss graph for SimCLR). */
+  computeMs: number;
+  /** Summing gradients + averaging BatchNorm statistics + the optimizer step. */
+  aggregationMs: number;
+  bytesOut: number;
+  bytesIn: number;
+  reassigned: number;
+}
+
+/** A data-parallel job's persisted record (job.json). */
+export interface DataParallelRecord {
+  id: string; spec: DataParallelSpec; state: 'running' | 'done' | 'failed'; submittedAt: number; finishedAt?: number;
+  step: number; totalSteps: number; error?: string; summary?: Record<string, unknown>;
+}
+
+/** Training progress that must survive a restart, saved with the parameters. */
+interface Progress {
+  history: (EpochMetrics | SimclrEpoch)[];
+  epoch: { lossSum: number; correct: number; seen: number; seconds: number };
+  trainSeconds: number; trainImages: number;
+}
+
+interface Slot {
+  shard: number; worker?: string; workId?: string; assignedAt?: number; failures: number;
+  result?: Float32Array; loss: number; correct: number; computeMs: number; by?: string;
+}
+
+interface Active {
+  record: DataParallelRecord;
+  plan: DataParallelPlan;
+  ps: ParameterServer;
+  data: ReturnType<typeof loadDataset>;
+  progress: Progress;
+  phase: 'gradient' | 'forward' | 'backward';
+  slots: Slot[];
+  /** Per shard: projections and BatchNorm statistics from the FORWARD phase (SimCLR). */
+  forward: { z: Float32Array; buffers: Float32Array; worker: string; computeMs: number }[];
+  upstream: Float32Array[];
+  version: { id: string; bytes: Uint8Array } | null;
+  workerVersion: Map<string, string>;
+  busy: boolean;
+  /** SimCLR: this step's loss, from the FORWARD phase. */
+  contrastiveLoss: number;
+  stepStart: number; stepBytesOut: number; stepBytesIn: number; stepReassigned: number; lossMs: number; computeMs: number;
+  loss?: ModelRunner;
+}
+
+export interface DataParallelHost {
+  bus: Transport;
+  workers: ReadonlyMap<string, { id: string; state: 'idle' | 'busy' | 'lost' }>;
+  /** The worker runs an ensemble task: data-parallel work waits for others. */
+  busyWithEnsemble(workerId: string): boolean;
+  store: StateStore;
+  outDir(jobId: string): string;
+  log(line: string): void;
+  metrics?: Metrics;
+}
+
+export interface DataParallelOptions {
+  /** Persist the parameter server every this many steps (default 20; always at the end of an epoch). */
+  persistEverySteps?: number;
+  /** A shard not answered within this time is assigned again (default 10 min). */
+  shardTimeoutMs?: number;
+  /** A shard that failed on this many attempts fails its job (default 3). */
+  maxAttempts?: number;
+  /** ONNX Runtime options of the coordinator's own compute (the SimCLR loss, evaluation). */
+  runtime?: RuntimeOptions;
+  onStep?: (s: StepInfo) => void;
+}
+
+export const isDataParallelSpec = (spec: unknown): boolean => (spec as { kind?: unknown } | null)?.kind === 'data-parallel';
+
+const KEY = (id: string, name: string) => `data-parallel/${id}/${name}`;
+const datasets = new Map<string, ReturnType<typeof loadDataset>>();
+
+export class DataParallelJobs {
+  readonly jobs = new Map<string, Active>();
+  readonly finished = new Map<string, DataParallelRecord>();
+  readonly stats = { malformed: 0, reassemblyFailures: 0, stale: 0, reassigned: 0, steps: 0, bytesOut: 0, bytesIn: 0 };
+  private readonly out: Transport;
+  private readonly transfers = new Map<string, Uint8Array>();
+  private readonly reassembler: Reassembler;
+  private sub?: { unsubscribe(): void };
+  private loaded = false;
+  /** After stop() nothing is sent or persisted any more (a stopped coordinator must not overwrite its successor's state). */
+  private stopped = false;
+
+  constructor(private readonly host: DataParallelHost, private readonly o: DataParallelOptions = {}) {
+    this.out = countingTransport(host.bus, n => { this.stats.bytesOut += n; for (const j of this.jobs.values()) j.stepBytesOut += n; });
+    this.reassembler = new Reassembler({
+      onComplete: (id, payload) => {
+        this.transfers.set(id, payload);
+        if (this.transfers.size > 256) this.transfers.delete(this.transfers.keys().next().value!);
+      },
+      onError: (id, reason) => { this.stats.reassemblyFailures++; host.metrics?.reassemblyFailures.inc(); host.log(`data-parallel: transfer ${id} failed: ${reason}`); },
+    });
+  }
+
+  /** Subscribes to the workers' results and resumes the persisted running jobs. */
+  async start(): Promise<void> {
+    this.sub = this.host.bus.subscribe(SUBJECTS.dpUpAll, msg => {
+      this.stats.bytesIn += msg.data.length;
+      const job = this.jobs.get(msg.subject.slice(SUBJECTS.dpUpPrefix.length + 1));
+      if (job) job.stepBytesIn += msg.data.length;
+      const d = decodeEnvelope(msg.data);
+      const body = d.ok ? d.envelope.body : null;
+      if (body?.kind === 'chunk') return this.reassembler.accept(body.value);
+      if (body?.kind === 'dpResult') return this.onResult(body.value);
+      this.stats.malformed++;
+      this.host.metrics?.malformed.inc({ kind: 'dpResult' });
+      this.host.log(`data-parallel: dropped a malformed message on ${msg.subject}: ${d.ok ? `a ${d.envelope.body.kind} message` : d.reason}`);
+    });
+    for (const key of await this.host.store.list('data-parallel/')) {
+      if (!key.endsWith('/job.json')) continue;
+      try {
+        const record = JSON.parse(new TextDecoder().decode((await this.host.store.get(key))!)) as DataParallelRecord;
+        validateDataParallelSpec(record.spec);
+        if (record.state !== 'running') { this.finished.set(record.id, record); continue; }
+        const job = this.activate(record);
+        const saved = await job.ps.load<Progress>(this.host.store, KEY(record.id, 'state.ckpt'));
+        if (saved) { job.progress = saved; record.step = job.ps.step; }
+        this.host.log(`data-parallel job ${record.id}: resumed at step ${job.ps.step}/${record.totalSteps}`);
+      } catch (e) {
+        this.host.log(`data-parallel: ${this.host.store.description}: ${key} skipped: ${(e as Error).message}`);
+      }
+    }
+    this.loaded = true;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.sub?.unsubscribe();
+    for (const j of this.jobs.values()) await j.loss?.release();
+  }
+
+  /** Validates a submitted spec (untrusted JSON) and starts the job; throws naming the first bad field. */
+  submit(spec: unknown): DataParallelRecord {
+    validateDataParallelSpec(spec);
+    const id = `job-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+    const record: DataParallelRecord = { id, spec, state: 'running', submittedAt: Date.now(), step: 0, totalSteps: 0 };
+    const job = this.activate(record);
+    this.saveRecord(record).catch(e => this.host.log(`data-parallel job ${id}: saving its record failed: ${(e as Error).message}`));
+    this.host.log(`data-parallel job ${id}: ${spec.model}, ${job.plan.totalSteps} steps of ${spec.batchSize} images in ${spec.shards} shards`);
+    return record;
+  }
+
+  private activate(record: DataParallelRecord): Active {
+    const spec = record.spec;
+    if (!datasets.has(spec.dataset)) datasets.set(spec.dataset, loadDataset(spec.dataset));
+    const data = datasets.get(spec.dataset)!;
+    const plan = new DataParallelPlan(spec, data.train.count);
+    record.totalSteps = plan.totalSteps;
+    const job: Active = {
+      record, plan, ps: new ParameterServer(spec, this.host.metrics), data, phase: 'gradient', slots: [], forward: [], upstream: [],
+      progress: { history: [], epoch: { lossSum: 0, correct: 0, seen: 0, seconds: 0 }, trainSeconds: 0, trainImages: 0 },
+      version: null, workerVersion: new Map(), busy: false, contrastiveLoss: NaN, stepStart: 0, stepBytesOut: 0, stepBytesIn: 0, stepReassigned: 0, lossMs: 0, computeMs: 0,
+    };
+    this.jobs.set(record.id, job);
+    return job;
+  }
+
+  /** The jobs for /api/jobs. */
+  view() {
+    return [...[...this.jobs.values()].map(j => j.record), ...this.finished.values()].map(r => ({
+      id: r.id, state: r.state, kind: 'data-parallel', model: r.spec.model, shards: r.spec.shards, submittedAt: r.submittedAt, finishedAt: r.finishedAt,
+      done: r.step, tasks: r.totalSteps, error: r.error, summary: r.summary,
+    }));
+  }
+
+  /** Starts steps, and assigns shards that have no live worker. */
+  tick(now = Date.now()): void {
+    if (!this.loaded || this.stopped) return;
+    this.reassembler.sweep(now);
+    for (const job of this.jobs.values()) {
+      if (job.busy) continue;
+      if (!job.slots.length) this.startStep(job);
+      this.assign(job, now);
+    }
+  }
+
+  private startStep(job: Active) {
+    const t = job.ps.step;
+    job.stepStart = performance.now();
+    job.stepBytesOut = job.stepBytesIn = job.stepReassigned = 0;
+    job.lossMs = job.computeMs = 0;
+    job.version = { id: `${job.record.id}-v${t}-${randomBytes(3).toString('hex')}`, bytes: tensorToBytes(job.ps.versionPayload()) };
+    // one broadcast for every live worker (the server fans it out); a worker that joins later gets it with its work
+    const live = this.liveWorkers();
+    if (live.length) {
+      void sendChunked(this.out, dpParamsSubject(job.record.id), job.version.bytes, { transferId: job.version.id, sender: 'coordinator' }).catch(() => {});
+      for (const w of live) job.workerVersion.set(w, job.version.id);
+    }
+    job.phase = job.record.spec.model === 'cnn' ? 'gradient' : 'forward';
+    job.slots = this.freshSlots(job);
+  }
+
+  private freshSlots(job: Active): Slot[] {
+    return Array.from({ length: job.record.spec.shards }, (_, shard) => ({ shard, failures: 0, loss: 0, correct: 0, computeMs: 0 }));
+  }
+
+  private assign(job: Active, now: number) {
+    const timeout = this.o.shardTimeoutMs ?? 10 * 60_000;
+    const live = this.liveWorkers();
+    for (const id of job.workerVersion.keys()) if (!live.includes(id)) job.workerVersion.delete(id); // a worker back from lost may have restarted
+    for (const slot of job.slots) {
+      if (slot.result) continue;
+      if (slot.worker && (!live.includes(slot.worker) || now - slot.assignedAt! > timeout)) {
+        this.host.log(`data-parallel job ${job.record.id}: step ${job.ps.step} shard ${slot.shard} (${job.phase}) moves off ${slot.worker}` +
+          ` (${live.includes(slot.worker) ? `no answer in ${timeout} ms` : 'worker lost'})`);
+        slot.worker = undefined;
+        this.stats.reassigned++;
+        job.stepReassigned++;
+      }
+      if (slot.worker || !live.length) continue;
+      // the worker that ran this shard's forward pass keeps it for the backward pass (its inputs are cached)
+      const preferred = job.phase === 'backward' ? job.forward[slot.shard]?.worker : undefined;
+      const load = (id: string) => job.slots.filter(s => s.worker === id && !s.result).length;
+      const worker = preferred && live.includes(preferred) && load(preferred) === 0 ? preferred : live.reduce((a, b) => (load(b) < load(a) ? b : a));
+      this.send(job, slot, worker, now);
+    }
+  }
+
+  /** Workers that can take shards: heartbeating and not running an ensemble task. */
+  private liveWorkers(): string[] {
+    return [...this.host.workers.values()].filter(w => w.state !== 'lost' && !this.host.busyWithEnsemble(w.id)).map(w => w.id).sort();
+  }
+
+  private send(job: Active, slot: Slot, worker: string, now: number) {
+    const subject = dpWorkSubject(worker), t = job.ps.step;
+    const phase = job.phase === 'gradient' ? DataParallelPhase.GRADIENT : job.phase === 'forward' ? DataParallelPhase.FORWARD : DataParallelPhase.BACKWARD;
+    // the chunks are published synchronously before the work message, on the same subject: they arrive first
+    if (job.workerVersion.get(worker) !== job.version!.id) {
+      void sendChunked(this.out, subject, job.version!.bytes, { transferId: job.version!.id, sender: 'coordinator' }).catch(() => {});
+      job.workerVersion.set(worker, job.version!.id);
+    }
+    let upstreamTransferId = '';
+    if (phase === DataParallelPhase.BACKWARD) {
+      upstreamTransferId = `${job.record.id}-u${t}-${slot.shard}-${randomBytes(3).toString('hex')}`;
+      void sendChunked(this.out, subject, tensorToBytes(job.upstream[slot.shard]), { transferId: upstreamTransferId, sender: 'coordinator' }).catch(() => {});
+    }
+    slot.worker = worker;
+    slot.assignedAt = now;
+    slot.workId = `${job.record.id}-${t}-${phase}-${slot.shard}-${randomBytes(3).toString('hex')}`;
+    this.out.publish(subject, encodeEnvelope({ kind: 'dpWork', value: {
+      jobId: job.record.id, workId: slot.workId, step: t, phase, shard: slot.shard, shards: job.record.spec.shards,
+      paramsTransferId: job.version!.id, upstreamTransferId, specJson: jsonField(job.record.spec),
+    } }, 'coordinator'));
+  }
+
+  private onResult(r: DataParallelResultBody) {
+    const job = this.jobs.get(r.jobId);
+    const phase = job ? (job.phase === 'gradient' ? DataParallelPhase.GRADIENT : job.phase === 'forward' ? DataParallelPhase.FORWARD : DataParallelPhase.BACKWARD) : -1;
+    const slot = job?.slots[r.shard];
+    if (!job || job.busy || r.step !== job.ps.step || r.phase !== phase || !slot || slot.result) { this.stats.stale++; return; }
+    const fail = (error: string) => {
+      slot.failures++;
+      job.workerVersion.delete(r.workerId); // it may have lost the parameters: send them again
+      if (slot.worker === r.workerId) slot.worker = undefined;
+      this.host.log(`data-parallel job ${job.record.id}: step ${r.step} shard ${r.shard} failed on ${r.workerId} (${slot.failures}): ${error}`);
+      if (slot.failures >= (this.o.maxAttempts ?? 3)) void this.fail(job, `step ${r.step} shard ${r.shard} failed on ${slot.failures} attempts: ${error}`);
+      else this.assign(job, Date.now());
+    };
+    if (!r.ok) return fail(r.error);
+    const bytes = this.transfers.get(r.tensors!.transferId);
+    if (!bytes) return fail(`its tensors (transfer ${r.tensors!.transferId}) did not arrive whole`);
+    this.transfers.delete(r.tensors!.transferId);
+    const n = job.plan.shardSizes(r.step)[r.shard], P = job.ps.paramCount, Bn = job.ps.bufferCount;
+    const expected = phase === DataParallelPhase.GRADIENT ? P + Bn : phase === DataParallelPhase.FORWARD ? 2 * n * PROJECTION_DIM + Bn : P;
+    const t = bytesToTensor(bytes, DType.FLOAT32, [expected]);
+    if (!t.ok) return fail(`wrong result size: ${t.reason}`);
+    const values = t.tensor as Float32Array;
+    Object.assign(slot, { result: values, loss: r.loss, correct: r.correct, computeMs: r.computeMs, by: r.workerId });
+    if (job.slots.every(s => s.result)) void this.advance(job);
+  }
+
+  /** Every shard of the phase is in: the next phase, or the optimizer step. */
+  private async advance(job: Active) {
+    job.busy = true;
+    try {
+      job.computeMs += Math.max(...job.slots.map(s => s.computeMs));
+      if (job.phase === 'forward') return await this.contrastiveLoss(job);
+      const P = job.ps.paramCount;
+      const grads = job.slots.map(s => s.result!.subarray(0, P));
+      const buffers = job.phase === 'gradient' ? job.slots.map(s => s.result!.subarray(P)) : job.forward.map(f => f.buffers);
+      const loss = job.phase === 'gradient' ? job.slots.reduce((a, s) => a + s.loss, 0) : job.contrastiveLoss;
+      const correct = job.slots.reduce((a, s) => a + s.correct, 0);
+      const workers = [...new Set([...job.slots.map(s => s.by!), ...job.forward.map(f => f.worker)])].sort();
+      await this.applyStep(job, grads, buffers, loss, correct, workers);
+    } catch (e) {
+      await this.fail(job, (e as Error).message);
+    } finally {
+      job.busy = false;
+    }
+    this.tick();
+  }
+
+  /** SimCLR: NT-Xent over all 2B projections, and each shard's slice of dloss/dz. */
+  private async contrastiveLoss(job: Active) {
+    const t0 = performance.now();
+    const { spec } = job.record, t = job.ps.step, sizes = job.plan.shardSizes(t), B = sizes.reduce((a, b) => a + b, 0), D = PROJECTION_DIM;
+    job.forward = job.slots.map(s => ({ z: s.result!.subarray(0, 2 * sizes[s.shard] * D), buffers: s.result!.subarray(2 * sizes[s.shard] * D), worker: s.by!, computeMs: s.computeMs }));
+    const z = new Float32Array(2 * B * D);
+    sizes.forEach((_, s) => {
+      const { a, b, n } = viewRows(sizes, s), zs = job.forward[s].z;
+      z.set(zs.subarray(0, n * D), a * D);
+      z.set(zs.subarray(n * D), b * D);
+    });
+    const feeds: Record<string, ort.Tensor> = { z: new ort.Tensor('float32', z, [2 * B, D]) };
+    if (spec.supervised) {
+      const l8 = gatherLabels(job.data.train, job.plan.batch(t).indices);
+      feeds.labels = new ort.Tensor('int64', BigInt64Array.from([...l8, ...l8], v => BigInt(v)), [2 * B]);
+    }
+    job.loss ??= new ModelRunner(new TensorSet([]), new TensorSet([]), this.o.runtime ?? {});
+    const out = await job.loss.run(`loss/${2 * B}`, () => buildContrastiveLossGraph(2 * B, !!spec.supervised, contrastiveOptions(spec)), feeds);
+    const loss = (out.loss.data as Float32Array)[0], gz = out['grad.z'].data as Float32Array;
+    if (!Number.isFinite(loss)) throw new Error(`training diverged: the contrastive loss is ${loss} at step ${t}`);
+    job.upstream = sizes.map((_, s) => {
+      const { a, b, n } = viewRows(sizes, s), u = new Float32Array(2 * n * D);
+      u.set(gz.subarray(a * D, (a + n) * D), 0);
+      u.set(gz.subarray(b * D, (b + n) * D), n * D);
+      return u;
+    });
+    job.contrastiveLoss = loss;
+    job.phase = 'backward';
+    job.slots = this.freshSlots(job);
+    job.lossMs = performance.now() - t0;
+    job.computeMs += job.lossMs;
+  }
+
+  private async applyStep(job: Active, grads: Float32Array[], buffers: Float32Array[], loss: number, correct: number, workers: string[]) {
+    const { record, plan, ps, progress } = job;
+    const t = ps.step, { epoch, k, indices } = plan.batch(t), lr = plan.schedule(t);
+    if (!Number.isFinite(loss)) throw new Error(`training diverged: loss is ${loss} at step ${t}`);
+    const a0 = performance.now();
+    const gradient = ps.apply(grads, buffers, lr);
+    const aggregationMs = performance.now() - a0;
+    this.stats.steps++;
+    record.step = ps.step;
+    const wallMs = performance.now() - job.stepStart;
+    progress.epoch.lossSum += loss * indices.length; progress.epoch.correct += correct; progress.epoch.seen += indices.length;
+    progress.epoch.seconds += wallMs / 1000;
+    this.o.onStep?.({ job: record.id, step: t, epoch, loss, lr, gradient, params: ps.state.params.data, workers, wallMs, computeMs: job.computeMs, aggregationMs,
+      bytesOut: job.stepBytesOut, bytesIn: job.stepBytesIn, reassigned: job.stepReassigned });
+    this.progressEvent(job, { event: 'step', step: t + 1, steps: plan.totalSteps, workers, wall_ms: Math.round(wallMs) }, epoch, k + 1, loss);
+    const endOfEpoch = k === plan.itersPerEpoch - 1;
+    if (endOfEpoch) await this.endEpoch(job, epoch, lr);
+    job.slots = [];
+    job.forward = [];
+    if (endOfEpoch || ps.step % (this.o.persistEverySteps ?? 20) === 0 || ps.step === plan.totalSteps) await this.persist(job);
+    if (ps.step === plan.totalSteps && !this.stopped) await this.finish(job);
+  }
+
+  private async endEpoch(job: Active, epoch: number, lr: number) {
+    const e = job.progress.epoch;
+    const m: EpochMetrics | SimclrEpoch = job.record.spec.model === 'cnn'
+      ? { epoch, lr, seconds: e.seconds, train_loss: e.lossSum / e.seen, train_accuracy: e.correct / e.seen, ...await this.evaluateCnn(job) }
+      : { epoch, lr, seconds: e.seconds, train_loss: e.lossSum / e.seen };
+    job.progress.history.push(m);
+    job.progress.trainSeconds += e.seconds; job.progress.trainImages += e.seen;
+    job.progress.epoch = { lossSum: 0, correct: 0, seen: 0, seconds: 0 };
+    this.progressEvent(job, { event: 'epoch', ...m }, epoch, job.plan.itersPerEpoch, m.train_loss);
+  }
+
+  private async evaluateCnn(job: Active): Promise<Partial<EpochMetrics> & { test?: Evaluation }> {
+    const { ps, plan, data, record } = job;
+    const runner = new ClassifierRunner(CNN, ps.state.params, ps.state.buffers, this.o.runtime ?? {});
+    try {
+      const B = record.spec.batchSize;
+      const val = plan.val.length ? await evaluate(runner, data.train, plan.val, B) : undefined;
+      const testCount = Math.min(data.test.count, record.spec.limitTest ?? Infinity);
+      const test = await evaluate(runner, data.test, Uint32Array.from({ length: testCount }, (_, i) => i), B);
+      return { ...(val ? { val_loss: val.loss, val_accuracy: val.accuracy } : {}), test_loss: test.loss, test_accuracy: test.accuracy };
+    } finally {
+      await runner.release();
+    }
+  }
+
+  /** Writes the model files and metrics, as a local run of the same model would. */
+  private async finish(job: Active) {
+    const { record, ps, progress, data, plan } = job, spec = record.spec;
+    const seconds = progress.trainSeconds, imagesPerSecond = progress.trainImages / Math.max(seconds, 1e-9);
+    let outputs;
+    if (spec.model === 'cnn') {
+      const history = progress.history as EpochMetrics[];
+      const last = history.at(-1)!;
+      const bestIndex = history.reduce((bi, m, i) => ((m.val_loss ?? Infinity) < (history[bi].val_loss ?? Infinity) ? i : bi), 0);
+      outputs = cnnRunOutputs({ params: ps.state.params, buffers: ps.state.buffers, history, seconds, imagesPerSecond, recipe: spec.recipe.name, dataset: spec.dataset,
+        test: { loss: last.test_loss!, accuracy: last.test_accuracy!, probabilities: new Float32Array(0) }, bestEpoch: history[bestIndex].epoch, stoppedEarly: false });
+    } else {
+      const lin = await linearEvaluation(ps.state.params, ps.state.buffers, {
+        epochs: spec.epochs, batchSize: spec.batchSize, seed: spec.seed, supervised: !!spec.supervised, train: data.train, test: data.test,
+        limitTrain: spec.limitTrain, limitTest: spec.limitTest, probeEpochs: spec.probeEpochs, runtime: this.o.runtime,
+      }, plan.trainCount, line => this.host.log(`data-parallel job ${record.id}: ${line}`));
+      outputs = simclrRunOutputs({ params: ps.state.params, buffers: ps.state.buffers, probe: lin.probe, history: progress.history as SimclrEpoch[],
+        seconds, imagesPerSecond, linearEval: lin, supervised: !!spec.supervised, dataset: spec.dataset });
+    }
+    const out = this.host.outDir(record.id);
+    for (const [name, content] of Object.entries(outputs.files)) writeFileAtomic(path.join(out, name), content);
+    const summary = { model: spec.model, members: 1, ...outputs.summary, data_parallel: true, shards: spec.shards, steps: plan.totalSteps, out };
+    writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, job: record.id, config: spec, history: progress.history }, null, 2) + '\n');
+    record.summary = { ...summary, headline: outputs.headline };
+    record.state = 'done';
+    record.finishedAt = Date.now();
+    await this.saveRecord(record);
+    this.retire(job);
+    this.host.log(`data-parallel job ${record.id}: finished: ${outputs.headline}`);
+    this.host.bus.publish(jobDoneSubject(record.id), jsonField({ ok: true, summary: record.summary }));
+  }
+
+  private async fail(job: Active, error: string) {
+    if (job.record.state !== 'running' || this.stopped) return;
+    Object.assign(job.record, { state: 'failed', error, finishedAt: Date.now() });
+    await this.saveRecord(job.record).catch(() => {});
+    this.retire(job);
+    this.host.log(`data-parallel job ${job.record.id}: failed: ${error}`);
+    this.host.bus.publish(jobDoneSubject(job.record.id), jsonField({ ok: false, error }));
+  }
+
+  private retire(job: Active) {
+    this.jobs.delete(job.record.id);
+    this.finished.set(job.record.id, job.record);
+    void job.loss?.release();
+  }
+
+  private async persist(job: Active) {
+    if (this.stopped) return;
+    await job.ps.save(this.host.store, KEY(job.record.id, 'state.ckpt'), job.progress);
+    await this.saveRecord(job.record);
+  }
+
+  private async saveRecord(r: DataParallelRecord) {
+    if (!this.stopped) await this.host.store.put(KEY(r.id, 'job.json'), JSON.stringify(r, null, 2));
+  }
+
+  private progressEvent(job: Active, metrics: Record<string, unknown>, epoch: number, batch: number, loss: number) {
+    this.host.bus.publish(jobProgressSubject(job.record.id), encodeEnvelope({ kind: 'progress', value: {
+      taskId: 'data-parallel', jobId: job.record.id, epoch, batch, batches: job.plan.itersPerEpoch, loss: Number.isFinite(loss) ? loss : 0, metricsJson: jsonField(metrics),
+    } }, 'coordinator'));
+  }
+}

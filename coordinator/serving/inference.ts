@@ -1,0 +1,42 @@
+// One inference request, from a decoded ModelInferRequest to a ModelInferResponse or a ServeError, counted
+// in the metrics. The gRPC handlers (ModelInfer, ModelStreamInfer) and the bus (ensemble members asked over
+// fleet.infer.<model>) all come through here.
+import type { Metrics } from '../../dashboard/metrics.ts';
+import { ServeError, Status, codeOf, invalid, statusName } from './errors.ts';
+import { decodeImages } from './inputs.ts';
+import { buildResponse, selectOutputs } from './outputs.ts';
+import type { ModelInferRequest, ModelInferResponse } from './protocol.ts';
+import type { ModelRepository } from './repository.ts';
+
+/** The metric label for names that are not models of the repository (unbounded label values are not allowed). */
+export const UNKNOWN_MODEL_LABEL = '_unknown';
+
+export class Inference {
+  constructor(private readonly repo: ModelRepository, private readonly metrics?: Metrics) {}
+
+  /** Answers one request; deadline is an epoch time in ms (Infinity for none). Rejects with a ServeError. */
+  async infer(req: ModelInferRequest, deadline = Infinity): Promise<ModelInferResponse> {
+    const started = process.hrtime.bigint();
+    let label = UNKNOWN_MODEL_LABEL;
+    try {
+      if (typeof req?.model_name !== 'string' || req.model_name === '') throw invalid('model_name is empty');
+      const model = this.repo.get(req.model_name, req.model_version ?? '');
+      label = model.name;
+      const images = decodeImages(req, model.config.maxRequestImages);
+      // (for a MIL model the N images are the instances of one bag)
+      const r = await model.infer(images, deadline);
+      const res = buildResponse(req, model.version, selectOutputs(req, r.outputs), images.raw, r.parameters);
+      this.count(label, Status.OK, started);
+      return res;
+    } catch (e) {
+      this.count(label, codeOf(e), started);
+      throw e instanceof ServeError ? e : new ServeError(Status.INTERNAL, `inference failed: ${(e as Error)?.message ?? String(e)}`);
+    }
+  }
+
+  private count(model: string, code: Status, started: bigint) {
+    if (!this.metrics) return;
+    this.metrics.inferRequests.inc({ model, status: statusName(code) });
+    if (model !== UNKNOWN_MODEL_LABEL) this.metrics.inferLatency.observe({ model }, Number(process.hrtime.bigint() - started) / 1e9);
+  }
+}
