@@ -18,6 +18,7 @@ import { DirStateStore, type StateStore } from './state-store.ts';
 import { createMetrics, type Metrics } from '../dashboard/metrics.ts';
 import { meteredTransport } from '../bus/metered-transport.ts';
 import { ClusterMonitor } from './monitor.ts';
+import { specChecker } from '../engine/util/spec-check.ts';
 
 
 /** What a client submits: the ensemble to train (runtime settings are the workers'). */
@@ -434,14 +435,7 @@ const LIMITS = { members: 1000, epochs: 10_000, batchSize: 65_536 };
 
 /** A submitted job spec is untrusted JSON: check its shape before anything is created or saved. */
 export function validateJobSpec(spec: unknown): asserts spec is JobSpec {
-  const bad = (field: string, value: unknown, want: string) => new Error(`job spec: ${field} must be ${want}, got ${JSON.stringify(value)}`);
-  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw bad('the spec', spec, 'a JSON object');
-  const o = spec as Record<string, unknown>;
-  const int = (k: string, min: number, max: number, optional = false) => {
-    const v = o[k];
-    if (optional && v === undefined) return;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(k, v, `an integer in [${min}, ${max}]`);
-  };
+  const { o, bad, int } = specChecker('job spec', spec);
   if (!(ENSEMBLE_KINDS as readonly unknown[]).includes(o.kind)) throw bad('kind', o.kind, `one of ${ENSEMBLE_KINDS.join('|')}`);
   if (o.model !== undefined && o.model !== 'cnn' && o.model !== 'simclr') throw bad('model', o.model, 'cnn or simclr');
   int('members', 1, LIMITS.members);

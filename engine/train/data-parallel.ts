@@ -20,6 +20,7 @@ import { twoViews } from '../data/simclr-augment.ts';
 import { randomShift } from '../data/augment.ts';
 import { Rng } from '../util/random.ts';
 import { size } from '../graph/graph.ts';
+import { specChecker } from '../util/spec-check.ts';
 
 /** A data-parallel job as submitted to the coordinator (plain JSON). */
 export interface DataParallelSpec {
@@ -288,14 +289,7 @@ const LIMITS = { shards: 256, epochs: 10_000, batchSize: 65_536, images: 10_000_
 
 /** Throws naming the first bad field; the coordinator and the workers both check every spec they get. */
 export function validateDataParallelSpec(spec: unknown): asserts spec is DataParallelSpec {
-  const bad = (field: string, value: unknown, want: string) => new Error(`data-parallel job spec: ${field} must be ${want}, got ${JSON.stringify(value)}`);
-  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw bad('the spec', spec, 'a JSON object');
-  const o = spec as Record<string, unknown>;
-  const int = (k: string, min: number, max: number, optional = false) => {
-    const v = o[k];
-    if (optional && v === undefined) return;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(k, v, `an integer in [${min}, ${max}]`);
-  };
+  const { o, bad, int } = specChecker('data-parallel job spec', spec);
   if (o.kind !== 'data-parallel') throw bad('kind', o.kind, '"data-parallel"');
   if (o.model !== 'cnn' && o.model !== 'simclr') throw bad('model', o.model, 'cnn or simclr');
   int('shards', 1, LIMITS.shards);
