@@ -72,7 +72,8 @@ ensembles (model.onnx is then ONE graph: every member plus the weighted vote; me
   --workers N         train members on N worker threads (default 1: one after another); the run is a
                       coordinator and N workers in this process (job state in --out/state: an
                       interrupted run continues with --resume)
-  --http HOST:PORT    serve the coordinator's HTTP port during the run (/api/cluster, /api/jobs; default off)
+  --http HOST:PORT    serve the coordinator's HTTP port during the run (dashboard at /, /metrics, /api/*;
+                      default off)
   --objective NAME    selection: loss (default, minimise validation cross-entropy) or accuracy
   --init-size N       selection: sorted initialisation with the best N members (default 0)
   --max-iter N        selection: greedy steps, with replacement (default 50)

@@ -326,8 +326,9 @@ export class Coordinator {
     t.transferId = undefined;
   }
 
+  /** The tasks a worker is training for us (not those whose result it sent and that are being stored). */
   private leasedTo(workerId: string): TaskRecord[] {
-    return [...this.jobs.values()].filter(j => j.state === 'running').flatMap(j => j.tasks.filter(t => t.state === 'leased' && t.worker === workerId));
+    return [...this.jobs.values()].filter(j => j.state === 'running').flatMap(j => j.tasks.filter(t => t.state === 'leased' && t.worker === workerId && !this.storing.has(t)));
   }
 
   /** Expires lost workers and leases queued tasks to idle ones. */

@@ -29,7 +29,7 @@ export interface EmbeddedOptions {
   dataDir?: string;
   /** Continue the unfinished job in <out>/state instead of starting one. */
   resume?: boolean;
-  /** Serve the coordinator's HTTP port (/api/cluster, /api/jobs) while the run lasts. */
+  /** Serve the coordinator's HTTP port (the dashboard, /metrics, /api/*) while the run lasts. */
   http?: { host: string; port: number };
   onBatch?: (taskId: string, b: Omit<BatchInfo, 'images'>) => void;
   onEpoch?: (taskId: string, m: EpochMetrics) => void;
@@ -54,7 +54,7 @@ export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
     const resumed = !!o.resume;
     if (o.http) {
       server = await serveHttp(c, o.http.host, o.http.port);
-      log(`embedded coordinator: http://${o.http.host}:${(server.address() as { port: number }).port}/ (/api/cluster, /api/jobs)`);
+      log(`embedded coordinator: http://${o.http.host}:${(server.address() as { port: number }).port}/ (dashboard, /metrics, /api/cluster, /api/jobs)`);
     }
     // subscribed before anything runs, so that no progress and not the end are missed
     const lastBatch = new Map<string, Omit<BatchInfo, 'images'>>();

@@ -2,8 +2,8 @@
 // every key; a value small enough for one message is stored inline, a larger one (a member's result is
 // megabytes, over the server's max_payload) goes to the object store of the same name and the KV value
 // points to it. Replacing a key = writing the new blob under a fresh name, then one KV put (the atomic
-// switch), then removing the old blob; a crash in between leaves at most an unreferenced blob, which
-// removeOrphanBlobs() deletes.
+// switch), then removing the old blob after a grace period (a reader that took the old pointer can still
+// read it); a crash in between leaves at most an unreferenced blob, which removeOrphanBlobs() deletes.
 import { randomBytes } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
@@ -16,6 +16,10 @@ export interface JetStreamStateOptions {
   bucket?: string;
   /** Values up to this many bytes are stored inline in the KV entry (default: 64 KiB or half of max_payload). */
   inlineMax?: number;
+  /** A replaced or deleted blob is removed this long after the switch (default 10 s; 0: at once). */
+  retireAfterMs?: number;
+  /** A blob read that receives nothing for this long is given up and the key read again (default 10 s). */
+  readStallMs?: number;
 }
 
 export const DEFAULT_STATE_BUCKET = 'fleet-state';
@@ -29,8 +33,11 @@ const dec = new TextDecoder();
 
 export class JetStreamStateStore implements StateStore {
   readonly description: string;
+  /** Replaced blobs waiting for their grace period to end. */
+  private readonly retiring = new Map<string, NodeJS.Timeout>();
 
-  private constructor(readonly bucket: string, private readonly kv: KV, private readonly obj: ObjectStore, private readonly inlineMax: number) {
+  private constructor(readonly bucket: string, private readonly kv: KV, private readonly obj: ObjectStore, private readonly inlineMax: number,
+    private readonly retireAfterMs: number, private readonly readStallMs: number) {
     this.description = `JetStream bucket ${bucket}`;
   }
 
@@ -46,7 +53,7 @@ export class JetStreamStateStore implements StateStore {
     const kv = await new Kvm(nc).create(bucket, { history: 1 });
     const obj = await new Objm(nc).create(bucket);
     const maxPayload = nc.info?.max_payload ?? 1024 * 1024;
-    return new JetStreamStateStore(bucket, kv, obj, o.inlineMax ?? Math.min(64 * 1024, Math.floor(maxPayload / 2)));
+    return new JetStreamStateStore(bucket, kv, obj, o.inlineMax ?? Math.min(64 * 1024, Math.floor(maxPayload / 2)), o.retireAfterMs ?? 10_000, o.readStallMs ?? 10_000);
   }
 
   async put(key: string, data: Uint8Array | string): Promise<void> {
@@ -62,19 +69,19 @@ export class JetStreamStateStore implements StateStore {
       value = tagged(BLOB, enc.encode(name));
     }
     await this.kv.put(k, value);
-    if (old) await this.obj.delete(old).catch(() => {}); // left behind, it is an orphan for removeOrphanBlobs()
+    if (old) await this.retire(old);
   }
 
   async get(key: string): Promise<Uint8Array | null> {
     const k = kvKey(key);
-    // twice: a concurrent put may remove the blob between our reading the pointer and the blob
-    for (let attempt = 0; attempt < 2; attempt++) {
+    // more than once: the blob we were pointed to may be gone (replaced long ago) by the time we read it
+    for (let attempt = 0; attempt < 3; attempt++) {
       const e = await this.kv.get(k);
       if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
       if (e.value[0] === INLINE) return new Uint8Array(e.value.subarray(1)); // a plain copy, not the client's Buffer
       if (e.value[0] !== BLOB) throw new Error(`${this.description}: ${key}: not a fleet state value (tag ${e.value[0]})`);
-      const blob = await this.obj.getBlob(dec.decode(e.value.subarray(1)));
-      if (blob) return blob instanceof Buffer ? new Uint8Array(blob) : blob;
+      const blob = await this.readBlob(dec.decode(e.value.subarray(1)));
+      if (blob) return blob;
     }
     throw new Error(`${this.description}: ${key}: its blob is missing from the object store`);
   }
@@ -90,7 +97,33 @@ export class JetStreamStateStore implements StateStore {
     const k = kvKey(key);
     const old = blobOf(await this.kv.get(k));
     await this.kv.delete(k);
-    if (old) await this.obj.delete(old).catch(() => {});
+    if (old) await this.retire(old);
+  }
+
+  /** A blob's bytes, or null when it is gone; a read whose chunks stop coming (purged meanwhile) is given up. */
+  private async readBlob(name: string): Promise<Uint8Array | null> {
+    const r = await this.obj.get(name);
+    if (!r) return null;
+    const reader = r.data.getReader();
+    const parts: Uint8Array[] = [];
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const stalled = new Promise<'stalled'>(resolve => { timer = setTimeout(() => resolve('stalled'), this.readStallMs); });
+      const next = await Promise.race([reader.read(), stalled]).finally(() => clearTimeout(timer));
+      if (next === 'stalled') { await reader.cancel().catch(() => {}); return null; }
+      if (next.done) break;
+      parts.push(next.value);
+    }
+    await r.error.then(e => { if (e) throw e; }); // the digest check
+    return new Uint8Array(Buffer.concat(parts));
+  }
+
+  /** Removes a blob no key points to any more, after the grace period for readers that still hold its name. */
+  private async retire(name: string): Promise<void> {
+    if (this.retireAfterMs <= 0) { await this.obj.delete(name).catch(() => {}); return; }
+    const timer = setTimeout(() => { this.retiring.delete(name); void this.obj.delete(name).catch(() => {}); }, this.retireAfterMs);
+    timer.unref(); // a process that exits first leaves an orphan for removeOrphanBlobs()
+    this.retiring.set(name, timer);
   }
 
   /** Deletes blobs no key points to (left by a crash between a blob write and its KV put). Call before writing. */
@@ -107,7 +140,11 @@ export class JetStreamStateStore implements StateStore {
     return removed;
   }
 
-  async close(): Promise<void> {} // the connection belongs to the transport
+  /** Removes the blobs still in their grace period (the connection itself belongs to the transport). */
+  async close(): Promise<void> {
+    for (const [name, timer] of this.retiring) { clearTimeout(timer); await this.obj.delete(name).catch(() => {}); }
+    this.retiring.clear();
+  }
 }
 
 /** The common key grammar (checkKey) is a subset of what KV keys allow, so a valid key is a valid KV key. */

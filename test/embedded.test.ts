@@ -81,6 +81,11 @@ describe('embedded run: coordinator + worker threads on the in-process bus', fun
     assert.equal(jobs[0].state, 'running');
     assert.equal(jobs[0].members, 2);
     const jobId = jobs[0].id;
+    const page = await fetch(`${api}/`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-type') ?? '', /text\/html/);
+    const metrics = await (await fetch(`${api}/metrics`)).text();
+    assert.match(metrics, /^fleet_workers_connected\{device="cpu"\} 1$/m);
     // member-1 done, member-2 under way: kill -9
     await waitFor(() => readJob(state, jobId)?.tasks[0].state === 'done', 120_000, 'member-1 done', 50);
     await first.kill('SIGKILL');

@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Objm } from '@nats-io/obj';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
 import { JetStreamStateStore } from '../coordinator/jetstream-state-store.ts';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
@@ -86,6 +87,7 @@ function contract(name: string, fresh: () => Promise<StateStore>) {
       await reader;
       assert.ok(Buffer.from((await s.get('race'))!).equals(values.at(-1)!));
       assert.ok(seen.size >= 1);
+      await s.close(); // also ends the grace period of the replaced blobs
     });
 
     it('keys with odd characters, empty segments or . / .. are refused by put, get and delete; nothing is written', async () => {
@@ -146,7 +148,7 @@ describe('state stores', function () {
     });
 
     it('replaced and deleted blobs leave nothing behind; removeOrphanBlobs deletes a blob no key points to', async () => {
-      const s = await JetStreamStateStore.open(bus.connection, { bucket: 'orphans' });
+      const s = await JetStreamStateStore.open(bus.connection, { bucket: 'orphans', retireAfterMs: 0 });
       const objects = await new Objm(bus.connection).open('orphans');
       const live = async () => (await objects.list()).filter(i => !i.deleted).map(i => i.name);
       await s.put('a', randomBytes(2 * MAX_PAYLOAD));
@@ -162,6 +164,17 @@ describe('state stores', function () {
       assert.equal(await s.removeOrphanBlobs(), 1);
       assert.equal((await live()).length, 1);
       assert.equal((await s.get('c'))!.length, 2 * MAX_PAYLOAD);
+    });
+
+    it('a blob whose chunks vanish while it is read is a clear error, not a read that waits forever', async () => {
+      const s = await JetStreamStateStore.open(bus.connection, { bucket: 'vanishing', readStallMs: 300 });
+      await s.put('jobs/j/results/m.result', randomBytes(3 * MAX_PAYLOAD));
+      const objects = await new Objm(bus.connection).open('vanishing');
+      const [info] = await objects.list();
+      // what a reader sees when a writer purges the blob between the reader's pointer and its chunks: meta, no chunks
+      const jsm = await jetstreamManager(bus.connection);
+      await jsm.streams.purge('OBJ_vanishing', { filter: `$O.vanishing.C.${info.nuid}` });
+      await assert.rejects(s.get('jobs/j/results/m.result'), /jobs\/j\/results\/m\.result: its blob is missing/);
     });
 
     it('refuses a bad bucket name, and a server without JetStream, with a clear error', async () => {
