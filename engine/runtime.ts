@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import * as ort from 'onnxruntime-node';
 
 export type Device = 'cpu' | 'cuda';
-export interface RuntimeOptions { device?: Device; threads?: number }
+export interface RuntimeOptions { device?: Device; threads?: number; /** ONNX Runtime's profiler, writing to this file prefix (bench/profile-train.ts) */ profileFilePrefix?: string }
 export type Feeds = Record<string, ort.Tensor>;
 
 const require = createRequire(import.meta.url);
@@ -75,8 +75,13 @@ export async function createSession(model: Uint8Array | string, opts: RuntimeOpt
     executionMode: 'sequential',
     interOpNumThreads: 1,
     logSeverityLevel: 3,
+    // intra-op threads block instead of spinning between ops and runs: on a 2-core machine shared with other
+    // processes (and with the JavaScript optimizer step between runs) spinning threads took CPU from the work;
+    // measured 0.45-0.65x the step time of the spinning default under load (README, speed section)
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
   if (opts.threads) options.intraOpNumThreads = opts.threads;
+  if (opts.profileFilePrefix) { options.enableProfiling = true; options.profileFilePrefix = opts.profileFilePrefix; }
   try {
     return typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
   } catch (e) {

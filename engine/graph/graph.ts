@@ -309,7 +309,7 @@ function inferShape(g: Graph, op: string, ins: (Value | null)[], attrs: Record<s
       return broadcastShapes(x.shape, ins[1]!.shape);
     case 'Where':
       return broadcastShapes(broadcastShapes(x.shape, ins[1]!.shape), ins[2]!.shape);
-    case 'Sum':
+    case 'Sum': case 'Max':
       return ins.reduce((s, v) => broadcastShapes(s, v!.shape), [] as Shape);
     case 'Neg': case 'Relu': case 'Exp': case 'Log': case 'Sqrt': case 'Tanh': case 'Sigmoid': case 'Reciprocal':
     case 'Identity': case 'Clip': case 'Softmax': case 'LogSoftmax': case 'LpNormalization': case 'Cast':
@@ -350,7 +350,7 @@ function inferShape(g: Graph, op: string, ins: (Value | null)[], attrs: Record<s
       const pads = constInts(g, ins[1]), r = x.shape.length;
       return x.shape.map((d, i) => d + pads[i] + pads[i + r]);
     }
-    case 'ReduceSum': case 'ReduceMean': case 'ReduceL2': case 'ReduceMax':
+    case 'ReduceSum': case 'ReduceMean': case 'ReduceL2': case 'ReduceMax': case 'ReduceSumSquare':
       return reduceShape(x.shape, constInts(g, ins[1]), int('keepdims', 1) === 1);
     case 'ArgMax':
       return reduceShape(x.shape, [int('axis', 0)], int('keepdims', 1) === 1);

@@ -9,7 +9,8 @@
 //   as initializers, a symbolic batch dimension and softmax probabilities.
 import { Graph, type Value } from '../graph/graph.ts';
 import { conv2dCNHW } from '../ops/conv.ts';
-import { batchNormTrainingCNHW, batchNormInferenceCNHW } from '../ops/batchnorm.ts';
+import { batchNormMaxPoolCNHW, batchNormInferenceCNHW, normScaleSign } from '../ops/batchnorm.ts';
+import { convBatchNormMaxPoolCNHW } from '../ops/conv-bn-pool.ts';
 import { TensorSet, fanInUniform, type TensorSpec } from './params.ts';
 
 export const CHANNELS = [32, 64, 128];
@@ -72,18 +73,25 @@ export function encoderForward(ctx: TrainContext, x: Value): Value {
   let h = g.reshape(x, [1, N, 28, 28]); // NCHW with C=1 is already CNHW
   CHANNELS.forEach((_, i) => {
     const k = i + 1;
-    h = conv2dCNHW(g, h, ctx.param(`conv${k}.weight`), null, { pad: 1 });
-    const [gamma, beta, rm, rv] = [ctx.param(`bn${k}.weight`), ctx.param(`bn${k}.bias`), ctx.buffer(`bn${k}.running_mean`), ctx.buffer(`bn${k}.running_var`)];
+    const [w, gamma, beta, rm, rv] = [ctx.param(`conv${k}.weight`), ctx.param(`bn${k}.weight`), ctx.param(`bn${k}.bias`), ctx.buffer(`bn${k}.running_mean`), ctx.buffer(`bn${k}.running_var`)];
+    const p = POOL_PADS[i];
     if (ctx.training) {
-      const bn = batchNormTrainingCNHW(g, h, gamma, beta, rm, rv, { eps: BN_EPS, momentum: BN_MOMENTUM });
+      // BatchNorm and the pool fused (engine/ops/): pool first, on the conv output of sign-flipped weights
+      let bn;
+      if (i === 0) {
+        bn = convBatchNormMaxPoolCNHW(g, h, w, gamma, beta, rm, rv, { pad: 1, eps: BN_EPS, momentum: BN_MOMENTUM });
+      } else {
+        const sign = normScaleSign(g, gamma);
+        const z = conv2dCNHW(g, h, g.mul(w, g.reshape(sign, [w.shape[0], 1, 1, 1])), null, { pad: 1 });
+        bn = batchNormMaxPoolCNHW(g, z, gamma, beta, rm, rv, sign, { eps: BN_EPS, momentum: BN_MOMENTUM, pads: p });
+      }
       ctx.updateBuffer(`bn${k}.running_mean`, bn.mean);
       ctx.updateBuffer(`bn${k}.running_var`, bn.variance);
       h = bn.y;
     } else {
-      h = batchNormInferenceCNHW(g, h, gamma, beta, rm, rv, { eps: BN_EPS });
+      h = batchNormInferenceCNHW(g, conv2dCNHW(g, h, w, null, { pad: 1 }), gamma, beta, rm, rv, { eps: BN_EPS });
+      h = g.maxPool(h, [2, 2], [2, 2], [p, p, p, p])[0];
     }
-    const p = POOL_PADS[i];
-    h = g.maxPool(h, [2, 2], [2, 2], [p, p, p, p])[0];
     h = g.relu(h); // ReLU after MaxPool: the same function, on a quarter of the data
     h = ctx.dropout(h, DROPOUT);
   });

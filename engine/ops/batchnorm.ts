@@ -69,3 +69,58 @@ export function batchNormInferenceCNHW(g: Graph, x: Value, gamma: Value, beta: V
   const scale = g.mul(gamma, g.reciprocal(g.sqrt(g.add(runVar, g.scalar(opts.eps ?? 1e-5)))));
   return g.add(g.mul(g.sub(x, col(runMean)), col(scale)), col(beta));
 }
+
+/** +1 where gamma >= 0, else -1: multiplying a channel by it makes BatchNorm's scale gamma * invstd non-negative. */
+export function normScaleSign(g: Graph, gamma: Value): Value {
+  return g.where(g.greaterOrEqual(gamma, g.scalar(0)), g.scalar(1), g.scalar(-1));
+}
+
+/**
+ * Training-mode BatchNorm followed by a 2x2 max pool with stride 2 (padding `pads`), computed as pool-then-normalise:
+ * BatchNorm is a per-channel map t -> a * t + c, and with a >= 0 it commutes with the max. The caller passes the
+ * conv output of sign-flipped weights, z = sign * x (sign = normScaleSign(gamma) per channel), so that
+ * a = |gamma| * invstd >= 0; the result equals MaxPool(BatchNorm(x)) with the gradient routed to the first maximum
+ * of each window (MaxPool's Indices), like PyTorch. Statistics are one-pass (E[z^2] - mean^2, two-stage
+ * reductions), so only the pooled quarter is normalised. Returns the pooled output and the running statistics
+ * updated as PyTorch does (mean of x = sign * mean of z).
+ * Backward, with dq the gradient of the pooled output and P the pooled z: sdy = sum(dq),
+ * sdyzhat = invstd * sum(dq * (P - mean)), dz = unpool(a * dq) + c1 * z + c0 with c1 = -a * invstd * sdyzhat / M
+ * and c0 = -a * sdy / M - c1 * mean.
+ */
+export function batchNormMaxPoolCNHW(g: Graph, z: Value, gamma: Value, beta: Value, runMean: Value, runVar: Value, sign: Value,
+  opts: BatchNormOptions & { pads?: number } = {}): { y: Value; mean: Value; variance: Value } {
+  const eps = opts.eps ?? 1e-5, momentum = opts.momentum ?? 0.1, pad = opts.pads ?? 0;
+  const [C, N, H, W] = z.shape, M = N * H * W;
+  const col = (v: Value) => g.reshape(v, [C, 1, 1, 1]);
+  const poolAttrs = { kernel_shape: { ints: [2, 2] }, strides: { ints: [2, 2] }, pads: { ints: [pad, pad, pad, pad] } };
+  let P!: Value, idx!: Value, mean!: Value, invstd!: Value, a!: Value;
+  const [y, newMean, newVar] = g.composite('batchnorm-maxpool', [z, gamma, beta, runMean, runVar, sign], () => {
+    const zr = g.reshape(z, [C, N, H * W]);
+    const sum = g.reduceSum(g.reduceSum(zr, [2], false), [1], false);
+    const sumSq = g.reduceSum(g.node('ReduceSumSquare', [zr, g.ints([2])], { keepdims: { int: 0 } }), [1], false);
+    const invM = g.scalar(1 / M);
+    mean = g.mul(sum, invM);
+    const variance = g.relu(g.sub(g.mul(sumSq, invM), g.mul(mean, mean)));
+    invstd = g.reciprocal(g.sqrt(g.add(variance, g.scalar(eps))));
+    a = g.mul(g.mul(gamma, sign), invstd);
+    [P, idx] = g.maxPool(z, [2, 2], [2, 2], [pad, pad, pad, pad]);
+    const out = g.add(g.mul(P, col(a)), col(g.sub(beta, g.mul(a, mean))));
+    const keep = g.scalar(1 - momentum);
+    const nm = g.add(g.mul(runMean, keep), g.mul(g.mul(mean, sign), g.scalar(momentum)));
+    const nv = g.add(g.mul(runVar, keep), g.mul(variance, g.scalar(momentum * M / (M - 1))));
+    return [out, nm, nv];
+  }, () => (g2, [dq], needed) => {
+    const invM = g2.scalar(1 / M);
+    const sdy = channelSum(g2, dq!);
+    const sdyzhat = g2.mul(invstd, g2.sub(channelSum(g2, g2.mul(dq!, P)), g2.mul(mean, sdy)));
+    let dz: Value | null = null;
+    if (needed[0]) {
+      const routed = g2.node('MaxUnpool', [g2.mul(dq!, col(a)), idx, g2.ints(z.shape)], poolAttrs, undefined, z.shape);
+      const c1 = g2.neg(g2.mul(g2.mul(a, invstd), g2.mul(sdyzhat, invM)));
+      const c0 = g2.sub(g2.neg(g2.mul(a, g2.mul(sdy, invM))), g2.mul(c1, mean));
+      dz = g2.sum([routed, g2.mul(z, col(c1)), col(c0)]);
+    }
+    return [dz, needed[1] ? g2.mul(sign, sdyzhat) : null, needed[2] ? sdy : null, null, null, null];
+  });
+  return { y, mean: newMean, variance: newVar };
+}
