@@ -91,7 +91,7 @@ describe('dashboard (embedded coordinator + workers, headless Chromium)', functi
   });
 
   it('follows a selection ensemble live, then shows weights, baselines, the confusion matrix, digits and a MIL bag', async function () {
-    if (!fs.existsSync(CHROMIUM)) this.skip();
+    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing (apt-get install chromium; .ci/run does)`);
     userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-chromium-'));
     context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM, headless: true, viewport: { width: 1400, height: 1000 },
