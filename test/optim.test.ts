@@ -8,6 +8,7 @@ import {
 } from '../engine/optim/optimizers.ts';
 import { cosineAnnealing, cyclicCosine, stepLR, warmupCosine } from '../engine/optim/schedulers.ts';
 import { EarlyStopping } from '../engine/optim/early-stopping.ts';
+import { compileKernel, KERNEL_WASM } from '../engine/optim/build-kernel.ts';
 
 interface OptimizerCase {
   name: string;
@@ -71,6 +72,66 @@ describe('optimizers vs PyTorch', () => {
       assert.equal(opt.state().step, golden.steps);
     });
   }
+});
+
+// The update rules as plain float64 loops (what the WebAssembly kernel must reproduce bit for bit).
+function referenceAdam(p: Float32Array[], g: Float32Array[], m: Float32Array[], v: Float32Array[], t: number, lr: number,
+  o: { beta1: number; beta2: number; eps: number; wd: number; decoupled: boolean }): void {
+  const { beta1, beta2, eps } = o, oneMinusBeta1 = 1 - beta1, oneMinusBeta2 = 1 - beta2;
+  const stepSize = lr / (1 - beta1 ** t), bc2Sqrt = Math.sqrt(1 - beta2 ** t);
+  for (let k = 0; k < p.length; k++) {
+    for (let i = 0; i < p[k].length; i++) {
+      const pi = o.decoupled ? p[k][i] * (1 - lr * o.wd) : p[k][i];
+      const gi = o.decoupled || o.wd === 0 ? g[k][i] : g[k][i] + o.wd * p[k][i];
+      const mi = beta1 * m[k][i] + oneMinusBeta1 * gi;
+      const vi = beta2 * v[k][i] + oneMinusBeta2 * gi * gi;
+      m[k][i] = mi; v[k][i] = vi;
+      p[k][i] = pi - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
+    }
+  }
+}
+
+describe('optimizers: the WebAssembly Adam kernel', () => {
+  it('adam-kernel.wasm is what adam-kernel.wat compiles to (run npm run build:wasm after editing the .wat)', async () => {
+    assert.deepEqual(new Uint8Array(fs.readFileSync(KERNEL_WASM)), await compileKernel());
+  });
+
+  // lengths around the 4-wide vector loop (tail of 0-3), values from tiny to large, exact zeros and -0
+  const sizes = [0, 1, 3, 4, 5, 7, 8, 33, 1001];
+  const values = (seed: number, n: number) => Float32Array.from({ length: n }, (_, i) => {
+    const r = Math.sin(seed * 12.9898 + i * 78.233) * 43758.5453;
+    const u = r - Math.floor(r);
+    return i % 11 === 0 ? 0 : i % 13 === 0 ? -0 : (u - 0.5) * 10 ** Math.floor(u * 12 - 8);
+  });
+  for (const [name, decoupled, wd] of [['AdamW', true, 0.05], ['Adam with L2', false, 0.03], ['Adam', false, 0]] as const) {
+    it(`${name}: 6 steps are bit-identical to the float64 loop`, () => {
+      const opts = { betas: [0.85, 0.995] as [number, number], eps: 1e-7, weightDecay: wd };
+      const opt = decoupled ? new AdamW(sizes, opts) : new Adam(sizes, opts);
+      const p = sizes.map((n, k) => values(k + 1, n)), ref = p.map(a => a.slice());
+      const m = sizes.map(n => new Float32Array(n)), v = sizes.map(n => new Float32Array(n));
+      for (let t = 1; t <= 6; t++) {
+        const g = sizes.map((n, k) => values(100 * t + k, n)), lr = 1e-3 * (1 + 0.5 * t);
+        opt.step(p, g, lr);
+        referenceAdam(ref, g, m, v, t, lr, { beta1: 0.85, beta2: 0.995, eps: 1e-7, wd, decoupled });
+      }
+      const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+      const st = opt.state();
+      sizes.forEach((n, k) => {
+        assert.deepEqual(bits(p[k]), bits(ref[k]), `parameter ${k} (${n} values)`);
+        assert.deepEqual(bits(st.buffers.exp_avg[k]), bits(m[k]), `exp_avg ${k}`);
+        assert.deepEqual(bits(st.buffers.exp_avg_sq[k]), bits(v[k]), `exp_avg_sq ${k}`);
+      });
+    });
+  }
+
+  it('two optimizers keep separate moments', () => {
+    const a = new AdamW([5]), b = new AdamW([5]);
+    const pa = new Float32Array(5).fill(1), pb = new Float32Array(5).fill(1);
+    a.step([pa], [new Float32Array(5).fill(1)], 0.1);
+    b.step([pb], [new Float32Array(5).fill(-1)], 0.1);
+    assert.deepEqual(a.state().buffers.exp_avg[0], new Float32Array(5).fill(Math.fround(0.1)));
+    assert.deepEqual(b.state().buffers.exp_avg[0], new Float32Array(5).fill(Math.fround(-0.1)));
+  });
 });
 
 describe('optimizers: weight-decay mask', () => {

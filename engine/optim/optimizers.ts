@@ -6,8 +6,10 @@
 // state(), which is plain data a checkpoint can serialise; load() validates and restores it.
 //
 // Arithmetic is done in float64 per element and stored back to float32, which is at least as
-// accurate as PyTorch's float32 kernels. The inner loops make one pass per parameter array and
-// allocate nothing.
+// accurate as PyTorch's float32 kernels. Adam and AdamW run as a WebAssembly SIMD kernel
+// (adam-kernel.ts); the inner loops make one pass per parameter array and allocate nothing.
+
+import { AdamKernel } from './adam-kernel.ts';
 
 export interface OptimizerState {
   /** 'adam', 'adamw' or 'sgd'. */
@@ -190,8 +192,8 @@ abstract class AdamBase extends BaseOptimizer {
   protected beta2: number;
   protected eps: number;
   protected weightDecay: number;
-  protected readonly expAvg: Float32Array[];
-  protected readonly expAvgSq: Float32Array[];
+  /** Holds the moments (exp_avg, exp_avg_sq) and runs the update (engine/optim/adam-kernel.ts). */
+  private readonly kernel: AdamKernel;
   protected abstract readonly decoupled: boolean;
 
   constructor(name: OptimizerName, sizes: readonly ParamSize[], opts: AdamOptions, defaultWeightDecay: number) {
@@ -203,8 +205,7 @@ abstract class AdamBase extends BaseOptimizer {
     this.beta2 = checkNumber(`${name}: betas[1]`, betas[1], 0, 1, true);
     this.eps = checkNumber(`${name}: eps`, opts.eps ?? 1e-8, 0, Infinity);
     this.weightDecay = checkNumber(`${name}: weightDecay`, opts.weightDecay ?? defaultWeightDecay, 0, Infinity);
-    this.expAvg = this.alloc();
-    this.expAvgSq = this.alloc();
+    this.kernel = new AdamKernel(this.sizes);
   }
 
   protected hyper(): Record<string, number | boolean> {
@@ -220,50 +221,20 @@ abstract class AdamBase extends BaseOptimizer {
   }
 
   protected liveBuffers(): Record<string, Float32Array[]> {
-    return { exp_avg: this.expAvg, exp_avg_sq: this.expAvgSq };
+    return { exp_avg: this.kernel.expAvg, exp_avg_sq: this.kernel.expAvgSq };
   }
 
   step(params: Float32Array[], grads: Float32Array[], lr: number): void {
     this.checkStep(params, grads, lr);
     const t = ++this.t;
-    const beta1 = this.beta1, beta2 = this.beta2, eps = this.eps;
-    const oneMinusBeta1 = 1 - beta1, oneMinusBeta2 = 1 - beta2;
     // torch: step_size = lr / bc1; denom = sqrt(v) / sqrt(bc2) + eps; p -= step_size * m / denom
-    const stepSize = lr / (1 - beta1 ** t);
-    const bc2Sqrt = Math.sqrt(1 - beta2 ** t);
+    const args = { beta1: this.beta1, beta2: this.beta2, eps: this.eps, stepSize: lr / (1 - this.beta1 ** t), bc2Sqrt: Math.sqrt(1 - this.beta2 ** t) };
     for (let k = 0; k < params.length; k++) {
-      const p = params[k], g = grads[k], m = this.expAvg[k], v = this.expAvgSq[k];
       const wd = this.decay[k] ? this.weightDecay : 0;
-      const n = p.length;
-      if (this.decoupled) {
-        // AdamW: p *= 1 - lr * wd, then the Adam update from the raw gradient.
-        const shrink = 1 - lr * wd;
-        for (let i = 0; i < n; i++) {
-          const gi = g[i];
-          const mi = beta1 * m[i] + oneMinusBeta1 * gi;
-          const vi = beta2 * v[i] + oneMinusBeta2 * gi * gi;
-          m[i] = mi; v[i] = vi;
-          p[i] = p[i] * shrink - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
-        }
-      } else if (wd !== 0) {
-        // Adam: L2 penalty coupled into the gradient, g += wd * p.
-        for (let i = 0; i < n; i++) {
-          const pi = p[i];
-          const gi = g[i] + wd * pi;
-          const mi = beta1 * m[i] + oneMinusBeta1 * gi;
-          const vi = beta2 * v[i] + oneMinusBeta2 * gi * gi;
-          m[i] = mi; v[i] = vi;
-          p[i] = pi - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
-        }
-      } else {
-        for (let i = 0; i < n; i++) {
-          const gi = g[i];
-          const mi = beta1 * m[i] + oneMinusBeta1 * gi;
-          const vi = beta2 * v[i] + oneMinusBeta2 * gi * gi;
-          m[i] = mi; v[i] = vi;
-          p[i] -= stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
-        }
-      }
+      // AdamW: p *= 1 - lr * wd, then the Adam update from the raw gradient; Adam: g += wd * p (L2), and
+      // without decay the decoupled form with factor 1 (exactly p) skips the penalty's arithmetic
+      if (this.decoupled || wd === 0) this.kernel.step(k, params[k], grads[k], false, 1 - lr * wd, args);
+      else this.kernel.step(k, params[k], grads[k], true, wd, args);
     }
   }
 }
