@@ -8,7 +8,7 @@ import {
 } from '../engine/optim/optimizers.ts';
 import { cosineAnnealing, cyclicCosine, stepLR, warmupCosine } from '../engine/optim/schedulers.ts';
 import { EarlyStopping } from '../engine/optim/early-stopping.ts';
-import { compileKernel, KERNEL_WASM } from '../engine/optim/build-kernel.ts';
+import { compileKernels, KERNELS_WASM } from '../engine/kernels/build-kernels.ts';
 
 interface OptimizerCase {
   name: string;
@@ -92,8 +92,8 @@ function referenceAdam(p: Float32Array[], g: Float32Array[], m: Float32Array[], 
 }
 
 describe('optimizers: the WebAssembly Adam kernel', () => {
-  it('adam-kernel.wasm is what adam-kernel.wat compiles to (run npm run build:wasm after editing the .wat)', async () => {
-    assert.deepEqual(new Uint8Array(fs.readFileSync(KERNEL_WASM)), await compileKernel());
+  it('kernels.wasm is what kernels.wat compiles to (run npm run build:wasm after editing the .wat)', async () => {
+    assert.deepEqual(new Uint8Array(fs.readFileSync(KERNELS_WASM)), await compileKernels());
   });
 
   // lengths around the 4-wide vector loop (tail of 0-3), values from tiny to large, exact zeros and -0

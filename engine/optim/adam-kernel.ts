@@ -1,17 +1,11 @@
-// The Adam / AdamW update as a WebAssembly SIMD kernel (adam-kernel.wat): the same float64 arithmetic in the
-// same order as a plain JavaScript loop, so the results are bit-identical to it, two lanes at a time (about
-// a third of the loop's time on the CNN's 1.4M parameters: README, speed section).
+// The Adam / AdamW update as a WebAssembly SIMD kernel (engine/kernels/kernels.wat): the same float64
+// arithmetic in the same order as a plain JavaScript loop, so the results are bit-identical to it, two lanes
+// at a time (about a third of the loop's time on the CNN's 1.4M parameters: README, speed section).
 //
 // The moment estimates live in the kernel's memory for the optimizer's lifetime; each step copies a
 // parameter and its gradient in and the parameter back out (those arrays belong to the caller and are fed
-// to ONNX Runtime). The memory is sized once, so the views never detach.
-import * as fs from 'node:fs';
-
-const module = new WebAssembly.Module(fs.readFileSync(new URL('./adam-kernel.wasm', import.meta.url)));
-const PAGE = 65536;
-
-type AdamFn = (p: number, g: number, m: number, v: number, n: number, coupled: number, decay: number,
-  beta1: number, beta2: number, oneMinusBeta1: number, oneMinusBeta2: number, stepSize: number, bc2Sqrt: number, eps: number) => void;
+// to ONNX Runtime).
+import { kernelInstance, alignedLength, type Kernels } from '../kernels/kernels.ts';
 
 export interface AdamStepArgs { beta1: number; beta2: number; eps: number; stepSize: number; bc2Sqrt: number }
 
@@ -21,19 +15,13 @@ export class AdamKernel {
   readonly expAvgSq: Float32Array[] = [];
   private readonly p: Float32Array;
   private readonly g: Float32Array;
-  private readonly adam: AdamFn;
+  private readonly k: Kernels;
 
   constructor(sizes: readonly number[]) {
     const largest = Math.max(0, ...sizes);
-    const aligned = (n: number) => Math.ceil(n / 4) * 4; // 16-byte aligned arrays for the vector loads
-    const floats = 2 * sizes.reduce((a, n) => a + aligned(n), 0) + 2 * aligned(largest);
-    const instance = new WebAssembly.Instance(module, {});
-    const memory = instance.exports.memory as WebAssembly.Memory;
-    const need = Math.ceil((4 * floats) / PAGE) - memory.buffer.byteLength / PAGE;
-    if (need > 0) memory.grow(need);
-    this.adam = instance.exports.adam as AdamFn;
-    let at = 0;
-    const take = (n: number) => { const a = new Float32Array(memory.buffer, at, n); at += 4 * aligned(n); return a; };
+    const floats = 2 * sizes.reduce((a, n) => a + alignedLength(n), 0) + 2 * alignedLength(largest);
+    const { k, take } = kernelInstance(4 * floats);
+    this.k = k;
     for (const n of sizes) { this.expAvg.push(take(n)); this.expAvgSq.push(take(n)); }
     this.p = take(largest);
     this.g = take(largest);
@@ -46,7 +34,7 @@ export class AdamKernel {
   step(k: number, p: Float32Array, g: Float32Array, coupled: boolean, decay: number, a: AdamStepArgs): void {
     const n = p.length, P = this.p.subarray(0, n), G = this.g.subarray(0, n), m = this.expAvg[k], v = this.expAvgSq[k];
     P.set(p); G.set(g);
-    this.adam(P.byteOffset, G.byteOffset, m.byteOffset, v.byteOffset, n, coupled ? 1 : 0, decay,
+    this.k.adam(P.byteOffset, G.byteOffset, m.byteOffset, v.byteOffset, n, coupled ? 1 : 0, decay,
       a.beta1, a.beta2, 1 - a.beta1, 1 - a.beta2, a.stepSize, a.bc2Sqrt, a.eps);
     p.set(P);
   }

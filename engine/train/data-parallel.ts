@@ -3,7 +3,7 @@
 // graphs each side runs.
 //
 // The global batch of a step is split into `shards` contiguous shards; each shard is one BatchNorm group.
-// Dropout masks are graph inputs drawn from (seed, step, shard) instead of in-graph Dropout nodes, so a
+// Dropout masks (graph inputs, engine/train/dropout-masks.ts) are drawn from (seed, step, shard), so a
 // shard computes exactly the same thing on whichever worker runs it: a lost worker's shard is recomputed
 // elsewhere with the same result, and the single-process reference sees the same masks.
 import { Graph, type Value } from '../graph/graph.ts';
@@ -18,7 +18,10 @@ import { validationSplit, epochOrder, batches, gatherImages, gatherLabels } from
 import { normalise, IMAGE_SIZE, type DatasetName, type Split } from '../data/datasets.ts';
 import { twoViews } from '../data/simclr-augment.ts';
 import { randomShift } from '../data/augment.ts';
-import { Rng } from '../util/random.ts';
+import { Rng, mixSeeds } from '../util/random.ts';
+import { DropoutMasks, maskedDropout, type MaskSpec } from './dropout-masks.ts';
+
+export type { MaskSpec };
 import { size } from '../graph/graph.ts';
 import { specChecker } from '../util/spec-check.ts';
 
@@ -103,8 +106,6 @@ export class DataParallelPlan {
 
 // ---- dropout masks as graph inputs
 
-export interface MaskSpec { name: string; shape: number[]; p: number }
-
 /** A TrainContext over shared parameter/buffer inputs whose dropout multiplies by mask inputs (named with tag). */
 function shardContext(g: Graph, params: Map<string, Value>, buffers: Map<string, Value>, tag: string, masks: MaskSpec[]) {
   const updates = new Map<string, Value>();
@@ -119,12 +120,7 @@ function shardContext(g: Graph, params: Map<string, Value>, buffers: Map<string,
     param: name => get(params, 'parameter', name),
     buffer: name => get(buffers, 'buffer', name),
     updateBuffer: (name, v) => { updates.set(name, v); },
-    dropout: (x, p) => {
-      if (p <= 0) return x;
-      const spec = { name: `mask.${tag}${sites++}`, shape: x.shape, p };
-      masks.push(spec);
-      return g.mul(x, g.input(spec.name, x.shape));
-    },
+    dropout: (x, p) => (p > 0 ? maskedDropout(g, masks, x, p, `mask.${tag}${sites++}`) : x),
   };
   return { ctx, updates };
 }
@@ -136,17 +132,10 @@ function modelInputs(g: Graph, specs: { params: TensorSpec[]; buffers: TensorSpe
   return { params, buffers };
 }
 
-/** Fills masks (keep / (1 - p), PyTorch's inverted dropout) from a generator seeded by (seed, step, shard). */
+/** The masks (keep / (1 - p), PyTorch's inverted dropout) of shard `shard` at step `step`, as copies. */
 export function dropoutMasks(specs: MaskSpec[], seed: number, step: number, shard: number): Float32Array[] {
-  const rng = new Rng(mix(seed, step, shard, 0x6d61736b));
-  return specs.map(s => {
-    const m = new Float32Array(size(s.shape)), keep = 1 / (1 - s.p);
-    for (let i = 0; i < m.length; i++) m[i] = rng.next() >= s.p ? keep : 0;
-    return m;
-  });
+  return new DropoutMasks(specs).draw(seed, step, shard, 0x6d61736b).map(m => m.slice());
 }
-
-const mix = (...xs: number[]) => xs.reduce((h, x) => Math.imul(h ^ (x >>> 0), 0x9e3779b1) + 0x7f4a7c15 >>> 0, 0x12345678);
 
 // ---- the graphs
 
@@ -251,7 +240,7 @@ export function shardInputs(plan: DataParallelPlan, data: Split, step: number, s
   const spec = plan.spec;
   const idx = plan.shard(plan.batch(step).indices, s), n = idx.length;
   const u8 = gatherImages(data, idx, new Uint8Array(n * IMAGE_SIZE)), l8 = gatherLabels(data, idx);
-  const rng = new Rng(mix(spec.seed, step, s, 0x64617461));
+  const rng = new Rng(mixSeeds(spec.seed, step, s, 0x64617461));
   let x: Float32Array, labels: BigInt64Array;
   if (spec.model === 'cnn') {
     const shifted = new Uint8Array(n * IMAGE_SIZE);

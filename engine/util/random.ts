@@ -5,14 +5,7 @@ export class Rng {
 
   constructor(seed: number) {
     // splitmix32 expands one seed into four words of state
-    let s = seed >>> 0;
-    const next = () => {
-      s = (s + 0x9e3779b9) >>> 0;
-      let z = s;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      return (z ^ (z >>> 16)) >>> 0;
-    };
+    const next = splitmix32(seed);
     this.a = next(); this.b = next(); this.c = next(); this.d = next();
     for (let i = 0; i < 12; i++) this.uint32();
   }
@@ -56,3 +49,18 @@ export class Rng {
   /** A new independent generator derived from this one (for sub-streams). */
   fork(): Rng { return new Rng(this.uint32()); }
 }
+
+/** splitmix32: a stream of well-mixed 32-bit words from one seed (for seeding other generators). */
+export function splitmix32(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+}
+
+/** One 32-bit seed from several integers (e.g. seed, step, shard, purpose). */
+export const mixSeeds = (...xs: number[]): number => xs.reduce((h, x) => Math.imul(h ^ (x >>> 0), 0x9e3779b1) + 0x7f4a7c15 >>> 0, 0x12345678);

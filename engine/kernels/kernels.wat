@@ -1,11 +1,13 @@
+;; fleet's WebAssembly SIMD kernels, for element loops that JavaScript runs slowly: the Adam update and
+;; dropout masks. Built into kernels.wasm by `npm run build:wasm` (engine/kernels/build-kernels.ts); a test
+;; checks that the committed .wasm is what this source compiles to. engine/kernels/kernels.ts loads it.
+;;
+;; ---- adam
 ;; The Adam / AdamW update of torch.optim (single-tensor path) over float32 arrays, computed in float64 per
 ;; element: four elements per iteration as two f64x2 halves, then the n % 4 left one at a time. Every value is
 ;; computed with the same operations in the same order as the plain JavaScript loop (test/optim.test.ts keeps
 ;; it as the reference), and WebAssembly float arithmetic is IEEE round-to-nearest without fused multiply-add,
 ;; so the results are bit-identical to it.
-;;
-;; Built into adam-kernel.wasm by `npm run build:wasm` (engine/optim/build-kernel.ts); a test checks that the
-;; committed .wasm is what this source compiles to.
 ;;
 ;; adam(p, g, m, v, n, coupled, decay, beta1, beta2, 1-beta1, 1-beta2, stepSize, sqrt(bias correction 2), eps)
 ;;   p, g, m, v: byte offsets of float32 arrays of n elements (parameter, gradient, first and second moments)
@@ -92,5 +94,42 @@
         (f32.store (i32.add (local.get $v) (local.get $off)) (f32.demote_f64 (local.get $sv)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $tail)))
+  )
+;; ---- dropout_mask
+;; Fills n4 groups of 4 float32 at byte offset out with inverted-dropout mask values: keep (1 / (1 - p)) where
+;; a 32-bit draw is >= threshold (round(p * 2^32)), else 0. The draws come from xoshiro128++ (Blackman and
+;; Vigna), one generator per lane, whose 4 x 4 state words are at byte offset state (lane-interleaved: word j
+;; of lane l at state + 16*j + 4*l) and are written back, so a second call continues the stream.
+  (func (export "dropout_mask") (param $out i32) (param $n4 i32) (param $state i32) (param $threshold i32) (param $keep f32)
+    (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128) (local $r v128) (local $t v128)
+    (local $vth v128) (local $vkeep v128) (local $end i32)
+    (local.set $s0 (v128.load (local.get $state)))
+    (local.set $s1 (v128.load offset=16 (local.get $state)))
+    (local.set $s2 (v128.load offset=32 (local.get $state)))
+    (local.set $s3 (v128.load offset=48 (local.get $state)))
+    (local.set $vth (i32x4.splat (local.get $threshold)))
+    (local.set $vkeep (f32x4.splat (local.get $keep)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n4) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        ;; result = rotl(s0 + s3, 7) + s0
+        (local.set $r (i32x4.add (local.get $s0) (local.get $s3)))
+        (local.set $r (i32x4.add (v128.or (i32x4.shl (local.get $r) (i32.const 7)) (i32x4.shr_u (local.get $r) (i32.const 25))) (local.get $s0)))
+        ;; t = s1 << 9; s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = rotl(s3, 11)
+        (local.set $t (i32x4.shl (local.get $s1) (i32.const 9)))
+        (local.set $s2 (v128.xor (local.get $s2) (local.get $s0)))
+        (local.set $s3 (v128.xor (local.get $s3) (local.get $s1)))
+        (local.set $s1 (v128.xor (local.get $s1) (local.get $s2)))
+        (local.set $s0 (v128.xor (local.get $s0) (local.get $s3)))
+        (local.set $s2 (v128.xor (local.get $s2) (local.get $t)))
+        (local.set $s3 (v128.or (i32x4.shl (local.get $s3) (i32.const 11)) (i32x4.shr_u (local.get $s3) (i32.const 21))))
+        (v128.store (local.get $out) (v128.and (local.get $vkeep) (i32x4.ge_u (local.get $r) (local.get $vth))))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next)))
+    (v128.store (local.get $state) (local.get $s0))
+    (v128.store offset=16 (local.get $state) (local.get $s1))
+    (v128.store offset=32 (local.get $state) (local.get $s2))
+    (v128.store offset=48 (local.get $state) (local.get $s3))
   )
 )
