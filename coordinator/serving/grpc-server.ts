@@ -1,17 +1,19 @@
-// The gRPC server: inference.GRPCInferenceService (KServe v2) and grpc.health.v1.Health over one model
+// The gRPC server: inference.GRPCInferenceService (KServe v2), grpc.health.v1.Health and server reflection
+// (grpc.reflection.v1 and v1alpha, so grpcurl and similar tools need no proto files) over one model
 // repository, optionally with TLS (server certificate; client certificates required when a client CA is
 // given) and with the repository's models hosted on the bus. Every handler answers with a status and a
 // message; nothing a client sends can throw out of a handler.
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
 import type { Transport } from '../../bus/transport.ts';
 import type { Metrics } from '../../dashboard/metrics.ts';
 import type { RuntimeOptions } from '../../engine/runtime.ts';
 import { BusHost } from './bus-host.ts';
 import { ServeError, Status, notFound } from './errors.ts';
 import { Inference } from './inference.ts';
-import { HEALTH_SERVICE, INFERENCE_SERVICE, healthService, inferenceService, type ModelInferRequest, type ModelMetadataResponse } from './protocol.ts';
+import { HEALTH_SERVICE, INFERENCE_SERVICE, definition, healthService, inferenceService, type ModelInferRequest, type ModelMetadataResponse } from './protocol.ts';
 import { ModelRepository } from './repository.ts';
 
 const require = createRequire(import.meta.url);
@@ -61,6 +63,7 @@ export class InferenceServer {
     this.server = new grpc.Server({ 'grpc.max_receive_message_length': max });
     this.server.addService(inferenceService, this.inferenceHandlers());
     this.server.addService(healthService, this.healthHandlers());
+    new ReflectionService(definition).addToServer(this.server);
   }
 
   /** Loads the repository, then listens; resolves with the bound port (port 0 picks a free one). */

@@ -12,7 +12,8 @@ export const HEALTH_SERVICE = 'grpc.health.v1.Health';
 
 export const LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };
 
-const definition = protoLoader.loadSync([path.join(PROTO_DIR, 'inference.proto'), path.join(PROTO_DIR, 'health.proto')], LOADER_OPTIONS);
+/** Both services' definitions (also what server reflection describes). */
+export const definition = protoLoader.loadSync([path.join(PROTO_DIR, 'inference.proto'), path.join(PROTO_DIR, 'health.proto')], LOADER_OPTIONS);
 
 export const inferenceService = definition[INFERENCE_SERVICE] as grpc.ServiceDefinition;
 export const healthService = definition[HEALTH_SERVICE] as grpc.ServiceDefinition;
