@@ -14,7 +14,7 @@ const HELP = `usage: fleet serve --models DIR [options]
 
 Serves the models of a repository over gRPC with the KServe v2 / Open Inference Protocol
 (inference.GRPCInferenceService: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata,
-ModelInfer, ModelStreamInfer) and grpc.health.v1 health checks; Prometheus metrics on --http /metrics.
+ModelInfer, ModelStreamInfer), grpc.health.v1 health checks and server reflection; Prometheus metrics on --http /metrics.
 
 The repository (--models DIR) holds one folder per model (names: letters, digits, _ and -):
   DIR/NAME/1/model.onnx, DIR/NAME/2/model.onnx   numbered versions (requests without a version get the highest ready one)
