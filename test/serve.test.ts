@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { InferenceServer, FLEET_VERSION } from '../coordinator/serving/grpc-server.ts';
 import { addModelVersion } from '../coordinator/serving/publish.ts';
+import { ModelRepository } from '../coordinator/serving/repository.ts';
 import { createMetrics, type Metrics } from '../dashboard/metrics.ts';
 import { hardVote } from '../engine/ensemble/combine.ts';
 import { waitFor } from './helpers/fleet-procs.ts';
@@ -296,5 +297,22 @@ describe('serve: KServe v2 gRPC server over a model repository', function () {
     }
     assert.equal((await c.call('ServerLive', {})).live, true);
     assert.equal(output(await infer('cnn', images(1, 11).pixels, 1), 'predicted_class').data.length, 1);
+  });
+});
+
+describe('serve: a repository whose files were written just before the start', () => {
+  it('waits for them to settle: the model is ready when start() resolves, not at the next poll', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-serve-fresh-'));
+    fs.mkdirSync(path.join(dir, 'cnn', '1'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'cnn', '1', 'model.onnx'), cnnModel(3));
+    const repo = new ModelRepository(dir, { pollMs: 60_000, settleMs: 300, runtime: { threads: 1 } });
+    try {
+      await repo.start();
+      assert.deepEqual(repo.status().map(v => [v.model, v.version, v.state]), [['cnn', '1', 'ready']]);
+      assert.equal(repo.get('cnn').version, '1');
+    } finally {
+      await repo.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -52,10 +52,19 @@ export class ModelRepository extends EventEmitter {
     this.log = o.log ?? (() => {});
   }
 
-  /** The first scan (its loads included), then polling. */
+  /**
+   * The first scan (its loads included), then polling. Files written just before the start (`fleet models add`
+   * and then `fleet serve`, a benchmark) are waited for until they settle, a few settle times at most, so that
+   * the models are ready when the server says it is serving rather than at the next poll.
+   */
   async start(): Promise<void> {
     if (!fs.existsSync(this.root) || !fs.statSync(this.root).isDirectory()) throw new Error(`model repository ${this.root}: not a directory`);
     await this.scan();
+    const settleMs = this.o.settleMs ?? 500;
+    for (let i = 0; i < 5 && !this.closed && this.status().some(v => v.state === 'waiting'); i++) {
+      await new Promise(resolve => setTimeout(resolve, settleMs));
+      await this.scan();
+    }
     this.timer = setInterval(() => { void this.scan(); }, this.o.pollMs ?? 1000);
   }
 
