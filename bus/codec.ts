@@ -44,6 +44,8 @@ export interface DataParallelWorkBody {
 export interface DataParallelResultBody {
   jobId: string; workId: string; workerId: string; step: number; phase: DataParallelPhase; shard: number; ok: boolean; error: string;
   tensors: TensorRefBody | null; loss: number; correct: number; computeMs: number;
+  /** Optional worker-side timeline (JSON); empty when absent. */
+  timelineJson?: Uint8Array;
 }
 
 export interface BodyMap {
@@ -161,7 +163,8 @@ function checkBody(body: EnvelopeBody): Reason {
         ?? known(v.phase, `${k}.phase`, DataParallelPhase, 'DataParallelPhase') ?? u32(v.shard, `${k}.shard`)
         ?? (typeof v.ok === 'boolean' ? null : `${k}.ok is not a boolean`) ?? str(v.error, `${k}.error`, FIELD_LIMITS.text, false)
         ?? (v.tensors === null ? (v.ok ? `${k}.tensors is missing` : null) : checkTensorRef(v.tensors, `${k}.tensors`))
-        ?? finite(v.loss, `${k}.loss`) ?? u32(v.correct, `${k}.correct`) ?? finite(v.computeMs, `${k}.compute_ms`);
+        ?? finite(v.loss, `${k}.loss`) ?? u32(v.correct, `${k}.correct`) ?? finite(v.computeMs, `${k}.compute_ms`)
+        ?? (v.timelineJson === undefined ? null : json(v.timelineJson, `${k}.timeline_json`, false));
     default:
       return `unknown body kind ${String(k)}`;
   }

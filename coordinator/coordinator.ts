@@ -93,7 +93,7 @@ export class Coordinator {
     this.bus = meteredTransport(bus, this.metrics);
     this.dataParallel = new DataParallelJobs({
       bus: this.bus, workers: this.workers, busyWithEnsemble: id => this.leasedTo(id).length > 0, store: this.store,
-      outDir: id => this.outDir(id), log: this.log, metrics: this.metrics,
+      write: (key, data) => this.write(key, data), outDir: id => this.outDir(id), log: this.log, metrics: this.metrics,
     }, o.dataParallel);
     this.reassembler = new Reassembler({
       onComplete: (transferId, payload) => this.onTransfer(transferId, payload),
@@ -153,7 +153,7 @@ export class Coordinator {
     await this.bus.flush().catch(() => {});
   }
 
-  /** Resolves when every ensemble-job store write made so far has finished (or failed, logged and counted). */
+  /** Resolves when every store write made so far (ensemble and data-parallel jobs) has finished (or failed, logged and counted). */
   async persisted(): Promise<void> {
     await this.writes;
   }
@@ -384,6 +384,7 @@ export class Coordinator {
         } catch (e) {
           if (i === WRITE_ATTEMPTS) {
             this.stats.stateWriteFailures++;
+            this.metrics.stateWriteFailures.inc();
             this.log(`${this.store.description}: writing ${key} failed after ${i} attempts: ${(e as Error).message}`);
             return false;
           }
