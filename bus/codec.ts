@@ -91,6 +91,8 @@ export function decodeEnvelope(bytes: Uint8Array, limits: { maxBytes?: number } 
     return fail(`unsupported protocol version ${obj.version}${obj.version === 0 ? ' (missing)' : ''}, expected ${PROTOCOL_VERSION}`);
   }
   if (!BODY_KINDS.includes(obj.body)) return fail('envelope has no body');
+  // an optional field that came empty is absent, as the sender wrote it
+  if (obj.body === 'dpResult' && !obj.dpResult.timelineJson?.length) delete obj.dpResult.timelineJson;
   const envelope = { version: obj.version, sender: obj.sender, sentAtMs: obj.sentAtMs, body: { kind: obj.body, value: obj[obj.body] } } as Envelope;
   const reason = checkEnvelope(envelope);
   return reason ? fail(reason) : { ok: true, envelope };
