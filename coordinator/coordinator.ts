@@ -2,6 +2,7 @@
 // re-leases the tasks of workers whose heartbeats stop, collects results (chunked transfers), persists job
 // state in a StateStore (a directory, or JetStream) so a restarted coordinator resumes, and combines a
 // finished ensemble job.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
@@ -9,7 +10,7 @@ import { encodeEnvelope, decodeEnvelope, parseJsonField, jsonField, Device, type
 import { Reassembler } from '../bus/chunking.ts';
 import { ensembleTasks, combineEnsemble, checkEnsemble, ENSEMBLE_KINDS, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
 import { DATASETS } from '../engine/data/datasets.ts';
-import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
+import { ensembleOutputs, memberFiles } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
@@ -279,6 +280,19 @@ export class Coordinator {
     this.save(job);
     this.log(`job ${job.id}: ${t.task.id} done (${job.tasks.filter(x => x.state === 'done').length}/${job.tasks.length})`);
     if (job.tasks.every(x => x.state === 'done')) await this.complete(job);
+    else {
+      try { this.writeMemberFiles(job, result, false); } catch (e) { this.log(`job ${job.id}: writing ${t.task.id}'s model failed (retried at the end): ${(e as Error).message}`); }
+    }
+  }
+
+  /** A member's own model file(s), written as its result arrives, while the others still train: off the job's end. */
+  private writeMemberFiles(job: JobRecord, result: MemberResult, onlyMissing: boolean) {
+    const out = this.outDir(job.id);
+    for (const m of result.members) {
+      for (const [name, content] of Object.entries(memberFiles(job.spec, m))) {
+        if (!onlyMissing || !fs.existsSync(path.join(out, name))) writeFileAtomic(path.join(out, name), content);
+      }
+    }
   }
 
   private async complete(job: JobRecord) {
@@ -293,8 +307,10 @@ export class Coordinator {
       if (job.state !== 'running') return;
       const options: EnsembleOptions = { ...job.spec, dataDir: this.o.dataDir, runtime: {} };
       const r = combineEnsemble(options, results, (Date.now() - job.submittedAt) / 1000);
-      const { files, summary, details } = ensembleOutputs(options, r);
+      const { files, summary, details } = ensembleOutputs(options, r, { members: false });
       const out = this.outDir(job.id);
+      // the members that finished earlier are written already (not those of a job resumed after a restart)
+      for (const res of results) this.writeMemberFiles(job, res, true);
       for (const [name, content] of Object.entries(files)) writeFileAtomic(path.join(out, name), content);
       writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n');
       job.summary = { ...summary, out };

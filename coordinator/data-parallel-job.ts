@@ -30,7 +30,7 @@ import { ModelRunner } from '../engine/train/model-runner.ts';
 import { TensorSet } from '../engine/model/params.ts';
 import { CNN } from '../engine/model/classifiers.ts';
 import { PROJECTION_DIM } from '../engine/model/simclr.ts';
-import { loadDataset } from '../engine/data/datasets.ts';
+import { loadDatasetCached, type loadDataset } from '../engine/data/datasets.ts';
 import { gatherLabels } from '../engine/data/split.ts';
 import { ort, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
@@ -129,7 +129,6 @@ const emptyTimeline = (): StepTimeline => {
   const now = wallClock();
   return { start: now, flattened: now, published: now, phases: [], lossMs: 0, sumMs: 0, buffersMs: 0, optimizerMs: 0, end: now };
 };
-const datasets = new Map<string, ReturnType<typeof loadDataset>>();
 
 export class DataParallelJobs {
   readonly jobs = new Map<string, Active>();
@@ -209,8 +208,7 @@ export class DataParallelJobs {
 
   private activate(record: DataParallelRecord): Active {
     const spec = record.spec;
-    if (!datasets.has(spec.dataset)) datasets.set(spec.dataset, loadDataset(spec.dataset));
-    const data = datasets.get(spec.dataset)!;
+    const data = loadDatasetCached(spec.dataset);
     const plan = new DataParallelPlan(spec, data.train.count);
     record.totalSteps = plan.totalSteps;
     const job: Active = {

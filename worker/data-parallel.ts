@@ -20,7 +20,7 @@ import {
 } from '../engine/train/data-parallel.ts';
 import { TensorSet } from '../engine/model/params.ts';
 import { ModelRunner } from '../engine/train/model-runner.ts';
-import { loadDataset } from '../engine/data/datasets.ts';
+import { loadDatasetCached, type loadDataset } from '../engine/data/datasets.ts';
 import { PROJECTION_DIM } from '../engine/model/simclr.ts';
 import { ort, type RuntimeOptions } from '../engine/runtime.ts';
 import { wallClock, type WorkerTimeline } from '../engine/train/dp-timeline.ts';
@@ -48,7 +48,6 @@ interface JobContext {
   inputs: Map<string, ShardInputs>;
 }
 
-const datasets = new Map<string, ReturnType<typeof loadDataset>>();
 const MAX_TRANSFERS = 6;
 
 export function startDataParallel(bus: Transport, o: DataParallelOptions) {
@@ -82,9 +81,7 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
     let c = jobs.get(jobId);
     if (c) return c;
     for (const [id, old] of jobs) { void old.runner.release(); jobs.delete(id); } // one job at a time keeps memory bounded
-    const key = spec.dataset;
-    if (!datasets.has(key)) datasets.set(key, loadDataset(spec.dataset));
-    const data = datasets.get(key)!.train;
+    const data = loadDatasetCached(spec.dataset).train;
     const specs = modelSpecs(spec.model);
     c = {
       spec, plan: new DataParallelPlan(spec, data.count), data, masks: new Map(), version: null, inputs: new Map(),
