@@ -347,7 +347,8 @@ export class DataParallelJobs {
     job.busy = true;
     try {
       job.computeMs += Math.max(...job.slots.map(s => s.computeMs));
-      if (job.phase === 'forward') return await this.contrastiveLoss(job);
+      // the backward phase is assigned by the tick below at once, not by the next timer tick
+      if (job.phase === 'forward') { await this.contrastiveLoss(job); return; }
       const P = job.ps.paramCount;
       const grads = job.slots.map(s => s.result!.subarray(0, P));
       const buffers = job.phase === 'gradient' ? job.slots.map(s => s.result!.subarray(P)) : job.forward.map(f => f.buffers);
@@ -359,8 +360,8 @@ export class DataParallelJobs {
       await this.fail(job, (e as Error).message);
     } finally {
       job.busy = false;
+      this.tick();
     }
-    this.tick();
   }
 
   /** SimCLR: NT-Xent over all 2B projections, and each shard's slice of dloss/dz. */
