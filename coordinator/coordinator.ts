@@ -82,6 +82,8 @@ export class Coordinator {
   private writes: Promise<unknown> = Promise.resolve();
   /** Tasks whose result is being written to the store (a duplicate result meanwhile is ignored). */
   private readonly storing = new Set<TaskRecord>();
+  /** Results stored during this run, by store key, so that combining a job need not read them back. */
+  private readonly stored = new Map<string, MemberResult>();
 
   constructor(bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
@@ -254,6 +256,7 @@ export class Coordinator {
     const ready = this.pending.get(ref.transferId);
     if (ready) void this.finishTask(job, t, ready.result);
     else this.save(job); // the chunks may still be arriving: onTransfer finishes it
+    this.tick(); // the worker is idle: its next lease goes now, not at its next heartbeat or timer tick
   }
 
   private onTransfer(transferId: string, payload: Uint8Array) {
@@ -277,6 +280,7 @@ export class Coordinator {
     if (job.state !== 'running' || t.state === 'done') return;
     if (!stored) { this.requeue(t, 'its result could not be stored'); this.save(job); return; }
     t.state = 'done';
+    this.stored.set(resultKey(job.id, t.task.id), result);
     this.save(job);
     this.log(`job ${job.id}: ${t.task.id} done (${job.tasks.filter(x => x.state === 'done').length}/${job.tasks.length})`);
     if (job.tasks.every(x => x.state === 'done')) await this.complete(job);
@@ -300,7 +304,10 @@ export class Coordinator {
       const results: MemberResult[] = [];
       for (const t of job.tasks) {
         const key = resultKey(job.id, t.task.id);
-        const bytes = await this.store.get(key);
+        const kept = this.stored.get(key);
+        this.stored.delete(key);
+        if (kept) { results.push(kept); continue; }
+        const bytes = await this.store.get(key); // stored before a restart
         if (!bytes) throw new Error(`${this.store.description}: ${key} is missing`);
         results.push(decodeMemberResult(bytes, `${this.store.description}: ${key}`));
       }
@@ -326,6 +333,7 @@ export class Coordinator {
   }
 
   private fail(job: JobRecord, error: string) {
+    for (const t of job.tasks) this.stored.delete(resultKey(job.id, t.task.id));
     job.state = 'failed';
     job.error = error;
     job.finishedAt = Date.now();
