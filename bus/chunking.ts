@@ -1,8 +1,6 @@
 // Sends payloads larger than the transport's maxPayload as TensorChunk envelopes, and reassembles them.
 // Chunks may arrive out of order or twice; the receiver checks sizes and the SHA-256 of the whole payload.
-// The receiver hashes and copies each chunk into place as soon as the chunks before it are in (NATS keeps one
-// sender's order), so the work overlaps the transfer instead of following it.
-import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { encodeEnvelope, type TensorChunkBody } from './codec.ts';
 import type { Transport } from './transport.ts';
 
@@ -47,16 +45,10 @@ interface Transfer {
   count: number;
   totalBytes: number;
   sha256: Uint8Array;
-  /** Chunks that arrived ahead of their turn (by index); null once a chunk is in `payload`. */
-  parts: (Uint8Array | null | undefined)[];
+  parts: (Uint8Array | undefined)[];
   received: number;
   bytes: number;
   lastSeen: number;
-  /** The payload being assembled in index order: hashed and copied up to chunk `next` (at byte `at`). */
-  payload: Buffer | null;
-  hash: Hash;
-  next: number;
-  at: number;
 }
 
 export interface ReassemblerOptions {
@@ -98,8 +90,7 @@ export class Reassembler {
     const now = Date.now();
     let t = this.pending.get(id);
     if (!t) {
-      t = { count: c.count, totalBytes: c.totalBytes, sha256: c.sha256, parts: new Array(c.count), received: 0, bytes: 0, lastSeen: now,
-        payload: null, hash: createHash('sha256'), next: 0, at: 0 };
+      t = { count: c.count, totalBytes: c.totalBytes, sha256: c.sha256, parts: new Array(c.count), received: 0, bytes: 0, lastSeen: now };
       this.pending.set(id, t);
     } else {
       const diff = t.count !== c.count ? `count ${c.count} != ${t.count}`
@@ -108,12 +99,11 @@ export class Reassembler {
       if (diff) return this.fail(id, `inconsistent chunk header (${diff})`);
     }
     t.lastSeen = now;
-    if (t.parts[c.index] !== undefined) return; // duplicate delivery
+    if (t.parts[c.index]) return; // duplicate delivery
     t.parts[c.index] = c.data;
     t.received++;
     t.bytes += c.data.length;
     if (t.bytes > t.totalBytes) return this.fail(id, `chunks add up to more than total_bytes ${t.totalBytes}`);
-    absorb(t);
     if (t.received === t.count) this.complete(id, t);
   }
 
@@ -131,8 +121,9 @@ export class Reassembler {
 
   private complete(id: string, t: Transfer): void {
     if (t.bytes !== t.totalBytes) return this.fail(id, `chunks add up to ${t.bytes} bytes, expected ${t.totalBytes}`);
-    const payload = t.payload ?? Buffer.alloc(0);
-    if (!t.hash.digest().equals(t.sha256)) return this.fail(id, 'SHA-256 of the reassembled payload does not match');
+    const payload = Buffer.concat(t.parts as Uint8Array[], t.totalBytes);
+    const sha = createHash('sha256').update(payload).digest();
+    if (!sha.equals(t.sha256)) return this.fail(id, 'SHA-256 of the reassembled payload does not match');
     this.pending.delete(id);
     this.finish(id, Date.now());
     this.counts.completed++;
@@ -152,17 +143,6 @@ export class Reassembler {
     this.finished.set(id, at);
     // Bound memory when sweep is rarely called: forget the oldest finished ids first (Map keeps insertion order).
     if (this.finished.size > 10_000) this.finished.delete(this.finished.keys().next().value!);
-  }
-}
-
-/** Hashes and copies the chunks that are next in index order into the payload (allocated on the first one). */
-function absorb(t: Transfer): void {
-  for (let data = t.parts[t.next]; data; data = t.parts[t.next]) {
-    t.payload ??= Buffer.allocUnsafe(t.totalBytes); // every byte is written before the payload is handed out
-    t.hash.update(data);
-    t.payload.set(data, t.at);
-    t.at += data.length;
-    t.parts[t.next++] = null;
   }
 }
 
