@@ -94,6 +94,8 @@ interface Active {
   loss?: ModelRunner;
   /** This step's timeline; the current phase is its last. */
   tl: StepTimeline;
+  /** A state write still queued or running: the next persist is skipped rather than queue another copy. */
+  persisting: boolean;
 }
 
 export interface DataParallelHost {
@@ -215,7 +217,7 @@ export class DataParallelJobs {
       record, plan, ps: new ParameterServer(spec, this.host.metrics), data, phase: 'gradient', slots: [], forward: [], upstream: [],
       progress: { history: [], epoch: { lossSum: 0, correct: 0, seen: 0, seconds: 0 }, trainSeconds: 0, trainImages: 0 },
       version: null, workerVersion: new Map(), busy: false, contrastiveLoss: NaN, stepStart: 0, stepBytesOut: 0, stepBytesIn: 0, stepReassigned: 0, lossMs: 0, computeMs: 0,
-      tl: emptyTimeline(),
+      tl: emptyTimeline(), persisting: false,
     };
     this.jobs.set(record.id, job);
     return job;
@@ -500,8 +502,9 @@ export class DataParallelJobs {
    * a write that fails for good is logged and counted by the host, and the next persist writes a newer state.
    */
   private persist(job: Active) {
-    if (this.stopped) return;
-    void this.host.write(KEY(job.record.id, 'state.ckpt'), job.ps.encodeState(job.progress));
+    if (this.stopped || job.persisting) return; // a slow store: a later persist writes a newer state
+    job.persisting = true;
+    void this.host.write(KEY(job.record.id, 'state.ckpt'), job.ps.encodeState(job.progress)).finally(() => { job.persisting = false; });
     void this.saveRecord(job.record);
   }
 
