@@ -22,7 +22,7 @@ import type { DataParallelSpec } from '../engine/train/data-parallel.ts';
 export interface ScaleOptions {
   /** (1): training steps per member (batch 64). */
   memberSteps: number;
-  /** (1): rounds of (1 worker, 2 workers), interleaved A B B A. */
+  /** (1): rounds of (1 worker, 2 workers), interleaved A B B A; 0 skips (1). */
   rounds: number;
   /** (2): data-parallel SimCLR steps (the first `warmupSteps` are not counted) and the global batch. */
   dpSteps: number;
@@ -33,6 +33,8 @@ export interface ScaleOptions {
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
+const medianTimeline = (ts: Record<string, number>[]) =>
+  Object.fromEntries(Object.keys(ts[0] ?? {}).map(k => [k, round(median(ts.map(t => t[k] ?? 0)), 1)]));
 
 export async function benchScale(o: ScaleOptions) {
   const nats = await startNatsServer();
@@ -107,6 +109,9 @@ export async function benchScale(o: ScaleOptions) {
         bytes_per_step: Math.round(median(counted.map(s => s.bytesOut + s.bytesIn))),
         bytes_coordinator_out_per_step: Math.round(median(counted.map(s => s.bytesOut))),
         bytes_workers_out_per_step: Math.round(median(counted.map(s => s.bytesIn))),
+        // the critical path of a step, interval by interval (engine/train/dp-timeline.ts), median over the counted steps
+        timeline_ms_median: medianTimeline(counted.map(s => s.timeline.path)),
+        bus_handler_ms_median: medianTimeline(counted.map(s => s.timeline.bus)),
         per_step: counted.map(s => ({ step: s.step, wall_ms: round(s.wallMs, 1), compute_ms: round(s.computeMs, 1), aggregation_ms: round(s.aggregationMs, 1) })),
       },
       load_average_1min: load.map(x => round(x, 2)),

@@ -17,7 +17,7 @@ export async function sendChunked(
     const data = payload.subarray(index * room, (index + 1) * room); // a view: encoding copies it anyway
     const msg = encodeEnvelope({ kind: 'chunk', value: { transferId, index, count, totalBytes: payload.length, sha256, data } }, sender);
     if (msg.length > transport.maxPayload) throw new Error(`chunk of ${msg.length} bytes exceeds maxPayload ${transport.maxPayload}`);
-    transport.publish(subject, msg);
+    transport.publish(subject, msg, { owned: true }); // a fresh envelope: no defensive copy
   }
   await transport.flush();
   return { transferId, chunks: count };

@@ -44,6 +44,8 @@ export interface DataParallelWorkBody {
 export interface DataParallelResultBody {
   jobId: string; workId: string; workerId: string; step: number; phase: DataParallelPhase; shard: number; ok: boolean; error: string;
   tensors: TensorRefBody | null; loss: number; correct: number; computeMs: number;
+  /** Optional worker-side timeline (JSON); empty when absent. */
+  timelineJson?: Uint8Array;
 }
 
 export interface BodyMap {
@@ -89,6 +91,8 @@ export function decodeEnvelope(bytes: Uint8Array, limits: { maxBytes?: number } 
     return fail(`unsupported protocol version ${obj.version}${obj.version === 0 ? ' (missing)' : ''}, expected ${PROTOCOL_VERSION}`);
   }
   if (!BODY_KINDS.includes(obj.body)) return fail('envelope has no body');
+  // an optional field that came empty is absent, as the sender wrote it
+  if (obj.body === 'dpResult' && !obj.dpResult.timelineJson?.length) delete obj.dpResult.timelineJson;
   const envelope = { version: obj.version, sender: obj.sender, sentAtMs: obj.sentAtMs, body: { kind: obj.body, value: obj[obj.body] } } as Envelope;
   const reason = checkEnvelope(envelope);
   return reason ? fail(reason) : { ok: true, envelope };
@@ -161,7 +165,8 @@ function checkBody(body: EnvelopeBody): Reason {
         ?? known(v.phase, `${k}.phase`, DataParallelPhase, 'DataParallelPhase') ?? u32(v.shard, `${k}.shard`)
         ?? (typeof v.ok === 'boolean' ? null : `${k}.ok is not a boolean`) ?? str(v.error, `${k}.error`, FIELD_LIMITS.text, false)
         ?? (v.tensors === null ? (v.ok ? `${k}.tensors is missing` : null) : checkTensorRef(v.tensors, `${k}.tensors`))
-        ?? finite(v.loss, `${k}.loss`) ?? u32(v.correct, `${k}.correct`) ?? finite(v.computeMs, `${k}.compute_ms`);
+        ?? finite(v.loss, `${k}.loss`) ?? u32(v.correct, `${k}.correct`) ?? finite(v.computeMs, `${k}.compute_ms`)
+        ?? (v.timelineJson === undefined ? null : json(v.timelineJson, `${k}.timeline_json`, false));
     default:
       return `unknown body kind ${String(k)}`;
   }

@@ -6,7 +6,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { MessageChannel, type MessagePort, receiveMessageOnPort } from 'node:worker_threads';
-import type { BusMessage, SubscribeOptions, Subscription, Transport } from './transport.ts';
+import type { BusMessage, PublishOptions, SubscribeOptions, Subscription, Transport } from './transport.ts';
 import { subjectMatches, validateSubject } from './subjects.ts';
 
 export interface InprocOptions {
@@ -141,7 +141,7 @@ abstract class InprocClient implements Transport {
     this.handlers.get(sid)?.(d);
   }
 
-  publish(subject: string, data: Uint8Array, opts?: { reply?: string }): void {
+  publish(subject: string, data: Uint8Array, opts?: PublishOptions): void {
     this.checkOpen();
     validateSubject(subject, false);
     if (opts?.reply !== undefined) validateSubject(opts.reply, false);

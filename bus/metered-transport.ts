@@ -1,7 +1,7 @@
 // Counts what a process sends and receives on the bus (fleet_bus_bytes_total, fleet_bus_messages_total) by
 // wrapping its Transport, so the NATS and the in-process transports are metered the same way. The message
 // kind comes from the subject (a small fixed set), not from decoding the payload: metering stays O(1).
-import type { BusMessage, SubscribeOptions, Subscription, Transport } from './transport.ts';
+import type { BusMessage, PublishOptions, SubscribeOptions, Subscription, Transport } from './transport.ts';
 import { SUBJECTS } from './subjects.ts';
 import type { Metrics } from '../dashboard/metrics.ts';
 
@@ -39,7 +39,7 @@ export function meteredTransport(inner: Transport, metrics: Metrics): Transport 
   };
   return {
     get maxPayload() { return inner.maxPayload; },
-    publish(subject: string, data: Uint8Array, opts?: { reply?: string }) {
+    publish(subject: string, data: Uint8Array, opts?: PublishOptions) {
       inner.publish(subject, data, opts);
       count('out', subject, data.byteLength); // after: a refused publish (too large, closed) sent nothing
     },

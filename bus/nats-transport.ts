@@ -13,7 +13,7 @@ import {
   type NodeConnectionOptions,
   type Status,
 } from '@nats-io/transport-node';
-import type { BusMessage, SubscribeOptions, Subscription, Transport } from './transport.ts';
+import type { BusMessage, PublishOptions, SubscribeOptions, Subscription, Transport } from './transport.ts';
 
 export interface NatsOptions {
   /** Connection name shown by the server (monitoring). */
@@ -93,10 +93,10 @@ class NatsClient implements Transport {
     return this.nc.info?.max_payload ?? this.initialMaxPayload;
   }
 
-  publish(subject: string, data: Uint8Array, opts?: { reply?: string }): void {
-    // nats.js queues small payloads by reference until the next write, so a sender reusing its
-    // buffer right after publish() would change what goes out: copy, as the in-process hub does.
-    this.nc.publish(subject, data.slice(), opts?.reply ? { reply: opts.reply } : undefined);
+  publish(subject: string, data: Uint8Array, opts?: PublishOptions): void {
+    // nats.js queues payloads by reference until the next write, so a sender reusing its buffer right
+    // after publish() would change what goes out: copy, as the in-process hub does, unless it is handed over.
+    this.nc.publish(subject, opts?.owned ? data : data.slice(), opts?.reply ? { reply: opts.reply } : undefined);
   }
 
   subscribe(subject: string, handler: (msg: BusMessage) => void, opts?: SubscribeOptions): Subscription {

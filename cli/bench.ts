@@ -53,7 +53,7 @@ mil-grid options:
 
 scale options:
   --member-steps N training steps (batch 64) per ensemble member (default 20)
-  --rounds N       rounds of (1 worker, 2 workers), interleaved (default 2)
+  --rounds N       rounds of (1 worker, 2 workers), interleaved (default 2; 0 skips the ensemble part)
   --dp-steps N     data-parallel SimCLR steps (default 8; the first 2 are warm-up)
   --dp-batch N     data-parallel global batch in images (default 256)
 
@@ -105,7 +105,7 @@ export default async function bench(argv: string[]): Promise<void> {
 type Values = Record<string, string | boolean | undefined>;
 
 async function scale(values: Values): Promise<void> {
-  const o = { memberSteps: intOption(values, 'member-steps', 20, 1), rounds: intOption(values, 'rounds', 2, 1), dpSteps: intOption(values, 'dp-steps', 8, 3), warmupSteps: 2, dpBatch: intOption(values, 'dp-batch', 256, 2) };
+  const o = { memberSteps: intOption(values, 'member-steps', 20, 1), rounds: intOption(values, 'rounds', 2, 0), dpSteps: intOption(values, 'dp-steps', 8, 3), warmupSteps: 2, dpBatch: intOption(values, 'dp-batch', 256, 2) };
   const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'scale.json'));
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const r = await benchScale({ ...o, log });

@@ -2,6 +2,7 @@
 // re-leases the tasks of workers whose heartbeats stop, collects results (chunked transfers), persists job
 // state in a StateStore (a directory, or JetStream) so a restarted coordinator resumes, and combines a
 // finished ensemble job.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
@@ -9,7 +10,7 @@ import { encodeEnvelope, decodeEnvelope, parseJsonField, jsonField, Device, type
 import { Reassembler } from '../bus/chunking.ts';
 import { ensembleTasks, combineEnsemble, checkEnsemble, ENSEMBLE_KINDS, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
 import { DATASETS } from '../engine/data/datasets.ts';
-import { ensembleOutputs } from '../engine/ensemble/outputs.ts';
+import { ensembleOutputs, memberFiles } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
@@ -81,6 +82,8 @@ export class Coordinator {
   private writes: Promise<unknown> = Promise.resolve();
   /** Tasks whose result is being written to the store (a duplicate result meanwhile is ignored). */
   private readonly storing = new Set<TaskRecord>();
+  /** Results stored during this run, by store key, so that combining a job need not read them back. */
+  private readonly stored = new Map<string, MemberResult>();
 
   constructor(bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
@@ -93,7 +96,7 @@ export class Coordinator {
     this.bus = meteredTransport(bus, this.metrics);
     this.dataParallel = new DataParallelJobs({
       bus: this.bus, workers: this.workers, busyWithEnsemble: id => this.leasedTo(id).length > 0, store: this.store,
-      outDir: id => this.outDir(id), log: this.log, metrics: this.metrics,
+      write: (key, data) => this.write(key, data), outDir: id => this.outDir(id), log: this.log, metrics: this.metrics,
     }, o.dataParallel);
     this.reassembler = new Reassembler({
       onComplete: (transferId, payload) => this.onTransfer(transferId, payload),
@@ -153,7 +156,7 @@ export class Coordinator {
     await this.bus.flush().catch(() => {});
   }
 
-  /** Resolves when every ensemble-job store write made so far has finished (or failed, logged and counted). */
+  /** Resolves when every store write made so far (ensemble and data-parallel jobs) has finished (or failed, logged and counted). */
   async persisted(): Promise<void> {
     await this.writes;
   }
@@ -253,6 +256,7 @@ export class Coordinator {
     const ready = this.pending.get(ref.transferId);
     if (ready) void this.finishTask(job, t, ready.result);
     else this.save(job); // the chunks may still be arriving: onTransfer finishes it
+    this.tick(); // the worker is idle: its next lease goes now, not at its next heartbeat or timer tick
   }
 
   private onTransfer(transferId: string, payload: Uint8Array) {
@@ -276,9 +280,23 @@ export class Coordinator {
     if (job.state !== 'running' || t.state === 'done') return;
     if (!stored) { this.requeue(t, 'its result could not be stored'); this.save(job); return; }
     t.state = 'done';
+    this.stored.set(resultKey(job.id, t.task.id), result);
     this.save(job);
     this.log(`job ${job.id}: ${t.task.id} done (${job.tasks.filter(x => x.state === 'done').length}/${job.tasks.length})`);
     if (job.tasks.every(x => x.state === 'done')) await this.complete(job);
+    else {
+      try { this.writeMemberFiles(job, result, false); } catch (e) { this.log(`job ${job.id}: writing ${t.task.id}'s model failed (retried at the end): ${(e as Error).message}`); }
+    }
+  }
+
+  /** A member's own model file(s), written as its result arrives, while the others still train: off the job's end. */
+  private writeMemberFiles(job: JobRecord, result: MemberResult, onlyMissing: boolean) {
+    const out = this.outDir(job.id);
+    for (const m of result.members) {
+      for (const [name, content] of Object.entries(memberFiles(job.spec, m))) {
+        if (!onlyMissing || !fs.existsSync(path.join(out, name))) writeFileAtomic(path.join(out, name), content);
+      }
+    }
   }
 
   private async complete(job: JobRecord) {
@@ -286,15 +304,20 @@ export class Coordinator {
       const results: MemberResult[] = [];
       for (const t of job.tasks) {
         const key = resultKey(job.id, t.task.id);
-        const bytes = await this.store.get(key);
+        const kept = this.stored.get(key);
+        this.stored.delete(key);
+        if (kept) { results.push(kept); continue; }
+        const bytes = await this.store.get(key); // stored before a restart
         if (!bytes) throw new Error(`${this.store.description}: ${key} is missing`);
         results.push(decodeMemberResult(bytes, `${this.store.description}: ${key}`));
       }
       if (job.state !== 'running') return;
       const options: EnsembleOptions = { ...job.spec, dataDir: this.o.dataDir, runtime: {} };
       const r = combineEnsemble(options, results, (Date.now() - job.submittedAt) / 1000);
-      const { files, summary, details } = ensembleOutputs(options, r);
+      const { files, summary, details } = ensembleOutputs(options, r, { members: false });
       const out = this.outDir(job.id);
+      // the members that finished earlier are written already (not those of a job resumed after a restart)
+      for (const res of results) this.writeMemberFiles(job, res, true);
       for (const [name, content] of Object.entries(files)) writeFileAtomic(path.join(out, name), content);
       writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n');
       job.summary = { ...summary, out };
@@ -310,6 +333,7 @@ export class Coordinator {
   }
 
   private fail(job: JobRecord, error: string) {
+    for (const t of job.tasks) this.stored.delete(resultKey(job.id, t.task.id));
     job.state = 'failed';
     job.error = error;
     job.finishedAt = Date.now();
@@ -384,6 +408,7 @@ export class Coordinator {
         } catch (e) {
           if (i === WRITE_ATTEMPTS) {
             this.stats.stateWriteFailures++;
+            this.metrics.stateWriteFailures.inc();
             this.log(`${this.store.description}: writing ${key} failed after ${i} attempts: ${(e as Error).message}`);
             return false;
           }

@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, dpWorkSubject, dpParamsSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
-import { encodeEnvelope, decodeEnvelope, jsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase, type DataParallelResultBody } from '../bus/codec.ts';
+import { encodeEnvelope, decodeEnvelope, jsonField, parseJsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase, type DataParallelResultBody } from '../bus/codec.ts';
 import { sendChunked, Reassembler } from '../bus/chunking.ts';
 import { countingTransport } from '../bus/counting-transport.ts';
 import { ParameterServer } from './parameter-server.ts';
@@ -30,10 +30,11 @@ import { ModelRunner } from '../engine/train/model-runner.ts';
 import { TensorSet } from '../engine/model/params.ts';
 import { CNN } from '../engine/model/classifiers.ts';
 import { PROJECTION_DIM } from '../engine/model/simclr.ts';
-import { loadDataset } from '../engine/data/datasets.ts';
+import { loadDatasetCached, type loadDataset } from '../engine/data/datasets.ts';
 import { gatherLabels } from '../engine/data/split.ts';
 import { ort, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
+import { wallClock, summariseStep, type StepTimeline, type PhaseTimeline, type WorkerTimeline } from '../engine/train/dp-timeline.ts';
 
 /** One finished step, for progress, the tests (exactness) and `fleet bench scale` (where the time goes). */
 export interface StepInfo {
@@ -51,6 +52,8 @@ export interface StepInfo {
   bytesOut: number;
   bytesIn: number;
   reassigned: number;
+  /** The step's critical path in ms (summariseStep): intervals that add up to wallMs, and bus handler times. */
+  timeline: ReturnType<typeof summariseStep>;
 }
 
 /** A data-parallel job's persisted record (job.json). */
@@ -89,6 +92,10 @@ interface Active {
   contrastiveLoss: number;
   stepStart: number; stepBytesOut: number; stepBytesIn: number; stepReassigned: number; lossMs: number; computeMs: number;
   loss?: ModelRunner;
+  /** This step's timeline; the current phase is its last. */
+  tl: StepTimeline;
+  /** A state write still queued or running: the next persist is skipped rather than queue another copy. */
+  persisting: boolean;
 }
 
 export interface DataParallelHost {
@@ -97,6 +104,8 @@ export interface DataParallelHost {
   /** The worker runs an ensemble task: data-parallel work waits for others. */
   busyWithEnsemble(workerId: string): boolean;
   store: StateStore;
+  /** Queues a store write behind the earlier ones, retried; false (logged and counted) when it failed for good. */
+  write(key: string, data: Uint8Array | string): Promise<boolean>;
   outDir(jobId: string): string;
   log(line: string): void;
   metrics?: Metrics;
@@ -117,7 +126,11 @@ export interface DataParallelOptions {
 export const isDataParallelSpec = (spec: unknown): boolean => (spec as { kind?: unknown } | null)?.kind === 'data-parallel';
 
 const KEY = (id: string, name: string) => `data-parallel/${id}/${name}`;
-const datasets = new Map<string, ReturnType<typeof loadDataset>>();
+const newPhase = (phase: PhaseTimeline['phase']): PhaseTimeline => ({ phase, sent: 0, shards: [], busMs: 0 });
+const emptyTimeline = (): StepTimeline => {
+  const now = wallClock();
+  return { start: now, flattened: now, published: now, phases: [], lossMs: 0, sumMs: 0, buffersMs: 0, optimizerMs: 0, end: now };
+};
 
 export class DataParallelJobs {
   readonly jobs = new Map<string, Active>();
@@ -145,16 +158,9 @@ export class DataParallelJobs {
   /** Subscribes to the workers' results and resumes the persisted running jobs. */
   async start(): Promise<void> {
     this.sub = this.host.bus.subscribe(SUBJECTS.dpUpAll, msg => {
-      this.stats.bytesIn += msg.data.length;
+      const t0 = wallClock();
       const job = this.jobs.get(msg.subject.slice(SUBJECTS.dpUpPrefix.length + 1));
-      if (job) job.stepBytesIn += msg.data.length;
-      const d = decodeEnvelope(msg.data);
-      const body = d.ok ? d.envelope.body : null;
-      if (body?.kind === 'chunk') return this.reassembler.accept(body.value);
-      if (body?.kind === 'dpResult') return this.onResult(body.value);
-      this.stats.malformed++;
-      this.host.metrics?.malformed.inc({ kind: 'dpResult' });
-      this.host.log(`data-parallel: dropped a malformed message on ${msg.subject}: ${d.ok ? `a ${d.envelope.body.kind} message` : d.reason}`);
+      try { this.onUp(msg, job); } finally { const p = job?.tl.phases.at(-1); if (p) p.busMs += wallClock() - t0; }
     });
     for (const key of await this.host.store.list('data-parallel/')) {
       if (!key.endsWith('/job.json')) continue;
@@ -173,6 +179,18 @@ export class DataParallelJobs {
     this.loaded = true;
   }
 
+  private onUp(msg: { subject: string; data: Uint8Array }, job: Active | undefined) {
+    this.stats.bytesIn += msg.data.length;
+    if (job) job.stepBytesIn += msg.data.length;
+    const d = decodeEnvelope(msg.data);
+    const body = d.ok ? d.envelope.body : null;
+    if (body?.kind === 'chunk') return this.reassembler.accept(body.value);
+    if (body?.kind === 'dpResult') return this.onResult(body.value);
+    this.stats.malformed++;
+    this.host.metrics?.malformed.inc({ kind: 'dpResult' });
+    this.host.log(`data-parallel: dropped a malformed message on ${msg.subject}: ${d.ok ? `a ${d.envelope.body.kind} message` : d.reason}`);
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     this.sub?.unsubscribe();
@@ -185,21 +203,21 @@ export class DataParallelJobs {
     const id = `job-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
     const record: DataParallelRecord = { id, spec, state: 'running', submittedAt: Date.now(), step: 0, totalSteps: 0 };
     const job = this.activate(record);
-    this.saveRecord(record).catch(e => this.host.log(`data-parallel job ${id}: saving its record failed: ${(e as Error).message}`));
+    void this.saveRecord(record);
     this.host.log(`data-parallel job ${id}: ${spec.model}, ${job.plan.totalSteps} steps of ${spec.batchSize} images in ${spec.shards} shards`);
     return record;
   }
 
   private activate(record: DataParallelRecord): Active {
     const spec = record.spec;
-    if (!datasets.has(spec.dataset)) datasets.set(spec.dataset, loadDataset(spec.dataset));
-    const data = datasets.get(spec.dataset)!;
+    const data = loadDatasetCached(spec.dataset);
     const plan = new DataParallelPlan(spec, data.train.count);
     record.totalSteps = plan.totalSteps;
     const job: Active = {
       record, plan, ps: new ParameterServer(spec, this.host.metrics), data, phase: 'gradient', slots: [], forward: [], upstream: [],
       progress: { history: [], epoch: { lossSum: 0, correct: 0, seen: 0, seconds: 0 }, trainSeconds: 0, trainImages: 0 },
       version: null, workerVersion: new Map(), busy: false, contrastiveLoss: NaN, stepStart: 0, stepBytesOut: 0, stepBytesIn: 0, stepReassigned: 0, lossMs: 0, computeMs: 0,
+      tl: emptyTimeline(), persisting: false,
     };
     this.jobs.set(record.id, job);
     return job;
@@ -229,14 +247,18 @@ export class DataParallelJobs {
     job.stepStart = performance.now();
     job.stepBytesOut = job.stepBytesIn = job.stepReassigned = 0;
     job.lossMs = job.computeMs = 0;
+    job.tl = emptyTimeline();
     job.version = { id: `${job.record.id}-v${t}-${randomBytes(3).toString('hex')}`, bytes: tensorToBytes(job.ps.versionPayload()) };
+    job.tl.flattened = wallClock();
     // one broadcast for every live worker (the server fans it out); a worker that joins later gets it with its work
     const live = this.liveWorkers();
     if (live.length) {
       void sendChunked(this.out, dpParamsSubject(job.record.id), job.version.bytes, { transferId: job.version.id, sender: 'coordinator' }).catch(() => {});
       for (const w of live) job.workerVersion.set(w, job.version.id);
     }
+    job.tl.published = wallClock();
     job.phase = job.record.spec.model === 'cnn' ? 'gradient' : 'forward';
+    job.tl.phases.push(newPhase(job.phase));
     job.slots = this.freshSlots(job);
   }
 
@@ -291,6 +313,7 @@ export class DataParallelJobs {
       jobId: job.record.id, workId: slot.workId, step: t, phase, shard: slot.shard, shards: job.record.spec.shards,
       paramsTransferId: job.version!.id, upstreamTransferId, specJson: jsonField(job.record.spec),
     } }, 'coordinator'));
+    job.tl.phases.at(-1)!.sent = wallClock();
   }
 
   private onResult(r: DataParallelResultBody) {
@@ -316,6 +339,8 @@ export class DataParallelJobs {
     if (!t.ok) return fail(`wrong result size: ${t.reason}`);
     const values = t.tensor as Float32Array;
     Object.assign(slot, { result: values, loss: r.loss, correct: r.correct, computeMs: r.computeMs, by: r.workerId });
+    const w = r.timelineJson?.length ? parseJsonField(r.timelineJson, 'timeline_json') : null;
+    job.tl.phases.at(-1)!.shards.push({ shard: r.shard, worker: r.workerId, arrived: wallClock(), w: w?.ok ? w.value as WorkerTimeline : undefined });
     if (job.slots.every(s => s.result)) void this.advance(job);
   }
 
@@ -324,7 +349,8 @@ export class DataParallelJobs {
     job.busy = true;
     try {
       job.computeMs += Math.max(...job.slots.map(s => s.computeMs));
-      if (job.phase === 'forward') return await this.contrastiveLoss(job);
+      // the backward phase is assigned by the tick below at once, not by the next timer tick
+      if (job.phase === 'forward') { await this.contrastiveLoss(job); return; }
       const P = job.ps.paramCount;
       const grads = job.slots.map(s => s.result!.subarray(0, P));
       const buffers = job.phase === 'gradient' ? job.slots.map(s => s.result!.subarray(P)) : job.forward.map(f => f.buffers);
@@ -336,8 +362,8 @@ export class DataParallelJobs {
       await this.fail(job, (e as Error).message);
     } finally {
       job.busy = false;
+      this.tick();
     }
-    this.tick();
   }
 
   /** SimCLR: NT-Xent over all 2B projections, and each shard's slice of dloss/dz. */
@@ -370,6 +396,8 @@ export class DataParallelJobs {
     job.phase = 'backward';
     job.slots = this.freshSlots(job);
     job.lossMs = performance.now() - t0;
+    job.tl.lossMs = job.lossMs;
+    job.tl.phases.push(newPhase('backward'));
     job.computeMs += job.lossMs;
   }
 
@@ -383,16 +411,17 @@ export class DataParallelJobs {
     this.stats.steps++;
     record.step = ps.step;
     const wallMs = performance.now() - job.stepStart;
+    Object.assign(job.tl, ps.lastApply, { end: wallClock() });
     progress.epoch.lossSum += loss * indices.length; progress.epoch.correct += correct; progress.epoch.seen += indices.length;
     progress.epoch.seconds += wallMs / 1000;
     this.o.onStep?.({ job: record.id, step: t, epoch, loss, lr, gradient, params: ps.state.params.data, workers, wallMs, computeMs: job.computeMs, aggregationMs,
-      bytesOut: job.stepBytesOut, bytesIn: job.stepBytesIn, reassigned: job.stepReassigned });
+      bytesOut: job.stepBytesOut, bytesIn: job.stepBytesIn, reassigned: job.stepReassigned, timeline: summariseStep(job.tl) });
     this.progressEvent(job, { event: 'step', step: t + 1, steps: plan.totalSteps, workers, wall_ms: Math.round(wallMs) }, epoch, k + 1, loss);
     const endOfEpoch = k === plan.itersPerEpoch - 1;
     if (endOfEpoch) await this.endEpoch(job, epoch, lr);
     job.slots = [];
     job.forward = [];
-    if (endOfEpoch || ps.step % (this.o.persistEverySteps ?? 20) === 0 || ps.step === plan.totalSteps) await this.persist(job);
+    if (endOfEpoch || ps.step % (this.o.persistEverySteps ?? 20) === 0 || ps.step === plan.totalSteps) this.persist(job);
     if (ps.step === plan.totalSteps && !this.stopped) await this.finish(job);
   }
 
@@ -456,7 +485,7 @@ export class DataParallelJobs {
   private async fail(job: Active, error: string) {
     if (job.record.state !== 'running' || this.stopped) return;
     Object.assign(job.record, { state: 'failed', error, finishedAt: Date.now() });
-    await this.saveRecord(job.record).catch(() => {});
+    await this.saveRecord(job.record);
     this.retire(job);
     this.host.log(`data-parallel job ${job.record.id}: failed: ${error}`);
     this.host.bus.publish(jobDoneSubject(job.record.id), jsonField({ ok: false, error }));
@@ -468,14 +497,20 @@ export class DataParallelJobs {
     void job.loss?.release();
   }
 
-  private async persist(job: Active) {
-    if (this.stopped) return;
-    await job.ps.save(this.host.store, KEY(job.record.id, 'state.ckpt'), job.progress);
-    await this.saveRecord(job.record);
+  /**
+   * Snapshots the parameter server now and queues its write (then the record's) off the step's critical path;
+   * a write that fails for good is logged and counted by the host, and the next persist writes a newer state.
+   */
+  private persist(job: Active) {
+    if (this.stopped || job.persisting) return; // a slow store: a later persist writes a newer state
+    job.persisting = true;
+    void this.host.write(KEY(job.record.id, 'state.ckpt'), job.ps.encodeState(job.progress)).finally(() => { job.persisting = false; });
+    void this.saveRecord(job.record);
   }
 
-  private async saveRecord(r: DataParallelRecord) {
-    if (!this.stopped) await this.host.store.put(KEY(r.id, 'job.json'), JSON.stringify(r, null, 2));
+  /** Queues a write of the record as it is now. */
+  private async saveRecord(r: DataParallelRecord): Promise<void> {
+    if (!this.stopped) await this.host.write(KEY(r.id, 'job.json'), JSON.stringify(r, null, 2));
   }
 
   private progressEvent(job: Active, metrics: Record<string, unknown>, epoch: number, batch: number, loss: number) {

@@ -21,6 +21,8 @@ export class ParameterServer {
   step = 0;
   private readonly payload: Float32Array;
   private readonly sum: Float32Array;
+  /** Where the last apply() spent its time (ms), for the step timeline. */
+  readonly lastApply = { sumMs: 0, buffersMs: 0, optimizerMs: 0 };
 
   constructor(readonly spec: DataParallelSpec, private readonly metrics?: Metrics) {
     const specs = modelSpecs(spec.model);
@@ -53,21 +55,25 @@ export class ParameterServer {
       const g = grads[s];
       for (let i = 0; i < sum.length; i++) sum[i] += g[i];
     }
+    const t1 = performance.now();
     // running statistics are linear in the batch statistics: the mean of the shards' updates
     const bufs = flatten(this.state.buffers.data).fill(0);
     for (const b of buffers) for (let i = 0; i < bufs.length; i++) bufs[i] += b[i] / buffers.length;
     unflatten(bufs, this.bufferSizes).forEach((v, i) => this.state.buffers.data[i].set(v));
+    const t2 = performance.now();
     this.state.optimizer.step(this.state.params.data, unflatten(sum, this.paramSizes), lr);
     this.step++;
-    this.metrics?.gradientAggregation.observe((performance.now() - t0) / 1000);
+    const t3 = performance.now();
+    Object.assign(this.lastApply, { sumMs: t1 - t0, buffersMs: t2 - t1, optimizerMs: t3 - t2 });
+    this.metrics?.gradientAggregation.observe((t3 - t0) / 1000);
     return sum;
   }
 
-  /** Stores parameters, buffers, optimizer state and step with `job` (the caller's own metadata) under key. */
-  async save<M>(store: StateStore, key: string, job: M): Promise<void> {
+  /** Parameters, buffers, optimizer state and step with `job` (the caller's own metadata), encoded now (a copy) for a store. */
+  encodeState<M>(job: M): Uint8Array {
     const { tensors, optimizer } = this.state.snapshot();
     const meta: SavedMeta<M> = { format: 'fleet-parameter-server-1', step: this.step, optimizer, job };
-    await store.put(key, encodeCheckpoint(meta, tensors));
+    return encodeCheckpoint(meta, tensors);
   }
 
   /** Restores a save(); returns its job metadata, or null when the key holds nothing. Throws on a corrupt value. */

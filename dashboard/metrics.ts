@@ -34,6 +34,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<
     jobs: gauge('fleet_jobs', 'Jobs by state (running, done, failed).', ['state'] as const),
     taskRetries: counter('fleet_task_retries_total', 'Tasks leased again after their worker was lost or their attempt failed.'),
     jobProgress: gauge('fleet_job_progress_ratio', 'Fraction of a running job that is done (0-1).', ['job'] as const),
+    stateWriteFailures: counter('fleet_state_write_failures_total', 'Job state writes (records, results, data-parallel checkpoints) that failed after every retry.'),
     // training (workers, and the coordinator for the jobs it tracks)
     trainingStep: histogram('fleet_training_step_duration_seconds', 'Duration of one training step (forward, backward, update).', STEP_BUCKETS, ['model'] as const),
     samples: counter('fleet_samples_processed_total', 'Training images processed (a SimCLR image counts once, not per view).', ['model'] as const),

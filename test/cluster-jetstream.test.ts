@@ -1,6 +1,7 @@
 // The coordinator keeping its state in JetStream (no --state): `fleet coordinator` / `fleet worker` as real
 // processes on a real nats-server started with JetStream. kill -9 of the coordinator mid-job and a restart on
-// the same bucket: the job resumes, finished members are not trained again. Jobs are tiny (correctness only).
+// the same bucket: the job resumes, finished members are not trained again; the nats-server (JetStream with it)
+// stopped for a few seconds mid-job: the state writes retry, the job finishes. Jobs are tiny (correctness only).
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -43,6 +44,13 @@ describe('cluster: coordinator state in JetStream', function () {
     const bytes = await store.get(`jobs/${id}/job.json`);
     return bytes && (JSON.parse(new TextDecoder().decode(bytes)) as JobState);
   };
+  /** Waits for the stored job record to say done; fails early when a watched process dies or the job fails. */
+  const waitStoredJob = (store: JetStreamStateStore, jobId: string, watch: FleetProc[]) => waitFor(async () => {
+    for (const p of watch) if (!p.alive) throw new WaitAbort(`${p.name} died: ${JSON.stringify(p.exit)}`);
+    const r = await readJob(store, jobId);
+    if (r?.state === 'failed') throw new WaitAbort(`job ${jobId} failed: ${r.error}`);
+    return r?.state === 'done' ? r : null;
+  }, 150_000, `job ${jobId} to finish`, 200);
   const waitWorkers = (api: string, ids: string[]) => waitFor(async () => {
     const workers = (await getJson(`${api}/api/cluster`)).body.workers as { id: string; state: string }[];
     return ids.every(id => workers.some(w => w.id === id && w.state !== 'lost'));
@@ -74,13 +82,7 @@ describe('cluster: coordinator state in JetStream', function () {
     await sleep(500);
     const c2 = await group.coordinatorWith(nats.url, args, 'coordinator (restarted)');
     await c2.proc.waitForLog(new RegExp(`job ${jobId}: resumed \\(${doneBefore.length}/3 tasks done\\)`), 10_000);
-    const watch: FleetProc[] = [c2.proc, ...ws];
-    const j = await waitFor(async () => {
-      for (const p of watch) if (!p.alive) throw new WaitAbort(`${p.name} died: ${JSON.stringify(p.exit)}`);
-      const r = await readJob(store, jobId);
-      if (r?.state === 'failed') throw new WaitAbort(`job ${jobId} failed: ${r.error}`);
-      return r?.state === 'done' ? r : null;
-    }, 150_000, `job ${jobId} to finish`, 200);
+    const j = await waitStoredJob(store, jobId, [c2.proc, ...ws]);
     assert.ok(j.tasks.every(t => t.state === 'done'));
     for (const t of doneBefore) {
       const after = j.tasks.find(x => x.task.id === t.task.id)!;
@@ -96,6 +98,29 @@ describe('cluster: coordinator state in JetStream', function () {
     assert.equal(m.job, jobId);
     assert.ok(fs.existsSync(path.join(out, 'model.onnx')));
     assert.deepEqual((await store.list(`jobs/${jobId}/results/`)).length, 3);
+  });
+
+  it('the nats-server (and with it JetStream) stops for 3 s mid-job and comes back: the coordinator\'s state writes retry, the job finishes', async () => {
+    const bucket = 'fleet-outage-test', outDir = path.join(tmp, 'out-outage');
+    const c = await group.coordinatorWith(nats.url, ['--state-bucket', bucket, '--out-dir', outDir]);
+    const ws = [await group.worker(nats.url, 'w1'), await group.worker(nats.url, 'w2')];
+    await waitWorkers(c.api, ['w1', 'w2']);
+    const store = await JetStreamStateStore.open(bus.connection, { bucket });
+    const jobId = await submit(bus, voting(3, 1500));
+    await waitFor(async () => (await readJob(store, jobId))?.tasks.some(t => t.state === 'leased'), 60_000, 'a lease', 50);
+
+    await nats.stop();
+    await sleep(3000);
+    await nats.restart();
+
+    const j = await waitStoredJob(store, jobId, [c.proc, ...ws]);
+    assert.deepEqual(j.tasks.map(t => t.state), ['done', 'done', 'done']);
+    for (const p of [c.proc, ...ws]) assert.match(p.stderr, /nats: reconnect\b/, `${p.name} reconnected`);
+    assert.equal((await store.list(`jobs/${jobId}/results/`)).length, 3, 'every result is in the object store');
+    assert.equal(JSON.parse(fs.readFileSync(path.join(outDir, jobId, 'metrics.json'), 'utf8')).members, 3);
+    // writes that failed for good (none expected: they retry for about 7 s) would be counted here
+    const metrics = await (await fetch(`${c.api}/metrics`)).text();
+    assert.match(metrics, /^fleet_state_write_failures_total 0$/m);
   });
 
   it('without --state on a server that has no JetStream, the coordinator exits 1 with one line saying what to do', async () => {

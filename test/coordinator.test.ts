@@ -103,6 +103,23 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
     assert.ok(await inner.get(`jobs/${job.id}/results/member-1.result`));
   });
 
+  it('a state write that fails on every retry is counted in stats and in fleet_state_write_failures_total; the coordinator keeps going', async () => {
+    const inner = new DirStateStore(dir);
+    const store: StateStore = {
+      description: 'test store',
+      async put(key, data) { if (key.endsWith('job.json')) throw new Error('store unreachable'); await inner.put(key, data); },
+      get: key => inner.get(key), list: prefix => inner.list(prefix), delete: key => inner.delete(key), close: async () => {},
+    };
+    c = new Coordinator(hub.transport(), { store, outputDir: id => path.join(dir, 'out', id), tickMs: 20 });
+    await c.start();
+    const job = c.submit(spec); // no worker: the job stays queued, its record write fails (5 attempts, about 7.5 s)
+    await c.persisted();
+    assert.equal(c.stats.stateWriteFailures, 1);
+    const counter = (await c.metrics.stateWriteFailures.get()).values;
+    assert.equal(counter[0]?.value, 1);
+    assert.equal(job.state, 'running');
+  });
+
   it('a running job whose every task was stored before a crash is combined when the coordinator starts (nothing is leased)', async () => {
     const store = new DirStateStore(dir);
     const job = { id: 'job-crashed', spec, state: 'running', submittedAt: Date.now(),

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, dpWorkSubject, dpUpSubject } from '../bus/subjects.ts';
 import {
-  encodeEnvelope, decodeEnvelope, parseJsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase,
+  encodeEnvelope, decodeEnvelope, parseJsonField, jsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase,
   type DataParallelWorkBody, type DataParallelResultBody,
 } from '../bus/codec.ts';
 import { sendChunked, Reassembler } from '../bus/chunking.ts';
@@ -20,9 +20,10 @@ import {
 } from '../engine/train/data-parallel.ts';
 import { TensorSet } from '../engine/model/params.ts';
 import { ModelRunner } from '../engine/train/model-runner.ts';
-import { loadDataset } from '../engine/data/datasets.ts';
+import { loadDatasetCached, type loadDataset } from '../engine/data/datasets.ts';
 import { PROJECTION_DIM } from '../engine/model/simclr.ts';
 import { ort, type RuntimeOptions } from '../engine/runtime.ts';
+import { wallClock, type WorkerTimeline } from '../engine/train/dp-timeline.ts';
 
 export interface DataParallelStats { work: number; failed: number; malformed: number; bytesSent: number }
 
@@ -47,7 +48,6 @@ interface JobContext {
   inputs: Map<string, ShardInputs>;
 }
 
-const datasets = new Map<string, ReturnType<typeof loadDataset>>();
 const MAX_TRANSFERS = 6;
 
 export function startDataParallel(bus: Transport, o: DataParallelOptions) {
@@ -58,6 +58,7 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
   const jobs = new Map<string, JobContext>();
   let current: string | null = null;
   let queue: Promise<void> = Promise.resolve();
+  let busMs = 0; // time in the bus handlers since the last result (for the step timeline)
   const reassembler = new Reassembler({
     onComplete: (id, payload) => {
       transfers.set(id, payload);
@@ -80,9 +81,7 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
     let c = jobs.get(jobId);
     if (c) return c;
     for (const [id, old] of jobs) { void old.runner.release(); jobs.delete(id); } // one job at a time keeps memory bounded
-    const key = spec.dataset;
-    if (!datasets.has(key)) datasets.set(key, loadDataset(spec.dataset));
-    const data = datasets.get(key)!.train;
+    const data = loadDatasetCached(spec.dataset).train;
     const specs = modelSpecs(spec.model);
     c = {
       spec, plan: new DataParallelPlan(spec, data.count), data, masks: new Map(), version: null, inputs: new Map(),
@@ -141,7 +140,8 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
     return { flat: flatten(runner.params.names.map(p => out[`grad.${p}`].data as Float32Array)), loss: 0, correct: 0 };
   };
 
-  const handle = async (w: DataParallelWorkBody) => {
+  const handle = async (w: DataParallelWorkBody, received: number) => {
+    const tl: WorkerTimeline = { received, ready: 0, loaded: 0, computed: 0, published: 0, busMs: 0 };
     const result: DataParallelResultBody = {
       jobId: w.jobId, workId: w.workId, workerId: o.id, step: w.step, phase: w.phase, shard: w.shard, ok: false, error: '',
       tensors: null, loss: 0, correct: 0, computeMs: 0,
@@ -155,8 +155,10 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
       const c = context(w.jobId, parsed.value);
       if (w.shards !== c.spec.shards) throw new Error(`work says ${w.shards} shards, the job has ${c.spec.shards}`);
       if (w.step >= c.plan.totalSteps) throw new Error(`step ${w.step} is past the job's ${c.plan.totalSteps} steps`);
+      if (w.upstreamTransferId) await transfer(w.upstreamTransferId);
       if (c.version !== w.paramsTransferId) {
         const bytes = await transfer(w.paramsTransferId);
+        tl.ready = wallClock();
         const specs = modelSpecs(c.spec.model);
         const p = bytesToTensor(bytes, DType.FLOAT32, [totalSize(specs.params) + totalSize(specs.buffers)]);
         if (!p.ok) throw new Error(`parameters ${w.paramsTransferId}: ${p.reason}`);
@@ -164,12 +166,17 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
         [...c.runner.params.data, ...c.runner.buffers.data].forEach((d, i) => d.set(parts[i]));
         c.version = w.paramsTransferId;
       }
+      tl.ready ||= wallClock();
       const tc = performance.now();
+      tl.loaded = wallClock();
       const r = await compute(w, c);
       result.computeMs = performance.now() - tc;
+      tl.computed = wallClock();
       const transferId = `${w.workId}-${randomBytes(4).toString('hex')}`;
       const payload = tensorToBytes(r.flat);
-      await sendChunked(out, dpUpSubject(w.jobId), payload, { transferId, sender: o.id });
+      const sent = sendChunked(out, dpUpSubject(w.jobId), payload, { transferId, sender: o.id });
+      tl.published = wallClock();
+      await sent;
       Object.assign(result, { ok: true, loss: r.loss, correct: r.correct, tensors: { name: 'result', shape: [r.flat.length], dtype: DType.FLOAT32, transferId } });
       stats.work++;
     } catch (e) {
@@ -179,25 +186,36 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
     } finally {
       current = null;
     }
+    tl.busMs = busMs;
+    busMs = 0;
+    result.timelineJson = jsonField(tl);
     out.publish(dpUpSubject(w.jobId), encodeEnvelope({ kind: 'dpResult', value: result }, o.id));
   };
 
   const subs = [bus.subscribe(dpWorkSubject(o.id), msg => {
+    const t0 = wallClock();
+    try { onWork(msg, t0); } finally { busMs += wallClock() - t0; }
+  }), bus.subscribe(SUBJECTS.dpParamsAll, msg => {
+    const t0 = wallClock();
+    try { onParams(msg); } finally { busMs += wallClock() - t0; }
+  })];
+  function onWork(msg: { subject: string; data: Uint8Array }, received: number) {
     const d = decodeEnvelope(msg.data);
     if (!d.ok) { stats.malformed++; o.log(`data-parallel: dropped a malformed message: ${d.reason}`); return; }
     const body = d.envelope.body;
     if (body.kind === 'chunk') reassembler.accept(body.value);
     else if (body.kind === 'dpWork') {
       const w = body.value;
-      queue = queue.then(() => handle(w)).catch(e => o.log(`data-parallel ${w.jobId} step ${w.step} shard ${w.shard}: ${(e as Error).message}`));
+      queue = queue.then(() => handle(w, received)).catch(e => o.log(`data-parallel ${w.jobId} step ${w.step} shard ${w.shard}: ${(e as Error).message}`));
     }
     else { stats.malformed++; o.log(`data-parallel: dropped a ${body.kind} message on ${msg.subject}`); }
-  }), bus.subscribe(SUBJECTS.dpParamsAll, msg => {
+  }
+  function onParams(msg: { subject: string; data: Uint8Array }) {
     // parameter versions broadcast to every worker (a worker that missed one gets it on its work subject)
     const d = decodeEnvelope(msg.data);
     if (d.ok && d.envelope.body.kind === 'chunk') reassembler.accept(d.envelope.body.value);
     else { stats.malformed++; o.log(`data-parallel: dropped a malformed message on ${msg.subject}: ${d.ok ? `a ${d.envelope.body.kind} message` : d.reason}`); }
-  })];
+  }
   const sweeper = setInterval(() => reassembler.sweep(), 10_000);
 
   return {

@@ -83,6 +83,16 @@ export function loadDataset(name: DatasetName, dataDir?: string): { train: Split
   };
 }
 
+const cache = new Map<string, ReturnType<typeof loadDataset>>();
+
+/** loadDataset, once per process for each (name, directory): jobs and members reuse the decoded images. */
+export function loadDatasetCached(name: DatasetName, dataDir?: string): ReturnType<typeof loadDataset> {
+  const key = `${name}\0${dataDir ?? ''}`;
+  let d = cache.get(key);
+  if (!d) { d = loadDataset(name, dataDir); cache.set(key, d); }
+  return d;
+}
+
 // Byte -> model input value, (x/255 - 0.5)/0.5 in [-1, 1]; a table lookup beats the arithmetic per pixel.
 const LUT = new Float32Array(256);
 for (let i = 0; i < 256; i++) LUT[i] = (i / 255 - 0.5) / 0.5;

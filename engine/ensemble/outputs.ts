@@ -16,16 +16,21 @@ export function ensembleMember(m: TrainedMember): EnsembleMember {
 
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
 
-export function ensembleOutputs(o: EnsembleOptions, r: EnsembleResult) {
+/** One member's own model file, `members/<name>/model.onnx` (it does not depend on the other members). */
+export function memberFiles(o: Pick<EnsembleOptions, 'dataset'>, m: TrainedMember): Record<string, Uint8Array> {
+  const metadata = { dataset: o.dataset };
+  const t = ensembleMember(m);
+  return { [`members/${m.name}/model.onnx`]: t.kind === 'simclr' ? exportSimclrClassifier(t.params, t.buffers, t.probe, metadata) : exportCnn(t.params, t.buffers, metadata) };
+}
+
+/** The run's files; opts.members false leaves out memberFiles() (a coordinator writes those as each member arrives). */
+export function ensembleOutputs(o: EnsembleOptions, r: EnsembleResult, opts: { members?: boolean } = {}) {
   const metadata = { dataset: o.dataset };
   const files: Record<string, string | Uint8Array> = {
     'model.onnx': exportEnsemble(r.members.map(ensembleMember), r.weights, { metadata: { ...metadata, ensemble: o.kind } }),
     ...memberBars(r.memberSummaries),
   };
-  for (const m of r.members) {
-    const t = ensembleMember(m);
-    files[`members/${m.name}/model.onnx`] = t.kind === 'simclr' ? exportSimclrClassifier(t.params, t.buffers, t.probe, metadata) : exportCnn(t.params, t.buffers, metadata);
-  }
+  if (opts.members ?? true) for (const m of r.members) Object.assign(files, memberFiles(o, m));
   if (r.selection) {
     const loss = r.selection.objective === 'loss';
     const bestMember = loss ? Math.min(...r.memberSummaries.map(m => m.val_loss!)) : Math.max(...r.memberSummaries.map(m => m.val_accuracy!));

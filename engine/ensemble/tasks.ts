@@ -6,7 +6,7 @@ import { trainClassifier, type EpochMetrics, type Recipe } from '../train/train-
 import { trainSimclr } from '../train/train-simclr.ts';
 import { CNN } from '../model/classifiers.ts';
 import { TensorSet } from '../model/params.ts';
-import { loadDataset, type DatasetName } from '../data/datasets.ts';
+import { loadDatasetCached, type loadDataset, type DatasetName } from '../data/datasets.ts';
 import type { RuntimeOptions } from '../runtime.ts';
 
 export interface MemberTask {
@@ -62,13 +62,9 @@ export interface TaskHooks {
 export const toTensorSet = (t: TensorData) => new TensorSet(t.names.map((name, i) => ({ name, shape: t.shapes[i], init: { kind: 'const', value: 0 } })), t.data);
 const plain = (t: TensorSet): TensorData => ({ names: t.names, shapes: t.shapes, data: t.data });
 
-const datasets = new Map<string, ReturnType<typeof loadDataset>>();
-
 /** Trains one task in this thread. */
 export async function runMemberTask(task: MemberTask, runtime: RuntimeOptions, hooks: TaskHooks = {}): Promise<MemberResult> {
-  const key = `${task.dataset}|${task.dataDir ?? ''}`;
-  if (!datasets.has(key)) datasets.set(key, loadDataset(task.dataset, task.dataDir));
-  const data = datasets.get(key)!;
+  const data = loadDatasetCached(task.dataset, task.dataDir);
   if (task.model === 'simclr') return runSimclrTask(task, data, runtime, hooks);
   const r = await trainClassifier({
     def: CNN, recipe: task.recipe, epochs: task.epochs, batchSize: task.batchSize, seed: task.seed, valFraction: task.valFraction, splitSeed: task.splitSeed,

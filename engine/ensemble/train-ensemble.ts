@@ -6,7 +6,7 @@ import { runMemberTask, taskCheckpointDir, type MemberTask, type MemberResult, t
 import { weightedAverage, hardVote, nll, accuracyOf, accuracyOfPredictions } from './combine.ts';
 import { caruanaSelection } from './selection.ts';
 import { validationSplit } from '../data/split.ts';
-import { loadDataset, type DatasetName } from '../data/datasets.ts';
+import { loadDatasetCached, type DatasetName } from '../data/datasets.ts';
 import { CLASSES } from '../model/cnn.ts';
 import type { Recipe, EpochMetrics } from '../train/train-classifier.ts';
 import type { RuntimeOptions } from '../runtime.ts';
@@ -93,7 +93,7 @@ export async function trainEnsemble(o: EnsembleOptions): Promise<EnsembleResult>
 /** The ensemble from its tasks' results, wherever they were trained (here, on worker threads, on cluster workers). */
 export function combineEnsemble(o: EnsembleOptions, results: MemberResult[], seconds: number): EnsembleResult {
   const members = results.flatMap(r => r.members);
-  const data = loadDataset(o.dataset, o.dataDir);
+  const data = loadDatasetCached(o.dataset, o.dataDir);
   const testCount = Math.min(data.test.count, o.limitTest ?? Infinity);
   const testLabels = data.test.labels.subarray(0, testCount);
   const test = members.map(m => m.test!.probabilities);
