@@ -8,14 +8,11 @@ import { TensorSet } from '../engine/model/params.ts';
 import { buildTrainGraph } from '../engine/train/classifier-graphs.ts';
 import { createSession, ort } from '../engine/runtime.ts';
 import { Rng } from '../engine/util/random.ts';
-import { DropoutMasks, readMaskSpecs } from '../engine/train/dropout-masks.ts';
 
 const N = Number(process.argv[2] ?? 256), iters = Number(process.argv[3] ?? 10);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-profile-'));
 const params = TensorSet.init(CNN.params(), 1), buffers = TensorSet.init(CNN.buffers(), 1);
-const model = buildTrainGraph(CNN, N);
-const s = await createSession(model, { threads: 2, profileFilePrefix: path.join(dir, 'prof') });
-const masks = new DropoutMasks(readMaskSpecs(model));
+const s = await createSession(buildTrainGraph(CNN, N, { seed: 1 }), { threads: 2, profileFilePrefix: path.join(dir, 'prof') });
 const rng = new Rng(2);
 const feeds: Record<string, ort.Tensor> = {
   x: new ort.Tensor('float32', Float32Array.from({ length: N * 784 }, () => rng.next() * 2 - 1), [N, 1, 28, 28]),
@@ -23,7 +20,6 @@ const feeds: Record<string, ort.Tensor> = {
 };
 params.names.forEach((n, i) => { feeds[n] = new ort.Tensor('float32', params.data[i], params.shapes[i]); });
 buffers.names.forEach((n, i) => { feeds[n] = new ort.Tensor('float32', buffers.data[i], buffers.shapes[i]); });
-masks.draw(1).forEach((m, i) => { feeds[masks.specs[i].name] = new ort.Tensor('float32', m, masks.specs[i].shape); });
 for (let i = 0; i < iters; i++) await s.run(feeds);
 s.endProfiling();
 const file = path.join(dir, fs.readdirSync(dir).find(f => f.endsWith('.json'))!);

@@ -72,7 +72,7 @@ export async function benchAugmentShare(o: BenchOptions) {
   const { x } = randomBatch(2 * o.batchSize, 4);
   const inputs = { x: new ort.Tensor('float32', x, [2 * o.batchSize, 1, 28, 28]) };
   const ms = await time(o.warmup, Math.min(o.iters, 10), async () => {
-    await runner.run('train', () => buildSimclrTrainGraph(2 * o.batchSize, false, {}), inputs, { updateBuffers: true });
+    await runner.run('train', seed => buildSimclrTrainGraph(2 * o.batchSize, false, {}, seed), inputs, { updateBuffers: true });
   });
   await runner.release();
   const step = median(ms), augMs = (1000 * o.batchSize) / aug.images_per_second;

@@ -1,10 +1,9 @@
 // Dropout masks drawn by the WebAssembly kernel (engine/train/dropout-masks.ts): the stream is xoshiro128++
-// per lane, the masks have the right values and rate, keys and sites give independent masks, and training
-// graphs list their mask inputs.
+// per lane, the masks have the right values and rate, keys and sites give independent masks, and the
+// data-parallel shard graphs take them as inputs.
 import assert from 'node:assert/strict';
-import { DropoutMasks, readMaskSpecs, type MaskSpec } from '../engine/train/dropout-masks.ts';
-import { buildTrainGraph, buildEvalGraph } from '../engine/train/classifier-graphs.ts';
-import { CNN } from '../engine/model/classifiers.ts';
+import { DropoutMasks, type MaskSpec } from '../engine/train/dropout-masks.ts';
+import { buildCnnShardGraph } from '../engine/train/data-parallel.ts';
 import { splitmix32, mixSeeds } from '../engine/util/random.ts';
 
 /** xoshiro128++ (Blackman and Vigna), one 32-bit output per call, as in the reference C code. */
@@ -64,11 +63,10 @@ describe('dropout masks', () => {
     ] as const) assert.ok(Math.abs(share - 0.5) < tol, `${what}: ${share} of elements agree`);
   });
 
-  it('training graphs list their mask inputs in the metadata; evaluation graphs have none', () => {
-    const specs = readMaskSpecs(buildTrainGraph(CNN, 8));
-    assert.deepEqual(specs.map(s => [s.name, s.shape.join('x'), s.p]), [
+  it('a data-parallel CNN shard graph has one mask input per dropout site', () => {
+    const { masks } = buildCnnShardGraph(8, 16);
+    assert.deepEqual(masks.map(s => [s.name, s.shape.join('x'), s.p]), [
       ['mask.0', '32x8x14x14', 0.2], ['mask.1', '64x8x7x7', 0.2], ['mask.2', '128x8x4x4', 0.2], ['mask.3', '8x625', 0.2],
     ]);
-    assert.deepEqual(readMaskSpecs(buildEvalGraph(CNN, 8)), []);
   });
 });

@@ -196,7 +196,7 @@ function buildMilTrainNoDropout(pooling: Pooling, bags: number, L: number): Uint
   const x = g.input('x', [bags * L, 1, 28, 28]);
   const mask = g.input('mask', [bags, L]);
   const labels = g.input('labels', [bags]);
-  const gc = graphContext(g, milParams(pooling), milBuffers(), true);
+  const gc = graphContext(g, milParams(pooling), milBuffers(), true, 0);
   gc.ctx.dropout = v => v;
   const { prob, weights: w } = milForward(gc.ctx, x, mask, pooling);
   const loss = binaryCrossEntropy(g, prob, labels);
@@ -230,7 +230,7 @@ describe('mil: padded bags', function () {
     it(`${pooling}: eval graph is invariant to the padded length; attention sums to 1 on real instances, 0 on padding`, async () => {
       const { params, buffers } = weights(pooling, 5);
       const w = weightFeeds(params, buffers);
-      const runAt = (L: number) => runOnce(buildMilGraph(pooling, BAGS.length, L, false), { ...w, ...packed(test, BAGS, L) });
+      const runAt = (L: number) => runOnce(buildMilGraph(pooling, BAGS.length, L, false, 0), { ...w, ...packed(test, BAGS, L) });
       const a = await runAt(L0), b = await runAt(L0 + 5);
       const pa = a.probability.data as Float32Array, pb = b.probability.data as Float32Array;
       assertClose(pb, pa, 'bag probabilities', { rtol: 1e-5, atol: 1e-6 });
@@ -248,7 +248,7 @@ describe('mil: padded bags', function () {
       // eval mode: each bag on its own, unpadded, gives the same probability as in the padded batch
       for (const [k, bag] of BAGS.entries()) {
         const n = bag.indices.length;
-        const one = await runOnce(buildMilGraph(pooling, 1, n, false), { ...w, ...packed(test, [bag], n) });
+        const one = await runOnce(buildMilGraph(pooling, 1, n, false, 0), { ...w, ...packed(test, [bag], n) });
         assertClose(one.probability.data as Float32Array, [pa[k]], `bag ${k} alone`, { rtol: 1e-5, atol: 1e-6 });
       }
     });
@@ -369,7 +369,7 @@ describe('mil: training on a few bags and the exported model', function () {
       for (const n of [7, 1, 3]) {
         const bag: Bag = { indices: Uint32Array.from({ length: n }, (_, i) => 20 + 3 * i), label: 0, instanceLabels: new Uint8Array(n) };
         const feeds = packed(data.test, [bag], n);
-        const ref = await runOnce(buildMilGraph(pooling, 1, n, false), { ...w, ...feeds });
+        const ref = await runOnce(buildMilGraph(pooling, 1, n, false, 0), { ...w, ...feeds });
         const out = await runOnce(model, { input: feeds.x });
         assert.deepEqual(out.probability.dims, [1]);
         assert.deepEqual(out.attention.dims, [n]);

@@ -221,7 +221,7 @@ describe('train: CNN on a small MNIST subset', function () {
       assert.equal(resumed.history.length, 3);
       assert.deepEqual(resumed.history.slice(0, 2), main.history.slice(0, 2));
       assert.equal(meta(checkpointFile(dir, 3)).optimizer.step, 3 * ITERS_PER_EPOCH);
-      // Dropout masks are a function of (seed, epoch, step): the trainer reseeds the runner per epoch.
+      // Dropout masks are a function of (seed, epoch): the trainer reseeds the in-graph generators per epoch.
       assert.ok(sameBits(resumed.params, main.params), `max |param difference| ${maxAbsDiff(resumed.params, main.params)}`);
       assert.ok(sameBits(resumed.buffers, main.buffers), `max |buffer difference| ${maxAbsDiff(resumed.buffers, main.buffers)}`);
       assert.deepEqual(noTime(resumed.history), noTime(main.history));

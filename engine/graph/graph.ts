@@ -47,8 +47,6 @@ export class Graph {
   readonly composites: Composite[] = [];
   /** Graph inputs whose first dimension is a symbolic batch size in the saved model. */
   readonly dynamicBatch = new Set<string>();
-  /** metadata_props of the model, merged with toModel's (engine/train/dropout-masks.ts records its inputs here). */
-  readonly metadata: Record<string, string> = {};
   private readonly values = new Map<string, Value>();
   private readonly constCache = new Map<string, Value>();
   private counter = 0;
@@ -260,7 +258,7 @@ export class Graph {
       producerName: 'fleet',
       producerVersion: '0.1.0',
       docString: opts.docString ?? '',
-      metadataProps: Object.entries({ ...this.metadata, ...opts.metadata }).map(([key, value]) => ({ key, value })),
+      metadataProps: Object.entries(opts.metadata ?? {}).map(([key, value]) => ({ key, value })),
       graph: {
         name: this.name,
         node: this.nodes.map((n, i) => ({ name: `n${i}_${n.op}`, opType: n.op, input: n.inputs, output: n.outputs,

@@ -17,11 +17,16 @@ export interface ClassifierDef {
   classes: number;
 }
 
-export function buildTrainGraph(def: ClassifierDef, batch: number): Uint8Array {
+export interface GraphOptions {
+  /** Base seed of the in-graph dropout generators. */
+  seed?: number;
+}
+
+export function buildTrainGraph(def: ClassifierDef, batch: number, opts: GraphOptions = {}): Uint8Array {
   const g = new Graph(`${def.name}_train`);
   const x = g.input('x', [batch, 1, 28, 28]);
   const labels = g.input('labels', [batch], 'int64');
-  const gc = graphContext(g, def.params(), def.buffers(), true);
+  const gc = graphContext(g, def.params(), def.buffers(), true, opts.seed ?? 0);
   const logits = def.forward(gc.ctx, x);
   const [loss] = g.softmaxCrossEntropy(logits, labels, 'mean');
   const grads = gradients(g, loss, [...gc.params.values()]);
@@ -35,7 +40,7 @@ export function buildEvalGraph(def: ClassifierDef, batch: number): Uint8Array {
   const g = new Graph(`${def.name}_eval`);
   const x = g.input('x', [batch, 1, 28, 28]);
   const labels = g.input('labels', [batch], 'int64');
-  const logits = def.forward(graphContext(g, def.params(), def.buffers(), false).ctx, x);
+  const logits = def.forward(graphContext(g, def.params(), def.buffers(), false, 0).ctx, x);
   const [lossSum] = g.softmaxCrossEntropy(logits, labels, 'sum');
   g.output(lossSum, 'loss_sum');
   g.output(correctCount(g, logits, labels), 'correct');

@@ -19,7 +19,7 @@ export class ClassifierRunner extends ModelRunner {
 
   /** Forward and backward on n images; updates the BatchNorm running statistics, returns the gradients. */
   async step(x: Float32Array, labels: BigInt64Array, n: number): Promise<StepResult> {
-    const out = await this.run(`train/${n}`, () => buildTrainGraph(this.def, n), batchInputs(x, labels, n), { updateBuffers: true });
+    const out = await this.run(`train/${n}`, seed => buildTrainGraph(this.def, n, { seed }), batchInputs(x, labels, n), { updateBuffers: true });
     return { loss: (out.loss.data as Float32Array)[0], correct: (out.correct.data as Float32Array)[0], grads: this.grads(out) };
   }
 

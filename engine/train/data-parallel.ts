@@ -3,9 +3,9 @@
 // graphs each side runs.
 //
 // The global batch of a step is split into `shards` contiguous shards; each shard is one BatchNorm group.
-// Dropout masks (graph inputs, engine/train/dropout-masks.ts) are drawn from (seed, step, shard), so a
-// shard computes exactly the same thing on whichever worker runs it: a lost worker's shard is recomputed
-// elsewhere with the same result, and the single-process reference sees the same masks.
+// Dropout masks are graph inputs drawn from (seed, step, shard) (engine/train/dropout-masks.ts) instead of
+// in-graph Dropout nodes, so a shard computes exactly the same thing on whichever worker runs it: a lost worker's shard
+// is recomputed elsewhere with the same result, and the single-process reference sees the same masks.
 import { Graph, type Value } from '../graph/graph.ts';
 import { gradients } from '../autodiff/autodiff.ts';
 import { correctCount, supConLoss, type ContrastiveOptions } from '../losses.ts';

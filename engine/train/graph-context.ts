@@ -2,14 +2,13 @@
 import type { Graph, Value } from '../graph/graph.ts';
 import type { TensorSpec } from '../model/params.ts';
 import type { TrainContext } from '../model/cnn.ts';
-import { maskedDropout, type MaskSpec } from './dropout-masks.ts';
 
 export interface GraphContext { ctx: TrainContext; params: Map<string, Value>; updates: Map<string, Value> }
 
-export function graphContext(g: Graph, paramSpecs: TensorSpec[], bufferSpecs: TensorSpec[], training: boolean,
+export function graphContext(g: Graph, paramSpecs: TensorSpec[], bufferSpecs: TensorSpec[], training: boolean, seed: number,
   label = g.name): GraphContext {
   const params = new Map<string, Value>(), buffers = new Map<string, Value>(), updates = new Map<string, Value>();
-  const masks: MaskSpec[] = [];
+  let dropouts = 0;
   for (const s of paramSpecs) params.set(s.name, g.input(s.name, s.shape));
   for (const s of bufferSpecs) buffers.set(s.name, g.input(s.name, s.shape));
   const lookup = (m: Map<string, Value>, kind: string, name: string) => {
@@ -22,8 +21,8 @@ export function graphContext(g: Graph, paramSpecs: TensorSpec[], bufferSpecs: Te
     param: name => lookup(params, 'parameter', name),
     buffer: name => lookup(buffers, 'buffer', name),
     updateBuffer: (name, v) => { updates.set(name, v); },
-    // mask inputs, drawn by the runner for every run (engine/train/dropout-masks.ts, ModelRunner)
-    dropout: (x, p) => (training && p > 0 ? maskedDropout(g, masks, x, p, `mask.${masks.length}`) : x),
+    // a distinct seed per dropout site; the trainer reseeds per epoch (see ModelRunner.reseed)
+    dropout: (x, p) => (training && p > 0 ? g.dropout(x, p, (seed * 7919 + ++dropouts) % 2147483647)[0] : x),
   };
   return { ctx, params, updates };
 }

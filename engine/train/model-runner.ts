@@ -1,39 +1,23 @@
 // Runs the graphs of one model: sessions are created once per key (graph kind and batch shape) and reused;
 // parameters and buffers are fed from their TensorSets without copying, and updated buffers are written back.
-// A training graph's dropout masks (engine/train/dropout-masks.ts) are drawn for every run from
-// (seed, number of runs since the last reseed), so trainers that reseed once per epoch get masks that are a
-// function of (seed, epoch, step): a run resumed at an epoch boundary draws what the uninterrupted run drew.
 import { createSession, ort, type RuntimeOptions } from '../runtime.ts';
 import type { TensorSet } from '../model/params.ts';
-import { DropoutMasks, readMaskSpecs } from './dropout-masks.ts';
 
 export type Outputs = ort.InferenceSession.OnnxValueMapType;
 
-interface Entry { session: ort.InferenceSession; masks: DropoutMasks | null }
-
 export class ModelRunner {
-  private readonly sessions = new Map<string, Promise<Entry>>();
-  private draws = 0;
+  private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
 
   constructor(readonly params: TensorSet, readonly buffers: TensorSet, readonly runtime: RuntimeOptions = {}, protected seed = 0) {}
 
-  /** Runs the graph `key` (built by `build()` on first use) on `inputs` plus the parameters, buffers and masks. */
-  async run(key: string, build: () => Uint8Array, inputs: Record<string, ort.Tensor>, opts: { updateBuffers?: boolean } = {}): Promise<Outputs> {
+  /** Runs the graph `key` (built by `build(seed)` on first use) on `inputs` plus the parameters and buffers. */
+  async run(key: string, build: (seed: number) => Uint8Array, inputs: Record<string, ort.Tensor>, opts: { updateBuffers?: boolean } = {}): Promise<Outputs> {
     let s = this.sessions.get(key);
-    if (!s) {
-      const model = build(), specs = readMaskSpecs(model);
-      s = createSession(model, this.runtime).then(session => ({ session, masks: specs.length ? new DropoutMasks(specs) : null }));
-      this.sessions.set(key, s);
-    }
-    const { session, masks } = await s;
+    if (!s) { s = createSession(build(this.seed), this.runtime); this.sessions.set(key, s); }
     const feeds: Record<string, ort.Tensor> = { ...inputs };
     this.params.names.forEach((name, i) => { feeds[name] = new ort.Tensor('float32', this.params.data[i], this.params.shapes[i]); });
     this.buffers.names.forEach((name, i) => { feeds[name] = new ort.Tensor('float32', this.buffers.data[i], this.buffers.shapes[i]); });
-    // callers may bring their own masks (data-parallel shards draw theirs from (seed, step, shard))
-    if (masks && !(masks.specs[0].name in inputs)) {
-      masks.draw(this.seed, this.draws++).forEach((m, i) => { feeds[masks.specs[i].name] = new ort.Tensor('float32', m, masks.specs[i].shape); });
-    }
-    const out = await session.run(feeds);
+    const out = await (await s).run(feeds);
     if (opts.updateBuffers) this.buffers.names.forEach((name, i) => this.buffers.data[i].set(out[`new.${name}`].data as Float32Array));
     return out;
   }
@@ -41,14 +25,21 @@ export class ModelRunner {
   /** The gradients output by a training graph, in parameter order. */
   grads(out: Outputs): Float32Array[] { return this.params.names.map(name => out[`grad.${name}`].data as Float32Array); }
 
-  /** Restarts the dropout masks' streams from `seed` (trainers reseed once per epoch). */
-  reseed(seed: number): void {
+  /**
+   * Reseeds the in-graph dropout generators. ONNX Runtime keeps a generator's state inside its session, so the
+   * sessions whose key starts with `prefix` are rebuilt: trainers reseed once per epoch, which makes the masks a
+   * function of (seed, epoch) and a resumed run identical to an uninterrupted one.
+   */
+  async reseed(seed: number, prefix = 'train'): Promise<void> {
+    if (seed === this.seed) return;
     this.seed = seed;
-    this.draws = 0;
+    for (const [key, s] of this.sessions) {
+      if (key.startsWith(prefix)) { await (await s).release(); this.sessions.delete(key); }
+    }
   }
 
   async release(): Promise<void> {
-    for (const s of this.sessions.values()) await (await s).session.release();
+    for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
   }
 }

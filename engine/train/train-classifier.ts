@@ -162,7 +162,7 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
       }
     }
     for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
-      runner.reseed((o.seed * 1000003 + epoch) >>> 0);
+      await runner.reseed((o.seed * 1000003 + epoch) >>> 0);
       const augRng = new Rng((o.seed * 1000003 + epoch) >>> 0);
       const order = epochOrder(split.train, o.seed, epoch);
       const list = batches(order, B);

@@ -21,12 +21,12 @@ export const MIL_RECIPE: Recipe = {
   schedule: { kind: 'warmup-cosine', warmupFraction: 0.05 }, shift: 0, batchSize: 1,
 };
 
-export function buildMilGraph(pooling: Pooling, bags: number, L: number, training: boolean): Uint8Array {
+export function buildMilGraph(pooling: Pooling, bags: number, L: number, training: boolean, seed: number): Uint8Array {
   const g = new Graph(training ? 'mil_train' : 'mil_eval');
   const x = g.input('x', [bags * L, 1, 28, 28]);
   const mask = g.input('mask', [bags, L]);
   const labels = g.input('labels', [bags]);
-  const gc = graphContext(g, milParams(pooling), milBuffers(), training);
+  const gc = graphContext(g, milParams(pooling), milBuffers(), training, seed);
   const { prob, weights } = milForward(gc.ctx, x, mask, pooling);
   const loss = binaryCrossEntropy(g, prob, labels);
   g.output(loss, 'loss');
@@ -104,7 +104,7 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
     let lossSum = 0;
     for (let i = 0; i < testBags.length; i += per) {
       const list = testBags.slice(i, i + per);
-      const out = await runner.run(`eval/${list.length}`, () => buildMilGraph(o.pooling, list.length, L, false), batch(o.test, list));
+      const out = await runner.run(`eval/${list.length}`, () => buildMilGraph(o.pooling, list.length, L, false, 0), batch(o.test, list));
       lossSum += (out.loss.data as Float32Array)[0] * list.length;
       const probs = out.probability.data as Float32Array, att = out.attention?.data as Float32Array | undefined;
       list.forEach((b, k) => predictions.push({
@@ -119,13 +119,13 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
   try {
     let last: Awaited<ReturnType<typeof evaluate>> | null = null;
     for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
-      runner.reseed((o.seed * 1000003 + epoch) >>> 0);
+      await runner.reseed((o.seed * 1000003 + epoch) >>> 0);
       const order = new Rng((o.seed * 31337 + epoch) >>> 0).shuffle([...trainBags]);
       let lossSum = 0, correct = 0, lr = 0;
       const t0 = performance.now();
       for (let k = 0; k * per < order.length; k++) {
         const list = order.slice(k * per, (k + 1) * per);
-        const out = await runner.run(`train/${list.length}`, () => buildMilGraph(o.pooling, list.length, L, true), batch(o.train, list), { updateBuffers: true });
+        const out = await runner.run(`train/${list.length}`, seed => buildMilGraph(o.pooling, list.length, L, true, seed), batch(o.train, list), { updateBuffers: true });
         const loss = (out.loss.data as Float32Array)[0];
         if (!Number.isFinite(loss)) throw new Error(`training diverged: loss is ${loss} at epoch ${epoch}, step ${k + 1}`);
         lr = schedule((epoch - 1) * itersPerEpoch + k);

@@ -25,11 +25,11 @@ export const SIMCLR_RECIPE: Recipe = {
 };
 
 /** Training graph: 2n views (all first views, then all second views) -> contrastive loss, gradients, BatchNorm statistics. */
-export function buildSimclrTrainGraph(views: number, supervised: boolean, loss: ContrastiveOptions): Uint8Array {
+export function buildSimclrTrainGraph(views: number, supervised: boolean, loss: ContrastiveOptions, seed: number): Uint8Array {
   const g = new Graph('simclr_train');
   const x = g.input('x', [views, 1, 28, 28]);
   const labels = supervised ? g.input('labels', [views], 'int64') : null;
-  const gc = graphContext(g, simclrParams(), simclrBuffers(), true);
+  const gc = graphContext(g, simclrParams(), simclrBuffers(), true, seed);
   const z = projectionForward(gc.ctx, x);
   const l = supConLoss(g, z, labels, loss);
   const grads = gradients(g, l, [...gc.params.values()]);
@@ -57,7 +57,7 @@ function buildProbeGraph(batch: number, training: boolean): Uint8Array {
   const g = new Graph(training ? 'probe_train' : 'probe_eval');
   const f = g.input('features', [batch, FEATURES]);
   const labels = g.input('labels', [batch], 'int64');
-  const gc = graphContext(g, probeParams(), [], training);
+  const gc = graphContext(g, probeParams(), [], training, 0);
   const logits = g.gemm(f, gc.ctx.param('probe.weight'), gc.ctx.param('probe.bias'), { transB: true });
   const [loss] = g.softmaxCrossEntropy(logits, labels, training ? 'mean' : 'sum');
   g.output(loss, 'loss');
@@ -127,7 +127,7 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
   const x = new Float32Array(2 * B * IMAGE_SIZE), labels = new BigInt64Array(2 * B);
   try {
     for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
-      runner.reseed((o.seed * 1000003 + epoch) >>> 0);
+      await runner.reseed((o.seed * 1000003 + epoch) >>> 0);
       const rng = new Rng((o.seed * 7654321 + epoch) >>> 0);
       const list = batchList(epoch);
       let lossSum = 0, seen = 0, lr = 0;
@@ -143,7 +143,7 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
           for (let i = 0; i < n; i++) labels[i] = labels[i + n] = BigInt(l8[i]);
           inputs.labels = new ort.Tensor('int64', labels.subarray(0, 2 * n), [2 * n]);
         }
-        const out = await runner.run(`train/${n}`, () => buildSimclrTrainGraph(2 * n, o.supervised, o.loss ?? {}), inputs, { updateBuffers: true });
+        const out = await runner.run(`train/${n}`, seed => buildSimclrTrainGraph(2 * n, o.supervised, o.loss ?? {}, seed), inputs, { updateBuffers: true });
         const loss = (out.loss.data as Float32Array)[0];
         if (!Number.isFinite(loss)) throw new Error(`training diverged: loss is ${loss} at epoch ${epoch}, batch ${k + 1}`);
         lr = schedule((epoch - 1) * itersPerEpoch + k);
