@@ -4,8 +4,9 @@
 //
 // The global batch of a step is split into `shards` contiguous shards; each shard is one BatchNorm group.
 // Dropout masks are graph inputs drawn from (seed, step, shard) (engine/train/dropout-masks.ts) instead of
-// in-graph Dropout nodes, so a shard computes exactly the same thing on whichever worker runs it: a lost worker's shard
-// is recomputed elsewhere with the same result, and the single-process reference sees the same masks.
+// in-graph Dropout nodes, so a shard computes exactly the same thing on whichever worker runs it: a lost
+// worker's shard is recomputed elsewhere with the same result, and the single-process reference sees the
+// same masks.
 import { Graph, type Value } from '../graph/graph.ts';
 import { gradients } from '../autodiff/autodiff.ts';
 import { correctCount, supConLoss, type ContrastiveOptions } from '../losses.ts';
@@ -19,11 +20,11 @@ import { normalise, IMAGE_SIZE, type DatasetName, type Split } from '../data/dat
 import { twoViews } from '../data/simclr-augment.ts';
 import { randomShift } from '../data/augment.ts';
 import { Rng, mixSeeds } from '../util/random.ts';
-import { DropoutMasks, maskedDropout, type MaskSpec } from './dropout-masks.ts';
-
-export type { MaskSpec };
+import { DropoutMasks, type MaskSpec } from './dropout-masks.ts';
 import { size } from '../graph/graph.ts';
 import { specChecker } from '../util/spec-check.ts';
+
+export type { MaskSpec };
 
 /** A data-parallel job as submitted to the coordinator (plain JSON). */
 export interface DataParallelSpec {
@@ -120,7 +121,12 @@ function shardContext(g: Graph, params: Map<string, Value>, buffers: Map<string,
     param: name => get(params, 'parameter', name),
     buffer: name => get(buffers, 'buffer', name),
     updateBuffer: (name, v) => { updates.set(name, v); },
-    dropout: (x, p) => (p > 0 ? maskedDropout(g, masks, x, p, `mask.${tag}${sites++}`) : x),
+    dropout: (x, p) => {
+      if (p <= 0) return x;
+      const spec = { name: `mask.${tag}${sites++}`, shape: x.shape, p };
+      masks.push(spec);
+      return g.mul(x, g.input(spec.name, x.shape));
+    },
   };
   return { ctx, updates };
 }
@@ -132,9 +138,14 @@ function modelInputs(g: Graph, specs: { params: TensorSpec[]; buffers: TensorSpe
   return { params, buffers };
 }
 
+/** One kernel instance per graph's mask list (its memory holds that graph's masks). */
+const drawers = new WeakMap<MaskSpec[], DropoutMasks>();
+
 /** The masks (keep / (1 - p), PyTorch's inverted dropout) of shard `shard` at step `step`, as copies. */
 export function dropoutMasks(specs: MaskSpec[], seed: number, step: number, shard: number): Float32Array[] {
-  return new DropoutMasks(specs).draw(seed, step, shard, 0x6d61736b).map(m => m.slice());
+  let d = drawers.get(specs);
+  if (!d) { d = new DropoutMasks(specs); drawers.set(specs, d); }
+  return d.draw(seed, step, shard, 0x6d61736b).map(m => m.slice());
 }
 
 // ---- the graphs

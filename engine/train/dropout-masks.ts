@@ -7,18 +7,11 @@
 // Single-process training graphs keep ONNX Dropout nodes (engine/train/graph-context.ts): with these masks the
 // CNN's step was 7% faster, but 2 of 5 MIL seeds failed to learn at 100 bags (test AUC 0.50 and 0.56, against
 // 0.92-0.99 for all 5 seeds with Dropout nodes), and there was no time to find out whether that is chance.
-import { size, type Graph, type Value } from '../graph/graph.ts';
+import { size } from '../graph/graph.ts';
 import { kernelInstance, alignedLength, type Kernels } from '../kernels/kernels.ts';
 import { splitmix32, mixSeeds } from '../util/random.ts';
 
 export interface MaskSpec { name: string; shape: number[]; p: number }
-
-/** Inverted dropout at one site: x * the mask input `name` (keep / (1 - p) or 0), recorded in specs. */
-export function maskedDropout(g: Graph, specs: MaskSpec[], x: Value, p: number, name: string): Value {
-  if (!(p > 0 && p < 1)) throw new Error(`dropout ${name}: rate ${p} must be in (0, 1)`);
-  specs.push({ name, shape: [...x.shape], p });
-  return g.mul(x, g.input(name, x.shape));
-}
 
 /** The masks of one graph, drawn into the kernel's memory (reused by the next draw). */
 export class DropoutMasks {
