@@ -19,8 +19,8 @@ infer     images per second of the exported CNN model (BatchNorm folded, weights
 augment   SimCLR augmentation (two random resized crops + flips per image) against a SimCLR training
           step on the same batch: images per second and the share of a step it would take
 serve     KServe v2 gRPC serving (fleet serve in a child process, a 5-member one-graph ensemble with untrained
-          weights) against the same model in-process: single-image latency p50/p99 at concurrency 1 and 16,
-          throughput with requests of --batch-size images (default 64), and the ratios (--iters: timed requests,
+          weights) against the same model in-process: single-image latency p50/p99 at concurrency 1 (with the
+          grpc-js client and with a minimal HTTP/2 gRPC client) and 16, throughput with requests of --batch-size images (default 64), and the ratios (--iters: timed requests,
           default 500)
 mil-grid  test bag AUC of the MIL model on MNIST-bags (Ilse et al. 2018) for each number of training bags,
           seed and pooling; mean ± standard deviation over the seeds as a table (.md) and a chart (.svg)
@@ -53,7 +53,7 @@ mil-grid options:
 
 scale options:
   --member-steps N training steps (batch 64) per ensemble member (default 20)
-  --rounds N       rounds of (1 worker, 2 workers), interleaved (default 2; 0 skips the ensemble part)
+  --rounds N       rounds of (1 worker, 2 workers), interleaved (default 4; 0 skips the ensemble part)
   --dp-steps N     data-parallel SimCLR steps (default 8; the first 2 are warm-up)
   --dp-batch N     data-parallel global batch in images (default 256)
 
@@ -105,7 +105,7 @@ export default async function bench(argv: string[]): Promise<void> {
 type Values = Record<string, string | boolean | undefined>;
 
 async function scale(values: Values): Promise<void> {
-  const o = { memberSteps: intOption(values, 'member-steps', 20, 1), rounds: intOption(values, 'rounds', 2, 0), dpSteps: intOption(values, 'dp-steps', 8, 3), warmupSteps: 2, dpBatch: intOption(values, 'dp-batch', 256, 2) };
+  const o = { memberSteps: intOption(values, 'member-steps', 20, 1), rounds: intOption(values, 'rounds', 4, 0), dpSteps: intOption(values, 'dp-steps', 8, 3), warmupSteps: 2, dpBatch: intOption(values, 'dp-batch', 256, 2) };
   const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'scale.json'));
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const r = await benchScale({ ...o, log });
@@ -124,7 +124,8 @@ async function serveBench(values: Values): Promise<void> {
   const result = { bench: 'serve', ...r, machine: versions() };
   if (values.out) writeFileAtomic(values.out as string, JSON.stringify(result, null, 2) + '\n');
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-  else process.stdout.write(`serve: concurrency 1 p50 ${r.concurrency_1.p50_ms} ms, p99 ${r.concurrency_1.p99_ms} ms; batch ${r.batch_size}: ` +
+  else process.stdout.write(`serve: concurrency 1 p50 ${r.concurrency_1.p50_ms} ms, p99 ${r.concurrency_1.p99_ms} ms (grpc-js client), ` +
+    `p50 ${r.concurrency_1_minimal_client.p50_ms} ms, p99 ${r.concurrency_1_minimal_client.p99_ms} ms (minimal client); batch ${r.batch_size}: ` +
     `${r.batch.images_per_second} img/s served, ${r.served_over_in_process_throughput}x in-process\n`);
 }
 
