@@ -112,6 +112,8 @@ export async function benchScale(o: ScaleOptions) {
         seconds_2_workers: times[2].map(x => round(x, 2)), speedup: round(one / two, 3), target: 1.8,
         // median of the members' own training seconds: the same on 2 workers as on 1 unless co-running slows them
         member_seconds_median_1_worker: round(median(memberSeconds[1]), 3), member_seconds_median_2_workers: round(median(memberSeconds[2]), 3),
+        // the speedup if everything but the members' training took no time: 2 x (alone / side by side)
+        speedup_ceiling_from_member_seconds: round(2 * median(memberSeconds[1]) / median(memberSeconds[2]), 3),
         warm_up: 'each new worker process runs a 2-member job of 2 steps first (not timed)' },
       data_parallel_simclr: {
         workers: 2, shards: 2, global_batch: o.dpBatch, steps_counted: counted.length, warmup_steps: o.warmupSteps,

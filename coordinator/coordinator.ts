@@ -10,10 +10,10 @@ import { encodeEnvelope, decodeEnvelope, parseJsonField, jsonField, Device, type
 import { Reassembler } from '../bus/chunking.ts';
 import { ensembleTasks, combineEnsemble, checkEnsemble, ENSEMBLE_KINDS, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
 import { DATASETS } from '../engine/data/datasets.ts';
-import { ensembleOutputs, memberFiles } from '../engine/ensemble/outputs.ts';
+import { ensembleOutputs, memberFiles, memberModelPath } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
-import { writeFileAtomic } from '../engine/util/atomic.ts';
+import { writeFileAtomic, writeFileAtomicAsync } from '../engine/util/atomic.ts';
 import { DataParallelJobs, isDataParallelSpec, type DataParallelOptions } from './data-parallel-job.ts';
 import { DirStateStore, type StateStore } from './state-store.ts';
 import { createMetrics, type Metrics } from '../dashboard/metrics.ts';
@@ -285,18 +285,21 @@ export class Coordinator {
     this.log(`job ${job.id}: ${t.task.id} done (${job.tasks.filter(x => x.state === 'done').length}/${job.tasks.length})`);
     if (job.tasks.every(x => x.state === 'done')) await this.complete(job);
     else {
-      try { this.writeMemberFiles(job, result, false); } catch (e) { this.log(`job ${job.id}: writing ${t.task.id}'s model failed (retried at the end): ${(e as Error).message}`); }
+      try { this.writeMemberFiles(job, result); } catch (e) { this.log(`job ${job.id}: writing ${t.task.id}'s model failed (retried at the end): ${(e as Error).message}`); }
     }
   }
 
   /** A member's own model file(s), written as its result arrives, while the others still train: off the job's end. */
-  private writeMemberFiles(job: JobRecord, result: MemberResult, onlyMissing: boolean) {
+  private writeMemberFiles(job: JobRecord, result: MemberResult) {
     const out = this.outDir(job.id);
-    for (const m of result.members) {
-      for (const [name, content] of Object.entries(memberFiles(job.spec, m))) {
-        if (!onlyMissing || !fs.existsSync(path.join(out, name))) writeFileAtomic(path.join(out, name), content);
-      }
-    }
+    for (const m of result.members) for (const [name, content] of Object.entries(memberFiles(job.spec, m))) writeFileAtomic(path.join(out, name), content);
+  }
+
+  /** Writes the member files of a result that are not there yet (without exporting those that are). */
+  private memberFileWrites(job: JobRecord, result: MemberResult): Promise<void>[] {
+    const out = this.outDir(job.id);
+    return result.members.filter(m => !fs.existsSync(path.join(out, memberModelPath(m.name))))
+      .flatMap(m => Object.entries(memberFiles(job.spec, m)).map(([name, content]) => writeFileAtomicAsync(path.join(out, name), content)));
   }
 
   private async complete(job: JobRecord) {
@@ -312,14 +315,16 @@ export class Coordinator {
         results.push(decodeMemberResult(bytes, `${this.store.description}: ${key}`));
       }
       if (job.state !== 'running') return;
+      const out = this.outDir(job.id);
+      // the members that finished earlier are written already (not the last one, nor those of a job resumed
+      // after a restart); their files sync while the one-graph model is built, and all outputs sync at once
+      const writes = results.flatMap(res => this.memberFileWrites(job, res));
       const options: EnsembleOptions = { ...job.spec, dataDir: this.o.dataDir, runtime: {} };
       const r = combineEnsemble(options, results, (Date.now() - job.submittedAt) / 1000);
       const { files, summary, details } = ensembleOutputs(options, r, { members: false });
-      const out = this.outDir(job.id);
-      // the members that finished earlier are written already (not those of a job resumed after a restart)
-      for (const res of results) this.writeMemberFiles(job, res, true);
-      for (const [name, content] of Object.entries(files)) writeFileAtomic(path.join(out, name), content);
-      writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n');
+      for (const [name, content] of Object.entries(files)) writes.push(writeFileAtomicAsync(path.join(out, name), content));
+      writes.push(writeFileAtomicAsync(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n'));
+      await Promise.all(writes);
       job.summary = { ...summary, out };
       job.state = 'done';
       job.finishedAt = Date.now();

@@ -16,11 +16,14 @@ export function ensembleMember(m: TrainedMember): EnsembleMember {
 
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
 
+/** Where a member's own model file goes in the run's directory. */
+export const memberModelPath = (name: string) => `members/${name}/model.onnx`;
+
 /** One member's own model file, `members/<name>/model.onnx` (it does not depend on the other members). */
 export function memberFiles(o: Pick<EnsembleOptions, 'dataset'>, m: TrainedMember): Record<string, Uint8Array> {
   const metadata = { dataset: o.dataset };
   const t = ensembleMember(m);
-  return { [`members/${m.name}/model.onnx`]: t.kind === 'simclr' ? exportSimclrClassifier(t.params, t.buffers, t.probe, metadata) : exportCnn(t.params, t.buffers, metadata) };
+  return { [memberModelPath(m.name)]: t.kind === 'simclr' ? exportSimclrClassifier(t.params, t.buffers, t.probe, metadata) : exportCnn(t.params, t.buffers, metadata) };
 }
 
 /** The run's files; opts.members false leaves out memberFiles() (a coordinator writes those as each member arrives). */

@@ -15,3 +15,17 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
   }
   fs.renameSync(tmp, file);
 }
+
+/** The same, with the write and the fsync on libuv's thread pool: several files sync at once while the caller computes. */
+export async function writeFileAtomicAsync(file: string, data: string | Uint8Array): Promise<void> {
+  await fs.promises.mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  const handle = await fs.promises.open(tmp, 'w');
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.promises.rename(tmp, file);
+}
