@@ -18,6 +18,7 @@ import { RECIPES } from '../engine/train/train-classifier.ts';
 import { SIMCLR_RECIPE } from '../engine/train/train-simclr.ts';
 import type { JobSpec } from '../coordinator/coordinator.ts';
 import type { DataParallelSpec } from '../engine/train/data-parallel.ts';
+import { transportFloor } from './transport-floor.ts';
 
 export interface ScaleOptions {
   /** (1): training steps per member (batch 64). */
@@ -107,6 +108,10 @@ export async function benchScale(o: ScaleOptions) {
     load.push(os.loadavg()[0]);
     const counted = steps.slice(o.warmupSteps);
     const outside = counted.map(s => 1 - s.computeMs / s.wallMs);
+    const computeMs = median(counted.map(s => s.computeMs));
+    // (3) the same bytes through the same nats-server with nothing else to do: what transport alone costs here
+    const floor = await transportFloor(nats.url, Math.round(median(counted.map(s => s.bytesIn)) / 2), 2, 7);
+    o.log(`transport floor: ${(floor.payload_bytes / 2 ** 20).toFixed(1)} MiB to 2 echo processes and back: ${floor.round_trip_ms_median} ms`);
     const result = {
       ensemble: { members: 4, steps_per_member: o.memberSteps, batch_size: 64, rounds: o.rounds, seconds_1_worker: times[1].map(x => round(x, 2)),
         seconds_2_workers: times[2].map(x => round(x, 2)), speedup: round(one / two, 3), target: 1.8,
@@ -118,7 +123,7 @@ export async function benchScale(o: ScaleOptions) {
       data_parallel_simclr: {
         workers: 2, shards: 2, global_batch: o.dpBatch, steps_counted: counted.length, warmup_steps: o.warmupSteps,
         step_ms_median: round(median(counted.map(s => s.wallMs)), 1),
-        compute_ms_median: round(median(counted.map(s => s.computeMs)), 1),
+        compute_ms_median: round(computeMs, 1),
         aggregation_ms_median: round(median(counted.map(s => s.aggregationMs)), 1),
         outside_compute_share_median: round(median(outside)), outside_compute_share_max: round(Math.max(...outside)), target_share: 0.1,
         bytes_per_step: Math.round(median(counted.map(s => s.bytesOut + s.bytesIn))),
@@ -127,6 +132,9 @@ export async function benchScale(o: ScaleOptions) {
         // the critical path of a step, interval by interval (engine/train/dp-timeline.ts), median over the counted steps
         timeline_ms_median: medianTimeline(counted.map(s => s.timeline.path)),
         bus_handler_ms_median: medianTimeline(counted.map(s => s.timeline.bus)),
+        // one step's parameter broadcast and the gradients back, as bytes only (bench/transport-floor.ts); the
+        // share of a step it would take if this were all that happened outside compute
+        transport_floor: { ...floor, share_of_step: round(floor.round_trip_ms_median / (floor.round_trip_ms_median + computeMs)) },
         per_step: counted.map(s => ({ step: s.step, wall_ms: round(s.wallMs, 1), compute_ms: round(s.computeMs, 1), aggregation_ms: round(s.aggregationMs, 1) })),
       },
       load_average_1min: load.map(x => round(x, 2)),

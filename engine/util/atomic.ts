@@ -8,7 +8,7 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
   const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
   const fd = fs.openSync(tmp, 'w');
   try {
-    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    fs.writeFileSync(fd, data); // loops until every byte is written
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
