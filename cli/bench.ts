@@ -20,8 +20,8 @@ augment   SimCLR augmentation (two random resized crops + flips per image) again
           step on the same batch: images per second and the share of a step it would take
 serve     KServe v2 gRPC serving (fleet serve in a child process, a 5-member one-graph ensemble with untrained
           weights) against the same model in-process: single-image latency p50/p99 at concurrency 1 (with the
-          grpc-js client and with a minimal HTTP/2 gRPC client) and 16, throughput with requests of
-          --batch-size images (default 64), and the ratios (--iters: timed requests, default 500)
+          grpc-js client and with a minimal HTTP/2 gRPC client) and 16, throughput with requests of N
+          images (--batch-size, default 64), and the ratios (--iters: timed requests, default 500)
 mil-grid  test bag AUC of the MIL model on MNIST-bags (Ilse et al. 2018) for each number of training bags,
           seed and pooling; mean ± standard deviation over the seeds as a table (.md) and a chart (.svg)
           next to the results file. Resumable: rerun the same command and finished runs are skipped.
