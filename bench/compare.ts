@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parse, intOption, UsageError } from '../cli/args.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
+import { median } from './stats.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -48,12 +49,6 @@ export function numberField(obj: Json, ...keys: string[]): number | undefined {
   return undefined;
 }
 
-export function median(xs: number[]): number {
-  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 function requireNumber(obj: Json, what: string, ...keys: string[]): number {
   const n = numberField(obj, ...keys);

@@ -19,6 +19,7 @@ import { SIMCLR_RECIPE } from '../engine/train/train-simclr.ts';
 import type { JobSpec } from '../coordinator/coordinator.ts';
 import type { DataParallelSpec } from '../engine/train/data-parallel.ts';
 import { transportFloor } from './transport-floor.ts';
+import { median } from './stats.ts';
 
 export interface ScaleOptions {
   /** (1): training steps per member (batch 64). */
@@ -32,7 +33,6 @@ export interface ScaleOptions {
   log: (line: string) => void;
 }
 
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
 const medianTimeline = (ts: Record<string, number>[]) =>
   Object.fromEntries(Object.keys(ts[0] ?? {}).map(k => [k, round(median(ts.map(t => t[k] ?? 0)), 1)]));

@@ -19,6 +19,7 @@ import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
 import { JetStreamStateStore } from '../coordinator/jetstream-state-store.ts';
 import { connectNats } from '../bus/nats-transport.ts';
 import { startNatsServer } from '../test/helpers/nats-server.ts';
+import { median } from './stats.ts';
 
 const { values } = parse(process.argv.slice(2), { rounds: { type: 'string' }, out: { type: 'string' } });
 const rounds = intOption(values, 'rounds', 5, 1);
@@ -28,7 +29,6 @@ const RESULT_BYTES = (1_380_000 + 1000) * 4 + 2 * 10_000 * 10 * 4; // parameters
 const result = randomBytes(RESULT_BYTES);
 const record = JSON.stringify({ id: 'job-x', tasks: Array.from({ length: 5 }, (_, i) => ({ task: { id: `member-${i + 1}` }, state: 'done', attempts: 1 })) }, null, 2);
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ms = async (fn: () => Promise<unknown>) => { const t0 = performance.now(); await fn(); return performance.now() - t0; };
 
 async function measure(s: StateStore, round: number) {

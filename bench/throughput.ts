@@ -11,10 +11,10 @@ import { simclrParams, simclrBuffers } from '../engine/model/simclr.ts';
 import { buildSimclrTrainGraph } from '../engine/train/train-simclr.ts';
 import { ModelRunner } from '../engine/train/model-runner.ts';
 import { benchAugment } from './augment.ts';
+import { median } from './stats.ts';
 
 export interface BenchOptions { batchSize: number; warmup: number; iters: number; runtime: RuntimeOptions }
 
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
 function randomBatch(n: number, seed: number) {
   const rng = new Rng(seed);

@@ -12,11 +12,10 @@ import { connectNats } from '../bus/nats-transport.ts';
 import { sendChunked, Reassembler } from '../bus/chunking.ts';
 import { decodeEnvelope } from '../bus/codec.ts';
 import type { BusMessage } from '../bus/transport.ts';
+import { median } from './stats.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const FLOOR_SUBJECTS = { down: 'bench.floor.down', ack: 'bench.floor.ack', up: 'bench.floor.up', ready: 'bench.floor.ready' };
-
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length ? (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2 : NaN; };
 
 export interface TransportFloor { payload_bytes: number; receivers: number; rounds: number; down_ms_median: number; round_trip_ms_median: number; round_trip_ms: number[] }
 
@@ -25,6 +24,7 @@ export async function transportFloor(url: string, bytes: number, receivers: numb
   const bus = await connectNats(url, { name: 'bench-floor' });
   const procs: ChildProcess[] = [];
   const payload = randomBytes(bytes);
+  let stopping = false;
   try {
     let onReady = () => {}, onAck = () => {}, onUp = () => {}, onFail = (_: Error) => {};
     const ready = new Set<string>();
@@ -33,9 +33,11 @@ export async function transportFloor(url: string, bytes: number, receivers: numb
     const up = new Reassembler({ maxBytes: bytes + 1, onComplete: (_, back) => (Buffer.from(back.buffer, back.byteOffset, back.byteLength).equals(payload) ? onUp() : onFail(new Error('transport floor: an echo sent back other bytes'))), onError: (_, reason) => onFail(new Error(`transport floor: ${reason}`)) });
     bus.subscribe(FLOOR_SUBJECTS.up, chunksTo(up));
     await bus.flush();
-    const readyAll = new Promise<void>(resolve => { onReady = () => { if (ready.size === receivers) resolve(); }; });
+    const readyAll = new Promise<void>((resolve, reject) => { onReady = () => { if (ready.size === receivers) resolve(); }; onFail = reject; });
     for (let i = 0; i < receivers; i++) {
       const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'transport-echo.ts'), url, `echo-${i}`, String(bytes)], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+      // an echo that dies fails the measurement at once instead of after the round's timeout
+      child.once('exit', code => { if (!stopping) onFail(new Error(`transport floor: echo-${i} exited (${code})`)); });
       procs.push(child);
     }
     await withTimeout(readyAll, 60_000, 'echo processes to start');
@@ -55,6 +57,7 @@ export async function transportFloor(url: string, bytes: number, receivers: numb
     const counted = roundTrip.slice(1), countedDown = down.slice(1);
     return { payload_bytes: bytes, receivers, rounds: counted.length, down_ms_median: round1(median(countedDown)), round_trip_ms_median: round1(median(counted)), round_trip_ms: counted.map(round1) };
   } finally {
+    stopping = true;
     for (const p of procs) p.kill('SIGTERM');
     await bus.close();
   }

@@ -3,9 +3,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+/** A temporary name next to file: same directory (so rename is atomic), unique even for concurrent async writes. */
+let written = 0;
+const tmpPath = (file: string) => `${file}.tmp-${process.pid}-${Date.now()}-${++written}`;
+
 export function writeFileAtomic(file: string, data: string | Uint8Array): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  const tmp = tmpPath(file);
   const fd = fs.openSync(tmp, 'w');
   try {
     fs.writeFileSync(fd, data); // loops until every byte is written
@@ -19,7 +23,7 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
 /** The same, with the write and the fsync on libuv's thread pool: several files sync at once while the caller computes. */
 export async function writeFileAtomicAsync(file: string, data: string | Uint8Array): Promise<void> {
   await fs.promises.mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  const tmp = tmpPath(file);
   const handle = await fs.promises.open(tmp, 'w');
   try {
     await handle.writeFile(data);
