@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parse, intOption, UsageError } from '../cli/args.ts';
+import { parse, intOption, UsageError } from '../util/args.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { median } from './stats.ts';
 

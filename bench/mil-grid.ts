@@ -12,9 +12,9 @@ import { POOLINGS, type Pooling } from '../engine/model/mil.ts';
 import { loadDataset, type Split } from '../engine/data/datasets.ts';
 import type { Device } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
-import { lineChart } from '../dashboard/plots.ts';
-import { versions } from '../cli/versions.ts';
-import { formatDuration } from '../cli/progress.ts';
+import { lineChart } from '../engine/report/plots.ts';
+import { versions } from '../util/versions.ts';
+import { formatDuration } from '../util/format.ts';
 
 /** One finished training run: `size` training bags, seed, pooling; test bag AUC and accuracy, wall seconds. */
 export interface MilGridCell { size: number; seed: number; pooling: Pooling; auc: number | null; accuracy: number; seconds: number }

@@ -8,8 +8,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startNatsServer } from '../test/helpers/nats-server.ts';
-import { ProcGroup, waitFor, type FleetProc } from '../test/helpers/fleet-procs.ts';
+import { startNatsServer } from './harness/nats-server.ts';
+import { ProcGroup, waitFor, type FleetProc } from './harness/fleet-procs.ts';
 import { connectNats } from '../bus/nats-transport.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { submitJob } from '../coordinator/client.ts';
@@ -129,7 +129,7 @@ export async function benchScale(o: ScaleOptions) {
         bytes_per_step: Math.round(median(counted.map(s => s.bytesOut + s.bytesIn))),
         bytes_coordinator_out_per_step: Math.round(median(counted.map(s => s.bytesOut))),
         bytes_workers_out_per_step: Math.round(median(counted.map(s => s.bytesIn))),
-        // the critical path of a step, interval by interval (engine/train/dp-timeline.ts), median over the counted steps
+        // the critical path of a step, interval by interval (bus/dp-timeline.ts), median over the counted steps
         timeline_ms_median: medianTimeline(counted.map(s => s.timeline.path)),
         bus_handler_ms_median: medianTimeline(counted.map(s => s.timeline.bus)),
         // one step's parameter broadcast and the gradients back, as bytes only (bench/transport-floor.ts); the

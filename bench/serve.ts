@@ -17,7 +17,7 @@ import { TensorSet } from '../engine/model/params.ts';
 import { createSession, f32 } from '../engine/runtime.ts';
 import { normalise, IMAGE_SIZE } from '../engine/data/datasets.ts';
 import { Rng } from '../engine/util/random.ts';
-import { InferenceClient, encodeInferRequest, inferenceService, type ModelInferRequest, type ModelInferResponse } from '../coordinator/serving/protocol.ts';
+import { InferenceClient, encodeInferRequest, inferenceService, type ModelInferRequest, type ModelInferResponse } from '../serving/protocol.ts';
 import { connectProbe } from './grpc-probe.ts';
 
 export interface ServeBenchOptions { threads: number; iters: number; warmup: number; batchSize: number; members?: number }

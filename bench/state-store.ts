@@ -12,13 +12,13 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { parse, intOption } from '../cli/args.ts';
-import { versions } from '../cli/versions.ts';
+import { parse, intOption } from '../util/args.ts';
+import { versions } from '../util/versions.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
 import { JetStreamStateStore } from '../coordinator/jetstream-state-store.ts';
 import { connectNats } from '../bus/nats-transport.ts';
-import { startNatsServer } from '../test/helpers/nats-server.ts';
+import { startNatsServer } from './harness/nats-server.ts';
 import { median } from './stats.ts';
 
 const { values } = parse(process.argv.slice(2), { rounds: { type: 'string' }, out: { type: 'string' } });

@@ -3,7 +3,6 @@
 // kind comes from the subject (a small fixed set), not from decoding the payload: metering stays O(1).
 import type { BusMessage, PublishOptions, SubscribeOptions, Subscription, Transport } from './transport.ts';
 import { SUBJECTS } from './subjects.ts';
-import type { Metrics } from '../dashboard/metrics.ts';
 
 const KIND_BY_SUBJECT: Record<string, string> = {
   [SUBJECTS.workerAnnounce]: 'announce', [SUBJECTS.taskResult]: 'result', [SUBJECTS.jobSubmit]: 'submit',
@@ -26,8 +25,16 @@ export function subjectKind(subject: string): string {
   return 'other';
 }
 
+type BusLabels = { direction: 'in' | 'out'; kind: string };
+
+/** The two counters the bus needs (telemetry's Metrics has them): the bus depends on no metrics library. */
+export interface BusMeter {
+  busMessages: { inc(labels: BusLabels): void };
+  busBytes: { inc(labels: BusLabels, value: number): void };
+}
+
 /** A Transport that counts every message through `inner` in `metrics`; otherwise identical to `inner`. */
-export function meteredTransport(inner: Transport, metrics: Metrics): Transport {
+export function meteredTransport(inner: Transport, metrics: BusMeter): Transport {
   const count = (direction: 'in' | 'out', subject: string, bytes: number) => {
     const labels = { direction, kind: subjectKind(subject) };
     metrics.busMessages.inc(labels);

@@ -2,14 +2,14 @@
 // against the number of training bags); results go to stdout (--json) and optionally a file.
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parse, intOption, choiceOption, UsageError } from './args.ts';
+import { parse, intOption, choiceOption, UsageError } from '../util/args.ts';
 import { benchTrain, benchInfer, benchAugmentShare } from '../bench/throughput.ts';
 import { runMilGrid } from '../bench/mil-grid.ts';
 import { benchScale } from '../bench/scale.ts';
 import { benchServe } from '../bench/serve.ts';
 import { POOLINGS, type Pooling } from '../engine/model/mil.ts';
 import { checkCuda } from '../engine/runtime.ts';
-import { versions } from './versions.ts';
+import { versions } from '../util/versions.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 
 const HELP = `usage: fleet bench train|infer|augment|mil-grid|serve|scale [options]

@@ -1,13 +1,13 @@
 // `fleet coordinator`: runs the coordinator on a NATS server until interrupted.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parse, intOption, UsageError } from './args.ts';
+import { parse, intOption, UsageError } from '../util/args.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { serveHttp, parseHostPort } from '../coordinator/http.ts';
-import { createMetrics } from '../dashboard/metrics.ts';
-import { InferenceServer } from '../coordinator/serving/grpc-server.ts';
-import { publishJobModel } from '../coordinator/serving/publish.ts';
+import { createMetrics } from '../telemetry/metrics.ts';
+import { InferenceServer } from '../serving/grpc-server.ts';
+import { publishJobModel } from '../serving/publish.ts';
 import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
 import { JetStreamStateStore, DEFAULT_STATE_BUCKET } from '../coordinator/jetstream-state-store.ts';
 

@@ -1,7 +1,7 @@
 // `fleet data download|info`: fetch a dataset into a directory, or show what a directory holds.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { UsageError, parse, choiceOption } from './args.ts';
+import { UsageError, parse, choiceOption } from '../util/args.ts';
 import { DATASETS, loadDataset, resolveDataDir, type DatasetName } from '../engine/data/datasets.ts';
 import { DEFAULT_MIRRORS, downloadDataset, parseChecksums, type DownloadProgress } from '../engine/data/download.ts';
 

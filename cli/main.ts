@@ -1,6 +1,6 @@
 // fleet's command-line entry point: dispatches to a command, prints usage errors as one line (exit 2)
 // and other failures as one line (exit 1).
-import { UsageError } from './args.ts';
+import { UsageError } from '../util/args.ts';
 
 const USAGE = `fleet: train, ensemble and serve MNIST-style image classifiers on ONNX Runtime
 

@@ -2,8 +2,8 @@
 // half-copied file).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parse, intOption, UsageError } from './args.ts';
-import { addModelVersion, modelNameFor } from '../coordinator/serving/publish.ts';
+import { parse, intOption, UsageError } from '../util/args.ts';
+import { addModelVersion, modelNameFor } from '../serving/publish.ts';
 
 const HELP = `usage: fleet models add RUN_DIR|FILE.onnx --models DIR [--name NAME] [--version N] [--members]
 

@@ -1,7 +1,7 @@
 // Connecting the CLI to NATS: the URL from --nats, credentials from the environment (never from flags, so they
 // stay out of process lists and shell history) or a creds file, TLS files from flags.
 import { connectNats } from '../bus/nats-transport.ts';
-import type { OptionSpec } from './args.ts';
+import type { OptionSpec } from '../util/args.ts';
 
 export const NATS_OPTIONS = {
   nats: { type: 'string' }, 'nats-creds': { type: 'string' }, 'nats-ca': { type: 'string' }, 'nats-cert': { type: 'string' }, 'nats-key': { type: 'string' },

@@ -2,14 +2,14 @@
 // (fleet serve, fleet coordinator --grpc, or any other); prints the predicted class and the probabilities.
 import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { parse, intOption, UsageError } from './args.ts';
+import { parse, intOption, UsageError } from '../util/args.ts';
 import { hostPort } from './serve.ts';
 import { readImages } from '../engine/data/idx.ts';
 import { readPngDigit } from '../engine/data/png.ts';
 import { IMAGE_SIZE } from '../engine/data/datasets.ts';
-import { InferenceClient, paramValue, type ModelInferResponse } from '../coordinator/serving/protocol.ts';
-import { readOutput } from '../coordinator/serving/outputs.ts';
-import { statusName } from '../coordinator/serving/errors.ts';
+import { InferenceClient, paramValue, type ModelInferResponse } from '../serving/protocol.ts';
+import { readOutput } from '../serving/outputs.ts';
+import { statusName } from '../serving/errors.ts';
 
 const HELP = `usage: fleet predict --server HOST:PORT --model NAME (--image FILE.png | --idx FILE --index I) [options]
 

@@ -7,6 +7,10 @@
 //   train epoch 1/10: 25% (58/235) 1234 img/s loss=0.1234 eta 42s
 // done() ends the line (terminal) or prints a final summary line (plain).
 
+import { formatDuration } from '../util/format.ts';
+
+export { formatDuration };
+
 /** Where progress goes: process.stderr, or anything with write() (and optionally isTTY / columns). */
 export interface ProgressStream {
   write(chunk: string): unknown;
@@ -54,16 +58,6 @@ export function formatRate(r: number): string {
   if (r >= 100) return String(Math.round(r));
   if (r >= 10) return r.toFixed(1).replace(/\.0$/, '');
   return r.toFixed(2).replace(/0+$/, '').replace(/\.$/, '');
-}
-
-/** Seconds as 42s, 3m05s, 1h02m. */
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return '?';
-  const s = Math.round(seconds);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  const m = Math.round(s / 60);
-  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
 }
 
 export function formatInfo(info: ProgressInfo | undefined): string {

@@ -2,12 +2,12 @@
 // with --nats, the repository's models hosted on the bus (and ensembles with remote members).
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parse, intOption, choiceOption, UsageError } from './args.ts';
+import { parse, intOption, choiceOption, UsageError } from '../util/args.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { parseHostPort } from '../coordinator/http.ts';
-import { InferenceServer, type TlsFiles } from '../coordinator/serving/grpc-server.ts';
-import { createMetrics } from '../dashboard/metrics.ts';
-import { serveMetrics } from '../dashboard/metrics-http.ts';
+import { InferenceServer, type TlsFiles } from '../serving/grpc-server.ts';
+import { createMetrics } from '../telemetry/metrics.ts';
+import { serveMetrics } from '../telemetry/metrics-http.ts';
 import type { Transport } from '../bus/transport.ts';
 
 const HELP = `usage: fleet serve --models DIR [options]

@@ -2,7 +2,7 @@
 // synchronous data-parallel steps on the cluster (the coordinator is the parameter server, each worker computes
 // shards of every global batch). The job is submitted to the coordinator, its steps stream as progress, and the
 // summary is the same as a local run's; the model files are written by the coordinator under its --state.
-import { intOption, numberOption, choiceOption, UsageError } from './args.ts';
+import { intOption, numberOption, choiceOption, UsageError } from '../util/args.ts';
 import { connectFromCli } from './nats.ts';
 import { submitJob } from '../coordinator/client.ts';
 import { RECIPES } from '../engine/train/train-classifier.ts';

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
-import { parse, intOption, numberOption, choiceOption, UsageError, type OptionSpec } from './args.ts';
+import { parse, intOption, numberOption, choiceOption, UsageError, type OptionSpec } from '../util/args.ts';
 import { Progress } from './progress.ts';
 import { DATASETS, loadDataset, type DatasetName } from '../engine/data/datasets.ts';
 import { CNN } from '../engine/model/classifiers.ts';
@@ -15,14 +15,14 @@ import { trainSimclr, SIMCLR_RECIPE } from '../engine/train/train-simclr.ts';
 import { trainMil, MIL_RECIPE } from '../engine/train/train-mil.ts';
 import { checkCuda, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
-import { trainingCurves, lineChart } from '../dashboard/plots.ts';
-import { versions } from './versions.ts';
+import { trainingCurves, lineChart } from '../engine/report/plots.ts';
+import { versions } from '../util/versions.ts';
 import { cnnRunOutputs, simclrRunOutputs } from '../engine/train/run-outputs.ts';
 import { ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
 import type { JobSpec } from '../coordinator/coordinator.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { submitJob } from '../coordinator/client.ts';
-import { runEmbedded } from '../coordinator/embedded.ts';
+import { runEmbedded } from './embedded.ts';
 import { parseHostPort } from '../coordinator/http.ts';
 import { dataParallelRun, DATA_PARALLEL_HELP } from './train-data-parallel.ts';
 

@@ -1,12 +1,12 @@
 // `fleet worker`: trains the tasks a coordinator leases to it, until interrupted.
 import * as os from 'node:os';
-import { parse, intOption, choiceOption, UsageError } from './args.ts';
+import { parse, intOption, choiceOption, UsageError } from '../util/args.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { startWorker } from '../worker/worker.ts';
 import { checkCuda } from '../engine/runtime.ts';
 import { detectGpuName } from '../worker/gpu.ts';
-import { createMetrics } from '../dashboard/metrics.ts';
-import { serveMetrics } from '../dashboard/metrics-http.ts';
+import { createMetrics } from '../telemetry/metrics.ts';
+import { serveMetrics } from '../telemetry/metrics-http.ts';
 import { parseHostPort } from '../coordinator/http.ts';
 
 const HELP = `usage: fleet worker --nats URL [options]

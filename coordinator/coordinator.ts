@@ -16,7 +16,7 @@ import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
 import { writeFileAtomic, writeFileAtomicAsync } from '../engine/util/atomic.ts';
 import { DataParallelJobs, isDataParallelSpec, type DataParallelOptions } from './data-parallel-job.ts';
 import { DirStateStore, type StateStore } from './state-store.ts';
-import { createMetrics, type Metrics } from '../dashboard/metrics.ts';
+import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
 import { meteredTransport } from '../bus/metered-transport.ts';
 import { ClusterMonitor } from './monitor.ts';
 import { specChecker } from '../engine/util/spec-check.ts';

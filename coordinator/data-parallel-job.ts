@@ -20,7 +20,7 @@ import { sendChunked, Reassembler } from '../bus/chunking.ts';
 import { countingTransport } from '../bus/counting-transport.ts';
 import { ParameterServer } from './parameter-server.ts';
 import type { StateStore } from './state-store.ts';
-import type { Metrics } from '../dashboard/metrics.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
 import { DataParallelPlan, validateDataParallelSpec, viewRows, contrastiveOptions, type DataParallelSpec } from '../engine/train/data-parallel.ts';
 import { buildContrastiveLossGraph, linearEvaluation, type SimclrEpoch } from '../engine/train/train-simclr.ts';
 import { evaluate, type EpochMetrics, type Evaluation } from '../engine/train/train-classifier.ts';
@@ -34,7 +34,7 @@ import { loadDatasetCached, type loadDataset } from '../engine/data/datasets.ts'
 import { gatherLabels } from '../engine/data/split.ts';
 import { ort, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
-import { wallClock, summariseStep, type StepTimeline, type PhaseTimeline, type WorkerTimeline } from '../engine/train/dp-timeline.ts';
+import { wallClock, summariseStep, type StepTimeline, type PhaseTimeline, type WorkerTimeline } from '../bus/dp-timeline.ts';
 
 /** One finished step, for progress, the tests (exactness) and `fleet bench scale` (where the time goes). */
 export interface StepInfo {

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { Coordinator } from './coordinator.ts';
-import { metricsResponse } from '../dashboard/metrics-http.ts';
+import { metricsResponse } from '../telemetry/metrics-http.ts';
 import { runsIn, runSummary, runDetails, runErrors, milBag, RunError, type RunRef } from '../dashboard/runs.ts';
 
 export interface HttpOptions {

@@ -7,7 +7,7 @@ import { TrainState, type OptimizerMeta } from '../engine/train/train-state.ts';
 import { modelSpecs, flatten, unflatten, totalSize, type DataParallelSpec } from '../engine/train/data-parallel.ts';
 import { encodeCheckpoint, decodeCheckpoint } from '../engine/checkpoint.ts';
 import type { StateStore } from './state-store.ts';
-import type { Metrics } from '../dashboard/metrics.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
 
 interface SavedMeta<M> { format: 'fleet-parameter-server-1'; step: number; optimizer: OptimizerMeta; job: M }
 

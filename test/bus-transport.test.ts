@@ -21,7 +21,7 @@ import {
   validateSubject,
   workerHeartbeatSubject,
 } from '../bus/subjects.ts';
-import { natsServerAvailable, startNatsServer, type NatsServerHandle } from './helpers/nats-server.ts';
+import { natsServerAvailable, startNatsServer, type NatsServerHandle } from '../bench/harness/nats-server.ts';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -7,11 +7,11 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { natsServerAvailable, startNatsServer, type NatsServerHandle } from './helpers/nats-server.ts';
+import { natsServerAvailable, startNatsServer, type NatsServerHandle } from '../bench/harness/nats-server.ts';
 import { lines } from './helpers/cli.ts';
 import {
   ProcGroup, WaitAbort, waitFor, sleep, getJson, readJob, trainingsOf, type Coord, type FleetProc, type JobState,
-} from './helpers/fleet-procs.ts';
+} from '../bench/harness/fleet-procs.ts';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
 import { SUBJECTS, taskLeaseSubject, tensorSubject, workerHeartbeatSubject } from '../bus/subjects.ts';
 import { encodeEnvelope, jsonField, Device, DType, type EnvelopeBody } from '../bus/codec.ts';

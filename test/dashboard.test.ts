@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type * as http from 'node:http';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { startEmbedded, tinyJob, waitJobDone, type Embedded } from './helpers/embedded.ts';
-import { waitFor, getJson } from './helpers/fleet-procs.ts';
+import { waitFor, getJson } from '../bench/harness/fleet-procs.ts';
 import { runFleet, REPO_ROOT } from './helpers/cli.ts';
 import { serveHttp } from '../coordinator/http.ts';
 import { loadDataset, IMAGE_SIZE } from '../engine/data/datasets.ts';

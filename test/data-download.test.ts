@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { writeIdx } from '../engine/data/idx.ts';
 import { loadDataset, resolveDataDir } from '../engine/data/datasets.ts';
 import { dataCommand } from '../cli/data.ts';
-import { UsageError } from '../cli/args.ts';
+import { UsageError } from '../util/args.ts';
 import { Rng } from '../engine/util/random.ts';
 import {
   DEFAULT_FILES, DownloadError, KNOWN_CHECKSUMS, downloadDataset, parseChecksums, verifyArchive,

@@ -9,8 +9,8 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { natsServerAvailable, startNatsServer, type NatsServerHandle } from './helpers/nats-server.ts';
-import { waitFor, getJson, ProcGroup } from './helpers/fleet-procs.ts';
+import { natsServerAvailable, startNatsServer, type NatsServerHandle } from '../bench/harness/nats-server.ts';
+import { waitFor, getJson, ProcGroup } from '../bench/harness/fleet-procs.ts';
 import { runFleet, lines } from './helpers/cli.ts';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
 import { SUBJECTS, dpUpSubject, dpWorkSubject } from '../bus/subjects.ts';
@@ -26,7 +26,7 @@ import { TrainState, type Recipe } from '../engine/train/train-state.ts';
 import { ModelRunner } from '../engine/train/model-runner.ts';
 import { loadDataset } from '../engine/data/datasets.ts';
 import { ort } from '../engine/runtime.ts';
-import { createMetrics } from '../dashboard/metrics.ts';
+import { createMetrics } from '../telemetry/metrics.ts';
 
 const BATCH = 12;
 /** DP_DEBUG=1 prints the coordinator's and workers' logs. */

@@ -1,8 +1,9 @@
 // The deployment files against the code: every manifest parses, and every `fleet ...` command line, port,
 // probe, environment variable, volume and metric name in deploy/ (Dockerfiles, compose, Kubernetes) and in
 // docs/deploy.md agrees with what the CLI accepts (each cli/*.ts exports its OPTIONS table), what the
-// processes listen on, and what dashboard/metrics.ts exports. No Docker engine or Kubernetes cluster is
+// processes listen on, and what telemetry/metrics.ts exports. No Docker engine or Kubernetes cluster is
 // needed: images and pods are checked statically; nats.conf and the health-check script are run for real.
+import { LAYERS } from './helpers/layers.ts';
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -18,15 +19,15 @@ import { OPTIONS as COORDINATOR_OPTIONS } from '../cli/coordinator.ts';
 import { OPTIONS as WORKER_OPTIONS } from '../cli/worker.ts';
 import { OPTIONS as TRAIN_OPTIONS } from '../cli/train.ts';
 import { parseHostPort } from '../coordinator/http.ts';
-import { createMetrics } from '../dashboard/metrics.ts';
-import { serveMetrics } from '../dashboard/metrics-http.ts';
+import { createMetrics } from '../telemetry/metrics.ts';
+import { serveMetrics } from '../telemetry/metrics-http.ts';
 import { connectNats } from '../bus/nats-transport.ts';
-import { natsServerAvailable } from './helpers/nats-server.ts';
-import { waitFor, WaitAbort } from './helpers/fleet-procs.ts';
-import type { OptionSpec } from '../cli/args.ts';
+import { natsServerAvailable } from '../bench/harness/nats-server.ts';
+import { waitFor, WaitAbort } from '../bench/harness/fleet-procs.ts';
+import type { OptionSpec } from '../util/args.ts';
 
 /**
- * Flags of the CLI contract (shared/DESIGN.md) that other branches add: allowed in the deploy files before
+ * Flags of the CLI contract (docs/design.md) that other branches add: allowed in the deploy files before
  * their code is merged, reported as pending while cli/*.ts lacks them. Once merged, the code's table decides.
  */
 const CONTRACT: Record<string, string[]> = {
@@ -209,8 +210,9 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
     for (const out of ['node_modules', 'node_modules/x/y.js', '.git', 'test/cluster.test.ts', 'fleet-state/jobs', 'runs/cnn-1/model.onnx', 'deploy/.env', 'a/b.creds', 'certs/server.key']) {
       assert.ok(dockerIgnored(rules, out), `${out} would be sent to the build`);
     }
+    // every folder of the layer rule (all that bin/fleet.js can import at run time), the protocol files and the web dashboard
     const needed = ['package.json', 'package-lock.json', 'tsconfig.json', 'bin/fleet.js', 'deploy/docker/healthcheck.mjs',
-      ...['cli', 'engine', 'bus', 'coordinator', 'worker', 'dashboard', 'proto'].flatMap(filesUnder)];
+      ...[...Object.keys(LAYERS), 'dashboard', 'proto'].flatMap(filesUnder).filter(f => !f.startsWith('bench/results/'))];
     for (const f of needed) assert.ok(!dockerIgnored(rules, f), `.dockerignore leaves out ${f}, which the image needs`);
   });
 

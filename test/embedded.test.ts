@@ -7,12 +7,12 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runEmbedded } from '../coordinator/embedded.ts';
+import { runEmbedded } from '../cli/embedded.ts';
 import { trainEnsemble } from '../engine/ensemble/train-ensemble.ts';
 import { decodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import { RECIPES } from '../engine/train/train-classifier.ts';
 import type { JobSpec } from '../coordinator/coordinator.ts';
-import { ProcGroup, waitFor, getJson, readJob, jobIds, trainingsOf } from './helpers/fleet-procs.ts';
+import { ProcGroup, waitFor, getJson, readJob, jobIds, trainingsOf } from '../bench/harness/fleet-procs.ts';
 import { lines } from './helpers/cli.ts';
 
 const spec: JobSpec = {

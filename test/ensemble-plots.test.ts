@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { memberBars, selectionCurve, selectionWeights } from '../dashboard/ensemble-plots.ts';
+import { memberBars, selectionCurve, selectionWeights } from '../engine/report/ensemble-plots.ts';
 
 import { NUMERIC_ATTRS, XmlNode, all, checkSvg, decode, hasClass, legendEntries, parseXml, seriesColors, seriesGroups, textOf } from './helpers/svg.ts';
 

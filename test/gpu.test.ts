@@ -14,7 +14,7 @@ import { runFleet } from './helpers/cli.ts';
 import { InprocHub } from '../bus/inproc-transport.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { startWorker, type WorkerHandle } from '../worker/worker.ts';
-import { createMetrics, exposition } from '../dashboard/metrics.ts';
+import { createMetrics, exposition } from '../telemetry/metrics.ts';
 
 const ortBin = () => {
   const pkg = path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import YAML from 'yaml';
 import { REPO_ROOT } from './helpers/cli.ts';
 import { promtool, promtoolAvailable } from './helpers/prom.ts';
-import { createMetrics } from '../dashboard/metrics.ts';
+import { createMetrics } from '../telemetry/metrics.ts';
 
 const GRAFANA = path.join(REPO_ROOT, 'dashboard/grafana/fleet.json');
 const PROM = path.join(REPO_ROOT, 'deploy/prometheus/prometheus.yml');

@@ -4,9 +4,9 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InferenceServer } from '../coordinator/serving/grpc-server.ts';
-import { encodeInferRequest, inferenceService, type ModelInferRequest, type ModelInferResponse } from '../coordinator/serving/protocol.ts';
-import { createMetrics } from '../dashboard/metrics.ts';
+import { InferenceServer } from '../serving/grpc-server.ts';
+import { encodeInferRequest, inferenceService, type ModelInferRequest, type ModelInferResponse } from '../serving/protocol.ts';
+import { createMetrics } from '../telemetry/metrics.ts';
 import { connectProbe, GrpcStatusError, type GrpcProbe } from '../bench/grpc-probe.ts';
 import { connect, cnnModel, images, IMG, type Clients } from './helpers/serve.ts';
 

@@ -10,9 +10,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lan, netnsUnavailable, cleanLeftovers } from './helpers/netns.ts';
-import { natsServerAvailable } from './helpers/nats-server.ts';
+import { natsServerAvailable } from '../bench/harness/nats-server.ts';
 import { lines } from './helpers/cli.ts';
-import { ProcGroup, WaitAbort, waitFor, readJob, trainingsOf, type FleetProc } from './helpers/fleet-procs.ts';
+import { ProcGroup, WaitAbort, waitFor, readJob, trainingsOf, type FleetProc } from '../bench/harness/fleet-procs.ts';
 
 // a private subnet used only inside this test's own namespaces
 const SUBNET = '10.213.7';

@@ -8,7 +8,7 @@ import {
   formatTick,
   escapeXml,
   seriesColor,
-} from '../dashboard/plots.ts';
+} from '../engine/report/plots.ts';
 
 import { NUMERIC_ATTRS, XmlNode, all, checkSvg, decode, hasClass, legendEntries, parseXml, seriesColors, seriesGroups, textOf } from './helpers/svg.ts';
 

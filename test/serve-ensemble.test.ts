@@ -7,12 +7,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { natsServerAvailable, startNatsServer, type NatsServerHandle } from './helpers/nats-server.ts';
+import { natsServerAvailable, startNatsServer, type NatsServerHandle } from '../bench/harness/nats-server.ts';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
 import { inferSubject } from '../bus/subjects.ts';
-import { InferenceServer } from '../coordinator/serving/grpc-server.ts';
-import { decodeStreamResponse } from '../coordinator/serving/protocol.ts';
-import { createMetrics, type Metrics } from '../dashboard/metrics.ts';
+import { InferenceServer } from '../serving/grpc-server.ts';
+import { decodeStreamResponse } from '../serving/protocol.ts';
+import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
 import { hardVote } from '../engine/ensemble/combine.ts';
 import { connect, expectStatus, cnnModel, images, direct, output, maxAbsDiff, param, IMG, type Clients } from './helpers/serve.ts';
 

@@ -8,8 +8,8 @@ import { createRequire } from 'node:module';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
-import { InferenceServer } from '../coordinator/serving/grpc-server.ts';
-import { HEALTH_SERVICE, INFERENCE_SERVICE } from '../coordinator/serving/protocol.ts';
+import { InferenceServer } from '../serving/grpc-server.ts';
+import { HEALTH_SERVICE, INFERENCE_SERVICE } from '../serving/protocol.ts';
 
 const require = createRequire(import.meta.url);
 const FileDescriptorProto = protobuf.loadSync(require.resolve('protobufjs/google/protobuf/descriptor.proto')).lookupType('google.protobuf.FileDescriptorProto');

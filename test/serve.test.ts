@@ -7,12 +7,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { InferenceServer, FLEET_VERSION } from '../coordinator/serving/grpc-server.ts';
-import { addModelVersion } from '../coordinator/serving/publish.ts';
-import { ModelRepository } from '../coordinator/serving/repository.ts';
-import { createMetrics, type Metrics } from '../dashboard/metrics.ts';
+import { InferenceServer, FLEET_VERSION } from '../serving/grpc-server.ts';
+import { addModelVersion } from '../serving/publish.ts';
+import { ModelRepository } from '../serving/repository.ts';
+import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
 import { hardVote } from '../engine/ensemble/combine.ts';
-import { waitFor } from './helpers/fleet-procs.ts';
+import { waitFor } from '../bench/harness/fleet-procs.ts';
 import {
   connect, expectStatus, cnnModel, milModel, ensembleModel, images, direct, output, maxAbsDiff, argmaxRows, param, IMG, type Clients,
 } from './helpers/serve.ts';

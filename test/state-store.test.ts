@@ -11,7 +11,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
 import { JetStreamStateStore } from '../coordinator/jetstream-state-store.ts';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
-import { natsServerAvailable, startNatsServer, type NatsServerHandle } from './helpers/nats-server.ts';
+import { natsServerAvailable, startNatsServer, type NatsServerHandle } from '../bench/harness/nats-server.ts';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));

@@ -1,7 +1,7 @@
 // The transport floor of fleet bench scale (bench/transport-floor.ts): the payload must really travel to every
 // echo process and back intact, through a real nats-server with a small max_payload (many chunks).
 import { strict as assert } from 'node:assert';
-import { startNatsServer, type NatsServerHandle } from './helpers/nats-server.ts';
+import { startNatsServer, type NatsServerHandle } from '../bench/harness/nats-server.ts';
 import { transportFloor } from '../bench/transport-floor.ts';
 
 describe('bench: the transport floor of fleet bench scale', function () {

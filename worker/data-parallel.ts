@@ -23,7 +23,7 @@ import { ModelRunner } from '../engine/train/model-runner.ts';
 import { loadDatasetCached, type loadDataset } from '../engine/data/datasets.ts';
 import { PROJECTION_DIM } from '../engine/model/simclr.ts';
 import { ort, type RuntimeOptions } from '../engine/runtime.ts';
-import { wallClock, type WorkerTimeline } from '../engine/train/dp-timeline.ts';
+import { wallClock, type WorkerTimeline } from '../bus/dp-timeline.ts';
 
 export interface DataParallelStats { work: number; failed: number; malformed: number; bytesSent: number }
 

@@ -1,4 +1,4 @@
-// A cluster worker on a worker thread of the embedded run (coordinator/embedded.ts): the same worker as
+// A cluster worker on a worker thread of the embedded run (cli/embedded.ts): the same worker as
 // `fleet worker`, on the in-process bus through the MessagePort it was given. Log lines go to the parent;
 // a 'stop' message from the parent stops it, and the thread then ends on its own.
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';

@@ -10,7 +10,7 @@ import { runMemberTask, type MemberTask } from '../engine/ensemble/tasks.ts';
 import { encodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { RuntimeOptions } from '../engine/runtime.ts';
 import { startDataParallel, type DataParallelStats, type DataParallelOptions } from './data-parallel.ts';
-import { createMetrics, type Metrics } from '../dashboard/metrics.ts';
+import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
 import { meteredTransport } from '../bus/metered-transport.ts';
 
 export const FLEET_VERSION = '0.1.0';
@@ -30,7 +30,7 @@ export interface WorkerOptions {
   gpuName?: string;
   /** Test hook of data-parallel work (see worker/data-parallel.ts). */
   beforeDataParallelWork?: DataParallelOptions['beforeWork'];
-  /** This worker's metrics registry (default: a new one); serve it with dashboard/metrics-http.ts. */
+  /** This worker's metrics registry (default: a new one); serve it with telemetry/metrics-http.ts. */
   metrics?: Metrics;
   /** Per-batch progress events (live loss curves) at most this often; the epoch events always go (default 500). */
   batchProgressMs?: number;

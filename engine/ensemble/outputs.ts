@@ -6,7 +6,7 @@ import type { EnsembleOptions, EnsembleResult } from './train-ensemble.ts';
 import { exportCnn, CLASSES } from '../model/cnn.ts';
 import { exportSimclrClassifier } from '../model/simclr.ts';
 import { testErrors } from '../metrics.ts';
-import { memberBars, selectionCurve, selectionWeights } from '../../dashboard/ensemble-plots.ts';
+import { memberBars, selectionCurve, selectionWeights } from '../report/ensemble-plots.ts';
 
 export function ensembleMember(m: TrainedMember): EnsembleMember {
   return m.model === 'simclr'

@@ -1,7 +1,7 @@
 // Batch normalisation for the CNHW layout (channel axis 0), in training mode (batch statistics plus the
 // running-statistics update, PyTorch semantics) and in inference mode (running statistics).
 // Reductions run in two stages (over H*W, then over N): one ReduceSum over a long contiguous axis lost
-// precision in ONNX Runtime (DESIGN.md).
+// precision in ONNX Runtime (docs/design.md).
 import { Graph, type Value } from '../graph/graph.ts';
 
 export interface BatchNormOptions { eps?: number; momentum?: number }

@@ -1,6 +1,6 @@
 // The first conv block of a training graph as one unit: conv (im2col) -> BatchNorm (training mode) -> 2x2 max
 // pool with stride 2, for a layer whose input gradient is not needed (its input is the image). Measured faster
-// than the separate ops on ONNX Runtime (see DESIGN.md / the README's speed section) because:
+// than the separate ops on ONNX Runtime (see docs/design.md / the README's speed section) because:
 // - BatchNorm is a per-channel map t -> a * t + c; multiplying each channel's weights by sign(gamma) makes
 //   a = |gamma| * invstd >= 0, so it commutes with the max: the pool runs on the conv output, and only the
 //   pooled quarter is normalised;

@@ -5,7 +5,7 @@ import { exportSimclrClassifier, exportEncoder } from '../model/simclr.ts';
 import type { TensorSet } from '../model/params.ts';
 import type { EpochMetrics, Evaluation } from './train-classifier.ts';
 import type { SimclrEpoch, SimclrResult } from './train-simclr.ts';
-import { trainingCurves, lineChart } from '../../dashboard/plots.ts';
+import { trainingCurves, lineChart } from '../report/plots.ts';
 
 export interface RunOutputs { summary: Record<string, unknown>; files: Record<string, string | Uint8Array>; headline: string }
 

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseAllDocuments } from 'yaml';
 import { REPO_ROOT } from './cli.ts';
-import type { OptionSpec } from '../../cli/args.ts';
+import type { OptionSpec } from '../../util/args.ts';
 
 export const repo = (...p: string[]) => path.join(REPO_ROOT, ...p);
 export const read = (...p: string[]) => fs.readFileSync(repo(...p), 'utf8');

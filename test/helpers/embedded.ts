@@ -6,9 +6,9 @@ import * as path from 'node:path';
 import { InprocHub } from '../../bus/inproc-transport.ts';
 import { Coordinator, type JobSpec, type JobRecord } from '../../coordinator/coordinator.ts';
 import { startWorker, type WorkerHandle } from '../../worker/worker.ts';
-import { createMetrics } from '../../dashboard/metrics.ts';
+import { createMetrics } from '../../telemetry/metrics.ts';
 import { RECIPES } from '../../engine/train/train-classifier.ts';
-import { waitFor } from './fleet-procs.ts';
+import { waitFor } from '../../bench/harness/fleet-procs.ts';
 
 export interface Embedded { hub: InprocHub; c: Coordinator; workers: WorkerHandle[]; stateDir: string; stop(): Promise<void> }
 

@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { RuntimeOptions } from '../../engine/runtime.ts';
+import type { RuntimeOptions } from '../engine/runtime.ts';
 import { notFound, unavailable } from './errors.ts';
 import { readModelConfig, configFile, type ModelConfig } from './model-config.ts';
 import { loadOnnxModel } from './onnx-models.ts';

@@ -2,9 +2,9 @@
 // in the queue group "fleet-serve" (so several servers hosting a model share its requests, and a server is
 // only asked for the models it has). Requests are ModelInferRequest bytes, answers ModelStreamInferResponse
 // bytes (the result, or error_message); a malformed request is answered with an error and counted.
-import type { Transport, Subscription } from '../../bus/transport.ts';
-import { inferSubject } from '../../bus/subjects.ts';
-import type { Metrics } from '../../dashboard/metrics.ts';
+import type { Transport, Subscription } from '../bus/transport.ts';
+import { inferSubject } from '../bus/subjects.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
 import type { Inference } from './inference.ts';
 import { decodeInferRequest, encodeStreamResponse, type ModelInferRequest } from './protocol.ts';
 import type { ModelRepository } from './repository.ts';

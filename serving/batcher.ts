@@ -3,7 +3,7 @@
 // oldest request has waited maxQueueDelayMs (0: at once; requests that arrive while a batch runs are merged
 // into the next one). A request whose deadline passes while it waits is answered DEADLINE_EXCEEDED and never run.
 import { deadline as deadlineError, tooLarge, unavailable } from './errors.ts';
-import { IMAGE_SIZE } from '../../engine/data/datasets.ts';
+import { IMAGE_SIZE } from '../engine/data/datasets.ts';
 
 /** What one run over n images returns: per-image rows (row-major, `rowSize` values per image) by output name. */
 export type BatchRows = Record<string, { data: Float32Array | Int32Array; rowSize: number }>;

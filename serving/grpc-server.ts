@@ -7,9 +7,9 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
-import type { Transport } from '../../bus/transport.ts';
-import type { Metrics } from '../../dashboard/metrics.ts';
-import type { RuntimeOptions } from '../../engine/runtime.ts';
+import type { Transport } from '../bus/transport.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
+import type { RuntimeOptions } from '../engine/runtime.ts';
 import { BusHost } from './bus-host.ts';
 import { ServeError, Status, notFound } from './errors.ts';
 import { Inference } from './inference.ts';
@@ -17,7 +17,7 @@ import { HEALTH_SERVICE, INFERENCE_SERVICE, definition, healthService, inference
 import { ModelRepository } from './repository.ts';
 
 const require = createRequire(import.meta.url);
-export const FLEET_VERSION = (require('../../package.json') as { version: string }).version;
+export const FLEET_VERSION = (require('../package.json') as { version: string }).version;
 
 export interface TlsFiles { certFile: string; keyFile: string; clientCaFile?: string }
 

@@ -2,8 +2,8 @@
 // soft = equal-weight mean, weighted = weighted mean (selection weights), hard = weighted votes for each
 // member's argmax class (probabilities are the vote shares; the class is the most votes, ties broken by the
 // weighted mean probability).
-import { weightedAverage, hardVote, predictions } from '../../engine/ensemble/combine.ts';
-import { CLASSES } from '../../engine/model/cnn.ts';
+import { weightedAverage, hardVote, predictions } from '../engine/ensemble/combine.ts';
+import { CLASSES } from '../engine/model/cnn.ts';
 import type { Aggregation } from './model-config.ts';
 
 export interface Aggregated { probabilities: Float32Array; predicted: Int32Array }

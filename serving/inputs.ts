@@ -4,7 +4,7 @@
 // tensor or the request), and UINT8 in the same shapes (0-255); as typed contents (fp32_contents,
 // uint_contents) or raw_input_contents (little-endian). Every problem is an INVALID_ARGUMENT (or
 // RESOURCE_EXHAUSTED for too many images) that names the field and the value.
-import { IMAGE_SIZE, normalise } from '../../engine/data/datasets.ts';
+import { IMAGE_SIZE, normalise } from '../engine/data/datasets.ts';
 import { invalid, tooLarge } from './errors.ts';
 import { paramValue, type ModelInferRequest } from './protocol.ts';
 

@@ -1,7 +1,7 @@
 // One inference request, from a decoded ModelInferRequest to a ModelInferResponse or a ServeError, counted
 // in the metrics. The gRPC handlers (ModelInfer, ModelStreamInfer) and the bus (ensemble members asked over
 // fleet.infer.<model>) all come through here.
-import type { Metrics } from '../../dashboard/metrics.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
 import { ServeError, Status, codeOf, invalid, statusName } from './errors.ts';
 import { decodeImages } from './inputs.ts';
 import { buildResponse, selectOutputs } from './outputs.ts';

@@ -4,10 +4,10 @@
 // a deadline; members that fail or do not answer in time are missing. With at least `quorum` answers the votes
 // of those that answered are aggregated (weights renormalised) and the response parameters say who was
 // missing and why; with fewer the request fails: DEADLINE_EXCEEDED when a member timed out, else UNAVAILABLE.
-import type { Transport } from '../../bus/transport.ts';
-import { inferSubject } from '../../bus/subjects.ts';
-import { CLASSES } from '../../engine/model/cnn.ts';
-import { IMAGE_SIZE } from '../../engine/data/datasets.ts';
+import type { Transport } from '../bus/transport.ts';
+import { inferSubject } from '../bus/subjects.ts';
+import { CLASSES } from '../engine/model/cnn.ts';
+import { IMAGE_SIZE } from '../engine/data/datasets.ts';
 import { Batcher, type BatchResult } from './batcher.ts';
 import { aggregate } from './aggregate.ts';
 import { ServeError, Status, deadline as deadlineError, unavailable } from './errors.ts';

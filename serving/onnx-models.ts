@@ -6,10 +6,10 @@
 // Loading checks the graph's interface and runs one image through it, so that a model that would fail at
 // request time fails here instead, with the file named.
 import * as fs from 'node:fs';
-import { createSession, f32, type RuntimeOptions, type ort } from '../../engine/runtime.ts';
-import { ModelProto } from '../../engine/graph/onnx-proto.ts';
-import { CLASSES } from '../../engine/model/cnn.ts';
-import { IMAGE_SIZE } from '../../engine/data/datasets.ts';
+import { createSession, f32, type RuntimeOptions, type ort } from '../engine/runtime.ts';
+import { ModelProto } from '../engine/graph/onnx-proto.ts';
+import { CLASSES } from '../engine/model/cnn.ts';
+import { IMAGE_SIZE } from '../engine/data/datasets.ts';
 import { Batcher, type BatchResult } from './batcher.ts';
 import { aggregate } from './aggregate.ts';
 import { deadline as deadlineError } from './errors.ts';

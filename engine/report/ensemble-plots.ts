@@ -1,4 +1,4 @@
-// Ensemble report charts, built on the generic SVG charts of dashboard/plots.ts:
+// Ensemble report charts, built on the generic SVG charts of engine/report/plots.ts:
 // - memberBars: validation and test loss / accuracy of every library member (grouped bars);
 // - selectionCurve: the ensemble's metric after each greedy selection step against two reference lines;
 // - selectionWeights: how the ensemble's member weights evolve over the selection steps (stacked bars).

@@ -9,7 +9,7 @@
 //   text.title, g.axis.x-axis / g.axis.y-axis, line.axis-line, text.tick-label, text.axis-label,
 //   g.series[data-series=i] containing path.series-line (+ circle.point) or rect.bar,
 //   g.legend > g.legend-entry[data-series=i].
-import type { EpochMetrics } from '../engine/train/train-classifier.ts';
+import type { EpochMetrics } from '../train/train-classifier.ts';
 
 export interface LineSeries {
   name: string;

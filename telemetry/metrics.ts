@@ -58,7 +58,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<
     workerSamples: gauge('fleet_worker_samples_processed', 'Training images a worker reports having processed since it started.', ['worker', 'device'] as const),
     // deploy: which GPU each worker runs on (set by the coordinator from the workers' announcements)
     workerInfo: gauge('fleet_worker_info', '1 for each connected worker, labelled with its device and GPU model (gpu is empty on CPU workers).', ['worker', 'device', 'gpu'] as const),
-    // serving: the model repository (coordinator/serving/repository.ts)
+    // serving: the model repository (serving/repository.ts)
     modelLoadFailures: counter('fleet_model_load_failures_total', 'Model versions in the repository that failed to load (truncated, corrupt or unsupported files, bad configs).', ['model'] as const),
   };
 }
