@@ -1,7 +1,6 @@
 // The layer rule of docs/design.md: every relative import of a shipped file must point to its own folder or to
 // a folder below it. A new import that breaks the rule fails here, naming the file and the target.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IMPORT, LAYERS, layerViolations, sourceFiles } from './helpers/layers.ts';
@@ -28,9 +27,22 @@ describe('layers (docs/design.md)', () => {
 
 describe('the repository is self-contained', () => {
   it('no tracked text file points at ../shared (the design document is docs/design.md)', () => {
-    const files = execFileSync('git', ['ls-files'], { cwd: REPO_ROOT, encoding: 'utf8' }).split('\n')
+    const files = (fs.readdirSync(REPO_ROOT, { recursive: true }) as string[])
+      .filter(f => !/^(node_modules|\.git|runs|test-artifacts)(\/|$)/.test(f))
       .filter(f => /\.(ts|js|mjs|md|ya?ml|json|conf)$|Dockerfile/.test(f) && f !== 'package-lock.json' && f !== 'test/layers.test.ts');
     const bad = files.filter(f => fs.existsSync(path.join(REPO_ROOT, f)) && /\.\.\/shared\/|shared\/DESIGN\.md/.test(fs.readFileSync(path.join(REPO_ROOT, f), 'utf8')));
     assert.deepEqual(bad, []);
+  });
+});
+
+describe('npm run test:unit (.mocharc.unit.json)', () => {
+  it('lists only test files that start no process and no server', () => {
+    const spec = (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, '.mocharc.unit.json'), 'utf8')) as { spec: string[] }).spec;
+    assert.ok(spec.length > 10);
+    const starts = /node:child_process|node:net|node:http|worker_threads|nats-server|fleet-procs|grpc|runFleet/;
+    for (const f of spec.filter(f => f !== 'test/layers.test.ts')) {
+      const src = fs.readFileSync(path.join(REPO_ROOT, f), 'utf8');
+      assert.doesNotMatch(src, starts, `${f} starts processes or servers: leave it out of the unit subset`);
+    }
   });
 });
