@@ -4,15 +4,19 @@
 import type { Metrics } from '../telemetry/metrics.ts';
 import { ServeError, Status, codeOf, invalid, statusName } from './errors.ts';
 import { decodeImages } from './inputs.ts';
-import { buildResponse, selectOutputs } from './outputs.ts';
+import { buildResponse, checkRequestedOutputs, checkResponseSize, selectOutputs } from './outputs.ts';
 import type { ModelInferRequest, ModelInferResponse } from './protocol.ts';
 import type { ModelRepository } from './repository.ts';
 
 /** The metric label for names that are not models of the repository (unbounded label values are not allowed). */
 export const UNKNOWN_MODEL_LABEL = '_unknown';
 
+/** Default bound on the tensor bytes of one response (the gRPC send limit is set to match). */
+export const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+
 export class Inference {
-  constructor(private readonly repo: ModelRepository, private readonly metrics?: Metrics) {}
+  constructor(private readonly repo: ModelRepository, private readonly metrics?: Metrics,
+    readonly maxResponseBytes = DEFAULT_MAX_RESPONSE_BYTES) {}
 
   /** Answers one request; deadline is an epoch time in ms (Infinity for none). Rejects with a ServeError. */
   async infer(req: ModelInferRequest, deadline = Infinity): Promise<ModelInferResponse> {
@@ -22,10 +26,13 @@ export class Inference {
       if (typeof req?.model_name !== 'string' || req.model_name === '') throw invalid('model_name is empty');
       const model = this.repo.get(req.model_name, req.model_version ?? '');
       label = model.name;
+      checkRequestedOutputs(req, model.outputs.map(o => o.name));
       const images = decodeImages(req, model.config.maxRequestImages);
       // (for a MIL model the N images are the instances of one bag)
       const r = await model.infer(images, deadline);
-      const res = buildResponse(req, model.version, selectOutputs(req, r.outputs), images.raw, r.parameters);
+      const outputs = selectOutputs(req, r.outputs);
+      checkResponseSize(outputs, this.maxResponseBytes);
+      const res = buildResponse(req, model.version, outputs, images.raw, r.parameters);
       this.count(label, Status.OK, started);
       return res;
     } catch (e) {

@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { RuntimeOptions } from '../engine/runtime.ts';
-import { notFound, unavailable } from './errors.ts';
+import { notFound, quote, unavailable } from './errors.ts';
 import { readModelConfig, configFile, type ModelConfig } from './model-config.ts';
 import { loadOnnxModel } from './onnx-models.ts';
 import type { ServedModel, ServingHooks } from './served-model.ts';
@@ -81,13 +81,11 @@ export class ModelRepository extends EventEmitter {
   /** The model (version) a request names; NOT_FOUND or UNAVAILABLE (with the reason) otherwise. */
   get(name: string, version = ''): ServedModel {
     const versions = this.models.get(name);
-    if (!versions) {
-      const names = [...this.models.keys()].sort();
-      throw notFound(`unknown model "${name}" (the repository has ${names.length ? names.map(n => `"${n}"`).join(', ') : 'no models'})`);
-    }
+    // the message names no other models: which models a server has is not every client's business
+    if (!versions) throw notFound(`unknown model ${quote(name)}`);
     if (version) {
       const v = versions.get(version);
-      if (!v) throw notFound(`model "${name}" has no version "${version}" (versions: ${[...versions.keys()].join(', ') || 'none'})`);
+      if (!v) throw notFound(`model "${name}" has no version ${quote(version)} (versions: ${[...versions.keys()].join(', ') || 'none'})`);
       if (v.state !== 'ready' || !v.model) throw unavailable(`model "${name}" version ${version} is not ready: ${describe(v)}`);
       return v.model;
     }
