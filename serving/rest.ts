@@ -81,8 +81,8 @@ export function restHandler(server: InferenceServer): (req: http.IncomingMessage
       const status = e instanceof HttpError ? e.status : e instanceof ServeError ? httpStatus(e.code) : 500;
       const message = e instanceof HttpError || e instanceof ServeError ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`;
       reply = { status, json: { error: forClient(message) } };
-      if (status === 413) res.setHeader('connection', 'close'); // the rest of the body is not read
     }
+    req.resume(); // a body not read (an error, a refused size) is discarded, not kept
     send(res, reply);
     return true;
   };
@@ -116,7 +116,12 @@ function readBody(req: http.IncomingMessage, maxBytes: number): Promise<Buffer> 
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > maxBytes) { req.removeAllListeners('data'); reject(new HttpError(413, `the body is over ${maxBytes} bytes`)); return; }
+      if (size > maxBytes) {
+        req.removeAllListeners('data');
+        chunks.length = 0;
+        reject(new HttpError(413, `the body is over ${maxBytes} bytes`));
+        return;
+      }
       chunks.push(c);
     });
     req.on('end', () => resolve(Buffer.concat(chunks)));
@@ -186,7 +191,7 @@ async function infer(server: InferenceServer, model: string, version: string, bo
     delete parameters.binary_data_size;
     if (size !== undefined) {
       if (typeof size !== 'number' || !Number.isInteger(size) || size < 0 || at + size > binary.length) {
-        throw invalid(`input ${quote(t.name)}: binary_data_size ${quote(size)} does not fit the ${binary.length - at} binary bytes left`);
+        throw invalid(`input ${quote(t.name)}: binary_data_size ${typeof size === 'number' ? size : quote(size)} does not fit the ${binary.length - at} binary bytes left`);
       }
       raws.push(binary.subarray(at, at + size));
       at += size;
