@@ -8,6 +8,7 @@ import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
 import { parseHostPort } from '../coordinator/http.ts';
 import { InferenceServer, type TlsFiles } from '../serving/grpc-server.ts';
 import { listenHttp } from '../serving/rest.ts';
+import { MODEL_CONTROL } from '../serving/repository.ts';
 import { createMetrics } from '../telemetry/metrics.ts';
 import type { Transport } from '../bus/transport.ts';
 
@@ -44,6 +45,9 @@ ${NATS_HELP}                        with --nats: every ready model answers fleet
   --threads N           ONNX Runtime intra-op threads per model (default: all cores)
   --device cpu|cuda
   --poll-ms N           how often the repository is scanned (default 1000)
+  --model-control MODE  poll (default): new, changed and removed files go live by themselves; explicit: every
+                        model loads at the start, then only RepositoryModelLoad / RepositoryModelUnload (gRPC) or
+                        POST /v2/repository/models/NAME/load|unload (REST) change what is served
   --tls-cert FILE       serve TLS with this certificate (PEM) ...
   --tls-key FILE        ... and key
   --tls-client-ca FILE  require client certificates signed by this CA (mutual TLS)
@@ -52,7 +56,7 @@ ${NATS_HELP}                        with --nats: every ready model answers fleet
 
 export const OPTIONS = {
   ...NATS_OPTIONS, models: { type: 'string' }, grpc: { type: 'string' }, http: { type: 'string' }, threads: { type: 'string' },
-  device: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-message-bytes': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+  device: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-message-bytes': { type: 'string' }, 'model-control': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
   'tls-client-ca': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -77,13 +81,14 @@ export default async function serve(argv: string[]): Promise<void> {
   const http = httpAt === 'off' ? null : hostPort(httpAt, '--http');
   const runtime = { threads: intOption(values, 'threads', os.availableParallelism(), 1), device: choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu') };
   const pollMs = intOption(values, 'poll-ms', 1000, 10);
+  const modelControl = choiceOption(values, 'model-control', MODEL_CONTROL, 'poll');
   const maxMessageBytes = intOption(values, 'max-message-bytes', 16 * 1024 * 1024, 1024);
   const tls = tlsOption(values);
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 
   const metrics = createMetrics();
   const bus: Transport | undefined = values.nats ? await connectFromCli(values, 'fleet-serve', log) : undefined;
-  const server = new InferenceServer({ models: path.resolve(values.models as string), pollMs, runtime, bus, metrics, tls, log, maxMessageBytes });
+  const server = new InferenceServer({ models: path.resolve(values.models as string), pollMs, runtime, bus, metrics, tls, log, maxMessageBytes, modelControl });
   let httpServer: Awaited<ReturnType<typeof listenHttp>> | null = null;
   let port: number;
   try {

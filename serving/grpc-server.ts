@@ -14,7 +14,9 @@ import { BusHost } from './bus-host.ts';
 import { ServeError, Status, forClient, notFound, quote } from './errors.ts';
 import { DEFAULT_MAX_RESPONSE_BYTES, Inference } from './inference.ts';
 import { HEALTH_SERVICE, INFERENCE_SERVICE, definition, healthService, inferenceService, type ModelInferRequest, type ModelMetadataResponse } from './protocol.ts';
-import { ModelRepository } from './repository.ts';
+import { ModelRepository, type ModelControl } from './repository.ts';
+import { ModelStatisticsBook } from './statistics.ts';
+import { tritonModelConfig } from './model-config-triton.ts';
 
 const require = createRequire(import.meta.url);
 export const FLEET_VERSION = (require('../package.json') as { version: string }).version;
@@ -29,6 +31,8 @@ export interface InferenceServerOptions {
   models: string;
   pollMs?: number;
   settleMs?: number;
+  /** poll (default): the repository is polled; explicit: loaded at the start, then by RepositoryModelLoad/Unload. */
+  modelControl?: ModelControl;
   runtime?: RuntimeOptions;
   /** When given, the models are hosted on fleet.infer.<model>, and ensembles can have remote members. */
   bus?: Transport;
@@ -46,24 +50,27 @@ type Unary = (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>)
 export class InferenceServer {
   readonly repo: ModelRepository;
   readonly inference: Inference;
+  readonly statistics = new ModelStatisticsBook();
   private readonly busHost?: BusHost;
   private readonly server: grpc.Server;
   private readonly log: (line: string) => void;
 
   constructor(private readonly o: InferenceServerOptions) {
     this.log = o.log ?? (() => {});
-    const m = o.metrics;
+    const m = o.metrics, stats = this.statistics;
     this.repo = new ModelRepository(o.models, {
-      pollMs: o.pollMs, settleMs: o.settleMs, runtime: o.runtime, bus: o.bus, log: this.log,
-      hooks: m && {
-        onBatch: (model, images) => m.inferBatchSize.observe({ model }, images),
-        onQueued: (model, s) => m.inferQueue.observe({ model }, s),
-        onMemberUnavailable: model => m.membersUnavailable.inc({ model }),
-        onLoadFailure: model => m.modelLoadFailures.inc({ model }),
+      pollMs: o.pollMs, settleMs: o.settleMs, runtime: o.runtime, bus: o.bus, log: this.log, modelControl: o.modelControl,
+      hooks: {
+        onBatch: (model, images) => m?.inferBatchSize.observe({ model }, images),
+        onQueued: (model, s, version) => { m?.inferQueue.observe({ model }, s); stats.queued(model, version, s); },
+        onRun: (model, version, images, s) => stats.executed(model, version, images, s),
+        onMemberUnavailable: model => m?.membersUnavailable.inc({ model }),
+        onLoadFailure: model => m?.modelLoadFailures.inc({ model }),
+        onUnload: model => stats.forget(model),
       },
     });
     const maxResponse = o.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
-    this.inference = new Inference(this.repo, m, maxResponse);
+    this.inference = new Inference(this.repo, m, maxResponse, stats);
     if (o.bus) this.busHost = new BusHost(o.bus, this.repo, this.inference, m, this.log);
     this.server = new grpc.Server({
       'grpc.max_receive_message_length': this.maxMessageBytes,
@@ -134,6 +141,24 @@ export class InferenceServer {
     try { this.repo.get(name, version); return true; } catch { return false; }
   }
 
+  /** Triton's ModelConfig of a model (version). */
+  modelConfig(name: string, version = '') { return { config: tritonModelConfig(this.repo.get(name, version)) }; }
+
+  /** Triton's ModelStatistics: every model's when name is empty, every version's when version is empty. */
+  modelStatistics(name = '', version = '') {
+    const names = name ? [name] : this.repo.readyModels();
+    const pairs = names.flatMap(model => {
+      if (!this.repo.versionsOf(model).length) this.repo.get(model); // NOT_FOUND
+      if (version && !this.repo.versionsOf(model).includes(version)) throw notFound(`model ${quote(model)} has no version ${quote(version)}`);
+      return (version ? [version] : this.repo.versionsOf(model)).map(v => ({ model, version: v }));
+    });
+    return { model_stats: this.statistics.report(pairs) };
+  }
+
+  repositoryIndex(readyOnly = false) {
+    return { models: this.repo.index().filter(m => !readyOnly || m.state === 'READY').map(m => ({ ...m, reason: forClient(m.reason) })) };
+  }
+
   modelMetadata(name: string, version = ''): ModelMetadataResponse {
     const model = this.repo.get(name, version);
     return { name: model.name, versions: this.repo.versionsOf(model.name), platform: model.platform, inputs: model.inputs, outputs: model.outputs };
@@ -149,6 +174,11 @@ export class InferenceServer {
       ModelReady: unary((r: { name: string; version: string }) => ({ ready: this.modelReady(r.name, r.version) })),
       ServerMetadata: unary(() => this.serverMetadata()),
       ModelMetadata: unary((r: { name: string; version: string }) => this.modelMetadata(r.name, r.version)),
+      ModelConfig: unary((r: { name: string; version: string }) => this.modelConfig(r.name, r.version)),
+      ModelStatistics: unary((r: { name: string; version: string }) => this.modelStatistics(r.name, r.version)),
+      RepositoryIndex: unary((r: { ready: boolean }) => this.repositoryIndex(r.ready)),
+      RepositoryModelLoad: unary(async (r: { model_name: string }) => { await this.repo.loadModel(r.model_name); return {}; }),
+      RepositoryModelUnload: unary(async (r: { model_name: string }) => { await this.repo.unloadModel(r.model_name); return {}; }),
       ModelInfer: ((call: grpc.ServerUnaryCall<ModelInferRequest, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         this.inference.infer(call.request, deadlineOf(call)).then(r => cb(null, r), e => cb(toGrpc(e)));
       }) as Unary,

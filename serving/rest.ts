@@ -8,6 +8,11 @@
 //   GET  /v2/models/NAME[/versions/V]                 model metadata
 //   GET  /v2/models/NAME[/versions/V]/ready           200 or 400
 //   POST /v2/models/NAME[/versions/V]/infer           inference (JSON, or JSON + binary tensors)
+// and Triton's extensions:
+//   GET  /v2/models/NAME[/versions/V]/config          the model configuration (as Triton's ModelConfig)
+//   GET  /v2/models[/NAME[/versions/V]]/stats         cumulative statistics ({"model_stats": [...]})
+//   POST /v2/repository/index                         the repository's models and their states ({"ready": true}: ready only)
+//   POST /v2/repository/models/NAME/load|unload       load or unload a model (--model-control explicit)
 import * as http from 'node:http';
 import type { Metrics } from '../telemetry/metrics.ts';
 import { metricsResponse } from '../telemetry/metrics-http.ts';
@@ -53,6 +58,20 @@ export function restHandler(server: InferenceServer): (req: http.IncomingMessage
     [/^\/v2\/?$/, [{ method: 'GET', handle: async () => ({ status: 200, json: server.serverMetadata() }) }]],
     [/^\/v2\/health\/live$/, [{ method: 'GET', handle: async () => ({ status: 200, empty: true }) }]],
     [/^\/v2\/health\/ready$/, [{ method: 'GET', handle: async () => ({ status: server.serving() ? 200 : 400, empty: true }) }]],
+    [/^\/v2\/models\/stats$/, [{ method: 'GET', handle: async () => ({ status: 200, json: server.modelStatistics() }) }]],
+    [new RegExp(`^${MODEL}/config$`), [{ method: 'GET', handle: async m => ({ status: 200, json: server.modelConfig(m[1], m[2] ?? '').config }) }]],
+    [new RegExp(`^${MODEL}/stats$`), [{ method: 'GET', handle: async m => ({ status: 200, json: server.modelStatistics(m[1], m[2] ?? '') }) }]],
+    [/^\/v2\/repository\/index$/, [{
+      method: 'POST',
+      handle: async (_m, body) => ({ status: 200, json: server.repositoryIndex(readyFlag(await body())).models }),
+    }]],
+    [/^\/v2\/repository\/models\/([^/]+)\/(load|unload)$/, [{
+      method: 'POST',
+      handle: async m => {
+        await (m[2] === 'load' ? server.repo.loadModel(m[1]) : server.repo.unloadModel(m[1]));
+        return { status: 200, empty: true };
+      },
+    }]],
     [new RegExp(`^${MODEL}$`), [{ method: 'GET', handle: async m => ({ status: 200, json: server.modelMetadata(m[1], m[2] ?? '') }) }]],
     [new RegExp(`^${MODEL}/ready$`), [{ method: 'GET', handle: async m => ({ status: server.modelReady(m[1], m[2] ?? '') ? 200 : 400, empty: true }) }]],
     [new RegExp(`^${MODEL}/infer$`), [{
@@ -86,6 +105,15 @@ export function restHandler(server: InferenceServer): (req: http.IncomingMessage
     send(res, reply);
     return true;
   };
+}
+
+/** The "ready" flag of a repository index request body (an empty body: false). */
+function readyFlag(body: Buffer): boolean {
+  if (body.length === 0) return false;
+  let r: unknown;
+  try { r = JSON.parse(body.toString('utf8')); } catch (e) { throw invalid(`the request is not JSON: ${(e as Error).message}`); }
+  if (!isObject(r) || (r.ready !== undefined && typeof r.ready !== 'boolean')) throw invalid('the request must be {"ready": true|false}');
+  return r.ready === true;
 }
 
 function decodeSegment(s: string): string {

@@ -92,8 +92,8 @@ describe('serve: fleet serve, fleet models add, fleet predict as processes', fun
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^fleet: predict: NOT_FOUND: unknown model "nope"/);
     const text = await getText(metricsUrl);
-    assert.match(text, /fleet_inference_requests_total\{model="my-run",status="OK"\} [1-9]/);
-    assert.match(text, /fleet_inference_requests_total\{model="_unknown",status="NOT_FOUND"\} 1/);
+    assert.match(text, /fleet_inference_requests_total\{model="my-run",version="1",status="OK"\} [1-9]/);
+    assert.match(text, /fleet_inference_requests_total\{model="_unknown",version="",status="NOT_FOUND"\} 1/);
     assert.match(text, /fleet_inference_batch_size_bucket/);
 
     const onnx = path.join(dir, 'other.onnx');
