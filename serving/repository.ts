@@ -60,6 +60,7 @@ export class ModelRepository extends EventEmitter {
   private readonly warned = new Set<string>();
   /** Models unloaded by a client (explicit model control): not loaded again until a client asks. */
   private readonly unloaded = new Set<string>();
+  private control: Promise<unknown> = Promise.resolve();
   private readonly log: (line: string) => void;
 
   constructor(readonly root: string, private readonly o: RepositoryOptions = {}) {
@@ -86,7 +87,19 @@ export class ModelRepository extends EventEmitter {
   get modelControl(): ModelControl { return this.o.modelControl ?? 'poll'; }
 
   /** Loads (or reloads) one model folder now; explicit model control only. Rejects when no version is ready. */
-  async loadModel(name: string): Promise<void> {
+  loadModel(name: string): Promise<void> { return this.oneAtATime(() => this.load1(name)); }
+
+  /** Unloads every version of a model (their queues drain first); explicit model control only. */
+  unloadModel(name: string): Promise<void> { return this.oneAtATime(() => this.unload1(name)); }
+
+  /** Load and unload requests run one after another (two loads of one folder must not interleave). */
+  private oneAtATime(fn: () => Promise<void>): Promise<void> {
+    const next = this.control.then(fn);
+    this.control = next.catch(() => {});
+    return next;
+  }
+
+  private async load1(name: string): Promise<void> {
     this.explicitOnly('load');
     if (!MODEL_NAME.test(name)) throw notFound(`no model folder ${quote(name)}: model names use letters, digits, _ and - only`);
     const dir = path.join(this.root, name);
@@ -97,8 +110,7 @@ export class ModelRepository extends EventEmitter {
     this.get(name); // UNAVAILABLE with the reason when nothing loaded
   }
 
-  /** Unloads every version of a model (their queues drain first); explicit model control only. */
-  async unloadModel(name: string): Promise<void> {
+  private async unload1(name: string): Promise<void> {
     this.explicitOnly('unload');
     const versions = this.models.get(name);
     if (!versions) throw notFound(`unknown model ${quote(name)}`);
