@@ -40,8 +40,10 @@ function pixels(n: number, seed: number): Uint8Array {
 }
 
 /** Starts `fleet serve` on free ports; resolves with its gRPC and REST addresses and a stop function. */
-async function startServer(repo: string, threads: number): Promise<{ address: string; rest: { host: string; port: number }; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'fleet.js'), 'serve', '--models', repo, '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--threads', String(threads)], { stdio: ['ignore', 'ignore', 'pipe'] });
+interface Served { address: string; rest: { host: string; port: number }; stop: () => Promise<void> }
+async function startServer(repo: string, threads: number): Promise<Served> {
+  const args = ['serve', '--models', repo, '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--threads', String(threads)];
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'fleet.js'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const [address, restPort] = await new Promise<[string, number]>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`fleet serve did not start:\n${log}`)), 60_000);
@@ -52,7 +54,8 @@ async function startServer(repo: string, threads: number): Promise<{ address: st
     });
     child.once('exit', code => { clearTimeout(timer); reject(new Error(`fleet serve exited (${code}):\n${log}`)); });
   });
-  return { address, rest: { host: '127.0.0.1', port: restPort }, stop: async () => { child.kill('SIGTERM'); await new Promise(r => child.once('exit', r)); } };
+  const stop = async () => { child.kill('SIGTERM'); await new Promise(r => child.once('exit', r)); };
+  return { address, rest: { host: '127.0.0.1', port: restPort }, stop };
 }
 
 /** A REST inference call with binary tensors (Triton's extension): UINT8 images in, probabilities out. */
@@ -68,14 +71,17 @@ function restClient(at: { host: string; port: number }) {
   const call = (b: ReturnType<typeof body>) => new Promise<void>((resolve, reject) => {
     const req = http.request({
       ...at, path: '/v2/models/ensemble/infer', method: 'POST', agent,
-      headers: { 'content-type': 'application/octet-stream', 'content-length': b.bytes.length, 'inference-header-content-length': b.headLength },
+      headers: {
+        'content-type': 'application/octet-stream', 'content-length': b.bytes.length,
+        'inference-header-content-length': b.headLength,
+      },
     }, res => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const all = Buffer.concat(chunks), json = Number(res.headers['inference-header-content-length']);
-        if (res.statusCode !== 200 || all.length - json !== b.answerBytes) reject(new Error(`REST: ${res.statusCode}: ${all.subarray(0, 200).toString()}`));
-        else resolve();
+        if (res.statusCode === 200 && all.length - json === b.answerBytes) resolve();
+        else reject(new Error(`REST: ${res.statusCode}: ${all.subarray(0, 200).toString()}`));
       });
     });
     req.on('error', reject);
@@ -113,7 +119,9 @@ export async function benchServe(o: ServeBenchOptions) {
     for (let i = 0; i < times; i++) { const t0 = performance.now(); await fn(); into.push(performance.now() - t0); }
   };
   try {
-    for (let i = 0; i < o.warmup; i++) { await runLocal(one, 1); await call(0, single); await probeCall(); await rest.call(restSingle); }
+    for (let i = 0; i < o.warmup; i++) {
+      await runLocal(one, 1); await call(0, single); await probeCall(); await rest.call(restSingle);
+    }
     for (let i = 0; i < 2; i++) { await runLocal(batch, o.batchSize); await call(0, big); await rest.call(restBig); }
     // served and in-process alternate in rounds, so that load from elsewhere on the machine hits both alike
     const rounds = 5, per = Math.max(2, Math.round(o.iters / rounds)), batchPer = Math.max(2, Math.round(o.iters / rounds / 20));
@@ -143,7 +151,9 @@ export async function benchServe(o: ServeBenchOptions) {
       concurrency_1_minimal_client: { ...stats(c1Probe), images_per_second: perSecond(c1Probe, 1), requests: c1Probe.length, client: 'node:http2 (bench/grpc-probe.ts)' },
       concurrency_16: { ...stats(c16), images_per_second: round(c16.length / c16Seconds, 1), requests: c16.length },
       batch: { ...stats(served), images_per_second: perSecond(served, o.batchSize), requests: served.length },
-      rest_concurrency_1: { ...stats(restC1), images_per_second: perSecond(restC1, 1), requests: restC1.length, client: 'node:http keep-alive, binary tensors' },
+      rest_concurrency_1: {
+        ...stats(restC1), images_per_second: perSecond(restC1, 1), requests: restC1.length, client: 'node:http keep-alive, binary tensors',
+      },
       rest_batch: { ...stats(restBatch), images_per_second: perSecond(restBatch, o.batchSize), requests: restBatch.length },
       rest_over_grpc_single_p50_latency: round(quantile(restC1, 0.5) / quantile(c1, 0.5)),
       rest_over_grpc_single_p99_latency: round(quantile(restC1, 0.99) / quantile(c1, 0.99)),
@@ -156,7 +166,9 @@ export async function benchServe(o: ServeBenchOptions) {
       served_over_in_process_throughput: round(quantile(ratios, 0.5)),
       served_over_in_process_throughput_per_round: ratios.map(x => round(x)),
       served_over_in_process_single_p50_latency: round(quantile(c1, 0.5) / quantile(localSingle, 0.5)),
-      targets: { concurrency_1_p99_ms_below: 5, throughput_ratio_at_least: 0.8, rest_over_grpc_single_latency_at_most: 1.5 },
+      targets: {
+        concurrency_1_p99_ms_below: 5, throughput_ratio_at_least: 0.8, rest_over_grpc_single_latency_at_most: 1.5,
+      },
     };
   } finally {
     for (const cl of clients) cl.close();

@@ -46,10 +46,21 @@ options:
 `;
 
 export const OPTIONS = {
-  dataset: { type: 'string' }, 'data-dir': { type: 'string' }, server: { type: 'string' }, version: { type: 'string' },
-  limit: { type: 'string' }, 'batch-size': { type: 'string' }, threads: { type: 'string' }, device: { type: 'string' },
-  'timeout-ms': { type: 'string' }, 'tls-ca': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
-  out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  dataset: { type: 'string' },
+  'data-dir': { type: 'string' },
+  server: { type: 'string' },
+  version: { type: 'string' },
+  limit: { type: 'string' },
+  'batch-size': { type: 'string' },
+  threads: { type: 'string' },
+  device: { type: 'string' },
+  'timeout-ms': { type: 'string' },
+  'tls-ca': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  out: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
 } as const;
 
 type Probabilities = (pixels: Uint8Array, n: number) => Promise<Float32Array>;
@@ -63,7 +74,9 @@ async function local(file: string, threads: number, device: 'cpu' | 'cuda') {
     throw new Error(`${file}: has outputs ${session.outputNames.join(', ')}; a classifier has "probabilities"`);
   }
   const run: Probabilities = async (pixels, n) => {
-    const out = await session.run({ input: f32(normalise(pixels, new Float32Array(pixels.length)), [n, 1, 28, 28]) }, ['probabilities']);
+    const out = await session.run({ input: f32(normalise(pixels, new Float32Array(pixels.length)), [n, 1, 28, 28]) }, [
+      'probabilities',
+    ]);
     return out.probabilities.data as Float32Array;
   };
   return { run, close: () => session.release() };
@@ -73,19 +86,37 @@ async function local(file: string, threads: number, device: 'cpu' | 'cuda') {
 function remote(values: Record<string, unknown>, name: string) {
   const [host, port] = hostPort(values.server as string, '--server');
   const timeoutMs = intOption(values, 'timeout-ms', 60_000, 1);
-  const client = new InferenceClient(`${host}:${port}`, clientCredentials(values), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 }) as unknown as {
-    ModelInfer(req: object, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: ModelInferResponse) => void): void; close(): void;
+  const client = new InferenceClient(`${host}:${port}`, clientCredentials(values), {
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  }) as unknown as {
+    ModelInfer(
+      req: object,
+      opts: grpc.CallOptions,
+      cb: (e: grpc.ServiceError | null, r: ModelInferResponse) => void,
+    ): void;
+    close(): void;
   };
   const run: Probabilities = async (pixels, n) => {
     try {
-      const res = await new Promise<ModelInferResponse>((resolve, reject) => client.ModelInfer({
-        model_name: name, model_version: (values.version as string | undefined) ?? '',
-        inputs: [{ name: 'input', datatype: 'UINT8', shape: [n, IMAGE_SIZE] }], raw_input_contents: [pixels], outputs: [{ name: 'probabilities' }],
-      }, { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r))));
+      const res = await new Promise<ModelInferResponse>((resolve, reject) =>
+        client.ModelInfer(
+          {
+            model_name: name,
+            model_version: (values.version as string | undefined) ?? '',
+            inputs: [{ name: 'input', datatype: 'UINT8', shape: [n, IMAGE_SIZE] }],
+            raw_input_contents: [pixels],
+            outputs: [{ name: 'probabilities' }],
+          },
+          { deadline: Date.now() + timeoutMs },
+          (e, r) => (e ? reject(e) : resolve(r)),
+        ),
+      );
       return Float32Array.from(readOutput(res, 'probabilities').data as ArrayLike<number>);
     } catch (e) {
       const err = e as grpc.ServiceError;
-      throw new Error(`eval: ${err.code === undefined ? err.message : `${statusName(err.code)}: ${err.details || err.message}`}`);
+      throw new Error(
+        `eval: ${err.code === undefined ? err.message : `${statusName(err.code)}: ${err.details || err.message}`}`,
+      );
     }
   };
   return { run, close: async () => client.close() };
@@ -95,19 +126,24 @@ function remote(values: Record<string, unknown>, name: string) {
 function fileLabel(file: string): string {
   const base = path.basename(file, '.onnx');
   if (base !== 'model') return base;
-  const dir = path.dirname(path.resolve(file)), parent = path.basename(dir);
+  const dir = path.dirname(path.resolve(file)),
+    parent = path.basename(dir);
   return /^\d+$/.test(parent) ? `${path.basename(path.dirname(dir))}-${parent}` : parent;
 }
 
 export default async function evaluate(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
-  if (values.help) { process.stdout.write(HELP); return; }
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
   const [model, ...extra] = positionals;
   if (!model) throw new UsageError('eval: MODEL.onnx or NAME is required');
   if (extra.length) throw new UsageError(`eval: unexpected argument "${extra[0]}"`);
   const isFile = model.endsWith('.onnx');
   if (isFile && values.server) throw new UsageError('eval: --server goes with a model NAME, not an .onnx file');
-  if (!isFile && !values.server) throw new UsageError(`eval: "${model}" is not an .onnx file; give --server HOST:PORT to evaluate a served model`);
+  if (!isFile && !values.server)
+    throw new UsageError(`eval: "${model}" is not an .onnx file; give --server HOST:PORT to evaluate a served model`);
   if (values.version !== undefined && !values.server) throw new UsageError('eval: --version goes with --server');
   const dataset = choiceOption(values, 'dataset', DATASETS, 'mnist');
   const batchSize = intOption(values, 'batch-size', 256, 1);
@@ -116,7 +152,13 @@ export default async function evaluate(argv: string[]): Promise<void> {
   const test = loadDataset(dataset, values['data-dir'] as string | undefined).test;
   const n = Math.min(test.count, intOption(values, 'limit', test.count, 1));
   const label = isFile ? fileLabel(model) : model;
-  const out = path.resolve((values.out as string | undefined) ?? path.join('runs', `eval-${label.replace(/[^A-Za-z0-9_-]/g, '-')}-${new Date().toISOString().replace(/[:.]/g, '-')}`));
+  const out = path.resolve(
+    (values.out as string | undefined) ??
+      path.join(
+        'runs',
+        `eval-${label.replace(/[^A-Za-z0-9_-]/g, '-')}-${new Date().toISOString().replace(/[:.]/g, '-')}`,
+      ),
+  );
 
   const source = isFile ? await local(model, threads, device) : remote(values, model);
   const probabilities = new Float32Array(n * CLASSES);
@@ -125,7 +167,8 @@ export default async function evaluate(argv: string[]): Promise<void> {
     for (let at = 0; at < n; at += batchSize) {
       const k = Math.min(batchSize, n - at);
       const p = await source.run(test.images.subarray(at * IMAGE_SIZE, (at + k) * IMAGE_SIZE), k);
-      if (p.length !== k * CLASSES) throw new Error(`eval: ${p.length} probabilities for ${k} images (not a ${CLASSES}-class classifier?)`);
+      if (p.length !== k * CLASSES)
+        throw new Error(`eval: ${p.length} probabilities for ${k} images (not a ${CLASSES}-class classifier?)`);
       probabilities.set(p, at * CLASSES);
       if (!values.json) process.stderr.write(`\r${at + k}/${n} images`);
     }
@@ -139,16 +182,37 @@ export default async function evaluate(argv: string[]): Promise<void> {
   let loss = 0;
   for (let i = 0; i < n; i++) loss -= Math.log(Math.max(probabilities[i * CLASSES + labels[i]], 1e-12));
   const result = {
-    model, source: isFile ? 'local' : `server ${values.server as string}`, dataset, images: n,
-    accuracy: accuracy(probabilities, labels, CLASSES), loss: loss / n,
-    per_class_accuracy: confusion.map((row, c) => { const total = row.reduce((s, v) => s + v, 0); return total ? row[c] / total : null; }),
-    confusion, seconds: Math.round(seconds * 100) / 100, images_per_second: Math.round(n / seconds), machine: versions(),
+    model,
+    source: isFile ? 'local' : `server ${values.server as string}`,
+    dataset,
+    images: n,
+    accuracy: accuracy(probabilities, labels, CLASSES),
+    loss: loss / n,
+    per_class_accuracy: confusion.map((row, c) => {
+      const total = row.reduce((s, v) => s + v, 0);
+      return total ? row[c] / total : null;
+    }),
+    confusion,
+    seconds: Math.round(seconds * 100) / 100,
+    images_per_second: Math.round(n / seconds),
+    machine: versions(),
   };
   fs.mkdirSync(out, { recursive: true });
   writeFileAtomic(path.join(out, 'eval.json'), `${JSON.stringify(result, null, 2)}\n`);
-  writeFileAtomic(path.join(out, 'confusion.svg'), confusionSvg(confusion, `${label} on the ${dataset} test set: ${(100 * result.accuracy).toFixed(2)}% (${n} images)`));
-  if (values.json) { process.stdout.write(`${JSON.stringify(result)}\n`); return; }
-  process.stdout.write(`${label}: accuracy ${(100 * result.accuracy).toFixed(2)}%, loss ${result.loss.toFixed(4)} on ${n} ${dataset} test images ` +
-    `(${result.images_per_second} img/s); per class: ${result.per_class_accuracy.map((a, c) => `${c} ${a === null ? '-' : (100 * a).toFixed(1)}`).join(', ')}\n` +
-    `wrote ${path.join(out, 'eval.json')} and confusion.svg\n`);
+  writeFileAtomic(
+    path.join(out, 'confusion.svg'),
+    confusionSvg(
+      confusion,
+      `${label} on the ${dataset} test set: ${(100 * result.accuracy).toFixed(2)}% (${n} images)`,
+    ),
+  );
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  process.stdout.write(
+    `${label}: accuracy ${(100 * result.accuracy).toFixed(2)}%, loss ${result.loss.toFixed(4)} on ${n} ${dataset} test images ` +
+      `(${result.images_per_second} img/s); per class: ${result.per_class_accuracy.map((a, c) => `${c} ${a === null ? '-' : (100 * a).toFixed(1)}`).join(', ')}\n` +
+      `wrote ${path.join(out, 'eval.json')} and confusion.svg\n`,
+  );
 }

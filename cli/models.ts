@@ -30,8 +30,12 @@ options:
 `;
 
 export const OPTIONS = {
-  models: { type: 'string' }, name: { type: 'string' }, version: { type: 'string' }, members: { type: 'boolean' },
-  json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  models: { type: 'string' },
+  name: { type: 'string' },
+  version: { type: 'string' },
+  members: { type: 'boolean' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
 } as const;
 
 type Values = Record<string, unknown>;
@@ -48,19 +52,28 @@ function versionOption(values: Values): number | undefined {
 
 export default async function models(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
-  if (values.help) { process.stdout.write(HELP); return; }
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
   const [sub, ...args] = positionals;
   const only = (allowed: string[]) => {
     for (const k of ['name', 'version', 'members', 'json']) {
-      if ((values as Values)[k] !== undefined && !allowed.includes(k)) throw new UsageError(`models ${sub}: --${k} does not apply here`);
+      if ((values as Values)[k] !== undefined && !allowed.includes(k))
+        throw new UsageError(`models ${sub}: --${k} does not apply here`);
     }
   };
   if (!['add', 'list', 'remove'].includes(sub)) {
-    throw new UsageError(`models: expected add, list or remove, got ${sub ? `"${sub}"` : 'nothing'} (try: fleet models --help)`);
+    throw new UsageError(
+      `models: expected add, list or remove, got ${sub ? `"${sub}"` : 'nothing'} (try: fleet models --help)`,
+    );
   }
   if (!values.models) throw new UsageError(`models ${sub}: --models DIR is required`);
   const repo = values.models as string;
-  if (sub === 'add') { only(['name', 'version', 'members']); return add(repo, args, values); }
+  if (sub === 'add') {
+    only(['name', 'version', 'members']);
+    return add(repo, args, values);
+  }
   if (sub === 'list') {
     only(['json']);
     if (args.length) throw new UsageError(`models list: unexpected argument "${args[0]}"`);
@@ -70,7 +83,8 @@ export default async function models(argv: string[]): Promise<void> {
   const [name, ...extra] = args;
   if (!name) throw new UsageError('models remove: NAME is required');
   if (extra.length) throw new UsageError(`models remove: unexpected argument "${extra[0]}"`);
-  if (!MODEL_NAME.test(name)) throw new UsageError(`models remove: ${JSON.stringify(name)} is not a model name (letters, digits, _ and -)`);
+  if (!MODEL_NAME.test(name))
+    throw new UsageError(`models remove: ${JSON.stringify(name)} is not a model name (letters, digits, _ and -)`);
   const removed = removeModel(repo, name, versionOption(values));
   process.stdout.write(`removed ${removed}\n`);
 }
@@ -81,9 +95,11 @@ function add(repo: string, args: string[], values: Values): void {
   if (extra.length) throw new UsageError(`models add: unexpected argument "${extra[0]}"`);
   const isFile = src.endsWith('.onnx');
   const onnx = isFile ? src : path.join(src, 'model.onnx');
-  if (!fs.existsSync(onnx)) throw new Error(`${onnx}: no such file (expected a fleet train --out directory or an .onnx file)`);
+  if (!fs.existsSync(onnx))
+    throw new Error(`${onnx}: no such file (expected a fleet train --out directory or an .onnx file)`);
   const name = (values.name as string | undefined) ?? modelNameFor(isFile ? path.dirname(src) : src);
-  if (!MODEL_NAME.test(name)) throw new UsageError(`model name ${JSON.stringify(name)}: use letters, digits, _ and - only (at most 128)`);
+  if (!MODEL_NAME.test(name))
+    throw new UsageError(`model name ${JSON.stringify(name)}: use letters, digits, _ and - only (at most 128)`);
   const todo: ModelToAdd[] = [{ name, onnx, version: versionOption(values) }];
   if (values.members) {
     const dir = path.join(src, 'members');
@@ -92,38 +108,68 @@ function add(repo: string, args: string[], values: Values): void {
       const file = path.join(dir, m, 'model.onnx');
       if (!fs.existsSync(file)) continue;
       const memberName = `${name}-${m}`;
-      if (!MODEL_NAME.test(memberName)) throw new Error(`member ${JSON.stringify(m)}: ${JSON.stringify(memberName)} is not a model name`);
+      if (!MODEL_NAME.test(memberName))
+        throw new Error(`member ${JSON.stringify(m)}: ${JSON.stringify(memberName)} is not a model name`);
       todo.push({ name: memberName, onnx: file });
     }
     if (todo.length === 1) throw new Error(`${dir}: no member has a model.onnx`);
   }
   const versions = addModelVersions(repo, todo);
-  todo.forEach((t, i) => process.stdout.write(`added ${t.name} version ${versions[i]} (${path.join(repo, t.name, String(versions[i]))})\n`));
+  todo.forEach((t, i) =>
+    process.stdout.write(`added ${t.name} version ${versions[i]} (${path.join(repo, t.name, String(versions[i]))})\n`),
+  );
 }
 
-interface Listed { name: string; versions: string[]; kind: 'versions' | 'run directory' | 'ensemble' | 'empty'; skipped?: string }
+interface Listed {
+  name: string;
+  versions: string[];
+  kind: 'versions' | 'run directory' | 'ensemble' | 'empty';
+  skipped?: string;
+}
 
 function list(repo: string, json: boolean): void {
   let entries: fs.Dirent[];
-  try { entries = fs.readdirSync(repo, { withFileTypes: true }); } catch (e) { throw new Error(`model repository ${repo}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+  try {
+    entries = fs.readdirSync(repo, { withFileTypes: true });
+  } catch (e) {
+    throw new Error(`model repository ${repo}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
   const rows: Listed[] = [];
   for (const d of entries.sort((a, b) => a.name.localeCompare(b.name))) {
     if (d.name.startsWith('.')) continue;
-    if (d.isSymbolicLink()) { rows.push({ name: d.name, versions: [], kind: 'empty', skipped: 'a symbolic link: the server skips it' }); continue; }
+    if (d.isSymbolicLink()) {
+      rows.push({ name: d.name, versions: [], kind: 'empty', skipped: 'a symbolic link: the server skips it' });
+      continue;
+    }
     if (!d.isDirectory()) continue;
-    if (!MODEL_NAME.test(d.name)) { rows.push({ name: d.name, versions: [], kind: 'empty', skipped: 'not a model name: the server skips it' }); continue; }
+    if (!MODEL_NAME.test(d.name)) {
+      rows.push({ name: d.name, versions: [], kind: 'empty', skipped: 'not a model name: the server skips it' });
+      continue;
+    }
     const dir = path.join(repo, d.name);
     const files = fs.readdirSync(dir, { withFileTypes: true });
-    const versions = files.filter(f => f.isDirectory() && VERSION_FOLDER.test(f.name)).map(f => f.name).sort((a, b) => Number(a) - Number(b));
+    const versions = files
+      .filter(f => f.isDirectory() && VERSION_FOLDER.test(f.name))
+      .map(f => f.name)
+      .sort((a, b) => Number(a) - Number(b));
     const hasConfig = CONFIG_FILES.some(f => fs.existsSync(path.join(dir, f)));
     if (versions.length) rows.push({ name: d.name, versions, kind: 'versions' });
-    else if (files.some(f => f.isFile() && f.name.endsWith('.onnx'))) rows.push({ name: d.name, versions: ['1'], kind: 'run directory' });
+    else if (files.some(f => f.isFile() && f.name.endsWith('.onnx')))
+      rows.push({ name: d.name, versions: ['1'], kind: 'run directory' });
     else if (hasConfig) rows.push({ name: d.name, versions: ['1'], kind: 'ensemble' });
     else rows.push({ name: d.name, versions: [], kind: 'empty' });
   }
-  if (json) { for (const r of rows) process.stdout.write(`${JSON.stringify(r)}\n`); return; }
-  if (!rows.length) { process.stdout.write(`${repo}: no models\n`); return; }
+  if (json) {
+    for (const r of rows) process.stdout.write(`${JSON.stringify(r)}\n`);
+    return;
+  }
+  if (!rows.length) {
+    process.stdout.write(`${repo}: no models\n`);
+    return;
+  }
   for (const r of rows) {
-    process.stdout.write(`${r.name}  ${r.skipped ? `(skipped: ${r.skipped})` : `${r.kind}${r.versions.length ? `: ${r.versions.join(', ')}` : ''}`}\n`);
+    process.stdout.write(
+      `${r.name}  ${r.skipped ? `(skipped: ${r.skipped})` : `${r.kind}${r.versions.length ? `: ${r.versions.join(', ')}` : ''}`}\n`,
+    );
   }
 }

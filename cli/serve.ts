@@ -56,7 +56,8 @@ ${NATS_HELP}                        with --nats: every ready model answers fleet
 
 export const OPTIONS = {
   ...NATS_OPTIONS, models: { type: 'string' }, grpc: { type: 'string' }, http: { type: 'string' }, threads: { type: 'string' },
-  device: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-message-bytes': { type: 'string' }, 'model-control': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+  device: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-message-bytes': { type: 'string' },
+  'model-control': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
   'tls-client-ca': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -88,7 +89,9 @@ export default async function serve(argv: string[]): Promise<void> {
 
   const metrics = createMetrics();
   const bus: Transport | undefined = values.nats ? await connectFromCli(values, 'fleet-serve', log) : undefined;
-  const server = new InferenceServer({ models: path.resolve(values.models as string), pollMs, runtime, bus, metrics, tls, log, maxMessageBytes, modelControl });
+  const server = new InferenceServer({
+    models: path.resolve(values.models as string), pollMs, runtime, bus, metrics, tls, log, maxMessageBytes, modelControl,
+  });
   let httpServer: Awaited<ReturnType<typeof listenHttp>> | null = null;
   let port: number;
   try {

@@ -50,7 +50,9 @@ export class BusHost {
         this.metrics?.malformed.inc({ kind: 'infer_request' });
         throw new Error(`not a ModelInferRequest: ${(e as Error).message}`);
       }
-      if (req.model_name !== name) throw new Error(`a request for model ${quote(req.model_name)} on the subject of "${name}"`);
+      if (req.model_name !== name) {
+        throw new Error(`a request for model ${quote(req.model_name)} on the subject of "${name}"`);
+      }
       const res = await this.inference.infer(req);
       reply = encodeStreamResponse({ error_message: '', infer_response: res });
     } catch (e) {

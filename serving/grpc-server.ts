@@ -59,7 +59,8 @@ export class InferenceServer {
     this.log = o.log ?? (() => {});
     const m = o.metrics, stats = this.statistics;
     this.repo = new ModelRepository(o.models, {
-      pollMs: o.pollMs, settleMs: o.settleMs, runtime: o.runtime, bus: o.bus, log: this.log, modelControl: o.modelControl,
+      pollMs: o.pollMs, settleMs: o.settleMs, runtime: o.runtime, bus: o.bus, log: this.log,
+      modelControl: o.modelControl,
       hooks: {
         onBatch: (model, images) => m?.inferBatchSize.observe({ model }, images),
         onQueued: (model, s, version) => { m?.inferQueue.observe({ model }, s); stats.queued(model, version, s); },
@@ -93,7 +94,10 @@ export class InferenceServer {
     const creds = this.credentials();
     const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
     const bound = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(address, creds, (err, p) => (err ? reject(new Error(`gRPC: cannot listen on ${address}: ${bindCause(err)}`)) : resolve(p)));
+      this.server.bindAsync(address, creds, (err, p) => {
+        if (err) reject(new Error(`gRPC: cannot listen on ${address}: ${bindCause(err)}`));
+        else resolve(p);
+      });
     });
     try {
       await this.repo.start();
@@ -109,7 +113,11 @@ export class InferenceServer {
     const tls = this.o.tls;
     if (!tls) return grpc.ServerCredentials.createInsecure();
     const read = (file: string, what: string) => {
-      try { return fs.readFileSync(file); } catch (e) { throw new Error(`TLS ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+      try {
+        return fs.readFileSync(file);
+      } catch (e) {
+        throw new Error(`TLS ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
     };
     const ca = tls.clientCaFile ? read(tls.clientCaFile, 'client CA') : null;
     const cert = read(tls.certFile, 'certificate'), key = read(tls.keyFile, 'key');
@@ -129,7 +137,7 @@ export class InferenceServer {
     await this.repo.close();
   }
 
-  /** Whether the server takes requests: the repository's first scan is done (gRPC ServerReady, REST /v2/health/ready). */
+  /** Whether the server takes requests: the repository's first scan is done (ServerReady, /v2/health/ready). */
   serving(): boolean { return this.repo.ready; }
 
   serverMetadata() { return { name: 'fleet', version: FLEET_VERSION, extensions: SERVER_EXTENSIONS }; }
@@ -137,7 +145,9 @@ export class InferenceServer {
   /** Whether a model (version) is ready; NOT_FOUND for unknown models and versions. */
   modelReady(name: string, version = ''): boolean {
     if (!this.repo.versionsOf(name).length) this.repo.get(name); // NOT_FOUND
-    if (version && !this.repo.versionsOf(name).includes(version)) throw notFound(`model ${quote(name)} has no version ${quote(version)}`);
+    if (version && !this.repo.versionsOf(name).includes(version)) {
+      throw notFound(`model ${quote(name)} has no version ${quote(version)}`);
+    }
     try { this.repo.get(name, version); return true; } catch { return false; }
   }
 
@@ -149,19 +159,25 @@ export class InferenceServer {
     const names = name ? [name] : this.repo.readyModels();
     const pairs = names.flatMap(model => {
       if (!this.repo.versionsOf(model).length) this.repo.get(model); // NOT_FOUND
-      if (version && !this.repo.versionsOf(model).includes(version)) throw notFound(`model ${quote(model)} has no version ${quote(version)}`);
+      if (version && !this.repo.versionsOf(model).includes(version)) {
+        throw notFound(`model ${quote(model)} has no version ${quote(version)}`);
+      }
       return (version ? [version] : this.repo.versionsOf(model)).map(v => ({ model, version: v }));
     });
     return { model_stats: this.statistics.report(pairs) };
   }
 
   repositoryIndex(readyOnly = false) {
-    return { models: this.repo.index().filter(m => !readyOnly || m.state === 'READY').map(m => ({ ...m, reason: forClient(m.reason) })) };
+    const rows = this.repo.index().filter(m => !readyOnly || m.state === 'READY');
+    return { models: rows.map(m => ({ ...m, reason: forClient(m.reason) })) };
   }
 
   modelMetadata(name: string, version = ''): ModelMetadataResponse {
     const model = this.repo.get(name, version);
-    return { name: model.name, versions: this.repo.versionsOf(model.name), platform: model.platform, inputs: model.inputs, outputs: model.outputs };
+    return {
+      name: model.name, versions: this.repo.versionsOf(model.name), platform: model.platform,
+      inputs: model.inputs, outputs: model.outputs,
+    };
   }
 
   private inferenceHandlers(): grpc.UntypedServiceImplementation {
@@ -177,8 +193,8 @@ export class InferenceServer {
       ModelConfig: unary((r: { name: string; version: string }) => this.modelConfig(r.name, r.version)),
       ModelStatistics: unary((r: { name: string; version: string }) => this.modelStatistics(r.name, r.version)),
       RepositoryIndex: unary((r: { ready: boolean }) => this.repositoryIndex(r.ready)),
-      RepositoryModelLoad: unary(async (r: { model_name: string }) => { await this.repo.loadModel(r.model_name); return {}; }),
-      RepositoryModelUnload: unary(async (r: { model_name: string }) => { await this.repo.unloadModel(r.model_name); return {}; }),
+      RepositoryModelLoad: unary((r: { model_name: string }) => this.repo.loadModel(r.model_name).then(() => ({}))),
+      RepositoryModelUnload: unary((r: { model_name: string }) => this.repo.unloadModel(r.model_name).then(() => ({}))),
       ModelInfer: ((call: grpc.ServerUnaryCall<ModelInferRequest, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         this.inference.infer(call.request, deadlineOf(call)).then(r => cb(null, r), e => cb(toGrpc(e)));
       }) as Unary,
@@ -188,7 +204,8 @@ export class InferenceServer {
         call.on('data', (req: ModelInferRequest) => {
           pending++;
           this.inference.infer(req, deadlineOf(call))
-            .then(r => call.write({ error_message: '', infer_response: r }), e => call.write({ error_message: forClient((e as Error).message), infer_response: null }))
+            .then(r => call.write({ error_message: '', infer_response: r }),
+              e => call.write({ error_message: forClient((e as Error).message), infer_response: null }))
             .catch(() => {}) // the client went away
             .finally(() => { pending--; done(); });
         });
@@ -204,7 +221,9 @@ export class InferenceServer {
     return {
       Check: ((call, cb) => {
         const service = String(call.request?.service ?? '');
-        if (!known(service)) return cb(toGrpc(notFound(`unknown service ${quote(service)} (this server has "", "${INFERENCE_SERVICE}" and "${HEALTH_SERVICE}")`)));
+        if (!known(service)) {
+          return cb(toGrpc(notFound(`unknown service ${quote(service)} (this server has "", "${INFERENCE_SERVICE}" and "${HEALTH_SERVICE}")`)));
+        }
         cb(null, { status: statusOf(service) });
       }) as Unary,
       Watch: (call: grpc.ServerWritableStream<{ service: string }, unknown>) => {

@@ -44,7 +44,9 @@ function imageCount(shape: number[]): number {
 
 function inputRange(req: ModelInferRequest, tensorParams: ModelInferRequest['parameters']): InputRange {
   const v = paramValue(tensorParams?.input_range) ?? paramValue(req.parameters?.input_range) ?? '0-1';
-  if (!(INPUT_RANGES as readonly unknown[]).includes(v)) throw invalid(`parameter input_range: expected one of ${INPUT_RANGES.join(', ')}, got ${quote(v)}`);
+  if (!(INPUT_RANGES as readonly unknown[]).includes(v)) {
+    throw invalid(`parameter input_range: expected one of ${INPUT_RANGES.join(', ')}, got ${quote(v)}`);
+  }
   return v as InputRange;
 }
 
@@ -79,14 +81,18 @@ export function decodeImages(req: ModelInferRequest, maxImages: number): Decoded
       pixels = new Uint8Array(count);
       for (let i = 0; i < count; i++) {
         const p = v[i];
-        if (!(Number.isInteger(p) && p >= 0 && p <= 255)) throw invalid(`input "${INPUT_NAME}": uint_contents[${i}] = ${p} is not a UINT8 value (0-255)`);
+        if (!(Number.isInteger(p) && p >= 0 && p <= 255)) {
+          throw invalid(`input "${INPUT_NAME}": uint_contents[${i}] = ${p} is not a UINT8 value (0-255)`);
+        }
         pixels[i] = p;
       }
     }
     normalise(pixels, data);
     return { data, n, raw };
   }
-  if (t.datatype !== 'FP32') throw invalid(`input "${INPUT_NAME}": datatype ${quote(t.datatype)} is not supported; use FP32 or UINT8`);
+  if (t.datatype !== 'FP32') {
+    throw invalid(`input "${INPUT_NAME}": datatype ${quote(t.datatype)} is not supported; use FP32 or UINT8`);
+  }
 
   let values: ArrayLike<number>;
   if (raw) {
@@ -110,11 +116,14 @@ export function decodeImages(req: ModelInferRequest, maxImages: number): Decoded
   return { data, n, raw };
 }
 
-function outOfRange(i: number, x: number, range: InputRange, req: ModelInferRequest, tensorParams: ModelInferRequest['parameters']) {
+type Params = ModelInferRequest['parameters'];
+
+function outOfRange(i: number, x: number, range: InputRange, req: ModelInferRequest, tensorParams: Params) {
   const declared = paramValue(tensorParams?.input_range) ?? paramValue(req.parameters?.input_range);
   const { lo, hi } = RANGES[range];
   const hint = declared === undefined
-    ? `no input_range was given, so ${range} applies; set the parameter input_range to "0-255" for pixel values or "normalised" for (x/255-0.5)/0.5`
+    ? `no input_range was given, so ${range} applies; set the parameter input_range to "0-255" for pixel values ` +
+      'or "normalised" for (x/255-0.5)/0.5'
     : `the parameter input_range is "${range}"`;
   return invalid(`input "${INPUT_NAME}": value ${i} is ${x}, outside ${lo} to ${hi} (${hint})`);
 }

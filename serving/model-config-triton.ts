@@ -26,7 +26,12 @@ export function tritonModelConfig(model: ServedModel) {
     backend: model.platform === PLATFORM_ENSEMBLE ? '' : 'onnxruntime',
     version_policy: { latest: { num_versions: 1 } },
     max_batch_size: batched ? c.maxBatchSize : 0,
-    input: model.inputs.map(t => ({ name: t.name, data_type: dataType(t.datatype), format: 'FORMAT_NCHW', dims: dims(t) })),
+    input: model.inputs.map(t => ({
+      name: t.name,
+      data_type: dataType(t.datatype),
+      format: 'FORMAT_NCHW',
+      dims: dims(t),
+    })),
     output: model.outputs.map(t => ({ name: t.name, data_type: dataType(t.datatype), dims: dims(t) })),
     parameters,
   };
@@ -34,8 +39,10 @@ export function tritonModelConfig(model: ServedModel) {
   if (e) {
     config.ensemble_scheduling = {
       step: e.members.map(m => ({
-        model_name: m.name, model_version: m.version ? Number(m.version) : -1,
-        input_map: { input: 'input' }, output_map: { probabilities: 'probabilities' },
+        model_name: m.name,
+        model_version: m.version ? Number(m.version) : -1,
+        input_map: { input: 'input' },
+        output_map: { probabilities: 'probabilities' },
       })),
     };
     Object.assign(parameters, {

@@ -178,8 +178,8 @@ class OnnxMil implements ServedModel {
   ];
   private chain: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly session: ort.InferenceSession, readonly name: string, readonly version: string, readonly config: ModelConfig,
-    private readonly hooks: ServingHooks = {}) {}
+  constructor(private readonly session: ort.InferenceSession, readonly name: string, readonly version: string,
+    readonly config: ModelConfig, private readonly hooks: ServingHooks = {}) {}
 
   async check(): Promise<void> {
     const r = await this.run(new Float32Array(2 * IMAGE_SIZE), 2);

@@ -19,11 +19,14 @@ export interface OutputTensor {
 export function checkRequestedOutputs(req: ModelInferRequest, names: string[]): void {
   const wanted = req.outputs ?? [];
   if (wanted.length > names.length) {
-    throw invalid(`the request names ${wanted.length} outputs; this model has ${names.length} (${names.map(n => `"${n}"`).join(', ')})`);
+    const list = names.map(n => `"${n}"`).join(', ');
+    throw invalid(`the request names ${wanted.length} outputs; this model has ${names.length} (${list})`);
   }
   const seen = new Set<string>();
   for (const w of wanted) {
-    if (!names.includes(w?.name)) throw invalid(`unknown output ${quote(w?.name)}: this model has ${names.map(n => `"${n}"`).join(', ')}`);
+    if (!names.includes(w?.name)) {
+      throw invalid(`unknown output ${quote(w?.name)}: this model has ${names.map(n => `"${n}"`).join(', ')}`);
+    }
     if (seen.has(w.name)) throw invalid(`output "${w.name}" is named more than once`);
     seen.add(w.name);
   }
@@ -40,7 +43,9 @@ export function selectOutputs(req: ModelInferRequest, available: OutputTensor[])
 /** Bytes the outputs take on the wire (raw; typed contents are about the same); refused above maxBytes. */
 export function checkResponseSize(outputs: OutputTensor[], maxBytes: number): void {
   const bytes = outputs.reduce((s, t) => s + t.data.length * (t.datatype === 'INT64' ? 8 : 4), 0);
-  if (bytes > maxBytes) throw tooLarge(`the response would hold ${bytes} bytes of tensors; at most ${maxBytes} are sent (ask for fewer images or outputs)`);
+  if (bytes > maxBytes) {
+    throw tooLarge(`the response would hold ${bytes} bytes of tensors; at most ${maxBytes} are sent (ask for fewer images or outputs)`);
+  }
 }
 
 function rawBytes(t: OutputTensor): Uint8Array {

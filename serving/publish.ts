@@ -7,13 +7,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MAX_VERSION, MODEL_NAME, VERSION_FOLDER } from './repository.ts';
 
-export interface ModelToAdd { name: string; onnx: string; version?: number }
+export interface ModelToAdd {
+  name: string;
+  onnx: string;
+  version?: number;
+}
 
 const checkName = (name: string) => {
-  if (!MODEL_NAME.test(name)) throw new Error(`model name ${JSON.stringify(name)}: use letters, digits, _ and - only (at most 128)`);
+  if (!MODEL_NAME.test(name))
+    throw new Error(`model name ${JSON.stringify(name)}: use letters, digits, _ and - only (at most 128)`);
 };
 
-/** Copies an .onnx file into <repo>/<name>/<version>/model.onnx (version: the next free number); returns the version. */
+/** Copies an .onnx file into <repo>/<name>/<version>/model.onnx (version: the next free one); returns the version. */
 export function addModelVersion(repo: string, name: string, onnxFile: string, version?: number): number {
   return addModelVersions(repo, [{ name, onnx: onnxFile, version }])[0];
 }
@@ -29,9 +34,17 @@ export function addModelVersions(repo: string, models: ModelToAdd[]): number[] {
       throw new Error(`version ${m.version}: versions are whole numbers from 1 to ${MAX_VERSION}`);
     }
     const dir = path.join(repo, m.name);
-    const taken = fs.existsSync(dir) ? fs.readdirSync(dir).filter(d => VERSION_FOLDER.test(d)).map(Number) : [];
+    const taken = fs.existsSync(dir)
+      ? fs
+          .readdirSync(dir)
+          .filter(d => VERSION_FOLDER.test(d))
+          .map(Number)
+      : [];
     const v = m.version ?? (taken.length ? Math.max(...taken) + 1 : 1);
-    if (v > MAX_VERSION) throw new Error(`model ${m.name}: the next version would be ${v}, above the largest served version ${MAX_VERSION}`);
+    if (v > MAX_VERSION)
+      throw new Error(
+        `model ${m.name}: the next version would be ${v}, above the largest served version ${MAX_VERSION}`,
+      );
     const target = path.join(dir, String(v));
     if (fs.existsSync(target) || planned.some(p => p.target === target)) throw new Error(`${target} already exists`);
     planned.push({ target, tmp: path.join(dir, `.tmp-${process.pid}-${Date.now()}-${planned.length}`), version: v });
@@ -47,7 +60,10 @@ export function addModelVersions(repo: string, models: ModelToAdd[]): number[] {
       fs.fsyncSync(fd);
       fs.closeSync(fd);
     });
-    for (const p of planned) { fs.renameSync(p.tmp, p.target); placed.push(p); }
+    for (const p of planned) {
+      fs.renameSync(p.tmp, p.target);
+      placed.push(p);
+    }
   } catch (e) {
     for (const p of placed) fs.rmSync(p.target, { recursive: true, force: true });
     for (const p of planned) fs.rmSync(p.tmp, { recursive: true, force: true });
@@ -62,9 +78,16 @@ export function removeModel(repo: string, name: string, version?: number): strin
   const dir = path.join(repo, name);
   const target = version === undefined ? dir : path.join(dir, String(version));
   let st: fs.Stats;
-  try { st = fs.lstatSync(target); } catch { throw new Error(`${target}: no such model${version === undefined ? '' : ' version'}`); }
+  try {
+    st = fs.lstatSync(target);
+  } catch {
+    throw new Error(`${target}: no such model${version === undefined ? '' : ' version'}`);
+  }
   if (!st.isDirectory()) throw new Error(`${target}: not a model folder`);
-  const gone = path.join(version === undefined ? repo : dir, `.removed-${process.pid}-${Date.now()}-${path.basename(target)}`);
+  const gone = path.join(
+    version === undefined ? repo : dir,
+    `.removed-${process.pid}-${Date.now()}-${path.basename(target)}`,
+  );
   fs.renameSync(target, gone);
   fs.rmSync(gone, { recursive: true, force: true });
   return target;
@@ -72,7 +95,12 @@ export function removeModel(repo: string, name: string, version?: number): strin
 
 /** A model name from a run directory's name: characters outside the alphabet become '-'. */
 export function modelNameFor(dir: string): string {
-  return path.basename(path.resolve(dir)).replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 128) || 'model';
+  return (
+    path
+      .basename(path.resolve(dir))
+      .replace(/[^A-Za-z0-9_-]/g, '-')
+      .slice(0, 128) || 'model'
+  );
 }
 
 /**

@@ -36,7 +36,9 @@ export interface RepositoryOptions {
   settleMs?: number;
   runtime?: RuntimeOptions;
   hooks?: ServingHooks & {
-    onMemberUnavailable?: (model: string, member: string) => void; onLoadFailure?: (model: string) => void; onUnload?: (model: string) => void;
+    onMemberUnavailable?: (model: string, member: string) => void;
+    onLoadFailure?: (model: string) => void;
+    onUnload?: (model: string) => void;
   };
   bus?: EnsembleDeps['bus'];
   log?: (line: string) => void;
@@ -81,7 +83,7 @@ export class ModelRepository extends EventEmitter {
       await new Promise(resolve => setTimeout(resolve, settleMs));
       await this.scan();
     }
-    if ((this.o.modelControl ?? 'poll') === 'poll') this.timer = setInterval(() => { void this.scan(); }, this.o.pollMs ?? 1000);
+    if (this.modelControl === 'poll') this.timer = setInterval(() => { void this.scan(); }, this.o.pollMs ?? 1000);
   }
 
   get modelControl(): ModelControl { return this.o.modelControl ?? 'poll'; }
@@ -101,7 +103,9 @@ export class ModelRepository extends EventEmitter {
 
   private async load1(name: string): Promise<void> {
     this.explicitOnly('load');
-    if (!MODEL_NAME.test(name)) throw notFound(`no model folder ${quote(name)}: model names use letters, digits, _ and - only`);
+    if (!MODEL_NAME.test(name)) {
+      throw notFound(`no model folder ${quote(name)}: model names use letters, digits, _ and - only`);
+    }
     const dir = path.join(this.root, name);
     if (!isRealDirectory(dir)) throw notFound(`no model folder ${quote(name)} in the repository`);
     await this.scanning;
@@ -125,8 +129,9 @@ export class ModelRepository extends EventEmitter {
 
   /** Every model folder's state for RepositoryIndex: its versions, or one row with no version when unloaded. */
   index(): { name: string; version: string; state: string; reason: string }[] {
+    const STATES = { ready: 'READY', failed: 'UNAVAILABLE', loading: 'LOADING', waiting: 'LOADING' };
     const rows = this.status().map(v => ({
-      name: v.model, version: v.version, state: v.state === 'ready' ? 'READY' : v.state === 'failed' ? 'UNAVAILABLE' : 'LOADING',
+      name: v.model, version: v.version, state: STATES[v.state],
       reason: v.state === 'failed' ? v.error ?? '' : v.state === 'waiting' ? 'its files are still being written' : '',
     }));
     for (const name of this.unloaded) rows.push({ name, version: '', state: 'UNAVAILABLE', reason: 'unloaded' });
@@ -135,7 +140,8 @@ export class ModelRepository extends EventEmitter {
 
   private explicitOnly(what: string): void {
     if (this.modelControl !== 'explicit') {
-      throw new ServeError(Status.FAILED_PRECONDITION, `explicit model ${what} is not allowed while the repository is polled (start the server with --model-control explicit)`);
+      throw new ServeError(Status.FAILED_PRECONDITION,
+        `explicit model ${what} is not allowed while the repository is polled (start the server with --model-control explicit)`);
     }
   }
 
@@ -198,7 +204,8 @@ export class ModelRepository extends EventEmitter {
     for (const d of entries) {
       if (d.isSymbolicLink() && !d.name.startsWith('.')) {
         // a link could point anywhere on the machine; only real folders of the repository are models
-        this.warnOnce(`link:${d.name}`, `model repository: skipping ${JSON.stringify(d.name)}: it is a symbolic link (copy the model in, e.g. with fleet models add)`);
+        this.warnOnce(`link:${d.name}`, `model repository: skipping ${JSON.stringify(d.name)}: it is a symbolic link ` +
+          '(copy the model in, e.g. with fleet models add)');
         continue;
       }
       if (!d.isDirectory() || d.name.startsWith('.')) continue;
@@ -210,7 +217,8 @@ export class ModelRepository extends EventEmitter {
       seen.add(d.name);
       if (await this.scanModel(d.name)) changed = true;
     }
-    for (const name of [...this.unloaded]) if (!seen.has(name) && !isRealDirectory(path.join(this.root, name))) this.unloaded.delete(name);
+    // an unloaded model whose folder is gone is forgotten (a new folder of that name is a new model)
+    for (const name of [...this.unloaded]) if (!isRealDirectory(path.join(this.root, name))) this.unloaded.delete(name);
     for (const name of [...this.models.keys()]) {
       if (seen.has(name)) continue;
       for (const v of this.models.get(name)!.values()) await this.unload(name, v, 'its folder was removed');

@@ -11,7 +11,12 @@ import { ModelRepository } from '../serving/repository.ts';
 
 describe('models: fleet models add, list, remove', function () {
   let dir: string, repo: string, run: string;
-  const listed = async () => (await runFleet(['models', 'list', '--models', repo, '--json'])).stdout.trim().split('\n').filter(Boolean).map(l => JSON.parse(l));
+  const listed = async () =>
+    (await runFleet(['models', 'list', '--models', repo, '--json'])).stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map(l => JSON.parse(l));
 
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-models-'));
@@ -63,7 +68,10 @@ describe('models: fleet models add, list, remove', function () {
     for (const m of fs.readdirSync(repo)) fs.rmSync(path.join(repo, m), { recursive: true });
     const ok = await runFleet(['models', 'add', run, '--models', repo, '--members']);
     assert.equal(ok.code, 0, ok.stderr);
-    assert.deepEqual(lines(ok.stdout).map(l => l.split(' (')[0]), ['added ens version 1', 'added ens-m0 version 1', 'added ens-m1 version 1']);
+    assert.deepEqual(
+      lines(ok.stdout).map(l => l.split(' (')[0]),
+      ['added ens version 1', 'added ens-m0 version 1', 'added ens-m1 version 1'],
+    );
     assert.deepEqual(fs.readdirSync(repo).sort(), ['ens', 'ens-m0', 'ens-m1']);
     assert.deepEqual(fs.readdirSync(path.join(repo, 'ens')), ['1'], 'no temporary folders left');
   });
@@ -83,7 +91,10 @@ describe('models: fleet models add, list, remove', function () {
     assert.deepEqual(Object.fromEntries((await listed()).map(r => [r.name, r])).ens.versions, ['2']);
     assert.equal((await runFleet(['models', 'remove', 'ens-m0', '--models', repo])).code, 0);
     assert.ok(!(await listed()).some(r => r.name === 'ens-m0'));
-    assert.ok(fs.readdirSync(repo).every(f => !f.startsWith('.')), 'nothing hidden left behind');
+    assert.ok(
+      fs.readdirSync(repo).every(f => !f.startsWith('.')),
+      'nothing hidden left behind',
+    );
     const missing = await runFleet(['models', 'remove', 'nope', '--models', repo]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /nope: no such model/);

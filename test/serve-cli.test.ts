@@ -91,6 +91,10 @@ describe('serve: fleet serve, fleet models add, fleet predict as processes', fun
     const bad = await runFleet(['predict', '--server', grpcAt, '--model', 'nope', '--idx', IDX, '--index', '0']);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^fleet: predict: NOT_FOUND: unknown model "nope"/);
+    // the REST binding shares the port with /metrics
+    const rest = await fetch(new URL('/v2/models/my-run', metricsUrl));
+    assert.equal(rest.status, 200);
+    assert.deepEqual(((await rest.json()) as { versions: string[] }).versions, ['1']);
     const text = await getText(metricsUrl);
     assert.match(text, /fleet_inference_requests_total\{model="my-run",version="1",status="OK"\} [1-9]/);
     assert.match(text, /fleet_inference_requests_total\{model="_unknown",version="",status="NOT_FOUND"\} 1/);

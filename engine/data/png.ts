@@ -25,7 +25,8 @@ const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 export function pngDimensions(bytes: Uint8Array, limits = PNG_LIMITS): { width: number; height: number } {
   if (bytes.length < 24 || SIGNATURE.some((b, i) => bytes[i] !== b)) throw new Error('not a PNG (no PNG signature)');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (String.fromCharCode(...bytes.subarray(12, 16)) !== 'IHDR') throw new Error('not a PNG (the first chunk is not IHDR)');
+  const first = String.fromCharCode(...bytes.subarray(12, 16));
+  if (first !== 'IHDR') throw new Error('not a PNG (the first chunk is not IHDR)');
   const width = view.getUint32(16), height = view.getUint32(20);
   if (width < 1 || height < 1) throw new Error(`the header declares ${width}x${height} pixels`);
   if (width > limits.maxSide || height > limits.maxSide || width * height > limits.maxPixels) {
