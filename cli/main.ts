@@ -16,8 +16,9 @@ usage:
   fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, dashboard, /metrics)
   fleet worker --nats URL         a cluster worker (trains leased ensemble members; --metrics HOST:PORT)
   fleet serve --models DIR        KServe v2 gRPC inference over a model repository (fleet serve --help)
-  fleet models add RUN_DIR --models DIR   put a run's model into a repository
+  fleet models add|list|remove    manage a model repository (fleet models --help)
   fleet predict --server HOST:PORT --model NAME (--image FILE.png | --idx FILE --index I)
+  fleet eval MODEL.onnx|NAME [--server HOST:PORT]   accuracy, loss and confusion matrix on a whole test set
   fleet help                      this text
 
 Ensemble jobs run on a cluster with fleet train cnn --members K --nats URL; one model trains
@@ -32,6 +33,7 @@ const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Prom
   serve: () => import('./serve.ts'),
   models: () => import('./models.ts'),
   predict: () => import('./predict.ts'),
+  eval: () => import('./eval.ts'),
 };
 
 async function main(argv: string[]): Promise<number> {

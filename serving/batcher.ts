@@ -17,6 +17,7 @@ export interface BatcherOptions {
   run: (x: Float32Array, n: number) => Promise<BatchResult>;
   onBatch?: (images: number) => void;
   onQueued?: (seconds: number) => void;
+  onRun?: (images: number, seconds: number) => void;
 }
 
 interface Item { x: Float32Array; n: number; enqueued: number; deadline: number; resolve: (r: BatchResult) => void; reject: (e: Error) => void }
@@ -87,7 +88,9 @@ export class Batcher {
     this.stats.batches++; this.stats.images += images; this.stats.largestBatch = Math.max(this.stats.largestBatch, images);
     try {
       const x = batch.length === 1 ? batch[0].x : concat(batch, images);
+      const t0 = performance.now();
       const r = await this.o.run(x, images);
+      this.o.onRun?.(images, (performance.now() - t0) / 1000);
       let row = 0;
       for (const it of batch) {
         const rows: BatchRows = {};

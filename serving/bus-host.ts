@@ -5,6 +5,7 @@
 import type { Transport, Subscription } from '../bus/transport.ts';
 import { inferSubject } from '../bus/subjects.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
+import { forClient, quote } from './errors.ts';
 import type { Inference } from './inference.ts';
 import { decodeInferRequest, encodeStreamResponse, type ModelInferRequest } from './protocol.ts';
 import type { ModelRepository } from './repository.ts';
@@ -49,11 +50,13 @@ export class BusHost {
         this.metrics?.malformed.inc({ kind: 'infer_request' });
         throw new Error(`not a ModelInferRequest: ${(e as Error).message}`);
       }
-      if (req.model_name !== name) throw new Error(`a request for model "${req.model_name}" on the subject of "${name}"`);
+      if (req.model_name !== name) {
+        throw new Error(`a request for model ${quote(req.model_name)} on the subject of "${name}"`);
+      }
       const res = await this.inference.infer(req);
       reply = encodeStreamResponse({ error_message: '', infer_response: res });
     } catch (e) {
-      reply = encodeStreamResponse({ error_message: (e as Error).message, infer_response: null });
+      reply = encodeStreamResponse({ error_message: forClient((e as Error).message), infer_response: null });
     }
     try { this.bus.respond(msg as { subject: string; data: Uint8Array; reply: string }, reply); } catch (e) { this.log(`bus: answering on ${msg.subject} failed: ${(e as Error).message}`); }
   }

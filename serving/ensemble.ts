@@ -48,7 +48,8 @@ export class FanOutEnsemble implements ServedModel {
     this.batcher = new Batcher({
       maxBatchSize: config.maxBatchSize, maxQueueDelayMs: config.maxQueueDelayMs, maxQueueImages: config.maxQueueImages,
       run: (x, n) => this.run(x, n),
-      onBatch: images => deps.hooks?.onBatch?.(name, images), onQueued: s => deps.hooks?.onQueued?.(name, s),
+      onBatch: images => deps.hooks?.onBatch?.(name, images), onQueued: s => deps.hooks?.onQueued?.(name, s, version),
+      onRun: (images, s) => deps.hooks?.onRun?.(name, version, images, s),
     });
   }
 

@@ -43,7 +43,7 @@ export async function loadOnnxModel(file: string, name: string, version: string,
     if (!session.inputNames.includes('input')) throw new Error(`has inputs ${session.inputNames.join(', ')}; expected "input"`);
     let model: ServedModel;
     if (outs.includes('probability') && outs.includes('attention')) {
-      model = new OnnxMil(session, name, version, config);
+      model = new OnnxMil(session, name, version, config, hooks);
     } else if (outs.includes('probabilities')) {
       const meta = outs.includes('member_probabilities') ? metadataOf(bytes) : {};
       model = new OnnxClassifier(session, name, version, config, outs.includes('member_probabilities'), meta, hooks);
@@ -94,7 +94,8 @@ class OnnxClassifier implements ServedModel {
     this.batcher = new Batcher({
       maxBatchSize: config.maxBatchSize, maxQueueDelayMs: config.maxQueueDelayMs, maxQueueImages: config.maxQueueImages,
       run: (x, n) => this.run(x, n),
-      onBatch: images => hooks.onBatch?.(name, images), onQueued: s => hooks.onQueued?.(name, s),
+      onBatch: images => hooks.onBatch?.(name, images), onQueued: s => hooks.onQueued?.(name, s, version),
+      onRun: (images, s) => hooks.onRun?.(name, version, images, s),
     });
   }
 
@@ -177,7 +178,8 @@ class OnnxMil implements ServedModel {
   ];
   private chain: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly session: ort.InferenceSession, readonly name: string, readonly version: string, readonly config: ModelConfig) {}
+  constructor(private readonly session: ort.InferenceSession, readonly name: string, readonly version: string,
+    readonly config: ModelConfig, private readonly hooks: ServingHooks = {}) {}
 
   async check(): Promise<void> {
     const r = await this.run(new Float32Array(2 * IMAGE_SIZE), 2);
@@ -192,7 +194,9 @@ class OnnxMil implements ServedModel {
   infer(images: DecodedImages, deadline: number) {
     const next = this.chain.then(async () => {
       if (Date.now() >= deadline) throw deadlineError('the deadline passed while the bag waited for the model');
+      const t0 = performance.now();
       const r = await this.run(images.data, images.n);
+      this.hooks.onRun?.(this.name, this.version, 1, (performance.now() - t0) / 1000); // one bag per run
       const outputs: OutputTensor[] = [
         { name: 'probability', datatype: 'FP32', shape: [1], data: r.probability },
         { name: 'attention', datatype: 'FP32', shape: [images.n], data: r.attention },

@@ -1,7 +1,7 @@
 // Building a ModelInferResponse from a model's output tensors: only the requested outputs (all when none are
 // named), as raw_output_contents when the request sent raw inputs (what Triton's clients read) and as typed
 // contents (fp32_contents, int64_contents) otherwise.
-import { invalid } from './errors.ts';
+import { invalid, quote, tooLarge } from './errors.ts';
 import type { InferOutputTensor, ModelInferRequest, ModelInferResponse, Parameters } from './protocol.ts';
 
 export interface OutputTensor {
@@ -11,15 +11,41 @@ export interface OutputTensor {
   data: Float32Array | Int32Array;
 }
 
-/** The outputs the request asks for, in the order asked; an unknown name is INVALID_ARGUMENT. */
+/**
+ * Checks the outputs a request names against the model's before anything runs: an unknown or repeated name, or
+ * more names than the model has outputs, is INVALID_ARGUMENT (a name repeated 100,000 times would otherwise
+ * build a response of 100,000 copies of the tensor).
+ */
+export function checkRequestedOutputs(req: ModelInferRequest, names: string[]): void {
+  const wanted = req.outputs ?? [];
+  if (wanted.length > names.length) {
+    const list = names.map(n => `"${n}"`).join(', ');
+    throw invalid(`the request names ${wanted.length} outputs; this model has ${names.length} (${list})`);
+  }
+  const seen = new Set<string>();
+  for (const w of wanted) {
+    if (!names.includes(w?.name)) {
+      throw invalid(`unknown output ${quote(w?.name)}: this model has ${names.map(n => `"${n}"`).join(', ')}`);
+    }
+    if (seen.has(w.name)) throw invalid(`output "${w.name}" is named more than once`);
+    seen.add(w.name);
+  }
+}
+
+/** The outputs the request asks for, in the order asked (all when none are named); checked as above. */
 export function selectOutputs(req: ModelInferRequest, available: OutputTensor[]): OutputTensor[] {
+  checkRequestedOutputs(req, available.map(o => o.name));
   const wanted = req.outputs ?? [];
   if (wanted.length === 0) return available;
-  return wanted.map(w => {
-    const t = available.find(o => o.name === w.name);
-    if (!t) throw invalid(`unknown output "${w.name}": this model has ${available.map(o => `"${o.name}"`).join(', ')}`);
-    return t;
-  });
+  return wanted.map(w => available.find(o => o.name === w.name)!);
+}
+
+/** Bytes the outputs take on the wire (raw; typed contents are about the same); refused above maxBytes. */
+export function checkResponseSize(outputs: OutputTensor[], maxBytes: number): void {
+  const bytes = outputs.reduce((s, t) => s + t.data.length * (t.datatype === 'INT64' ? 8 : 4), 0);
+  if (bytes > maxBytes) {
+    throw tooLarge(`the response would hold ${bytes} bytes of tensors; at most ${maxBytes} are sent (ask for fewer images or outputs)`);
+  }
 }
 
 function rawBytes(t: OutputTensor): Uint8Array {

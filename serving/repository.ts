@@ -7,11 +7,15 @@
 // ones unload. A file modified less than settleMs ago is left for the next poll (it may still be copying); a
 // truncated or otherwise broken model fails to load, is reported (log, ModelReady false, UNAVAILABLE with the
 // reason) and is retried when its files change. Requests without a version get the highest ready version.
+//
+// Model control (Triton's --model-control-mode): "poll" (the default) as above; "explicit": every model is loaded
+// at the start, then the directory is read only when a client asks (loadModel, unloadModel: Triton's
+// RepositoryModelLoad / RepositoryModelUnload), so that an operator decides when files go live.
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { RuntimeOptions } from '../engine/runtime.ts';
-import { notFound, unavailable } from './errors.ts';
+import { ServeError, Status, notFound, quote, unavailable } from './errors.ts';
 import { readModelConfig, configFile, type ModelConfig } from './model-config.ts';
 import { loadOnnxModel } from './onnx-models.ts';
 import type { ServedModel, ServingHooks } from './served-model.ts';
@@ -19,12 +23,23 @@ import { FanOutEnsemble, type EnsembleDeps } from './ensemble.ts';
 
 /** Model names become bus subject tokens and metric labels: keep them to a safe alphabet. */
 export const MODEL_NAME = /^[A-Za-z0-9_-]{1,128}$/;
+/** Version folders are 1 to MAX_VERSION (at most 9 digits): larger numbers are never served. */
+export const MAX_VERSION = 999_999_999;
+export const VERSION_FOLDER = /^[1-9]\d{0,8}$/;
+
+export const MODEL_CONTROL = ['poll', 'explicit'] as const;
+export type ModelControl = typeof MODEL_CONTROL[number];
 
 export interface RepositoryOptions {
   pollMs?: number;
+  modelControl?: ModelControl;
   settleMs?: number;
   runtime?: RuntimeOptions;
-  hooks?: ServingHooks & { onMemberUnavailable?: (model: string, member: string) => void; onLoadFailure?: (model: string) => void };
+  hooks?: ServingHooks & {
+    onMemberUnavailable?: (model: string, member: string) => void;
+    onLoadFailure?: (model: string) => void;
+    onUnload?: (model: string) => void;
+  };
   bus?: EnsembleDeps['bus'];
   log?: (line: string) => void;
 }
@@ -45,6 +60,9 @@ export class ModelRepository extends EventEmitter {
   private scanned = false;
   private closed = false;
   private readonly warned = new Set<string>();
+  /** Models unloaded by a client (explicit model control): not loaded again until a client asks. */
+  private readonly unloaded = new Set<string>();
+  private control: Promise<unknown> = Promise.resolve();
   private readonly log: (line: string) => void;
 
   constructor(readonly root: string, private readonly o: RepositoryOptions = {}) {
@@ -65,7 +83,66 @@ export class ModelRepository extends EventEmitter {
       await new Promise(resolve => setTimeout(resolve, settleMs));
       await this.scan();
     }
-    this.timer = setInterval(() => { void this.scan(); }, this.o.pollMs ?? 1000);
+    if (this.modelControl === 'poll') this.timer = setInterval(() => { void this.scan(); }, this.o.pollMs ?? 1000);
+  }
+
+  get modelControl(): ModelControl { return this.o.modelControl ?? 'poll'; }
+
+  /** Loads (or reloads) one model folder now; explicit model control only. Rejects when no version is ready. */
+  loadModel(name: string): Promise<void> { return this.oneAtATime(() => this.load1(name)); }
+
+  /** Unloads every version of a model (their queues drain first); explicit model control only. */
+  unloadModel(name: string): Promise<void> { return this.oneAtATime(() => this.unload1(name)); }
+
+  /** Load and unload requests run one after another (two loads of one folder must not interleave). */
+  private oneAtATime(fn: () => Promise<void>): Promise<void> {
+    const next = this.control.then(fn);
+    this.control = next.catch(() => {});
+    return next;
+  }
+
+  private async load1(name: string): Promise<void> {
+    this.explicitOnly('load');
+    if (!MODEL_NAME.test(name)) {
+      throw notFound(`no model folder ${quote(name)}: model names use letters, digits, _ and - only`);
+    }
+    const dir = path.join(this.root, name);
+    if (!isRealDirectory(dir)) throw notFound(`no model folder ${quote(name)} in the repository`);
+    await this.scanning;
+    this.unloaded.delete(name);
+    if (await this.scanModel(name)) this.emit('change');
+    this.get(name); // UNAVAILABLE with the reason when nothing loaded
+  }
+
+  private async unload1(name: string): Promise<void> {
+    this.explicitOnly('unload');
+    const versions = this.models.get(name);
+    if (!versions) throw notFound(`unknown model ${quote(name)}`);
+    await this.scanning;
+    this.models.delete(name);
+    this.configs.delete(name);
+    this.unloaded.add(name);
+    for (const v of versions.values()) await this.unload(name, v, 'a client asked');
+    this.o.hooks?.onUnload?.(name);
+    this.emit('change');
+  }
+
+  /** Every model folder's state for RepositoryIndex: its versions, or one row with no version when unloaded. */
+  index(): { name: string; version: string; state: string; reason: string }[] {
+    const STATES = { ready: 'READY', failed: 'UNAVAILABLE', loading: 'LOADING', waiting: 'LOADING' };
+    const rows = this.status().map(v => ({
+      name: v.model, version: v.version, state: STATES[v.state],
+      reason: v.state === 'failed' ? v.error ?? '' : v.state === 'waiting' ? 'its files are still being written' : '',
+    }));
+    for (const name of this.unloaded) rows.push({ name, version: '', state: 'UNAVAILABLE', reason: 'unloaded' });
+    return rows.sort((a, b) => a.name.localeCompare(b.name) || Number(a.version) - Number(b.version));
+  }
+
+  private explicitOnly(what: string): void {
+    if (this.modelControl !== 'explicit') {
+      throw new ServeError(Status.FAILED_PRECONDITION,
+        `explicit model ${what} is not allowed while the repository is polled (start the server with --model-control explicit)`);
+    }
   }
 
   /** True once the first scan has finished. */
@@ -81,13 +158,11 @@ export class ModelRepository extends EventEmitter {
   /** The model (version) a request names; NOT_FOUND or UNAVAILABLE (with the reason) otherwise. */
   get(name: string, version = ''): ServedModel {
     const versions = this.models.get(name);
-    if (!versions) {
-      const names = [...this.models.keys()].sort();
-      throw notFound(`unknown model "${name}" (the repository has ${names.length ? names.map(n => `"${n}"`).join(', ') : 'no models'})`);
-    }
+    // the message names no other models: which models a server has is not every client's business
+    if (!versions) throw notFound(`unknown model ${quote(name)}`);
     if (version) {
       const v = versions.get(version);
-      if (!v) throw notFound(`model "${name}" has no version "${version}" (versions: ${[...versions.keys()].join(', ') || 'none'})`);
+      if (!v) throw notFound(`model "${name}" has no version ${quote(version)} (versions: ${[...versions.keys()].join(', ') || 'none'})`);
       if (v.state !== 'ready' || !v.model) throw unavailable(`model "${name}" version ${version} is not ready: ${describe(v)}`);
       return v.model;
     }
@@ -127,7 +202,14 @@ export class ModelRepository extends EventEmitter {
     let entries: fs.Dirent[] = [];
     try { entries = fs.readdirSync(this.root, { withFileTypes: true }); } catch (e) { this.log(`model repository ${this.root}: ${(e as Error).message}`); }
     for (const d of entries) {
+      if (d.isSymbolicLink() && !d.name.startsWith('.')) {
+        // a link could point anywhere on the machine; only real folders of the repository are models
+        this.warnOnce(`link:${d.name}`, `model repository: skipping ${JSON.stringify(d.name)}: it is a symbolic link ` +
+          '(copy the model in, e.g. with fleet models add)');
+        continue;
+      }
       if (!d.isDirectory() || d.name.startsWith('.')) continue;
+      if (this.unloaded.has(d.name)) continue;
       if (!MODEL_NAME.test(d.name)) {
         this.warnOnce(`skip:${d.name}`, `model repository: skipping folder ${JSON.stringify(d.name)}: model names use letters, digits, _ and - only`);
         continue;
@@ -135,11 +217,14 @@ export class ModelRepository extends EventEmitter {
       seen.add(d.name);
       if (await this.scanModel(d.name)) changed = true;
     }
+    // an unloaded model whose folder is gone is forgotten (a new folder of that name is a new model)
+    for (const name of [...this.unloaded]) if (!isRealDirectory(path.join(this.root, name))) this.unloaded.delete(name);
     for (const name of [...this.models.keys()]) {
       if (seen.has(name)) continue;
       for (const v of this.models.get(name)!.values()) await this.unload(name, v, 'its folder was removed');
       this.models.delete(name);
       this.configs.delete(name);
+      this.o.hooks?.onUnload?.(name);
       changed = true;
     }
     this.scanned = true;
@@ -206,7 +291,7 @@ export class ModelRepository extends EventEmitter {
     const common = config ? [config] : [];
     let names: fs.Dirent[] = [];
     try { names = fs.readdirSync(dir, { withFileTypes: true }); } catch { return []; }
-    const versionDirs = names.filter(d => d.isDirectory() && /^[1-9]\d{0,8}$/.test(d.name));
+    const versionDirs = names.filter(d => d.isDirectory() && VERSION_FOLDER.test(d.name));
     if (versionDirs.length) return versionDirs.map(d => ({ version: d.name, ...onnxIn(path.join(dir, d.name), common) }));
     // a run directory (model.onnx at the top), or a fan-out ensemble (a config, no graph)
     if (names.some(d => d.isFile() && d.name.endsWith('.onnx'))) return [{ version: '1', ...onnxIn(dir, common) }];
@@ -240,6 +325,10 @@ function onnxIn(dir: string, common: string[]): { files: string[]; onnx?: string
   }
   const file = path.join(dir, pick);
   return { files: [file, ...common], onnx: file };
+}
+
+function isRealDirectory(p: string): boolean {
+  try { return fs.lstatSync(p).isDirectory(); } catch { return false; }
 }
 
 function mtime(f: string): number {

@@ -6,7 +6,9 @@ import type { Parameters, TensorMetadata } from './protocol.ts';
 
 export interface ServingHooks {
   onBatch?: (model: string, images: number) => void;
-  onQueued?: (model: string, seconds: number) => void;
+  onQueued?: (model: string, seconds: number, version: string) => void;
+  /** One session run (or fan-out) over `images` images took `seconds`. */
+  onRun?: (model: string, version: string, images: number, seconds: number) => void;
 }
 
 export interface ServedModel {

@@ -47,8 +47,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<
     malformed: counter('fleet_bus_malformed_messages_total', 'Messages dropped because they failed to decode or validate, by expected kind.', ['kind'] as const),
     reassemblyFailures: counter('fleet_chunk_reassembly_failures_total', 'Chunked transfers that failed their length, count or checksum check, or timed out.'),
     // serving
-    inferRequests: counter('fleet_inference_requests_total', 'Inference requests by model and gRPC status name (OK, NOT_FOUND, INVALID_ARGUMENT, ...).', ['model', 'status'] as const),
-    inferLatency: histogram('fleet_inference_request_duration_seconds', 'Inference request latency, from arrival to answer.', LATENCY_BUCKETS, ['model'] as const),
+    inferRequests: counter('fleet_inference_requests_total',
+      'Inference requests by model, version (empty when none resolved) and gRPC status name (OK, NOT_FOUND, ...).',
+      ['model', 'version', 'status'] as const),
+    inferLatency: histogram('fleet_inference_request_duration_seconds', 'Inference request latency, from arrival to answer.',
+      LATENCY_BUCKETS, ['model', 'version'] as const),
     inferQueue: histogram('fleet_inference_queue_duration_seconds', 'Time a request waited in the dynamic batcher before its batch ran.', LATENCY_BUCKETS, ['model'] as const),
     inferBatchSize: histogram('fleet_inference_batch_size', 'Images per session run after dynamic batching.', BATCH_BUCKETS, ['model'] as const),
     membersUnavailable: counter('fleet_ensemble_members_unavailable_total', 'Ensemble members that did not answer an inference request in time.', ['model'] as const),

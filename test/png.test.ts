@@ -2,8 +2,12 @@
 // white on black, the bounding box fitted into 20x20 preserving its aspect ratio, the centre of mass at the
 // centre of the field. Checked against real MNIST digits drawn large, dark, off-centre on light canvases.
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { pngToDigit, DIGIT_BOX, CENTRE } from '../engine/data/png.ts';
+import * as zlib from 'node:zlib';
+import { PNG } from 'pngjs';
+import { pngToDigit, readPngDigit, pngDimensions, DIGIT_BOX, CENTRE, PNG_LIMITS } from '../engine/data/png.ts';
 import { readImages } from '../engine/data/idx.ts';
 import { resolveDataDir, FILES } from '../engine/data/datasets.ts';
 import { Rng } from '../engine/util/random.ts';
@@ -83,5 +87,52 @@ describe('png: any PNG as an MNIST-style digit', () => {
     assert.ok(meanAbsDiff(pngToDigit(canvas(400, 400, (x, y) => [0, 0, 0, draw(x, y) ?? 0]), 400, 400), d) < 2);
     assert.ok(pngToDigit(canvas(50, 30, () => [240, 240, 240, 255]), 50, 30).every(v => v === 0));
     assert.throws(() => pngToDigit(new Uint8Array(10), 2, 2), /10 bytes for 2x2 RGBA/);
+  });
+});
+
+/** A PNG chunk: length, type, data, CRC-32 of type and data (written here from the PNG specification). */
+function chunk(type: string, data: Uint8Array): Buffer {
+  const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+  let crc = ~0;
+  for (const b of body) { crc ^= b; for (let k = 0; k < 8; k++) crc = (crc >>> 1) ^ (0xedb88320 & -(crc & 1)); }
+  const len = Buffer.alloc(4), sum = Buffer.alloc(4);
+  len.writeUInt32BE(data.length);
+  sum.writeUInt32BE(~crc >>> 0);
+  return Buffer.concat([len, body, sum]);
+}
+
+/** A grey 8-bit PNG whose header declares width x height, with `rows` rows of zeros actually compressed. */
+function declaredPng(width: number, height: number, rows: number): Buffer {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0); ihdr.writeUInt32BE(height, 4); ihdr[8] = 8; ihdr[9] = 0;
+  const idat = zlib.deflateSync(Buffer.alloc(rows * (width + 1)), { level: 9 });
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', idat), chunk('IEND', new Uint8Array(0))]);
+}
+
+describe('png: sizes checked from the header before decoding', () => {
+  let dir: string;
+  before(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-png-')); });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('a small PNG declaring 30000x30000 pixels (a decompression bomb) is refused from its header, naming the limit', () => {
+    const bomb = declaredPng(30000, 30000, 20);
+    assert.ok(bomb.length < 4096, `${bomb.length} bytes`);
+    const file = path.join(dir, 'bomb.png');
+    fs.writeFileSync(file, bomb);
+    assert.throws(() => readPngDigit(file), new RegExp(`bomb\\.png: not a readable PNG: the header declares 30000x30000 pixels; at most ${PNG_LIMITS.maxSide} per side`));
+    // within each side's limit but over the pixel count
+    assert.throws(() => pngDimensions(declaredPng(8000, 8000, 1)), /8000x8000 pixels.*16777216 pixels/);
+    assert.throws(() => pngDimensions(Buffer.from('GIF89a not a png at all, padded out')), /no PNG signature/);
+  });
+
+  it('a PNG within the limits still decodes: the header check agrees with pngjs', () => {
+    const png = new PNG({ width: 300, height: 200 });
+    png.data.fill(255);
+    const file = path.join(dir, 'ok.png');
+    fs.writeFileSync(file, PNG.sync.write(png));
+    assert.deepEqual(pngDimensions(fs.readFileSync(file)), { width: 300, height: 200 });
+    assert.equal(readPngDigit(file).length, 784);
+    // a tighter limit refuses the same file, so the limit is what decides
+    assert.throws(() => readPngDigit(file, { ...PNG_LIMITS, maxSide: 100 }), /300x200 pixels; at most 100 per side/);
   });
 });

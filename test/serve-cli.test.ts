@@ -91,9 +91,13 @@ describe('serve: fleet serve, fleet models add, fleet predict as processes', fun
     const bad = await runFleet(['predict', '--server', grpcAt, '--model', 'nope', '--idx', IDX, '--index', '0']);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^fleet: predict: NOT_FOUND: unknown model "nope"/);
+    // the REST binding shares the port with /metrics
+    const rest = await fetch(new URL('/v2/models/my-run', metricsUrl));
+    assert.equal(rest.status, 200);
+    assert.deepEqual(((await rest.json()) as { versions: string[] }).versions, ['1']);
     const text = await getText(metricsUrl);
-    assert.match(text, /fleet_inference_requests_total\{model="my-run",status="OK"\} [1-9]/);
-    assert.match(text, /fleet_inference_requests_total\{model="_unknown",status="NOT_FOUND"\} 1/);
+    assert.match(text, /fleet_inference_requests_total\{model="my-run",version="1",status="OK"\} [1-9]/);
+    assert.match(text, /fleet_inference_requests_total\{model="_unknown",version="",status="NOT_FOUND"\} 1/);
     assert.match(text, /fleet_inference_batch_size_bucket/);
 
     const onnx = path.join(dir, 'other.onnx');
@@ -126,6 +130,29 @@ describe('serve: fleet serve, fleet models add, fleet predict as processes', fun
     const r = await runFleet(['predict', '--server', grpcAt, '--model', 'my-run', '--idx', IDX, '--index', '10000']);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /has 10000 images/);
+  });
+
+  it('serve that cannot start exits 1 at once naming the cause (address in use, unreadable TLS file); predict refuses a PNG bomb', async () => {
+    const taken = grpcAt; // the running server's gRPC port
+    const inUse = await runFleet(['serve', '--models', repo, '--grpc', taken, '--http', 'off'], { timeoutMs: 30_000 });
+    assert.equal(inUse.code, 1, inUse.stderr);
+    assert.match(inUse.stderr, new RegExp(`gRPC: cannot listen on ${taken.replace(/\./g, '\\.')}: .*EADDRINUSE`));
+    const httpInUse = await runFleet(['serve', '--models', repo, '--grpc', '127.0.0.1:0', '--http', new URL(metricsUrl).host], { timeoutMs: 30_000 });
+    assert.equal(httpInUse.code, 1, httpInUse.stderr);
+    assert.match(httpInUse.stderr, /HTTP: cannot listen on .*EADDRINUSE/);
+    const missing = path.join(dir, 'no-such-cert.pem');
+    const noTls = await runFleet(['serve', '--models', repo, '--grpc', '127.0.0.1:0', '--http', 'off', '--tls-cert', missing, '--tls-key', missing], { timeoutMs: 30_000 });
+    assert.equal(noTls.code, 1, noTls.stderr);
+    assert.match(noTls.stderr, /TLS certificate .*no-such-cert\.pem: ENOENT/);
+    assert.equal(lines(noTls.stderr).length, 1, noTls.stderr);
+    // a 30000x30000 PNG header in a tiny file: a clear error, not gigabytes of memory
+    const bomb = new PNG({ width: 1, height: 1 });
+    const bytes = PNG.sync.write(bomb);
+    bytes.writeUInt32BE(30000, 16); bytes.writeUInt32BE(30000, 20); // the IHDR's width and height
+    fs.writeFileSync(path.join(dir, 'bomb.png'), bytes);
+    const p = await runFleet(['predict', '--server', grpcAt, '--model', 'my-run', '--image', path.join(dir, 'bomb.png')], { timeoutMs: 30_000 });
+    assert.equal(p.code, 1, p.stderr);
+    assert.match(p.stderr, /bomb\.png: not a readable PNG: the header declares 30000x30000 pixels/);
   });
 
   const haveOpenssl = spawnSync('openssl', ['version']).status === 0;

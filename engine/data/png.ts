@@ -15,10 +15,35 @@ export const DIGIT_BOX = 20;
 /** Where MNIST puts the centre of mass, in pixel indices (the test set's mean is 14.01, 13.99). */
 export const CENTRE = 14;
 
-export function readPngDigit(file: string): Uint8Array {
+/** Limits checked from the file and its IHDR header before anything is decoded (a decompression bomb: a 1.5 KB
+ * PNG can declare 30000x30000 pixels, 3.6 GB of RGBA and more as luminance). */
+export const PNG_LIMITS = { maxFileBytes: 32 * 1024 * 1024, maxSide: 8192, maxPixels: 16 * 1024 * 1024 };
+
+const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+/** Width and height from a PNG's IHDR chunk (the first one, right after the signature), checked against the limits. */
+export function pngDimensions(bytes: Uint8Array, limits = PNG_LIMITS): { width: number; height: number } {
+  if (bytes.length < 24 || SIGNATURE.some((b, i) => bytes[i] !== b)) throw new Error('not a PNG (no PNG signature)');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const first = String.fromCharCode(...bytes.subarray(12, 16));
+  if (first !== 'IHDR') throw new Error('not a PNG (the first chunk is not IHDR)');
+  const width = view.getUint32(16), height = view.getUint32(20);
+  if (width < 1 || height < 1) throw new Error(`the header declares ${width}x${height} pixels`);
+  if (width > limits.maxSide || height > limits.maxSide || width * height > limits.maxPixels) {
+    throw new Error(`the header declares ${width}x${height} pixels; at most ${limits.maxSide} per side and ` +
+      `${limits.maxPixels} pixels are read`);
+  }
+  return { width, height };
+}
+
+export function readPngDigit(file: string, limits = PNG_LIMITS): Uint8Array {
   let png: PNG;
   try {
-    png = PNG.sync.read(fs.readFileSync(file));
+    const size = fs.statSync(file).size;
+    if (size > limits.maxFileBytes) throw new Error(`${size} bytes; at most ${limits.maxFileBytes} are read`);
+    const bytes = fs.readFileSync(file);
+    pngDimensions(bytes, limits);
+    png = PNG.sync.read(bytes);
   } catch (e) {
     throw new Error(`${file}: not a readable PNG: ${(e as Error).message}`);
   }
