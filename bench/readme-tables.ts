@@ -12,14 +12,22 @@ import { pathToFileURL } from 'node:url';
 import { EXPERIMENTS, type Experiment } from './experiments.ts';
 import { readResultsFile, resultsPath, MODES, type ResultsFile } from './results-file.ts';
 import { ROOT, RESULTS_DIR } from './results.ts';
+import { writeFileAtomic } from '../engine/util/atomic.ts';
 
 const MARKER = /<!-- results:([a-z0-9-]+) -->\n([\s\S]*?)<!-- \/results:([a-z0-9-]+) -->/g;
 
-export interface TableSource { root: string; resultsDir: string; experiments: readonly Experiment[] }
+export interface TableSource {
+  root: string;
+  resultsDir: string;
+  experiments: readonly Experiment[];
+}
 const defaults: TableSource = { root: ROOT, resultsDir: RESULTS_DIR, experiments: EXPERIMENTS };
 
 /** The results file a table is made from: full when complete, else quick, else an incomplete full run. */
-export function chooseResults(name: string, src: TableSource = defaults): { file: string; results: ResultsFile } | null {
+export function chooseResults(
+  name: string,
+  src: TableSource = defaults,
+): { file: string; results: ResultsFile } | null {
   const found = MODES.map(mode => {
     const file = resultsPath(src.resultsDir, name, mode);
     const results = readResultsFile(path.resolve(src.root, file));
@@ -35,12 +43,17 @@ const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 /** What goes between an experiment's markers (starting and ending with a newline-terminated line). */
 export function renderBlock(name: string, src: TableSource = defaults): string {
   const e = src.experiments.find(x => x.name === name);
-  if (!e) throw new Error(`README marker results:${name}: no such experiment (known: ${src.experiments.map(x => x.name).join(', ')})`);
+  if (!e)
+    throw new Error(
+      `README marker results:${name}: no such experiment (known: ${src.experiments.map(x => x.name).join(', ')})`,
+    );
   const chosen = chooseResults(name, src);
   const pattern = posix(path.join(src.resultsDir, `${name}.{quick,full}.json`));
   if (!chosen) {
-    return `_Not yet measured by \`fleet bench results\`: no ${pattern}. ` +
-      `Run \`fleet bench results --quick --only ${name}\`, then \`fleet bench results --readme\`._\n`;
+    return (
+      `_Not yet measured by \`fleet bench results\`: no ${pattern}. ` +
+      `Run \`fleet bench results --quick --only ${name}\`, then \`fleet bench results --readme\`._\n`
+    );
   }
   const { file, results } = chosen;
   const table = e.table(results);
@@ -48,20 +61,35 @@ export function renderBlock(name: string, src: TableSource = defaults): string {
   const lines = [
     `| ${[...table.header, 'source'].map(cell).join(' | ')} |`,
     `|${[...table.header, 'source'].map(() => '---').join('|')}|`,
-    ...table.rows.map(r => `| ${[...r.cells, `${base}, ${results.mode}, ${r.run.date.slice(0, 10)}`].map(cell).join(' | ')} |`),
+    ...table.rows.map(
+      r => `| ${[...r.cells, `${base}, ${results.mode}, ${r.run.date.slice(0, 10)}`].map(cell).join(' | ')} |`,
+    ),
   ];
   const m = results.machine as Record<string, unknown>;
-  const commit = results.commit ? `commit ${results.commit.slice(0, 12)}${results.dirty ? ' (tree modified)' : ''}` : 'commit unknown';
+  const commit = results.commit
+    ? `commit ${results.commit.slice(0, 12)}${results.dirty ? ' (tree modified)' : ''}`
+    : 'commit unknown';
   const missing = results.complete ? '' : ` Incomplete: ${results.runs.length} run(s) finished so far.`;
-  lines.push('', `_${e.title}. From [${posix(file)}](${posix(file)}) (\`fleet bench results --${results.mode}\`, ${commit}, ` +
-    `${results.date.slice(0, 10)}; ${m.cpu}, ${m.cores} cores, Node ${m.node}, onnxruntime-node ${m.onnxruntime_node}).${missing}_`);
+  lines.push(
+    '',
+    `_${e.title}. From [${posix(file)}](${posix(file)}) (\`fleet bench results --${results.mode}\`, ${commit}, ` +
+      `${results.date.slice(0, 10)}; ${m.cpu}, ${m.cores} cores, Node ${m.node}, ` +
+      `onnxruntime-node ${m.onnxruntime_node}).${missing}_`,
+  );
   return lines.join('\n') + '\n';
 }
 
-export interface Mismatch { name: string; expected: string; actual: string }
+export interface Mismatch {
+  name: string;
+  expected: string;
+  actual: string;
+}
 
 /** Every marked table of a README, with what it holds and what the results files give. */
-export function readmeTables(readme: string, src: TableSource = defaults): Array<Mismatch & { start: number; end: number }> {
+export function readmeTables(
+  readme: string,
+  src: TableSource = defaults,
+): Array<Mismatch & { start: number; end: number }> {
   const opens = [...readme.matchAll(/<!-- results:([a-z0-9-]+) -->/g)].length;
   const blocks = [...readme.matchAll(MARKER)].map(m => {
     if (m[1] !== m[3]) throw new Error(`README: marker results:${m[1]} is closed by /results:${m[3]}`);
@@ -74,7 +102,9 @@ export function readmeTables(readme: string, src: TableSource = defaults): Array
 
 /** The tables whose text differs from what the results files give. */
 export const readmeMismatches = (readme: string, src: TableSource = defaults): Mismatch[] =>
-  readmeTables(readme, src).filter(b => b.actual !== b.expected).map(({ name, expected, actual }) => ({ name, expected, actual }));
+  readmeTables(readme, src)
+    .filter(b => b.actual !== b.expected)
+    .map(({ name, expected, actual }) => ({ name, expected, actual }));
 
 /** The README with every marked table regenerated. */
 export function regenerateReadme(readme: string, src: TableSource = defaults): string {
@@ -92,7 +122,7 @@ export function updateReadme(src: TableSource = defaults): string[] {
   const file = path.join(src.root, 'README.md');
   const readme = fs.readFileSync(file, 'utf8');
   const changed = readmeMismatches(readme, src).map(m => m.name);
-  if (changed.length) fs.writeFileSync(file, regenerateReadme(readme, src));
+  if (changed.length) writeFileAtomic(file, regenerateReadme(readme, src));
   return changed;
 }
 
@@ -104,7 +134,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.ar
       process.exit(bad.length ? 1 : 0);
     }
     const changed = updateReadme();
-    process.stdout.write(changed.length ? `README.md: regenerated ${changed.join(', ')}\n` : 'README.md: every table is up to date\n');
+    process.stdout.write(
+      changed.length ? `README.md: regenerated ${changed.join(', ')}\n` : 'README.md: every table is up to date\n',
+    );
   } catch (e) {
     process.stderr.write(`readme-tables: ${(e as Error).message}\n`);
     process.exit(1);

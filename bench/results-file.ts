@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { versions } from '../util/versions.ts';
 
 export const MODES = ['quick', 'full'] as const;
-export type Mode = typeof MODES[number];
+export type Mode = (typeof MODES)[number];
 export const RESULTS_FORMAT = 1;
 /** Results files larger than this are refused (the largest holds a few hundred runs' summaries). */
 const MAX_FILE_BYTES = 16 * 2 ** 20;
@@ -48,17 +48,27 @@ export interface ResultsFile extends Provenance {
   runs: RunRecord[];
 }
 
-export const resultsPath = (dir: string, experiment: string, mode: Mode) => path.join(dir, `${experiment}.${mode}.json`);
+export const resultsPath = (dir: string, experiment: string, mode: Mode) =>
+  path.join(dir, `${experiment}.${mode}.json`);
 
 /** The commit of `root` and whether its tree differs from it, leaving out `exclude` (the results being written). */
 export function provenance(root: string, exclude: string[] = []): Provenance {
   let commit: string | null = null;
   let dirty: boolean | null = null;
   try {
-    commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const inside = exclude.map(p => path.relative(root, path.resolve(root, p))).filter(p => p && !p.startsWith('..') && !path.isAbsolute(p));
-    const status = execFileSync('git', ['status', '--porcelain', '--', '.', ...inside.map(p => `:(exclude)${p}`)],
-      { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    commit = execFileSync('git', ['rev-parse', 'HEAD'], {
+      cwd: root,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
+    const inside = exclude
+      .map(p => path.relative(root, path.resolve(root, p)))
+      .filter(p => p && !p.startsWith('..') && !path.isAbsolute(p));
+    const status = execFileSync('git', ['status', '--porcelain', '--', '.', ...inside.map(p => `:(exclude)${p}`)], {
+      cwd: root,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     dirty = status.trim() !== '';
   } catch {
     // not a git checkout (or no git): recorded as unknown
@@ -70,7 +80,8 @@ export function provenance(root: string, exclude: string[] = []): Provenance {
 export function readResultsFile(file: string): ResultsFile | null {
   if (!fs.existsSync(file)) return null;
   const size = fs.statSync(file).size;
-  if (size > MAX_FILE_BYTES) throw new Error(`${file}: ${size} bytes, more than a results file may hold (${MAX_FILE_BYTES})`);
+  if (size > MAX_FILE_BYTES)
+    throw new Error(`${file}: ${size} bytes, more than a results file may hold (${MAX_FILE_BYTES})`);
   let v: unknown;
   try {
     v = JSON.parse(fs.readFileSync(file, 'utf8'));

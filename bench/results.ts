@@ -10,8 +10,18 @@ import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { lastJsonObject } from './compare.ts';
 import type { Experiment, RunSpec } from './experiments.ts';
 import {
-  provenance, readResultsFile, resultsPath, isObject, pick, NAME_PATTERN, RESULTS_FORMAT,
-  type Mode, type Provenance, type ResultsFile, type RunRecord, type Json,
+  provenance,
+  readResultsFile,
+  resultsPath,
+  isObject,
+  pick,
+  NAME_PATTERN,
+  RESULTS_FORMAT,
+  type Mode,
+  type Provenance,
+  type ResultsFile,
+  type RunRecord,
+  type Json,
 } from './results-file.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,7 +46,13 @@ export interface RunnerOptions {
   onSpawn?: (child: ChildProcess, run: RunSpec) => void;
 }
 
-export interface ExperimentOutcome { name: string; file: string; trained: number; skipped: number; error?: string }
+export interface ExperimentOutcome {
+  name: string;
+  file: string;
+  trained: number;
+  skipped: number;
+  error?: string;
+}
 
 /** The runs of an experiment in a mode, checked: names usable as paths, outputs inside the runs folder. */
 export function experimentRuns(e: Experiment, mode: Mode, runsDir: string): RunSpec[] {
@@ -45,9 +61,11 @@ export function experimentRuns(e: Experiment, mode: Mode, runsDir: string): RunS
   const specs = e.runs(mode, dir);
   const ids = new Set<string>();
   for (const s of specs) {
-    if (!NAME_PATTERN.test(s.id) || ids.has(s.id)) throw new Error(`experiment ${e.name}: run "${s.id}" is not a valid, unique name`);
+    if (!NAME_PATTERN.test(s.id) || ids.has(s.id))
+      throw new Error(`experiment ${e.name}: run "${s.id}" is not a valid, unique name`);
     ids.add(s.id);
-    if (s.outDir !== undefined && !inside(s.outDir, dir)) throw new Error(`experiment ${e.name}: run ${s.id} writes outside ${dir}`);
+    if (s.outDir !== undefined && !inside(s.outDir, dir))
+      throw new Error(`experiment ${e.name}: run ${s.id} writes outside ${dir}`);
   }
   return specs;
 }
@@ -68,8 +86,8 @@ export async function runExperiments(o: RunnerOptions): Promise<ExperimentOutcom
   const log = o.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   // the code being measured: the tree as it is now, leaving out what this command writes
   const code = provenance(root, [outDir, path.resolve(root, runsDir)]);
-  log(`fleet bench results --${o.mode}: ${o.experiments.length} experiment(s), commit ${code.commit?.slice(0, 12) ?? 'unknown'}` +
-    `${code.dirty ? ' (tree modified)' : ''}, results in ${outDir}`);
+  const commit = `${code.commit?.slice(0, 12) ?? 'unknown'}${code.dirty ? ' (tree modified)' : ''}`;
+  log(`fleet bench results --${o.mode}: ${o.experiments.length} experiment(s), commit ${commit}, results in ${outDir}`);
   const outcomes: ExperimentOutcome[] = [];
   for (const e of o.experiments) {
     const file = resultsPath(outDir, e.name, o.mode);
@@ -85,8 +103,16 @@ export async function runExperiments(o: RunnerOptions): Promise<ExperimentOutcom
   return outcomes;
 }
 
-async function runExperiment(e: Experiment, file: string, code: Provenance, runsDir: string, root: string, o: RunnerOptions,
-  log: (line: string) => void, outcome: ExperimentOutcome): Promise<void> {
+async function runExperiment(
+  e: Experiment,
+  file: string,
+  code: Provenance,
+  runsDir: string,
+  root: string,
+  o: RunnerOptions,
+  log: (line: string) => void,
+  outcome: ExperimentOutcome,
+): Promise<void> {
   const specs = experimentRuns(e, o.mode, runsDir);
   const prev = readResultsFile(file);
   if (prev && (prev.experiment !== e.name || prev.mode !== o.mode)) {
@@ -119,11 +145,24 @@ async function runExperiment(e: Experiment, file: string, code: Provenance, runs
   if (changed && outcome.trained === 0) writeResults(file, e, o.mode, specs, done, code);
 }
 
-function writeResults(file: string, e: Experiment, mode: Mode, specs: RunSpec[], done: Map<string, RunRecord>, code: Provenance): void {
+function writeResults(
+  file: string,
+  e: Experiment,
+  mode: Mode,
+  specs: RunSpec[],
+  done: Map<string, RunRecord>,
+  code: Provenance,
+): void {
   const runs = specs.filter(s => done.has(s.id)).map(s => done.get(s.id)!);
   const results: ResultsFile = {
-    format: RESULTS_FORMAT, experiment: e.name, title: e.title, mode, complete: runs.length === specs.length,
-    ...code, date: new Date().toISOString(), runs,
+    format: RESULTS_FORMAT,
+    experiment: e.name,
+    title: e.title,
+    mode,
+    complete: runs.length === specs.length,
+    ...code,
+    date: new Date().toISOString(),
+    runs,
   };
   writeFileAtomic(file, JSON.stringify(results, null, 2) + '\n');
 }
@@ -139,7 +178,9 @@ async function runOne(spec: RunSpec, code: Provenance, root: string, o: RunnerOp
     o.onSpawn?.(child, spec);
     let out = '';
     let errTail = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { out = (out + d).slice(-MAX_STDOUT_CHARS); });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out = (out + d).slice(-MAX_STDOUT_CHARS);
+    });
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       (o.childStderr ?? (t => process.stderr.write(t)))(d);
       errTail = (errTail + d).slice(-2000);
@@ -191,7 +232,10 @@ export function listExperiments(experiments: readonly Experiment[], mode: Mode, 
     const specs = experimentRuns(e, mode, runsDir);
     const minutes = specs.reduce((a, s) => a + s.minutes, 0);
     total += minutes;
-    lines.push(`${e.name} (${specs.length} run${specs.length === 1 ? '' : 's'}, ~${formatMinutes(minutes)}): ${e.title}`);
+    lines.push(
+      `${e.name} (${specs.length} run${specs.length === 1 ? '' : 's'}, ~${formatMinutes(minutes)}): ${e.title}`,
+    );
+    if (e.needs) lines.push(`  needs ${e.needs}`);
     for (const s of specs) lines.push(`  ${s.id} (~${formatMinutes(s.minutes)}): ${commandOf(s).join(' ')}`);
   }
   lines.push(`total (--${mode}): ~${formatMinutes(total)} on 2 cores when the machine is quiet`);

@@ -3,6 +3,7 @@
 // `fleet bench results`: the experiments behind the README's published numbers (bench/results.ts), and its tables.
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { parse, intOption, choiceOption, UsageError } from '../util/args.ts';
 import { benchTrain, benchInfer, benchAugmentShare } from '../bench/throughput.ts';
 import { runMilGrid } from '../bench/mil-grid.ts';
@@ -205,14 +206,22 @@ function poolingsOption(values: Values): Pooling[] {
 /** fleet bench results: run the experiments (bench/results.ts), list them, or regenerate the README's tables. */
 async function results(values: Values): Promise<void> {
   for (const name of Object.keys(OPTIONS)) {
-    if (values[name] !== undefined && ![...RESULTS_ONLY, 'json', 'help'].includes(name)) throw new UsageError(`--${name}: not an option of fleet bench results`);
+    if (values[name] !== undefined && ![...RESULTS_ONLY, 'json', 'help'].includes(name)) {
+      throw new UsageError(`--${name}: not an option of fleet bench results`);
+    }
   }
   if (values.quick && values.full) throw new UsageError('--quick and --full: give one or the other');
   const mode = values.full ? 'full' : 'quick';
   let experiments;
-  try { experiments = selectExperiments(EXPERIMENTS, values.only as string | undefined); } catch (e) { throw new UsageError((e as Error).message); }
+  try {
+    experiments = selectExperiments(EXPERIMENTS, values.only as string | undefined);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   if (values.readme) {
-    for (const name of ['quick', 'full', 'only', 'list', 'out-dir']) if (values[name] !== undefined) throw new UsageError(`--${name}: not with --readme`);
+    for (const name of ['quick', 'full', 'only', 'list', 'out-dir']) {
+      if (values[name] !== undefined) throw new UsageError(`--${name}: not with --readme`);
+    }
     const changed = updateReadme();
     if (values.json) process.stdout.write(`${JSON.stringify({ bench: 'results', readme: 'README.md', changed })}\n`);
     else process.stdout.write(changed.length ? `README.md: regenerated ${changed.join(', ')}\n` : 'README.md: every table is up to date\n');
@@ -220,9 +229,26 @@ async function results(values: Values): Promise<void> {
   }
   if (values.list) { process.stdout.write(listExperiments(experiments, mode)); return; }
   const outDir = values['out-dir'] === undefined ? undefined : path.resolve(values['out-dir'] as string);
-  const outcomes = await runExperiments({ experiments, mode, outDir });
+  // stopped from outside (Ctrl-C, kill): take the running child along; finished runs are already in their files
+  let current: ChildProcess | undefined;
+  const stop = (signal: NodeJS.Signals) => {
+    current?.kill(signal);
+    process.stderr.write(`fleet bench results: ${signal}: stopped; the same command resumes\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', stop).once('SIGTERM', stop);
+  const outcomes = await runExperiments({ experiments, mode, outDir, onSpawn: child => { current = child; } });
+  process.off('SIGINT', stop).off('SIGTERM', stop);
   const failed = outcomes.filter(o => o.error);
   if (values.json) process.stdout.write(`${JSON.stringify({ bench: 'results', mode, experiments: outcomes })}\n`);
-  else for (const o of outcomes) process.stdout.write(`${o.name}: ${o.error ? `FAILED (${o.error.split('\n')[0]})` : `${o.trained} run(s), ${o.skipped} done already`}; ${o.file}\n`);
-  if (failed.length) throw new Error(`${failed.length} experiment(s) failed: ${failed.map(o => o.name).join(', ')} (rerun the same command to resume)`);
+  else {
+    for (const o of outcomes) {
+      const what = o.error ? `FAILED (${o.error.split('\n')[0]})` : `${o.trained} run(s), ${o.skipped} done already`;
+      process.stdout.write(`${o.name}: ${what}; ${o.file}\n`);
+    }
+  }
+  if (failed.length) {
+    const names = failed.map(o => o.name).join(', ');
+    throw new Error(`${failed.length} experiment(s) failed: ${names} (the same command resumes the rest)`);
+  }
 }
