@@ -133,7 +133,7 @@ async function runExperiment(
       log(`${tag} done already (${file}): ${commandOf(spec).join(' ')}`);
       continue;
     }
-    log(`${tag} ~${spec.minutes} min: ${commandOf(spec).join(' ')}`);
+    log(`${tag} ~${formatMinutes(spec.minutes)}: ${commandOf(spec).join(' ')}`);
     const record = await runOne(spec, code, root, o);
     log(`${tag} finished in ${record.seconds.toFixed(0)} s`);
     done.set(spec.id, record);
