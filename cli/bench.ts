@@ -1,7 +1,9 @@
 // `fleet bench train|infer|augment|serve|scale|mil-grid`: throughput, serving and cluster benchmarks, and the MIL sweep of Ilse et al. 2018 (test AUC
 // against the number of training bags); results go to stdout (--json) and optionally a file.
+// `fleet bench results`: the experiments behind the README's published numbers (bench/results.ts), and its tables.
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { parse, intOption, choiceOption, UsageError } from '../util/args.ts';
 import { benchTrain, benchInfer, benchAugmentShare } from '../bench/throughput.ts';
 import { runMilGrid } from '../bench/mil-grid.ts';
@@ -11,8 +13,11 @@ import { POOLINGS, type Pooling } from '../engine/model/mil.ts';
 import { checkCuda } from '../engine/runtime.ts';
 import { versions } from '../util/versions.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
+import { EXPERIMENTS, selectExperiments } from '../bench/experiments.ts';
+import { runExperiments, listExperiments } from '../bench/results.ts';
+import { updateReadme } from '../bench/readme-tables.ts';
 
-const HELP = `usage: fleet bench train|infer|augment|mil-grid|serve|scale [options]
+const HELP = `usage: fleet bench train|infer|augment|mil-grid|serve|scale|results [options]
 
 train     images per second of a full CNN training step (forward, loss, all gradients, AdamW update)
 infer     images per second of the exported CNN model (BatchNorm folded, weights baked in)
@@ -30,6 +35,10 @@ scale     the cluster over a local nats-server (starts its own): an ensemble of 
           spent outside compute (serialisation, transport, aggregation) and the bytes sent per step, and
           the same bytes alone through the nats-server (the transport floor; results in
           bench/results/scale.json unless --out FILE)
+results   every experiment behind the README's numbers (CNN, SimCLR, MIL, ensembles, Fashion-MNIST, speed
+          against PyTorch), each run as a fleet command in a child process; one results file per experiment
+          and mode (commit, date, machine, versions, exact commands) in bench/results/experiments/NAME.MODE.json,
+          written after every run. Resumable: a run whose command is in the file already is skipped.
 
 options:
   --threads N      ONNX Runtime intra-op threads (default: all cores)
@@ -52,6 +61,14 @@ mil-grid options:
   --epochs N       training epochs per run (default 40, as fleet train mil)
   --test-bags N    test bags per run (default 250)
 
+results options:
+  --quick          the small settings, about 30 minutes on 2 cores (the default)
+  --full           the README's full settings (about 18 hours, 16 of them the whole MIL grid)
+  --only LIST      only these experiments, e.g. cnn,simclr (see --list)
+  --list           print the experiments, their commands and estimated minutes; run nothing
+  --out-dir DIR    the results files (default bench/results/experiments)
+  --readme         regenerate README.md's tables between <!-- results:NAME --> markers from the results files
+
 scale options:
   --member-steps N training steps (batch 64) per ensemble member (default 20)
   --rounds N       rounds of (1 worker, 2 workers), interleaved (default 4; 0 skips the ensemble part)
@@ -67,9 +84,12 @@ export const OPTIONS = {
   sizes: { type: 'string' }, seeds: { type: 'string' }, 'seed-list': { type: 'string' }, poolings: { type: 'string' },
   epochs: { type: 'string' }, 'test-bags': { type: 'string' },
   'member-steps': { type: 'string' }, rounds: { type: 'string' }, 'dp-steps': { type: 'string' }, 'dp-batch': { type: 'string' },
+  quick: { type: 'boolean' }, full: { type: 'boolean' }, only: { type: 'string' }, list: { type: 'boolean' }, 'out-dir': { type: 'string' },
+  readme: { type: 'boolean' },
 } as const;
 
-const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'serve', 'scale'] as const;
+const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'serve', 'scale', 'results'] as const;
+const RESULTS_ONLY = ['quick', 'full', 'only', 'list', 'out-dir', 'readme'];
 const THROUGHPUT_ONLY = ['batch-size', 'warmup', 'iters'];
 const MIL_GRID_ONLY = ['sizes', 'seeds', 'seed-list', 'poolings', 'epochs', 'test-bags'];
 const SCALE_ONLY = ['member-steps', 'rounds', 'dp-steps', 'dp-batch'];
@@ -79,10 +99,11 @@ export default async function bench(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
   if (values.help) { process.stdout.write(HELP); return; }
   const kind = positionals[0];
-  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput), mil-grid (MIL sweep), serve (gRPC serving) or scale (cluster), got ${kind ? `"${kind}"` : 'nothing'}`);
+  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput), mil-grid (MIL sweep), serve (gRPC serving), scale (cluster) or results (the README's experiments), got ${kind ? `"${kind}"` : 'nothing'}`);
   if (positionals.length > 1) throw new UsageError(`bench: unexpected argument "${positionals[1]}"`);
   const foreign = kind === 'mil-grid' ? [...THROUGHPUT_ONLY, ...SCALE_ONLY] : kind === 'scale' ? [...THROUGHPUT_ONLY, ...MIL_GRID_ONLY, 'threads', 'device'] : [...MIL_GRID_ONLY, ...SCALE_ONLY];
-  for (const name of foreign) {
+  if (kind === 'results') return results(values);
+  for (const name of [...foreign, ...RESULTS_ONLY]) {
     if (values[name as keyof typeof values] !== undefined) throw new UsageError(`--${name}: not an option of fleet bench ${kind}`);
   }
   if (kind === 'mil-grid') return milGrid(values);
@@ -180,4 +201,54 @@ function poolingsOption(values: Values): Pooling[] {
   const dup = items.find((x, i) => items.indexOf(x) !== i);
   if (dup !== undefined) throw new UsageError(`--poolings: ${dup} is listed twice in "${raw}"`);
   return items as Pooling[];
+}
+
+/** fleet bench results: run the experiments (bench/results.ts), list them, or regenerate the README's tables. */
+async function results(values: Values): Promise<void> {
+  for (const name of Object.keys(OPTIONS)) {
+    if (values[name] !== undefined && ![...RESULTS_ONLY, 'json', 'help'].includes(name)) {
+      throw new UsageError(`--${name}: not an option of fleet bench results`);
+    }
+  }
+  if (values.quick && values.full) throw new UsageError('--quick and --full: give one or the other');
+  const mode = values.full ? 'full' : 'quick';
+  let experiments;
+  try {
+    experiments = selectExperiments(EXPERIMENTS, values.only as string | undefined);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (values.readme) {
+    for (const name of ['quick', 'full', 'only', 'list', 'out-dir']) {
+      if (values[name] !== undefined) throw new UsageError(`--${name}: not with --readme`);
+    }
+    const changed = updateReadme();
+    if (values.json) process.stdout.write(`${JSON.stringify({ bench: 'results', readme: 'README.md', changed })}\n`);
+    else process.stdout.write(changed.length ? `README.md: regenerated ${changed.join(', ')}\n` : 'README.md: every table is up to date\n');
+    return;
+  }
+  if (values.list) { process.stdout.write(listExperiments(experiments, mode)); return; }
+  const outDir = values['out-dir'] === undefined ? undefined : path.resolve(values['out-dir'] as string);
+  // stopped from outside (Ctrl-C, kill): take the running child along; finished runs are already in their files
+  let current: ChildProcess | undefined;
+  const stop = (signal: NodeJS.Signals) => {
+    current?.kill(signal);
+    process.stderr.write(`fleet bench results: ${signal}: stopped; the same command resumes\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', stop).once('SIGTERM', stop);
+  const outcomes = await runExperiments({ experiments, mode, outDir, onSpawn: child => { current = child; } });
+  process.off('SIGINT', stop).off('SIGTERM', stop);
+  const failed = outcomes.filter(o => o.error);
+  if (values.json) process.stdout.write(`${JSON.stringify({ bench: 'results', mode, experiments: outcomes })}\n`);
+  else {
+    for (const o of outcomes) {
+      const what = o.error ? `FAILED (${o.error.split('\n')[0]})` : `${o.trained} run(s), ${o.skipped} done already`;
+      process.stdout.write(`${o.name}: ${what}; ${o.file}\n`);
+    }
+  }
+  if (failed.length) {
+    const names = failed.map(o => o.name).join(', ');
+    throw new Error(`${failed.length} experiment(s) failed: ${names} (the same command resumes the rest)`);
+  }
 }
