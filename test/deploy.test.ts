@@ -584,17 +584,21 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
 
   it('every fleet_* metric named in deploy/, docs/deploy.md and the Grafana dashboard is one fleet exports', async () => {
     const exported = new Set<string>();
-    for (const m of await createMetrics({ defaultMetrics: false }).registry.getMetricsAsJSON()) {
+    const { registry } = createMetrics({ defaultMetrics: false });
+    for (const m of await registry.getMetricsAsJSON()) {
       exported.add(m.name);
       if (String(m.type) === 'histogram') for (const s of ['_bucket', '_sum', '_count']) exported.add(m.name + s);
+      // label names too: the job id is the label fleet_job
+      for (const l of (registry.getSingleMetric(m.name) as unknown as { labelNames?: string[] }).labelNames ?? []) if (l.startsWith('fleet_')) exported.add(l);
     }
+    assert.ok(exported.has('fleet_job'), 'the job label');
     assert.ok(exported.has('fleet_worker_info'), 'the deploy metric (GPU per worker) is registered');
     const files = [...filesUnder('deploy'), 'docs/deploy.md', ...filesUnder('dashboard/grafana')].filter(f => /\.(ya?ml|json|md|conf|mjs)$|Dockerfile/.test(f));
     let refs = 0;
     for (const f of files) {
       for (const m of read(f).matchAll(/\bfleet_[a-z0-9_]+/g)) {
         refs++;
-        assert.ok(exported.has(m[0]), `${f}: ${m[0]} is not a metric fleet exports`);
+        assert.ok(exported.has(m[0]), `${f}: ${m[0]} is not a metric (or label) fleet exports`);
       }
     }
     assert.ok(refs > 0, 'docs/deploy.md names the metrics to watch');

@@ -58,10 +58,10 @@ describe('metrics: an embedded coordinator and two workers after a 2-member job'
     assert.equal(sample(s, 'fleet_task_retries_total'), 0);
     for (const member of ['member-1', 'member-2']) {
       const last = metricsJson.histories[member].at(-1);
-      assert.equal(sample(s, 'fleet_training_loss', { job: job.id, member, split: 'train' }), last.train_loss);
-      assert.equal(sample(s, 'fleet_training_loss', { job: job.id, member, split: 'test' }), last.test_loss);
-      assert.equal(sample(s, 'fleet_training_accuracy_ratio', { job: job.id, member, split: 'train' }), last.train_accuracy);
-      assert.equal(sample(s, 'fleet_training_accuracy_ratio', { job: job.id, member, split: 'test' }), last.test_accuracy);
+      assert.equal(sample(s, 'fleet_training_loss', { fleet_job: job.id, member, split: 'train' }), last.train_loss);
+      assert.equal(sample(s, 'fleet_training_loss', { fleet_job: job.id, member, split: 'test' }), last.test_loss);
+      assert.equal(sample(s, 'fleet_training_accuracy_ratio', { fleet_job: job.id, member, split: 'train' }), last.train_accuracy);
+      assert.equal(sample(s, 'fleet_training_accuracy_ratio', { fleet_job: job.id, member, split: 'test' }), last.test_accuracy);
     }
     assert.ok(s.has('process_cpu_seconds_total'), 'default process metrics');
   });
