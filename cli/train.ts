@@ -63,7 +63,7 @@ cnn options:
   --limit-test N      use only the first N test images
 
 ensembles (model.onnx is then ONE graph: every member plus the weighted vote; members/ has each member):
-  --members K         number of members (snapshot: number of learning-rate cycles)
+  --members K         number of members (snapshot: number of learning-rate cycles); required with --ensemble
   --ensemble KIND     voting (default with --members: K seeds on the full training split), bagging
                       (each member on a bootstrap sample), snapshot (one run, cyclic cosine learning rate,
                       a member at the end of each cycle; --epochs a multiple of K) or selection (a pool of K
@@ -104,7 +104,7 @@ simclr options:
   --limit-test N      use only the first N test images
 
 ensembles of SimCLR members (each: pre-training with its own seed + its linear probe):
-  --members K         number of members
+  --members K         number of members; required with --ensemble
   --ensemble KIND     voting (default) or selection (the probes hold out --val-fraction of the training
                       images; Caruana selection on their validation predictions)
   --val-fraction F    selection: share held out from the probes' training (default 0.15)
@@ -261,7 +261,9 @@ const trainCnnRun: ModelRun = async (values, run) => {
 const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 'simclr'): Promise<RunResult | null> => {
   const kinds = model === 'cnn' ? ENSEMBLE_KINDS : (['voting', 'selection'] as const);
   const kind = choiceOption(values, 'ensemble', kinds, 'voting');
-  const members = intOption(values, 'members', 5, 1);
+  // no silent default: an ensemble of several full trainings is too costly to start by omission
+  if (values.members === undefined) throw new UsageError(`--ensemble ${kind}: needs --members K (the number of members)`);
+  const members = intOption(values, 'members', 0, 1);
   const recipeName = model === 'cnn' ? choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet') : 'simclr';
   const recipe = { ...(model === 'cnn' ? RECIPES[recipeName] : SIMCLR_RECIPE) };
   recipe.lr = positive(values, 'lr', recipe.lr);

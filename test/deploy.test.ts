@@ -32,7 +32,7 @@ import type { OptionSpec } from '../util/args.ts';
  */
 const CONTRACT: Record<string, string[]> = {
   coordinator: ['nats', 'state', 'http', 'grpc'],
-  worker: ['nats', 'device', 'threads', 'metrics'],
+  worker: ['nats', 'device', 'threads', 'http'],
   serve: ['models', 'grpc', 'http'],
 };
 /** The flags whose HOST:PORT a process listens on, and which of them serve /metrics. */

@@ -85,7 +85,7 @@ describe('Prometheus scrapes a coordinator and a worker with the shipped configu
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-prometheus-'));
     nats = await startNatsServer();
     c = await group.coordinator(nats.url, path.join(tmp, 'state'));
-    const w = await group.worker(nats.url, 'pw', ['--metrics', '127.0.0.1:0']);
+    const w = await group.worker(nats.url, 'pw', ['--http', '127.0.0.1:0']);
     const workerUrl = new URL((await w.waitForLog(/metrics at (http:\/\/[\d.]+:\d+\/metrics)/))[1]);
     const dir = path.join(tmp, 'prometheus');
     fs.mkdirSync(dir);
