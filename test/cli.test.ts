@@ -235,7 +235,8 @@ describe('cli: fleet', function () {
 
     it('writes model.onnx, metrics.json, the plots and one checkpoint, and no temporary files', () => {
       const files = listFiles(out);
-      for (const f of ['model.onnx', 'metrics.json', 'loss.svg', 'accuracy.svg', path.join('checkpoints', 'epoch-001.ckpt')]) {
+      for (const f of ['model.onnx', 'metrics.json', 'loss.svg', 'accuracy.svg', 'lr.svg', 'train-log.jsonl', 'steps.csv', 'epochs.csv',
+        path.join('checkpoints', 'epoch-001.ckpt')]) {
         assert.ok(files.includes(f), `${f} in ${files.join(', ')}`);
       }
       assert.deepEqual(files.filter(f => f.includes('.tmp-')), []);
@@ -246,7 +247,7 @@ describe('cli: fleet', function () {
       assert.equal(metrics.config.limitTrain, 512);
       assert.equal(metrics.config.batchSize, 64);
       assert.deepEqual(metrics.test_accuracy, lastJson(r).test_accuracy);
-      checkRunPlot(path.join(out, 'loss.svg'), 'Loss per epoch', ['epoch', 'loss'], ['train', 'validation', 'test']);
+      checkRunPlot(path.join(out, 'loss.svg'), 'Loss per step', ['epoch', 'loss'], ['train', 'validation', 'test']);
       checkRunPlot(path.join(out, 'accuracy.svg'), 'Accuracy per epoch', ['epoch', 'accuracy'], ['train', 'validation', 'test']);
       // the confusion matrix and most confident mistakes the dashboard shows
       assert.equal(metrics.test_errors.confusion.flat().reduce((a: number, b: number) => a + b, 0), metrics.config.limitTest);
@@ -300,7 +301,7 @@ describe('cli: fleet', function () {
       for (const f of ['model.onnx', 'auc.svg', 'loss.svg', 'checkpoints/epoch-001.ckpt']) assert.ok(fs.existsSync(path.join(out, f)), f);
       for (const b of metrics.test_bags) assert.equal(b.indices.length, b.digits.length);
       checkRunPlot(path.join(out, 'auc.svg'), 'Test bag AUC per epoch', ['epoch', 'AUC'], ['test']);
-      checkRunPlot(path.join(out, 'loss.svg'), 'Loss per epoch', ['epoch', 'loss'], ['train', 'test']);
+      checkRunPlot(path.join(out, 'loss.svg'), 'Loss per step', ['epoch', 'loss'], ['train', 'test']);
     });
   });
 
