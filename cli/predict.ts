@@ -87,7 +87,8 @@ export default async function predict(argv: string[]): Promise<void> {
     const err = e as grpc.ServiceError;
     // the server's own answers (NOT_FOUND, INVALID_ARGUMENT, ...) as they are; no answer names where it was asked
     const unreached = err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED;
-    throw new Error(`predict: ${unreached ? `no answer from ${host}:${port}: ` : ''}${statusName(err.code)}: ${err.details || err.message}`);
+    const where = unreached ? `no answer from ${host}:${port}: ` : '';
+    throw new Error(`predict: ${where}${statusName(err.code)}: ${err.details || err.message}`);
   } finally {
     client.close();
   }

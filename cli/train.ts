@@ -17,7 +17,9 @@ import { checkCuda, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { trainingCurves, lineChart, stepCurves } from '../engine/report/plots.ts';
 import { RunLog, LOG_FILES } from '../engine/train/run-log.ts';
-import { KEEP_CHECKPOINTS, checkpointEpochs, pruneCheckpoints } from '../engine/train/checkpoint-retention.ts';
+import {
+  KEEP_CHECKPOINTS, checkpointEpochs, pruneCheckpoints, type EpochLosses,
+} from '../engine/train/checkpoint-retention.ts';
 import { versions } from '../util/versions.ts';
 import { cnnRunOutputs, simclrRunOutputs } from '../engine/train/run-outputs.ts';
 import { ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
@@ -172,7 +174,8 @@ export interface Run {
   out: string;
   seed: number;
   log: (line: string) => void;
-  onBatch: (b: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond?: number; lr?: number }, label?: string) => void;
+  onBatch: (b: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond?: number; lr?: number },
+    label?: string) => void;
   /** Every finished epoch (of a member: label), for the run's log and checkpoint retention. */
   onEpoch: (m: { epoch: number }, label?: string) => void;
 }
@@ -189,10 +192,14 @@ export default async function train(argv: string[]): Promise<void> {
   if (values.help) { process.stdout.write(HELP[m] + COMMON_HELP); return; }
   if (positionals.length > 1) throw new UsageError(`train: unexpected argument "${positionals[1]}"`);
   if (values.resume && !values.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
-  if (values.resume && values.overwrite) throw new UsageError('--overwrite: not with --resume (one replaces the run in --out, the other continues it)');
+  if (values.resume && values.overwrite) {
+    throw new UsageError('--overwrite: not with --resume (one replaces the run in --out, the other continues it)');
+  }
   const keep = choiceOption(values, 'keep-checkpoints', KEEP_CHECKPOINTS, 'all');
   const single = values.members === undefined && values.ensemble === undefined && !values.nats && !values['data-parallel'];
-  if (values['keep-checkpoints'] !== undefined && !single) throw new UsageError('--keep-checkpoints: only for a single model trained here (not ensembles or cluster jobs)');
+  if (values['keep-checkpoints'] !== undefined && !single) {
+    throw new UsageError('--keep-checkpoints: only for a single model trained here (not ensembles or cluster jobs)');
+  }
 
   const dataset = choiceOption(values, 'dataset', DATASETS, 'mnist');
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
@@ -210,7 +217,7 @@ export default async function train(argv: string[]): Promise<void> {
   const checkpoints = path.join(out, 'checkpoints');
   // a resumed single model trains again after its newest checkpoint; a resumed ensemble keeps its whole log
   const runLog = new RunLog(out, !values.resume ? undefined : single ? (checkpointEpochs(checkpoints).at(-1) ?? 0) : Infinity);
-  const history = () => runLog.epochs.filter(e => e.member === undefined) as Array<{ epoch: number; val_loss?: number; train_loss?: number }>;
+  const history = () => runLog.epochs.filter(e => e.member === undefined) as EpochLosses[];
   let progress: Progress | null = null;
   const run: Run = {
     values, dataset, data, runtime, out, seed, log,
@@ -289,7 +296,9 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   const kinds = model === 'cnn' ? ENSEMBLE_KINDS : (['voting', 'selection'] as const);
   const kind = choiceOption(values, 'ensemble', kinds, 'voting');
   // no silent default: an ensemble of several full trainings is too costly to start by omission
-  if (values.members === undefined) throw new UsageError(`--ensemble ${kind}: needs --members K (the number of members)`);
+  if (values.members === undefined) {
+    throw new UsageError(`--ensemble ${kind}: needs --members K (the number of members)`);
+  }
   const members = intOption(values, 'members', 0, 1);
   const recipeName = model === 'cnn' ? choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet') : 'simclr';
   const recipe = { ...(model === 'cnn' ? RECIPES[recipeName] : SIMCLR_RECIPE) };
@@ -367,7 +376,11 @@ const trainSimclrRun: ModelRun = async (values, run) => {
   const r = await trainSimclr({
     epochs, batchSize, recipe, seed: run.seed, supervised: !!values.supervised, loss: { temperature }, train: run.data.train, test: run.data.test,
     limitTrain, limitTest, probeEpochs, runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, log: run.log,
-    onBatch: run.onBatch, onEpoch: e => { run.log(`epoch ${e.epoch}/${epochs}, contrastive loss ${e.train_loss.toFixed(4)}, ${e.seconds.toFixed(1)}s`); run.onEpoch(e); },
+    onBatch: run.onBatch,
+    onEpoch: e => {
+      run.log(`epoch ${e.epoch}/${epochs}, contrastive loss ${e.train_loss.toFixed(4)}, ${e.seconds.toFixed(1)}s`);
+      run.onEpoch(e);
+    },
   });
   const lin = r.linearEval;
   return {
@@ -420,7 +433,10 @@ function prepareOut(out: string, resume: boolean, overwrite: boolean): void {
   if (!fs.statSync(out).isDirectory()) throw new UsageError(`--out ${out}: not a directory`);
   const entries = fs.readdirSync(out);
   if (!entries.length || resume) return;
-  if (!overwrite) throw new UsageError(`--out ${out} is not empty: add --resume to continue the run in it, or --overwrite to replace it`);
+  if (!overwrite) {
+    const how = 'add --resume to continue the run in it, or --overwrite to replace it';
+    throw new UsageError(`--out ${out} is not empty: ${how}`);
+  }
   if (!RUN_MARKERS.some(m => entries.includes(m))) {
     throw new UsageError(`--overwrite: ${out} is not a fleet run folder (no ${RUN_MARKERS.join(', ')}): not deleting it`);
   }

@@ -58,6 +58,6 @@ export default async function worker(argv: string[]): Promise<void> {
 function metricsFlag(values: { http?: string; metrics?: string }): [string, string | undefined] {
   if (values.metrics === undefined) return ['--http', values.http];
   if (values.http !== undefined) throw new UsageError('worker: --metrics is the old name of --http: give one of them');
-  process.stderr.write('fleet worker: --metrics is deprecated, use --http HOST:PORT (the same flag as coordinator and serve)\n');
+  process.stderr.write('fleet worker: --metrics is deprecated, use --http HOST:PORT (as coordinator and serve do)\n');
   return ['--metrics', values.metrics];
 }

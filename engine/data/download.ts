@@ -192,7 +192,8 @@ async function fetchToPart(url: string, part: string, file: string, fetchImpl: t
             onProgress?.({ file, phase: 'bytes', received, total });
           }
         } catch (e) {
-          throw new DownloadError(`${file}: the download from ${url} broke off after ${received} bytes: ${networkCause(e)} (run again to resume)`);
+          const cause = `${networkCause(e)} (run again to resume)`;
+          throw new DownloadError(`${file}: the download from ${url} broke off after ${received} bytes: ${cause}`);
         }
       }
       fs.fsyncSync(fd);

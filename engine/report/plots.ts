@@ -509,7 +509,8 @@ export function stepCurves(steps: Array<{ epoch: number; batch: number; batches:
   const at = (s: { epoch: number; batch: number; batches: number }) => s.epoch - 1 + s.batch / Math.max(1, s.batches);
   const series: LineSeries[] = [{ name: 'train', points: kept.map(s => [at(s), s.loss]) }];
   for (const [key, name] of [['val_loss', 'validation'], ['test_loss', 'test']] as const) {
-    const points = history.filter(h => typeof h[key] === 'number').map(h => [h.epoch, h[key] as number] as [number, number]);
+    const points = history.filter(h => typeof h[key] === 'number')
+      .map(h => [h.epoch, h[key] as number] as [number, number]);
     if (points.length) series.push({ name, points });
   }
   const out: Record<string, string> = {
@@ -517,7 +518,10 @@ export function stepCurves(steps: Array<{ epoch: number; batch: number; batches:
   };
   const lr = kept.filter(s => typeof s.lr === 'number');
   if (lr.length) {
-    out['lr.svg'] = lineChart({ title: 'Learning rate per step', xLabel: 'epoch', yLabel: 'learning rate', series: [{ name: 'lr', points: lr.map(s => [at(s), s.lr!]) }] });
+    out['lr.svg'] = lineChart({
+      title: 'Learning rate per step', xLabel: 'epoch', yLabel: 'learning rate',
+      series: [{ name: 'lr', points: lr.map(s => [at(s), s.lr!]) }],
+    });
   }
   return out;
 }

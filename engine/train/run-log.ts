@@ -21,9 +21,12 @@ export interface StepRecord {
   time: string;
 }
 
-export type EpochRecord = { member?: string; epoch: number; time: string } & Record<string, number | string | undefined>;
+export type EpochRecord = { member?: string; epoch: number; time: string }
+  & Record<string, number | string | undefined>;
 
-const STEP_COLUMNS = ['member', 'epoch', 'batch', 'batches', 'step', 'loss', 'lr', 'images_per_second', 'time'] as const;
+const STEP_COLUMNS = [
+  'member', 'epoch', 'batch', 'batches', 'step', 'loss', 'lr', 'images_per_second', 'time',
+] as const;
 
 export class RunLog {
   readonly steps: StepRecord[] = [];
@@ -44,16 +47,22 @@ export class RunLog {
         else this.epochs.push(r.record as EpochRecord);
       }
     }
-    for (const s of this.steps) this.stepCount.set(s.member ?? '', Math.max(this.stepCount.get(s.member ?? '') ?? 0, s.step));
+    for (const s of this.steps) {
+      const m = s.member ?? '';
+      this.stepCount.set(m, Math.max(this.stepCount.get(m) ?? 0, s.step));
+    }
     this.rewrite();
   }
 
-  step(s: { epoch: number; batch: number; batches: number; loss: number; lr?: number; imagesPerSecond?: number }, member?: string): void {
+  step(s: { epoch: number; batch: number; batches: number; loss: number; lr?: number; imagesPerSecond?: number },
+    member?: string): void {
     const step = (this.stepCount.get(member ?? '') ?? 0) + 1;
     this.stepCount.set(member ?? '', step);
     const r: StepRecord = {
-      ...(member === undefined ? {} : { member }), epoch: s.epoch, batch: s.batch, batches: s.batches, step, loss: s.loss,
-      ...(s.lr === undefined ? {} : { lr: s.lr }), ...(s.imagesPerSecond === undefined ? {} : { images_per_second: round(s.imagesPerSecond, 1) }),
+      ...(member === undefined ? {} : { member }),
+      epoch: s.epoch, batch: s.batch, batches: s.batches, step, loss: s.loss,
+      ...(s.lr === undefined ? {} : { lr: s.lr }),
+      ...(s.imagesPerSecond === undefined ? {} : { images_per_second: round(s.imagesPerSecond, 1) }),
       time: new Date().toISOString(),
     };
     this.steps.push(r);
@@ -61,7 +70,7 @@ export class RunLog {
   }
 
   epoch(m: { epoch: number }, member?: string): void {
-    const r: EpochRecord = { ...(member === undefined ? {} : { member }), time: new Date().toISOString() } as EpochRecord;
+    const r = { ...(member === undefined ? {} : { member }), time: new Date().toISOString() } as EpochRecord;
     for (const [k, v] of Object.entries(m)) if (typeof v === 'number' || typeof v === 'string') r[k] = v;
     this.epochs.push(r);
     if (!this.epochColumns) {
@@ -81,12 +90,13 @@ export class RunLog {
     const lines = [...this.steps.map(s => ({ type: 'step', ...s })), ...this.epochs.map(e => ({ type: 'epoch', ...e }))]
       .sort((a, b) => a.epoch - b.epoch || (a.type === b.type ? 0 : a.type === 'step' ? -1 : 1));
     fs.writeFileSync(path.join(this.dir, LOG_FILES.jsonl), lines.map(l => `${JSON.stringify(l)}\n`).join(''));
-    fs.writeFileSync(path.join(this.dir, LOG_FILES.steps),
-      [STEP_COLUMNS.join(','), ...this.steps.map(s => csvRow(STEP_COLUMNS.map(c => s[c])))].map(l => `${l}\n`).join(''));
+    const table = (columns: readonly string[], rows: object[]) => [columns.join(','),
+      ...rows.map(r => csvRow(columns.map(c => (r as Record<string, unknown>)[c])))].map(l => `${l}\n`).join('');
+    fs.writeFileSync(path.join(this.dir, LOG_FILES.steps), table(STEP_COLUMNS, this.steps));
     this.epochColumns = this.epochs.length ? epochColumns(this.epochs) : null;
     // the epochs' header is written with the first epoch (its columns depend on the model and the splits)
-    fs.writeFileSync(path.join(this.dir, LOG_FILES.epochs), this.epochColumns
-      ? [this.epochColumns.join(','), ...this.epochs.map(e => csvRow(this.epochColumns!.map(c => e[c])))].map(l => `${l}\n`).join('') : '');
+    const epochsCsv = this.epochColumns ? table(this.epochColumns, this.epochs) : '';
+    fs.writeFileSync(path.join(this.dir, LOG_FILES.epochs), epochsCsv);
   }
 }
 
