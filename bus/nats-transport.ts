@@ -28,8 +28,13 @@ export interface NatsOptions {
   tls?: { caFile?: string; certFile?: string; keyFile?: string };
   /** Reconnect after losing the server (default true: unlimited attempts, short wait). */
   reconnect?: boolean;
-  /** Connection events: "disconnect <server>", "reconnecting", "reconnect <server>", "error: ...", ... */
+  /**
+   * Connection events worth a log line: "disconnect <server>", "reconnect <server>", "error: ...", unanswered
+   * pings, ... Routine ones (a ping with none outstanding, each reconnect attempt) are not reported.
+   */
   onStatus?: (event: string) => void;
+  /** How often the client pings the server (nats.js default: 2 minutes). */
+  pingIntervalMs?: number;
   /** Called when a subscription handler throws (or its promise rejects); defaults to console.error. */
   onError?: (err: unknown, subject: string) => void;
 }
@@ -58,6 +63,7 @@ export async function connectNats(url: string, opts: NatsOptions = {}): Promise<
     maxReconnectAttempts: -1,
     reconnectTimeWait: RECONNECT_WAIT_MS,
   };
+  if (opts.pingIntervalMs) co.pingInterval = opts.pingIntervalMs;
   if (authenticator.length) co.authenticator = authenticator;
   if (opts.tls) co.tls = { ...opts.tls };
   else if (url.startsWith('tls://')) co.tls = {};
@@ -153,7 +159,8 @@ class NatsClient implements Transport {
   private async watchStatus(onStatus: (event: string) => void): Promise<void> {
     for await (const s of this.nc.status()) {
       try {
-        onStatus(this.redact(describeStatus(s)));
+        const event = describeStatus(s);
+        if (event !== null) onStatus(this.redact(event));
       } catch {
         // a failing status hook must not stop the watcher
       }
@@ -171,8 +178,11 @@ class NatsClient implements Transport {
   }
 }
 
-function describeStatus(s: Status): string {
+/** A log line for a connection event, or null for routine ones. */
+export function describeStatus(s: Status): string | null {
   switch (s.type) {
+    case 'reconnecting':
+      return null; // one per attempt while the server is away: the disconnect and reconnect lines say it
     case 'disconnect':
     case 'reconnect':
     case 'ldm':
@@ -180,7 +190,8 @@ function describeStatus(s: Status): string {
     case 'error':
       return `error: ${errorText(s.error)}`;
     case 'ping':
-      return `ping (${s.pendingPings} pending)`;
+      // every ping interval counts the ping it is about to send: only earlier ones left unanswered are news
+      return s.pendingPings > 1 ? `ping: ${s.pendingPings - 1} unanswered (the server may be unreachable)` : null;
     case 'slowConsumer':
       return `slowConsumer (${s.pending} pending)`;
     default:

@@ -116,7 +116,7 @@ function pickJob(c: Coordinator, o: EmbeddedOptions, stateDir: string): JobRecor
   const same = jobs.filter(j => canonical(j.spec) === canonical(o.spec)).sort((a, b) => b.submittedAt - a.submittedAt);
   const pick = same.find(j => j.state === 'running') ?? same.find(j => j.state === 'done');
   if (pick) return pick;
-  if (same.length) throw new Error(`--resume: the run in ${o.out} failed (job ${same[0].id}: ${same[0].error}); run it again without --resume`);
+  if (same.length) throw new Error(`--resume: the run in ${o.out} failed (job ${same[0].id}: ${same[0].error}); run it again with --overwrite`);
   const other = unfinished[0] ?? jobs[0];
   if (!other) throw new Error(`--resume: no ensemble run to continue in ${stateDir}`);
   const field = Object.keys({ ...other.spec, ...o.spec }).find(k => canonical((other.spec as Record<string, unknown>)[k]) !== canonical((o.spec as Record<string, unknown>)[k]));

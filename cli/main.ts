@@ -1,6 +1,8 @@
 // fleet's command-line entry point: dispatches to a command, prints usage errors as one line (exit 2)
 // and other failures as one line (exit 1).
 import { UsageError } from '../util/args.ts';
+import { closest } from '../util/suggest.ts';
+import { fleetVersion, versions } from '../util/versions.ts';
 
 const USAGE = `fleet: train, ensemble and serve MNIST-style image classifiers on ONNX Runtime
 
@@ -14,12 +16,13 @@ usage:
   fleet bench scale               cluster scaling: ensemble speedup, data-parallel step overhead
   fleet bench mil-grid            MIL test AUC over training-set sizes, seeds and poolings
   fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, dashboard, /metrics)
-  fleet worker --nats URL         a cluster worker (trains leased ensemble members; --metrics HOST:PORT)
+  fleet worker --nats URL         a cluster worker (trains leased ensemble members; --http HOST:PORT)
   fleet serve --models DIR        KServe v2 gRPC inference over a model repository (fleet serve --help)
   fleet models add|list|remove    manage a model repository (fleet models --help)
   fleet predict --server HOST:PORT --model NAME (--image FILE.png | --idx FILE --index I)
   fleet eval MODEL.onnx|NAME [--server HOST:PORT]   accuracy, loss and confusion matrix on a whole test set
   fleet help                      this text
+  fleet --version                 fleet's version (also: fleet version)
 
 Ensemble jobs run on a cluster with fleet train cnn --members K --nats URL; one model trains
 data-parallel with fleet train simclr --nats URL or fleet train cnn --data-parallel --nats URL.`;
@@ -39,8 +42,16 @@ const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Prom
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') { console.log(USAGE); return 0; }
+  if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
+    const v = versions();
+    console.log(`fleet ${fleetVersion()} (node ${v.node}, onnxruntime-node ${v.onnxruntime_node})`);
+    return 0;
+  }
   const load = COMMANDS[cmd];
-  if (!load) throw new UsageError(`unknown command "${cmd}" (try: fleet help)`);
+  if (!load) {
+    const near = closest(cmd, [...Object.keys(COMMANDS), 'help', 'version']);
+    throw new UsageError(`unknown command "${cmd}" (${near ? `did you mean "fleet ${near}"?` : 'try: fleet help'})`);
+  }
   await (await load()).default(rest);
   return 0;
 }

@@ -11,14 +11,19 @@ import { InferenceClient, paramValue, type ModelInferResponse } from '../serving
 import { readOutput } from '../serving/outputs.ts';
 import { statusName } from '../serving/errors.ts';
 
-const HELP = `usage: fleet predict --server HOST:PORT --model NAME (--image FILE.png | --idx FILE --index I) [options]
+/** fleet serve's default gRPC address. */
+const DEFAULT_SERVER = '127.0.0.1:8001';
+
+const HELP = `usage: fleet predict [--server HOST:PORT] --model NAME (--image FILE.png | --idx FILE --index I) [options]
 
 Sends one 28x28 grey image (UINT8, raw) to a KServe v2 gRPC server and prints the predicted class and the
-class probabilities. A PNG of another size or in colour is converted as MNIST expects: luminance, inverted
-when the background is light (a dark digit on paper), padded to a square and scaled to 28x28.
+class probabilities. A PNG of any size or colour is prepared the way MNIST's digits were: luminance (transparent
+pixels count as white paper), inverted when the border is light (a dark digit on paper), the background level
+subtracted and the ink stretched to 0-255, then the digit's bounding box scaled to fit 20x20 (aspect ratio
+kept) and placed in the 28x28 field with its centre of mass at the centre.
 
 options:
-  --server HOST:PORT  the server (fleet serve default: 127.0.0.1:8001)
+  --server HOST:PORT  the server (default ${DEFAULT_SERVER}, fleet serve's --grpc default)
   --model NAME        the model
   --version V         a model version (default: the server's choice, the highest ready one)
   --image FILE.png    a PNG image
@@ -65,9 +70,8 @@ export default async function predict(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
   if (values.help) { process.stdout.write(HELP); return; }
   if (positionals.length) throw new UsageError(`predict: unexpected argument "${positionals[0]}"`);
-  if (!values.server) throw new UsageError('predict: --server HOST:PORT is required');
   if (!values.model) throw new UsageError('predict: --model NAME is required');
-  const [host, port] = hostPort(values.server as string, '--server');
+  const [host, port] = hostPort((values.server as string | undefined) ?? DEFAULT_SERVER, '--server');
   const timeoutMs = intOption(values, 'timeout-ms', 10_000, 1);
   const pixels = loadImage(values);
   const client = new InferenceClient(`${host}:${port}`, clientCredentials(values)) as unknown as {
@@ -81,7 +85,10 @@ export default async function predict(argv: string[]): Promise<void> {
     }, { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r))));
   } catch (e) {
     const err = e as grpc.ServiceError;
-    throw new Error(`predict: ${statusName(err.code)}: ${err.details || err.message}`);
+    // the server's own answers (NOT_FOUND, INVALID_ARGUMENT, ...) as they are; no answer names where it was asked
+    const unreached = err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED;
+    const where = unreached ? `no answer from ${host}:${port}: ` : '';
+    throw new Error(`predict: ${where}${statusName(err.code)}: ${err.details || err.message}`);
   } finally {
     client.close();
   }

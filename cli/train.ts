@@ -15,7 +15,11 @@ import { trainSimclr, SIMCLR_RECIPE } from '../engine/train/train-simclr.ts';
 import { trainMil, MIL_RECIPE } from '../engine/train/train-mil.ts';
 import { checkCuda, type RuntimeOptions } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
-import { trainingCurves, lineChart } from '../engine/report/plots.ts';
+import { trainingCurves, lineChart, stepCurves } from '../engine/report/plots.ts';
+import { RunLog, LOG_FILES } from '../engine/train/run-log.ts';
+import {
+  KEEP_CHECKPOINTS, checkpointEpochs, pruneCheckpoints, type EpochLosses,
+} from '../engine/train/checkpoint-retention.ts';
 import { versions } from '../util/versions.ts';
 import { cnnRunOutputs, simclrRunOutputs } from '../engine/train/run-outputs.ts';
 import { ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
@@ -41,6 +45,9 @@ common options:
   --threads N         ONNX Runtime intra-op threads (default: all cores)
   --out DIR           output directory (default runs/<model>-<time>)
   --resume            continue from the newest checkpoint under --out (same settings required)
+  --overwrite         replace the run in a non-empty --out (default: refuse a non-empty --out without --resume)
+  --keep-checkpoints K all (default: one per epoch), last (the newest) or best (the lowest validation loss,
+                      else training loss, and the newest for --resume); for a single model trained here
   --json              print the summary as one JSON object on the last stdout line
   -h, --help          this text
 `;
@@ -63,7 +70,7 @@ cnn options:
   --limit-test N      use only the first N test images
 
 ensembles (model.onnx is then ONE graph: every member plus the weighted vote; members/ has each member):
-  --members K         number of members (snapshot: number of learning-rate cycles)
+  --members K         number of members (snapshot: number of learning-rate cycles); required with --ensemble
   --ensemble KIND     voting (default with --members: K seeds on the full training split), bagging
                       (each member on a bootstrap sample), snapshot (one run, cyclic cosine learning rate,
                       a member at the end of each cycle; --epochs a multiple of K) or selection (a pool of K
@@ -104,7 +111,7 @@ simclr options:
   --limit-test N      use only the first N test images
 
 ensembles of SimCLR members (each: pre-training with its own seed + its linear probe):
-  --members K         number of members
+  --members K         number of members; required with --ensemble
   --ensemble KIND     voting (default) or selection (the probes hold out --val-fraction of the training
                       images; Caruana selection on their validation predictions)
   --val-fraction F    selection: share held out from the probes' training (default 0.15)
@@ -142,6 +149,7 @@ const COMMON: OptionSpec = {
   epochs: { type: 'string' }, 'batch-size': { type: 'string' }, lr: { type: 'string' }, seed: { type: 'string' },
   dataset: { type: 'string' }, 'data-dir': { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
   out: { type: 'string' }, resume: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  overwrite: { type: 'boolean' }, 'keep-checkpoints': { type: 'string' },
 };
 const LIMITS: OptionSpec = { 'limit-train': { type: 'string' }, 'limit-test': { type: 'string' } };
 export const OPTIONS: Record<Model, OptionSpec> = {
@@ -166,7 +174,10 @@ export interface Run {
   out: string;
   seed: number;
   log: (line: string) => void;
-  onBatch: (b: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond?: number }, label?: string) => void;
+  onBatch: (b: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond?: number; lr?: number },
+    label?: string) => void;
+  /** Every finished epoch (of a member: label), for the run's log and checkpoint retention. */
+  onEpoch: (m: { epoch: number }, label?: string) => void;
 }
 
 export default async function train(argv: string[]): Promise<void> {
@@ -181,6 +192,14 @@ export default async function train(argv: string[]): Promise<void> {
   if (values.help) { process.stdout.write(HELP[m] + COMMON_HELP); return; }
   if (positionals.length > 1) throw new UsageError(`train: unexpected argument "${positionals[1]}"`);
   if (values.resume && !values.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
+  if (values.resume && values.overwrite) {
+    throw new UsageError('--overwrite: not with --resume (one replaces the run in --out, the other continues it)');
+  }
+  const keep = choiceOption(values, 'keep-checkpoints', KEEP_CHECKPOINTS, 'all');
+  const single = values.members === undefined && values.ensemble === undefined && !values.nats && !values['data-parallel'];
+  if (values['keep-checkpoints'] !== undefined && !single) {
+    throw new UsageError('--keep-checkpoints: only for a single model trained here (not ensembles or cluster jobs)');
+  }
 
   const dataset = choiceOption(values, 'dataset', DATASETS, 'mnist');
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
@@ -189,15 +208,26 @@ export default async function train(argv: string[]): Promise<void> {
   const out = path.resolve((values.out as string | undefined) ?? path.join('runs', `${m}-${new Date().toISOString().replace(/[:.]/g, '-')}`));
   const trainRun = m === 'cnn' ? trainCnnRun : m === 'simclr' ? trainSimclrRun : trainMilRun;
   await trainRun(values, null); // validates every option before data is loaded or anything is written
+  prepareOut(out, !!values.resume, !!values.overwrite);
   if (device === 'cuda') checkCuda();
   const data = loadDataset(dataset, values['data-dir'] as string | undefined);
   const log = (line: string) => process.stderr.write(`${line}\n`);
   log(`fleet train ${m}: ${dataset} from ${data.dir}, ${device} x${runtime.threads} threads, out ${out}`);
   fs.mkdirSync(out, { recursive: true });
+  const checkpoints = path.join(out, 'checkpoints');
+  // a resumed single model trains again after its newest checkpoint; a resumed ensemble keeps its whole log
+  const runLog = new RunLog(out, !values.resume ? undefined : single ? (checkpointEpochs(checkpoints).at(-1) ?? 0) : Infinity);
+  const history = () => runLog.epochs.filter(e => e.member === undefined) as EpochLosses[];
   let progress: Progress | null = null;
   const run: Run = {
     values, dataset, data, runtime, out, seed, log,
+    onEpoch: (m, label) => {
+      runLog.epoch(m, label);
+      // before this epoch's checkpoint is written: the newest on disk stays, so a crash here loses nothing
+      if (label === undefined) pruneCheckpoints(checkpoints, keep, history());
+    },
     onBatch: (b, label) => {
+      runLog.step(b, label);
       const name = `${label ? `${label} ` : ''}epoch ${b.epoch}`;
       if (!progress || progress.label !== name) progress = new Progress({ label: name, total: b.batches, unit: 'step' });
       const info: Record<string, string | number> = { loss: b.loss.toFixed(4) };
@@ -208,6 +238,10 @@ export default async function train(argv: string[]): Promise<void> {
   };
   const started = performance.now();
   const result = await trainRun(values, run);
+  if (single) {
+    pruneCheckpoints(checkpoints, keep, history());
+    if (runLog.steps.length) Object.assign(result!.files, stepCurves(runLog.steps, runLog.epochs));
+  }
   const summary = { model: m, members: 1, ...result!.summary, wall_seconds: round((performance.now() - started) / 1000, 2), dataset, out };
   for (const [name, content] of Object.entries(result!.files)) writeFileAtomic(path.join(out, name), content);
   writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, ...result!.details, machine: versions() }, null, 2) + '\n');
@@ -251,7 +285,7 @@ const trainCnnRun: ModelRun = async (values, run) => {
   const r = await trainClassifier({
     def: CNN, recipe, epochs, batchSize, seed: run.seed, valFraction, train: run.data.train, test: run.data.test, limitTrain, limitTest,
     runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, patience, minDelta, log: run.log,
-    onBatch: run.onBatch, onEpoch: e => run.log(epochLine(e, epochs)),
+    onBatch: run.onBatch, onEpoch: e => { run.log(epochLine(e, epochs)); run.onEpoch(e); },
   });
   const outputs = cnnRunOutputs({ ...r, recipe: recipe.name, dataset: run.dataset });
   return { ...outputs, details: { config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime }, history: r.history,
@@ -261,7 +295,11 @@ const trainCnnRun: ModelRun = async (values, run) => {
 const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 'simclr'): Promise<RunResult | null> => {
   const kinds = model === 'cnn' ? ENSEMBLE_KINDS : (['voting', 'selection'] as const);
   const kind = choiceOption(values, 'ensemble', kinds, 'voting');
-  const members = intOption(values, 'members', 5, 1);
+  // no silent default: an ensemble of several full trainings is too costly to start by omission
+  if (values.members === undefined) {
+    throw new UsageError(`--ensemble ${kind}: needs --members K (the number of members)`);
+  }
+  const members = intOption(values, 'members', 0, 1);
   const recipeName = model === 'cnn' ? choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet') : 'simclr';
   const recipe = { ...(model === 'cnn' ? RECIPES[recipeName] : SIMCLR_RECIPE) };
   recipe.lr = positive(values, 'lr', recipe.lr);
@@ -309,7 +347,7 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   const done = await runEmbedded({
     spec, workers, runtime: run.runtime, out: run.out, dataDir: values['data-dir'] as string | undefined, resume: !!values.resume, http, log: run.log,
     onBatch: (id, b) => run.onBatch(b, id),
-    onEpoch: (id, e) => run.log(`${id}: ${epochLine(e, epochs)}`),
+    onEpoch: (id, e) => { run.log(`${id}: ${epochLine(e, epochs)}`); run.onEpoch(e, id); },
   });
   const s = done.summary as Record<string, number>;
   const written = JSON.parse(fs.readFileSync(path.join(run.out, 'metrics.json'), 'utf8')) as Record<string, unknown>;
@@ -338,7 +376,11 @@ const trainSimclrRun: ModelRun = async (values, run) => {
   const r = await trainSimclr({
     epochs, batchSize, recipe, seed: run.seed, supervised: !!values.supervised, loss: { temperature }, train: run.data.train, test: run.data.test,
     limitTrain, limitTest, probeEpochs, runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, log: run.log,
-    onBatch: run.onBatch, onEpoch: e => run.log(`epoch ${e.epoch}/${epochs}, contrastive loss ${e.train_loss.toFixed(4)}, ${e.seconds.toFixed(1)}s`),
+    onBatch: run.onBatch,
+    onEpoch: e => {
+      run.log(`epoch ${e.epoch}/${epochs}, contrastive loss ${e.train_loss.toFixed(4)}, ${e.seconds.toFixed(1)}s`);
+      run.onEpoch(e);
+    },
   });
   const lin = r.linearEval;
   return {
@@ -364,7 +406,10 @@ const trainMilRun: ModelRun = async (values, run) => {
   const r = await trainMil({
     pooling, epochs, seed: run.seed, bags, testBags, bagMean, bagStd, target, bagsPerStep, recipe, train: run.data.train, test: run.data.test,
     runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, log: run.log, onBatch: run.onBatch,
-    onEpoch: e => run.log(`epoch ${e.epoch}/${epochs}, train loss ${e.train_loss.toFixed(4)} acc ${pct(e.train_accuracy)}, test loss ${e.test_loss.toFixed(4)} acc ${pct(e.test_accuracy)} auc ${e.test_auc.toFixed(4)}, ${e.seconds.toFixed(1)}s`),
+    onEpoch: e => {
+      run.log(`epoch ${e.epoch}/${epochs}, train loss ${e.train_loss.toFixed(4)} acc ${pct(e.train_accuracy)}, test loss ${e.test_loss.toFixed(4)} acc ${pct(e.test_accuracy)} auc ${e.test_auc.toFixed(4)}, ${e.seconds.toFixed(1)}s`);
+      run.onEpoch(e);
+    },
   });
   return {
     summary: { epochs: r.history.length, seconds: round(r.seconds, 2), test_auc: r.test.auc, test_accuracy: r.test.accuracy, test_loss: r.test.loss, pooling },
@@ -378,6 +423,25 @@ const trainMilRun: ModelRun = async (values, run) => {
     headline: `test bag AUC ${r.test.auc.toFixed(4)}, accuracy ${pct(r.test.accuracy)} after ${r.history.length} epoch(s) (${pooling} pooling)`,
   };
 };
+
+/** Files that make a folder a fleet run folder (what --overwrite may empty). */
+const RUN_MARKERS = ['metrics.json', 'checkpoints', 'state', LOG_FILES.jsonl];
+
+/** --out must be new or empty, unless the run in it is continued (--resume) or replaced (--overwrite). */
+function prepareOut(out: string, resume: boolean, overwrite: boolean): void {
+  if (!fs.existsSync(out)) return;
+  if (!fs.statSync(out).isDirectory()) throw new UsageError(`--out ${out}: not a directory`);
+  const entries = fs.readdirSync(out);
+  if (!entries.length || resume) return;
+  if (!overwrite) {
+    const how = 'add --resume to continue the run in it, or --overwrite to replace it';
+    throw new UsageError(`--out ${out} is not empty: ${how}`);
+  }
+  if (!RUN_MARKERS.some(m => entries.includes(m))) {
+    throw new UsageError(`--overwrite: ${out} is not a fleet run folder (no ${RUN_MARKERS.join(', ')}): not deleting it`);
+  }
+  for (const e of entries) fs.rmSync(path.join(out, e), { recursive: true, force: true });
+}
 
 function positive(values: Values, name: string, def: number): number {
   const v = numberOption(values, name, def);

@@ -18,12 +18,13 @@ ${NATS_HELP}  --device cpu|cuda   execution provider (default cpu)
   --threads N         ONNX Runtime intra-op threads (default: all cores)
   --id NAME           worker id (default host-pid-random)
   --heartbeat-ms N    heartbeat period (default 1000)
-  --metrics HOST:PORT serve Prometheus /metrics there (default off)
+  --http HOST:PORT    serve Prometheus /metrics there (default off; the same flag as coordinator and serve)
+  --metrics HOST:PORT deprecated name of --http (prints a warning)
   -h, --help          this text
 `;
 
 export const OPTIONS = {
-  ...NATS_OPTIONS, device: { type: 'string' }, threads: { type: 'string' }, id: { type: 'string' }, 'heartbeat-ms': { type: 'string' }, metrics: { type: 'string' },
+  ...NATS_OPTIONS, device: { type: 'string' }, threads: { type: 'string' }, id: { type: 'string' }, 'heartbeat-ms': { type: 'string' }, http: { type: 'string' }, metrics: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -34,7 +35,8 @@ export default async function worker(argv: string[]): Promise<void> {
   if (!values.nats) throw new UsageError('worker: --nats URL is required');
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   let metricsAt: [string, number] | null = null;
-  try { if (values.metrics !== undefined) metricsAt = parseHostPort(values.metrics as string, '--metrics'); } catch (e) { throw new UsageError((e as Error).message); }
+  const [flag, at] = metricsFlag(values);
+  try { if (at !== undefined) metricsAt = parseHostPort(at, flag); } catch (e) { throw new UsageError((e as Error).message); }
   if (device === 'cuda') checkCuda();
   const gpuName = device === 'cuda' ? detectGpuName() : '';
   const metrics = createMetrics();
@@ -50,4 +52,12 @@ export default async function worker(argv: string[]): Promise<void> {
   server?.close();
   await w.stop();
   await bus.close();
+}
+
+/** --http, or its deprecated name --metrics (with a warning): the flag used and its HOST:PORT. */
+function metricsFlag(values: { http?: string; metrics?: string }): [string, string | undefined] {
+  if (values.metrics === undefined) return ['--http', values.http];
+  if (values.http !== undefined) throw new UsageError('worker: --metrics is the old name of --http: give one of them');
+  process.stderr.write('fleet worker: --metrics is deprecated, use --http HOST:PORT (as coordinator and serve do)\n');
+  return ['--metrics', values.metrics];
 }

@@ -128,7 +128,7 @@ export class ClusterMonitor {
     m.jobs.reset();
     for (const [state, n] of Object.entries(countBy(jobs.map(j => j.state), ['running', 'done', 'failed']))) m.jobs.set({ state }, n);
     m.jobProgress.reset();
-    for (const j of jobs) if (j.state === 'running') m.jobProgress.set({ job: j.id }, this.progressOf(j.id));
+    for (const j of jobs) if (j.state === 'running') m.jobProgress.set({ fleet_job: j.id }, this.progressOf(j.id));
     m.workerHeartbeatAge.reset(); m.workerBusy.reset(); m.workerSamples.reset();
     for (const w of workers) {
       const age = (now - w.lastSeen) / 1000;
@@ -142,7 +142,7 @@ export class ClusterMonitor {
     const finished = jobs.filter(j => j.state !== 'running').sort((a, b) => (b.finishedAt ?? 0) - (a.finishedAt ?? 0));
     for (const j of finished.slice(KEEP_FINISHED_JOBS)) {
       for (const member of this.curves.get(j.id)?.keys() ?? []) {
-        for (const split of SPLITS) { m.loss.remove({ job: j.id, member, split }); m.accuracy.remove({ job: j.id, member, split }); }
+        for (const split of SPLITS) { m.loss.remove({ fleet_job: j.id, member, split }); m.accuracy.remove({ fleet_job: j.id, member, split }); }
       }
       this.curves.delete(j.id); this.taskProgress.delete(j.id); this.startedAt.delete(j.id);
     }
@@ -159,7 +159,7 @@ export class ClusterMonitor {
     const curves = this.curves.get(p.jobId) ?? this.curves.set(p.jobId, new Map()).get(p.jobId)!;
     const c = curves.get(member) ?? curves.set(member, { batches: [], epochs: [] }).get(member)!;
     const progress = this.taskProgress.get(p.jobId) ?? this.taskProgress.set(p.jobId, new Map()).get(p.jobId)!;
-    const m = this.c.metrics, labels = (split: string) => ({ job: p.jobId, member, split });
+    const m = this.c.metrics, labels = (split: string) => ({ fleet_job: p.jobId, member, split });
     if (info.event === 'batch' && p.batches > 0) {
       const point = { x: p.epoch - 1 + p.batch / p.batches, loss: p.loss };
       if (!Number.isFinite(point.x) || !Number.isFinite(point.loss)) return;

@@ -1,4 +1,4 @@
-// A small HTTP server for processes whose only HTTP duty is /metrics (workers with --metrics, fleet serve).
+// A small HTTP server for processes whose only HTTP duty is /metrics (workers with --http, fleet serve).
 // The coordinator's richer HTTP port (coordinator/http.ts) serves /metrics through metricsResponse too.
 import * as http from 'node:http';
 import { exposition, type Metrics } from './metrics.ts';

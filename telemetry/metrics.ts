@@ -33,13 +33,14 @@ export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<
     tasks: gauge('fleet_tasks', 'Tasks of live jobs by state (queued, leased, done, failed).', ['state'] as const),
     jobs: gauge('fleet_jobs', 'Jobs by state (running, done, failed).', ['state'] as const),
     taskRetries: counter('fleet_task_retries_total', 'Tasks leased again after their worker was lost or their attempt failed.'),
-    jobProgress: gauge('fleet_job_progress_ratio', 'Fraction of a running job that is done (0-1).', ['job'] as const),
+    // fleet's job id is `fleet_job`: Prometheus reserves `job` for the scrape job (and renames ours exported_job)
+    jobProgress: gauge('fleet_job_progress_ratio', 'Fraction of a running job that is done (0-1).', ['fleet_job'] as const),
     stateWriteFailures: counter('fleet_state_write_failures_total', 'Job state writes (records, results, data-parallel checkpoints) that failed after every retry.'),
     // training (workers, and the coordinator for the jobs it tracks)
     trainingStep: histogram('fleet_training_step_duration_seconds', 'Duration of one training step (forward, backward, update).', STEP_BUCKETS, ['model'] as const),
     samples: counter('fleet_samples_processed_total', 'Training images processed (a SimCLR image counts once, not per view).', ['model'] as const),
-    loss: gauge('fleet_training_loss', 'Latest loss per job, member and split (train, val, test).', ['job', 'member', 'split'] as const),
-    accuracy: gauge('fleet_training_accuracy_ratio', 'Latest accuracy (0-1) per job, member and split.', ['job', 'member', 'split'] as const),
+    loss: gauge('fleet_training_loss', 'Latest loss per job, member and split (train, val, test).', ['fleet_job', 'member', 'split'] as const),
+    accuracy: gauge('fleet_training_accuracy_ratio', 'Latest accuracy (0-1) per job, member and split.', ['fleet_job', 'member', 'split'] as const),
     gradientAggregation: histogram('fleet_gradient_aggregation_duration_seconds', 'Parameter server: time to sum the workers\' gradients and step the optimizer.', STEP_BUCKETS),
     // the bus
     busBytes: counter('fleet_bus_bytes_total', 'Bytes published or received on the bus, by direction (in, out) and message kind.', ['direction', 'kind'] as const),

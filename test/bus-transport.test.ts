@@ -351,6 +351,20 @@ transportSuite(
     }
   });
 
+  it('status events: routine pings and reconnect attempts are not reported, disconnect and reconnect are', async () => {
+    const s = await start({});
+    const events: string[] = [];
+    await connect(s.url, { onStatus: (e) => events.push(e), pingIntervalMs: 50 });
+    await sleep(600); // about 12 answered pings
+    assert.equal(events.length, 0, `nothing to report on a healthy connection: ${events.join(' | ')}`);
+    await s.stop();
+    await waitFor(() => events.some((e) => e.startsWith('disconnect')), 'disconnect event');
+    await sleep(600); // reconnect attempts every 250 ms while the server is away
+    await s.restart();
+    await waitFor(() => events.some((e) => e.startsWith('reconnect ')), 'reconnect event', 20_000);
+    assert.ok(events.every((e) => !/^reconnecting|^ping \(/.test(e)), events.join(' | '));
+  });
+
   const haveOpenssl = spawnSync('openssl', ['version']).status === 0;
   (haveOpenssl ? it : it.skip)('connects over TLS with a CA file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fleet-tls-'));

@@ -1,6 +1,7 @@
 // The fleet command line, run as a user runs it: `node bin/fleet.js ...` in a child process.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { runFleet, lines, helpOptions, listFiles, REPO_ROOT, type CliResult } from './helpers/cli.ts';
@@ -83,6 +84,34 @@ describe('cli: fleet', function () {
     });
   });
 
+  it('fleet --version (and fleet version) prints fleet\'s version and exits 0', async () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    for (const args of [['--version'], ['version'], ['-V']]) {
+      const r = await runFleet(args);
+      assert.equal(r.code, 0, show(r));
+      assert.match(r.stdout, new RegExp(`^fleet ${pkg.version.replace(/\./g, '\\.')} \\(node v\\d+\\.\\d+\\.\\d+, onnxruntime-node \\d+\\.\\d+\\.\\d+\\)\n$`));
+      assert.equal(r.stderr, '');
+    }
+  });
+
+  it('fleet predict: --server defaults to what its help says; a server that does not answer is named in the error', async () => {
+    const help = await runFleet(['predict', '--help']);
+    const def = /--server HOST:PORT\s+the server \(default ([\d.]+):(\d+)/.exec(help.stdout);
+    assert.ok(def, help.stdout);
+    // something that accepts and hangs up at the default address (skipped where a real server already listens)
+    const sink = net.createServer(sock => sock.destroy());
+    const bound = await new Promise<boolean>(resolve => { sink.once('error', () => resolve(false)); sink.listen(Number(def[2]), def[1], () => resolve(true)); });
+    if (!bound) return;
+    try {
+      const idx = path.join(tmp, 'one-image-idx3-ubyte');
+      writeIdx(idx, [1, 28, 28], new Uint8Array(784));
+      const r = await runFleet(['predict', '--model', 'm', '--idx', idx, '--index', '0', '--timeout-ms', '3000']);
+      assertFailure(r, 1, new RegExp(`^fleet: predict: no answer from ${def[1].replace(/\./g, '\\.')}:${def[2]}: (UNAVAILABLE|DEADLINE_EXCEEDED): \\S`));
+    } finally {
+      await new Promise(resolve => sink.close(resolve));
+    }
+  });
+
   describe('usage errors exit 2 with one line naming the problem', () => {
     const cases: [string, string[], RegExp[]][] = [
       ['unknown command', ['nope'], [/unknown command/, /"nope"/]],
@@ -91,7 +120,11 @@ describe('cli: fleet', function () {
       ['non-integer --epochs', ['train', 'cnn', '--epochs', 'abc'], [/--epochs/, /"abc"/]],
       ['--epochs 0', ['train', 'cnn', '--epochs', '0'], [/--epochs/, /at least 1/]],
       ['unknown --dataset', ['train', 'cnn', '--dataset', 'nope'], [/--dataset/, /"nope"/, /mnist/]],
-      ['unknown option', ['train', 'cnn', '--bogus'], [/--bogus/]],
+      ['unknown option', ['train', 'cnn', '--bogus'], [/unknown option --bogus \(see --help\)$/]],
+      ['a typo of an option', ['train', 'cnn', '--epoch', '2'], [/unknown option --epoch \(did you mean --epochs\?\)$/]],
+      ['a typo of a two-word option', ['train', 'mil', '--batchsize=4'], [/unknown option --batchsize \(did you mean --batch-size\?\)/]],
+      ['a typo of a data option', ['data', 'download', '--mirorr', 'x'], [/did you mean --mirror\?/]],
+      ['a typo of a command', ['trian', 'cnn'], [/unknown command "trian"/, /did you mean "fleet train"\?/]],
       ['--resume without --out', ['train', 'cnn', '--resume'], [/--resume/, /--out/]],
       ['non-positive --lr', ['train', 'cnn', '--lr', '0'], [/--lr/]],
       ['--val-fraction 1', ['train', 'cnn', '--val-fraction', '1'], [/--val-fraction/]],
@@ -106,6 +139,8 @@ describe('cli: fleet', function () {
       ['unknown ensemble', ['train', 'cnn', '--members', '3', '--ensemble', 'stacking'], [/--ensemble/, /"stacking"/, /voting/]],
       ['selection option on voting', ['train', 'cnn', '--members', '3', '--objective', 'loss'], [/--objective/, /selection/]],
       ['ensemble option without members', ['train', 'cnn', '--workers', '2'], [/--workers/, /--members/]],
+      ['--ensemble without --members', ['train', 'cnn', '--ensemble', 'bagging'], [/--ensemble bagging: needs --members K/]],
+      ['simclr --ensemble without --members', ['train', 'simclr', '--ensemble', 'voting'], [/--ensemble voting: needs --members K/]],
       ['snapshot epochs not a multiple', ['train', 'cnn', '--members', '2', '--ensemble', 'snapshot', '--epochs', '3'], [/--epochs/, /multiple/]],
       ['init size above members', ['train', 'cnn', '--members', '2', '--ensemble', 'selection', '--init-size', '3'], [/--init-size/]],
       ['simclr bagging', ['train', 'simclr', '--members', '2', '--ensemble', 'bagging'], [/--ensemble/, /"bagging"/, /voting\|selection/]],
@@ -200,7 +235,8 @@ describe('cli: fleet', function () {
 
     it('writes model.onnx, metrics.json, the plots and one checkpoint, and no temporary files', () => {
       const files = listFiles(out);
-      for (const f of ['model.onnx', 'metrics.json', 'loss.svg', 'accuracy.svg', path.join('checkpoints', 'epoch-001.ckpt')]) {
+      for (const f of ['model.onnx', 'metrics.json', 'loss.svg', 'accuracy.svg', 'lr.svg', 'train-log.jsonl', 'steps.csv', 'epochs.csv',
+        path.join('checkpoints', 'epoch-001.ckpt')]) {
         assert.ok(files.includes(f), `${f} in ${files.join(', ')}`);
       }
       assert.deepEqual(files.filter(f => f.includes('.tmp-')), []);
@@ -211,7 +247,7 @@ describe('cli: fleet', function () {
       assert.equal(metrics.config.limitTrain, 512);
       assert.equal(metrics.config.batchSize, 64);
       assert.deepEqual(metrics.test_accuracy, lastJson(r).test_accuracy);
-      checkRunPlot(path.join(out, 'loss.svg'), 'Loss per epoch', ['epoch', 'loss'], ['train', 'validation', 'test']);
+      checkRunPlot(path.join(out, 'loss.svg'), 'Loss per step', ['epoch', 'loss'], ['train', 'validation', 'test']);
       checkRunPlot(path.join(out, 'accuracy.svg'), 'Accuracy per epoch', ['epoch', 'accuracy'], ['train', 'validation', 'test']);
       // the confusion matrix and most confident mistakes the dashboard shows
       assert.equal(metrics.test_errors.confusion.flat().reduce((a: number, b: number) => a + b, 0), metrics.config.limitTest);
@@ -265,7 +301,7 @@ describe('cli: fleet', function () {
       for (const f of ['model.onnx', 'auc.svg', 'loss.svg', 'checkpoints/epoch-001.ckpt']) assert.ok(fs.existsSync(path.join(out, f)), f);
       for (const b of metrics.test_bags) assert.equal(b.indices.length, b.digits.length);
       checkRunPlot(path.join(out, 'auc.svg'), 'Test bag AUC per epoch', ['epoch', 'AUC'], ['test']);
-      checkRunPlot(path.join(out, 'loss.svg'), 'Loss per epoch', ['epoch', 'loss'], ['train', 'test']);
+      checkRunPlot(path.join(out, 'loss.svg'), 'Loss per step', ['epoch', 'loss'], ['train', 'test']);
     });
   });
 

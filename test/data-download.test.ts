@@ -10,6 +10,7 @@ import { writeIdx } from '../engine/data/idx.ts';
 import { loadDataset, resolveDataDir } from '../engine/data/datasets.ts';
 import { dataCommand } from '../cli/data.ts';
 import { UsageError } from '../util/args.ts';
+import { runFleet } from './helpers/cli.ts';
 import { Rng } from '../engine/util/random.ts';
 import {
   DEFAULT_FILES, DownloadError, KNOWN_CHECKSUMS, downloadDataset, parseChecksums, verifyArchive,
@@ -200,6 +201,46 @@ describe('data: download', function () {
     }
     return { out: out.join(''), err: err.join('') };
   }
+
+  it('a mirror that cannot be reached: the error names the URL and the cause, not a bare "fetch failed"', async () => {
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const mirror = `http://127.0.0.1:${port}/mirror/`;
+    await assert.rejects(downloadDataset({ dataset: 'fashion', dir: freshDir(), mirror, checksums }), (e: Error) => {
+      assert.ok(e instanceof DownloadError, e.message);
+      assert.match(e.message, new RegExp(`cannot fetch ${mirror}train-images-idx3-ubyte\\.gz: .*ECONNREFUSED`));
+      return true;
+    });
+    // the command: exit 1, one line
+    const r = await runFleet(['data', 'download', '--dataset', 'fashion', '--data-dir', freshDir(), '--mirror', mirror]);
+    assert.equal(r.code, 1, r.stderr);
+    const last = r.stderr.trim().split('\n').at(-1)!;
+    assert.match(last, new RegExp(`^fleet: train-images-idx3-ubyte\\.gz: cannot fetch ${mirror}\\S+: .*ECONNREFUSED`));
+  });
+
+  it('a download that breaks off: the error names the URL, the bytes received and the cause; the .part is kept', async () => {
+    const cut = http.createServer((req, res) => {
+      res.writeHead(200, { 'Content-Length': 1000 });
+      res.write(Buffer.alloc(100), () => res.socket?.destroy());
+    });
+    await new Promise<void>((resolve) => cut.listen(0, '127.0.0.1', resolve));
+    const mirror = `http://127.0.0.1:${(cut.address() as AddressInfo).port}/m/`;
+    const dir = freshDir();
+    try {
+      await assert.rejects(downloadDataset({ dataset: 'fashion', dir, mirror, checksums }), (e: Error) => {
+        assert.ok(e instanceof DownloadError, e.message);
+        assert.match(e.message, new RegExp(`the download from ${mirror}train-images-idx3-ubyte\\.gz broke off after 100 bytes: \\S`));
+        assert.doesNotMatch(e.message, /fetch failed$|terminated$/);
+        return true;
+      });
+      assert.equal(fs.statSync(path.join(dir, 'train-images-idx3-ubyte.gz.part')).size, 100);
+    } finally {
+      cut.closeAllConnections();
+      await new Promise((resolve) => cut.close(resolve));
+    }
+  });
 
   it('fleet data download / info / --help and usage errors', async () => {
     const dir = freshDir();

@@ -32,7 +32,7 @@ import type { OptionSpec } from '../util/args.ts';
  */
 const CONTRACT: Record<string, string[]> = {
   coordinator: ['nats', 'state', 'http', 'grpc'],
-  worker: ['nats', 'device', 'threads', 'metrics'],
+  worker: ['nats', 'device', 'threads', 'http'],
   serve: ['models', 'grpc', 'http'],
 };
 /** The flags whose HOST:PORT a process listens on, and which of them serve /metrics. */
@@ -53,6 +53,18 @@ async function loadCli(): Promise<Cli> {
     for (const f of flags) if (!specs[command][f]) { specs[command][f] = { type: 'string' }; pending.add(`fleet ${command} --${f}`); }
   }
   return { specs, pending, used: new Set() };
+}
+
+/** Runs a command in the repository root; its exit code and output. */
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { cwd: repo(), env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    p.stdout.on('data', d => { stdout += d; });
+    p.stderr.on('data', d => { stderr += d; });
+    p.on('error', reject);
+    p.on('close', code => resolve({ code, stdout, stderr }));
+  });
 }
 
 /** Environment variables the code reads (process.env.X or env.X in the sources, and the health-check script). */
@@ -176,13 +188,13 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
 
   const healthDefault = () => /FLEET_HEALTH_URL \|\| '([^']+)'/.exec(read('deploy/docker/healthcheck.mjs'))![1];
 
-  it('the CPU image: multi-stage node:20 slim, npm ci --omit=dev, a non-root user, a health check on the CMD\'s /metrics', () => {
-    const { all } = checkImage('deploy/docker/Dockerfile', /^node:20(\.\d+)*-(\w+-)?slim$/, healthDefault());
+  it('the CPU image: multi-stage node:22/24 LTS slim, npm ci --omit=dev, a non-root user, a health check on the CMD\'s /metrics', () => {
+    const { all } = checkImage('deploy/docker/Dockerfile', /^node:(22|24)(\.\d+)*-(\w+-)?slim$/, healthDefault());
     // onnxruntime-node's CPU libraries are in its npm package: the install script must not download the CUDA ones
     assert.ok(all.some(i => i.op === 'ENV' && /ONNXRUNTIME_NODE_INSTALL=skip/.test(i.args) && i.stage === 0));
   });
 
-  it('the CUDA image: a CUDA 12 + cuDNN 9 runtime base, Node 20, onnxruntime-node installed with ONNXRUNTIME_NODE_INSTALL=cuda12', () => {
+  it('the CUDA image: a CUDA 12 + cuDNN 9 runtime base, Node 22/24 LTS, onnxruntime-node installed with ONNXRUNTIME_NODE_INSTALL=cuda12', () => {
     const { all, fin, cmd } = checkImage('deploy/docker/Dockerfile.cuda', /^nvidia\/cuda:12\.\d+(\.\d+)?-cudnn(9)?-runtime-ubuntu\d+\.\d+$/, healthDefault());
     const ciStage = all.find(i => i.op === 'RUN' && /\bnpm ci\b/.test(i.args))!.stage;
     const flag = all.find(i => i.op === 'ENV' && i.stage === ciStage && /ONNXRUNTIME_NODE_INSTALL=/.test(i.args));
@@ -200,9 +212,33 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
       assert.match(ci, new RegExp(`test -f node_modules/onnxruntime-node/bin/napi-v6/linux/x64/${f.replace(/\./g, '\\.')}`));
     }
     assert.ok(fin.some(i => i.op === 'COPY' && /--from=\S+ \/usr\/local\/bin\/node /.test(i.args)), 'Node.js copied into the CUDA image');
-    assert.match(all.find(i => i.op === 'FROM' && i.stage === 0)!.args, /^node:20[.\w-]* AS \w+$/);
+    assert.match(all.find(i => i.op === 'FROM' && i.stage === 0)!.args, /^node:(22|24)\b[.\w-]* AS \w+$/);
     assert.equal(cmd[0], 'worker');
     assert.equal(cmd[cmd.indexOf('--device') + 1], 'cuda', 'the GPU image runs workers with --device cuda');
+  });
+
+  it('plain npm ci skips onnxruntime-node\'s CUDA download (.npmrc); ONNXRUNTIME_NODE_INSTALL=cuda12 opts in', async function () {
+    this.timeout(60_000);
+    const ort = path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    // the flag onnxruntime-node's install script reads, in the environment npm gives lifecycle scripts here
+    const flag = async (extra: Record<string, string>) => {
+      const env: Record<string, string> = { ...process.env as Record<string, string>, ...extra };
+      for (const k of Object.keys(env)) if (/^(npm_config_)?onnxruntime_node_install/i.test(k)) delete env[k];
+      Object.assign(env, extra);
+      const npm = await run('npm', ['run', '--silent', 'env'], env);
+      assert.equal(npm.code, 0, npm.stderr);
+      const scriptEnv = Object.fromEntries(npm.stdout.split('\n').filter(l => l.includes('=')).map(l => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+      const js = `process.stdout.write(JSON.stringify(require(${JSON.stringify(path.join(ort, 'script', 'install-utils.js'))}).parseInstallFlag() ?? null))`;
+      const node = await run(process.execPath, ['-e', js], scriptEnv);
+      assert.equal(node.code, 0, node.stderr);
+      return { npmConfig: scriptEnv.npm_config_onnxruntime_node_install, parsed: JSON.parse(node.stdout) };
+    };
+    const plain = await flag({});
+    assert.equal(plain.npmConfig, 'skip', 'the project .npmrc sets onnxruntime-node-install=skip');
+    assert.equal(plain.parsed, false, 'onnxruntime-node\'s install script exits without downloading');
+    const gpu = await flag({ ONNXRUNTIME_NODE_INSTALL: 'cuda12' });
+    assert.notEqual(gpu.parsed, false, 'ONNXRUNTIME_NODE_INSTALL=cuda12 wins over the .npmrc');
+    for (const doc of ['README.md', 'docs/deploy.md']) assert.match(read(doc), /ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci/, doc);
   });
 
   it('.dockerignore keeps node_modules, tests, state and secrets out and every runtime source in', () => {
@@ -548,17 +584,21 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
 
   it('every fleet_* metric named in deploy/, docs/deploy.md and the Grafana dashboard is one fleet exports', async () => {
     const exported = new Set<string>();
-    for (const m of await createMetrics({ defaultMetrics: false }).registry.getMetricsAsJSON()) {
+    const { registry } = createMetrics({ defaultMetrics: false });
+    for (const m of await registry.getMetricsAsJSON()) {
       exported.add(m.name);
       if (String(m.type) === 'histogram') for (const s of ['_bucket', '_sum', '_count']) exported.add(m.name + s);
+      // label names too: the job id is the label fleet_job
+      for (const l of (registry.getSingleMetric(m.name) as unknown as { labelNames?: string[] }).labelNames ?? []) if (l.startsWith('fleet_')) exported.add(l);
     }
+    assert.ok(exported.has('fleet_job'), 'the job label');
     assert.ok(exported.has('fleet_worker_info'), 'the deploy metric (GPU per worker) is registered');
     const files = [...filesUnder('deploy'), 'docs/deploy.md', ...filesUnder('dashboard/grafana')].filter(f => /\.(ya?ml|json|md|conf|mjs)$|Dockerfile/.test(f));
     let refs = 0;
     for (const f of files) {
       for (const m of read(f).matchAll(/\bfleet_[a-z0-9_]+/g)) {
         refs++;
-        assert.ok(exported.has(m[0]), `${f}: ${m[0]} is not a metric fleet exports`);
+        assert.ok(exported.has(m[0]), `${f}: ${m[0]} is not a metric (or label) fleet exports`);
       }
     }
     assert.ok(refs > 0, 'docs/deploy.md names the metrics to watch');

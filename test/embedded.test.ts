@@ -92,8 +92,8 @@ describe('embedded run: coordinator + worker threads on the in-process bus', fun
     assert.equal(readJob(state, jobId)!.state, 'running');
 
     const again = group.spawn('without --resume', [...settings, '--out', out]);
-    assert.equal((await again.exited).code, 1);
-    assert.match(again.stderr, /unfinished ensemble run \(job job-[\w-]+\): continue it with --resume/);
+    assert.equal((await again.exited).code, 2);
+    assert.match(again.stderr, /--out .* is not empty: add --resume to continue the run in it, or --overwrite to replace it/);
     const other = group.spawn('other settings', [...settings, '--seed', '4', '--out', out, '--resume']);
     assert.equal((await other.exited).code, 1);
     assert.match(other.stderr, /--resume: .* has other settings \(seed: 3 there, 4 now\)/);

@@ -26,7 +26,7 @@ const FUNCTIONS_AND_KEYWORDS = new Set([
 export function promqlMetrics(expr: string): string[] {
   const s = expr
     .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, '""')            // strings
-    .replace(/\$\{?\w+\}?/g, '0')                                      // Grafana variables ($job, ${datasource}, $__rate_interval)
+    .replace(/\$\{?\w+\}?/g, '0')                                      // Grafana variables ($fleet_job, ${datasource}, $__rate_interval)
     .replace(/\{[^}]*\}/g, '')                                         // label matchers
     .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, '') // label lists
     .replace(/\[[^\]]*\]/g, '')                                        // ranges and subqueries

@@ -1,7 +1,7 @@
 // Prometheus metrics as the processes expose them: a Coordinator and two workers on the in-process bus (each
 // with its own registry, as separate processes have) run a tiny job; the expositions are checked against what
 // the job did (images trained, steps, bus traffic seen from both ends) and by `promtool check metrics`.
-// Then real `fleet coordinator` / `fleet worker --metrics` processes on a real nats-server.
+// Then real `fleet coordinator` / `fleet worker --http` processes on a real nats-server.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -58,10 +58,10 @@ describe('metrics: an embedded coordinator and two workers after a 2-member job'
     assert.equal(sample(s, 'fleet_task_retries_total'), 0);
     for (const member of ['member-1', 'member-2']) {
       const last = metricsJson.histories[member].at(-1);
-      assert.equal(sample(s, 'fleet_training_loss', { job: job.id, member, split: 'train' }), last.train_loss);
-      assert.equal(sample(s, 'fleet_training_loss', { job: job.id, member, split: 'test' }), last.test_loss);
-      assert.equal(sample(s, 'fleet_training_accuracy_ratio', { job: job.id, member, split: 'train' }), last.train_accuracy);
-      assert.equal(sample(s, 'fleet_training_accuracy_ratio', { job: job.id, member, split: 'test' }), last.test_accuracy);
+      assert.equal(sample(s, 'fleet_training_loss', { fleet_job: job.id, member, split: 'train' }), last.train_loss);
+      assert.equal(sample(s, 'fleet_training_loss', { fleet_job: job.id, member, split: 'test' }), last.test_loss);
+      assert.equal(sample(s, 'fleet_training_accuracy_ratio', { fleet_job: job.id, member, split: 'train' }), last.train_accuracy);
+      assert.equal(sample(s, 'fleet_training_accuracy_ratio', { fleet_job: job.id, member, split: 'test' }), last.test_accuracy);
     }
     assert.ok(s.has('process_cpu_seconds_total'), 'default process metrics');
   });
@@ -175,7 +175,7 @@ describe('metrics: task retries', () => {
   });
 });
 
-describe('metrics: fleet coordinator and fleet worker --metrics as processes (real nats-server)', function () {
+describe('metrics: fleet coordinator and fleet worker --http as processes (real nats-server)', function () {
   this.timeout(90_000);
   let nats: NatsServerHandle;
   const group = new ProcGroup();
@@ -192,7 +192,7 @@ describe('metrics: fleet coordinator and fleet worker --metrics as processes (re
   it('the worker serves /metrics; the coordinator re-exposes its heartbeat; both pass promtool', async () => {
     const state = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-metrics-'));
     const c = await group.coordinator(nats.url, state);
-    const w = await group.worker(nats.url, 'mw', ['--metrics', '127.0.0.1:0']);
+    const w = await group.worker(nats.url, 'mw', ['--http', '127.0.0.1:0']);
     const at = (await w.waitForLog(/metrics at (http:\/\/[\d.]+:\d+\/metrics)/))[1];
     const ws = await waitFor(async () => {
       const r = await httpText(at);
@@ -217,10 +217,20 @@ describe('metrics: fleet coordinator and fleet worker --metrics as processes (re
     fs.rmSync(state, { recursive: true, force: true });
   });
 
-  it('--metrics with a bad address is a usage error', async () => {
-    const w = group.spawn('bad', ['worker', '--nats', nats.url, '--metrics', 'nowhere']);
+  it('--http with a bad address is a usage error', async () => {
+    const w = group.spawn('bad', ['worker', '--nats', nats.url, '--http', 'nowhere']);
     const r = await w.exited;
     assert.equal(r.code, 2);
-    assert.match(w.stderr, /--metrics: expected HOST:PORT/);
+    assert.match(w.stderr, /--http: expected HOST:PORT/);
+  });
+
+  it('--metrics, the old name of --http, still serves /metrics and warns that it is deprecated', async () => {
+    const w = await group.worker(nats.url, 'old', ['--metrics', '127.0.0.1:0']);
+    assert.match(w.stderr, /--metrics is deprecated, use --http HOST:PORT/);
+    const at = (await w.waitForLog(/metrics at (http:\/\/[\d.]+:\d+\/metrics)/))[1];
+    assert.equal((await httpText(at)).status, 200);
+    const both = group.spawn('both', ['worker', '--nats', nats.url, '--http', '127.0.0.1:0', '--metrics', '127.0.0.1:0']);
+    assert.equal((await both.exited).code, 2);
+    assert.match(both.stderr, /--metrics is the old name of --http: give one of them/);
   });
 });

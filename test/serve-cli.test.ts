@@ -121,7 +121,7 @@ describe('serve: fleet serve, fleet models add, fleet predict as processes', fun
     for (const args of [
       ['serve'], ['serve', '--models', repo, '--grpc', 'nowhere'], ['serve', '--models', repo, '--tls-cert', 'x.pem'],
       ['predict', '--server', grpcAt, '--model', 'my-run'], ['predict', '--server', grpcAt, '--model', 'my-run', '--idx', IDX],
-      ['predict', '--model', 'x', '--image', 'a.png'], ['models', 'add'], ['models', 'add', path.join(dir, 'my run'), '--models', repo, '--name', 'a.b'],
+      ['predict', '--model', 'x', '--image', 'a.png', '--server', 'nowhere'], ['models', 'add'], ['models', 'add', path.join(dir, 'my run'), '--models', repo, '--name', 'a.b'],
     ]) {
       const r = await runFleet(args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);

@@ -1,5 +1,6 @@
 // Command-line parsing shared by every command: node:util parseArgs plus typed, validated getters.
 import { parseArgs } from 'node:util';
+import { closest } from './suggest.ts';
 
 /** A mistake in how the command was called: printed as one line, exit code 2. */
 export class UsageError extends Error {}
@@ -10,8 +11,17 @@ export function parse<T extends OptionSpec>(argv: string[], options: T) {
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new UsageError((e as Error).message.split('\n')[0]);
+    throw new UsageError(unknownOption(e as Error, options) ?? (e as Error).message.split('\n')[0]);
   }
+}
+
+/** node's "Unknown option '--epoch'" as "unknown option --epoch (did you mean --epochs?)". */
+function unknownOption(e: Error, options: OptionSpec): string | undefined {
+  const bad = (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /'(-[^']*)'/.exec(e.message)?.[1] : undefined;
+  if (!bad) return undefined;
+  const name = bad.replace(/^--?/, '').split('=')[0];
+  const near = closest(name, Object.keys(options));
+  return `unknown option ${bad}${near ? ` (did you mean --${near}?)` : ' (see --help)'}`;
 }
 
 export function intOption(values: Record<string, unknown>, name: string, def: number, min = 0): number {

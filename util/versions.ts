@@ -15,3 +15,8 @@ export function versions() {
     date: new Date().toISOString(),
   };
 }
+
+/** fleet's own version (package.json). */
+export function fleetVersion(): string {
+  return (require('../package.json') as { version: string }).version;
+}

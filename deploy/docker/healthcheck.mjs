@@ -1,5 +1,5 @@
 // Container health check (Dockerfile HEALTHCHECK, compose healthcheck): GET FLEET_HEALTH_URL (default the
-// coordinator's http://127.0.0.1:8080/metrics; a worker started with --metrics sets its own), healthy on 200.
+// coordinator's http://127.0.0.1:8080/metrics; a worker started with --http sets its own), healthy on 200.
 // Plain JavaScript on purpose: it runs every few seconds and should not start the TypeScript loader.
 const url = process.env.FLEET_HEALTH_URL || 'http://127.0.0.1:8080/metrics';
 try {

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { isGzip, parseIdx } from './idx.ts';
 import { FILES, type DatasetName } from './datasets.ts';
+import { networkCause } from '../../util/net-errors.ts';
 
 /**
  * Accepted checksums of one .gz file. It passes when the SHA-256 of the .gz bytes is in `sha256`, or the
@@ -158,7 +159,12 @@ export function verifyArchive(bytes: Uint8Array, file: string, check?: FileCheck
 async function fetchToPart(url: string, part: string, file: string, fetchImpl: typeof fetch, onProgress?: (p: DownloadProgress) => void): Promise<void> {
   for (let attempt = 0; attempt < 2; attempt++) {
     const have = fs.existsSync(part) ? fs.statSync(part).size : 0;
-    const res = await fetchImpl(url, { headers: have > 0 ? { Range: `bytes=${have}-` } : {} });
+    let res: Response;
+    try {
+      res = await fetchImpl(url, { headers: have > 0 ? { Range: `bytes=${have}-` } : {} });
+    } catch (e) {
+      throw new DownloadError(`${file}: cannot fetch ${url}: ${networkCause(e)}`);
+    }
     const start = Number(/^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '')?.[1] ?? -1);
     if (have > 0 && (res.status === 416 || (res.status === 206 && start !== have))) {
       // The .part cannot be extended (server's file changed or part is already whole): start over once.
@@ -179,10 +185,15 @@ async function fetchToPart(url: string, part: string, file: string, fetchImpl: t
     const fd = fs.openSync(part, append ? 'a' : 'w');
     try {
       if (res.body) {
-        for await (const chunk of res.body) {
-          fs.writeSync(fd, chunk);
-          received += chunk.length;
-          onProgress?.({ file, phase: 'bytes', received, total });
+        try {
+          for await (const chunk of res.body) {
+            fs.writeSync(fd, chunk);
+            received += chunk.length;
+            onProgress?.({ file, phase: 'bytes', received, total });
+          }
+        } catch (e) {
+          const cause = `${networkCause(e)} (run again to resume)`;
+          throw new DownloadError(`${file}: the download from ${url} broke off after ${received} bytes: ${cause}`);
         }
       }
       fs.fsyncSync(fd);

@@ -493,3 +493,35 @@ export function trainingCurves(history: EpochRecord[]): { 'loss.svg': string; 'a
     'accuracy.svg': lineChart({ title: 'Accuracy per epoch', xLabel: 'epoch', yLabel: 'accuracy', series: build('accuracy') }),
   };
 }
+
+/** At most this many points per plotted step series (a long run is thinned to every k-th step). */
+const MAX_STEP_POINTS = 2000;
+
+/**
+ * Curves per optimizer step (x in epochs: step k of n in epoch e is at e - 1 + k/n, so a 1-epoch run is a
+ * curve, not a dot): loss.svg (training loss per step, validation and test loss at each epoch's end) and lr.svg
+ * (the learning rate per step). Steps without a learning rate leave lr.svg out.
+ */
+export function stepCurves(steps: Array<{ epoch: number; batch: number; batches: number; loss: number; lr?: number }>,
+  history: Array<{ epoch: number } & Record<string, unknown>>): Record<string, string> {
+  const every = Math.max(1, Math.ceil(steps.length / MAX_STEP_POINTS));
+  const kept = steps.filter((_, i) => i % every === 0 || i === steps.length - 1);
+  const at = (s: { epoch: number; batch: number; batches: number }) => s.epoch - 1 + s.batch / Math.max(1, s.batches);
+  const series: LineSeries[] = [{ name: 'train', points: kept.map(s => [at(s), s.loss]) }];
+  for (const [key, name] of [['val_loss', 'validation'], ['test_loss', 'test']] as const) {
+    const points = history.filter(h => typeof h[key] === 'number')
+      .map(h => [h.epoch, h[key] as number] as [number, number]);
+    if (points.length) series.push({ name, points });
+  }
+  const out: Record<string, string> = {
+    'loss.svg': lineChart({ title: 'Loss per step', xLabel: 'epoch', yLabel: 'loss', series }),
+  };
+  const lr = kept.filter(s => typeof s.lr === 'number');
+  if (lr.length) {
+    out['lr.svg'] = lineChart({
+      title: 'Learning rate per step', xLabel: 'epoch', yLabel: 'learning rate',
+      series: [{ name: 'lr', points: lr.map(s => [at(s), s.lr!]) }],
+    });
+  }
+  return out;
+}

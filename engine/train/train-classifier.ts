@@ -66,7 +66,7 @@ export interface TrainOptions {
   keepBest?: boolean;
   /** Snapshot ensemble: a cyclic cosine learning rate with this many cycles, capturing the weights at the end of each. */
   snapshots?: number;
-  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number }) => void;
+  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number; lr: number }) => void;
   onEpoch?: (m: EpochMetrics) => void;
   log?: (line: string) => void;
 }
@@ -180,7 +180,7 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
         lr = schedule((epoch - 1) * itersPerEpoch + k);
         optimizer.step(params.data, r.grads, lr);
         lossSum += r.loss * n; correct += r.correct; seen += n;
-        o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss: r.loss, imagesPerSecond: seen / ((performance.now() - t0) / 1000), images: n });
+        o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss: r.loss, imagesPerSecond: seen / ((performance.now() - t0) / 1000), images: n, lr });
       }
       const seconds = (performance.now() - t0) / 1000;
       state.trainSeconds += seconds; state.trainImages += seen;

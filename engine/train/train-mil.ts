@@ -57,7 +57,7 @@ export interface MilOptions {
   resume?: boolean;
   /** Evaluate the test bags after every epoch (default) or only after the last (faster sweeps). */
   evaluateEachEpoch?: boolean;
-  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number }) => void;
+  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; lr: number }) => void;
   onEpoch?: (m: MilEpoch) => void;
   log?: (line: string) => void;
 }
@@ -133,7 +133,7 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
         const probs = out.probability.data as Float32Array;
         list.forEach((b, i) => { if ((probs[i] >= 0.5 ? 1 : 0) === b.label) correct++; });
         lossSum += loss * list.length;
-        o.onBatch?.({ epoch, batch: k + 1, batches: itersPerEpoch, loss });
+        o.onBatch?.({ epoch, batch: k + 1, batches: itersPerEpoch, loss, lr });
       }
       const seconds = (performance.now() - t0) / 1000;
       state.trainSeconds += seconds; state.trainImages += trainBags.reduce((n, b) => n + b.indices.length, 0);

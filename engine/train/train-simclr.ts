@@ -89,7 +89,7 @@ export interface SimclrOptions {
   runtime?: RuntimeOptions;
   checkpointDir?: string;
   resume?: boolean;
-  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number }) => void;
+  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number; lr: number }) => void;
   onEpoch?: (m: SimclrEpoch) => void;
   log?: (line: string) => void;
 }
@@ -149,7 +149,7 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
         lr = schedule((epoch - 1) * itersPerEpoch + k);
         state.optimizer.step(state.params.data, runner.grads(out), lr);
         lossSum += loss * n; seen += n;
-        o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss, imagesPerSecond: seen / ((performance.now() - t0) / 1000), images: n });
+        o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss, imagesPerSecond: seen / ((performance.now() - t0) / 1000), images: n, lr });
       }
       const seconds = (performance.now() - t0) / 1000;
       state.trainSeconds += seconds; state.trainImages += seen;
