@@ -10,19 +10,18 @@ import { TensorSet } from '../model/params.ts';
 import { graphContext, outputGradientsAndBuffers } from './graph-context.ts';
 import { ModelRunner } from './model-runner.ts';
 import { TrainState, makeSchedule, type Recipe } from './train-state.ts';
+import { SIMCLR_RECIPE, PROBE_RECIPE, PROBE_EPOCHS, ENCODE_CHUNK } from './defaults.ts';
+import { trainEpochs } from './loop.ts';
+import { SEEDS } from './seeds.ts';
 import { epochOrder, batches, gatherImages, gatherLabels, validationSplit } from '../data/split.ts';
 import type { Evaluation } from './train-classifier.ts';
 import { normalise, IMAGE_SIZE, type Split } from '../data/datasets.ts';
 import { twoViews } from '../data/simclr-augment.ts';
-import { makeOptimizer } from '../optim/optimizers.ts';
 import { warmupCosine } from '../optim/schedulers.ts';
 import { createSession, ort, type RuntimeOptions } from '../runtime.ts';
 import { Rng } from '../util/random.ts';
 
-export const SIMCLR_RECIPE: Recipe = {
-  name: 'simclr', optimizer: 'adamw', lr: 1e-3, weightDecay: 1e-4, decayWeightsOnly: true,
-  schedule: { kind: 'warmup-cosine', warmupFraction: 0.05 }, shift: 0, batchSize: 256,
-};
+export { SIMCLR_RECIPE } from './defaults.ts';
 
 /** Training graph: 2n views (all first views, then all second views) -> contrastive loss, gradients, BatchNorm statistics. */
 export function buildSimclrTrainGraph(views: number, supervised: boolean, loss: ContrastiveOptions, seed: number): Uint8Array {
@@ -115,50 +114,29 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
   if (trainCount < 2) throw new Error(`contrastive training needs at least 2 training images, got ${trainCount}`);
   const indices = range(trainCount);
   // the last partial batch is dropped when it has fewer than 2 images (no negatives to contrast with)
-  const batchList = (epoch: number) => batches(epochOrder(indices, o.seed, epoch), o.batchSize).filter(b => b.length >= 2);
+  const batchList = (epoch: number) => batches(epochOrder(indices, SEEDS.order(o.seed), epoch), o.batchSize).filter(b => b.length >= 2);
   const itersPerEpoch = batchList(1).length;
-  const schedule = makeSchedule(recipe, itersPerEpoch, o.epochs);
   const settings = { seed: o.seed, 'batch size': o.batchSize, recipe, supervised: o.supervised, loss: o.loss ?? {}, 'training images': trainCount };
-  if (o.resume && o.checkpointDir && !state.resume(o.checkpointDir, settings, o.epochs, log)) log(`no checkpoint in ${o.checkpointDir}: starting from scratch`);
 
   const runner = new ModelRunner(state.params, state.buffers, o.runtime ?? {}, o.seed);
-  const B = o.batchSize;
-  const u8 = new Uint8Array(B * IMAGE_SIZE), l8 = new Uint8Array(B);
-  const x = new Float32Array(2 * B * IMAGE_SIZE), labels = new BigInt64Array(2 * B);
+  const views = viewBatcher(o.batchSize);
   try {
-    for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
-      await runner.reseed((o.seed * 1000003 + epoch) >>> 0);
-      const rng = new Rng((o.seed * 7654321 + epoch) >>> 0);
-      const list = batchList(epoch);
-      let lossSum = 0, seen = 0, lr = 0;
-      const t0 = performance.now();
-      for (let k = 0; k < list.length; k++) {
-        const b = list[k], n = b.length;
-        gatherImages(o.train, b, u8);
-        // views A fill the first n rows of x, views B the next n
-        twoViews(u8, n, rng, x.subarray(0, n * IMAGE_SIZE), x.subarray(n * IMAGE_SIZE, 2 * n * IMAGE_SIZE));
-        const inputs: Record<string, ort.Tensor> = { x: new ort.Tensor('float32', x.subarray(0, 2 * n * IMAGE_SIZE), [2 * n, 1, 28, 28]) };
-        if (o.supervised) {
-          gatherLabels(o.train, b, l8);
-          for (let i = 0; i < n; i++) labels[i] = labels[i + n] = BigInt(l8[i]);
-          inputs.labels = new ort.Tensor('int64', labels.subarray(0, 2 * n), [2 * n]);
-        }
+    await trainEpochs({
+      state, seed: o.seed, epochs: o.epochs, itersPerEpoch, schedule: makeSchedule(recipe, itersPerEpoch, o.epochs), runner,
+      checkpoints: o.checkpointDir ? { dir: o.checkpointDir, settings, resume: !!o.resume } : undefined,
+      batches: epoch => {
+        const rng = new Rng(SEEDS.views(o.seed, epoch));
+        return batchList(epoch).map(idx => ({ idx, rng }));
+      },
+      step: async ({ idx, rng }) => {
+        const n = idx.length;
+        const inputs = views(o.train, idx, rng, o.supervised);
         const out = await runner.run(`train/${n}`, seed => buildSimclrTrainGraph(2 * n, o.supervised, o.loss ?? {}, seed), inputs, { updateBuffers: true });
-        const loss = (out.loss.data as Float32Array)[0];
-        if (!Number.isFinite(loss)) throw new Error(`training diverged: loss is ${loss} at epoch ${epoch}, batch ${k + 1}`);
-        lr = schedule((epoch - 1) * itersPerEpoch + k);
-        state.optimizer.step(state.params.data, runner.grads(out), lr);
-        lossSum += loss * n; seen += n;
-        o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss, imagesPerSecond: seen / ((performance.now() - t0) / 1000), images: n });
-      }
-      const seconds = (performance.now() - t0) / 1000;
-      state.trainSeconds += seconds; state.trainImages += seen;
-      const m: SimclrEpoch = { epoch, lr, seconds, train_loss: lossSum / Math.max(seen, 1) };
-      state.history.push(m);
-      state.epoch = epoch;
-      o.onEpoch?.(m);
-      if (o.checkpointDir) state.save(o.checkpointDir, settings, o.epochs);
-    }
+        return { loss: (out.loss.data as Float32Array)[0], grads: runner.grads(out), examples: n };
+      },
+      endEpoch: async t => ({ epoch: t.epoch, lr: t.lr, seconds: t.seconds, train_loss: t.lossSum / Math.max(t.examples, 1) }),
+      onBatch: o.onBatch, onEpoch: o.onEpoch, log,
+    });
   } finally {
     await runner.release();
   }
@@ -169,10 +147,29 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
   };
 }
 
+/** Fills reused buffers with a batch's two augmented views (views A in the first n rows, views B in the next n),
+ * and for SupCon its labels, once per view. */
+function viewBatcher(size: number) {
+  const u8 = new Uint8Array(size * IMAGE_SIZE), l8 = new Uint8Array(size);
+  const x = new Float32Array(2 * size * IMAGE_SIZE), labels = new BigInt64Array(2 * size);
+  return (data: Split, idx: Uint32Array, rng: Rng, supervised: boolean) => {
+    const n = idx.length;
+    gatherImages(data, idx, u8);
+    twoViews(u8, n, rng, x.subarray(0, n * IMAGE_SIZE), x.subarray(n * IMAGE_SIZE, 2 * n * IMAGE_SIZE));
+    const inputs: Record<string, ort.Tensor> = { x: new ort.Tensor('float32', x.subarray(0, 2 * n * IMAGE_SIZE), [2 * n, 1, 28, 28]) };
+    if (supervised) {
+      gatherLabels(data, idx, l8);
+      for (let i = 0; i < n; i++) labels[i] = labels[i + n] = BigInt(l8[i]);
+      inputs.labels = new ort.Tensor('int64', labels.subarray(0, 2 * n), [2 * n]);
+    }
+    return inputs;
+  };
+}
+
 /** Features of the frozen encoder for the given images, [count, 2048]. */
 export async function encodeImages(params: TensorSet, buffers: TensorSet, split: Split, count: number, runtime: RuntimeOptions = {}): Promise<Float32Array> {
   const session = await createSession(exportEncoder(params, buffers), runtime);
-  const chunk = 500;
+  const chunk = ENCODE_CHUNK;
   const u8 = new Uint8Array(chunk * IMAGE_SIZE), x = new Float32Array(chunk * IMAGE_SIZE);
   const features = new Float32Array(count * FEATURES);
   try {
@@ -194,16 +191,18 @@ export async function linearEvaluation(params: TensorSet, buffers: TensorSet, o:
   const t0 = performance.now();
   const testCount = Math.min(o.test.count, o.limitTest ?? Infinity);
   // with a validation share the probe trains on the rest and its validation predictions are kept (ensemble selection)
-  const split = (o.valFraction ?? 0) > 0 ? validationSplit(trainCount, o.valFraction!, o.splitSeed ?? o.seed) : { train: range(trainCount), val: new Uint32Array(0) };
+  const split = (o.valFraction ?? 0) > 0 ? validationSplit(trainCount, o.valFraction!, SEEDS.split(o.seed, o.splitSeed)) : { train: range(trainCount), val: new Uint32Array(0) };
   log(`linear evaluation: encoding ${trainCount} training and ${testCount} test images with the frozen encoder`);
   const trainF = await encodeImages(params, buffers, o.train, trainCount, o.runtime);
   const testF = await encodeImages(params, buffers, o.test, testCount, o.runtime);
-  const probe = TensorSet.init(probeParams(), o.seed);
-  const runner = new ModelRunner(probe, new TensorSet([]), o.runtime ?? {});
-  const epochs = o.probeEpochs ?? 10, B = 256;
+  const state = new TrainState<{ train_accuracy: number }>('probe', probeParams(), [], PROBE_RECIPE, o.seed);
+  const probe = state.params;
+  const runner = new ModelRunner(probe, state.buffers, o.runtime ?? {});
+  const epochs = o.probeEpochs ?? PROBE_EPOCHS, B = PROBE_RECIPE.batchSize;
   const batchesPerEpoch = Math.ceil(split.train.length / B);
-  const optimizer = makeOptimizer('adamw', probe.data, { weightDecay: 1e-4 });
-  const schedule = warmupCosine({ base: 1e-3, warmup: Math.max(1, Math.round(0.05 * epochs * batchesPerEpoch)), total: epochs * batchesPerEpoch });
+  // not makeSchedule: its warm-up length rounds (fraction * (epochs * batches)), this one ((fraction * epochs) * batches)
+  const warmup = Math.max(1, Math.round(PROBE_RECIPE.schedule.warmupFraction * epochs * batchesPerEpoch));
+  const schedule = warmupCosine({ base: PROBE_RECIPE.lr, warmup, total: epochs * batchesPerEpoch });
   const f = new Float32Array(B * FEATURES), labels = new BigInt64Array(B);
   const fill = (src: Float32Array, split: Split, idx: Uint32Array) => {
     idx.forEach((k, i) => { f.set(src.subarray(k * FEATURES, (k + 1) * FEATURES), i * FEATURES); labels[i] = BigInt(split.labels[k]); });
@@ -220,18 +219,18 @@ export async function linearEvaluation(params: TensorSet, buffers: TensorSet, o:
     }
     return { loss: lossSum / idx.length, accuracy: correct / idx.length, probabilities };
   };
-  let trainAccuracy = 0;
   try {
-    for (let epoch = 1; epoch <= epochs; epoch++) {
-      let correct = 0;
-      const list = batches(epochOrder(split.train, o.seed + 17, epoch), B);
-      for (let k = 0; k < list.length; k++) {
-        const out = await runner.run(`train/${list[k].length}`, () => buildProbeGraph(list[k].length, true), fill(trainF, o.train, list[k]));
-        optimizer.step(probe.data, runner.grads(out), schedule((epoch - 1) * batchesPerEpoch + k));
-        correct += (out.correct.data as Float32Array)[0];
-      }
-      trainAccuracy = correct / split.train.length;
-    }
+    await trainEpochs({
+      state, seed: o.seed, epochs, itersPerEpoch: batchesPerEpoch, schedule,
+      batches: epoch => batches(epochOrder(split.train, SEEDS.probeOrder(o.seed), epoch), B),
+      step: async idx => {
+        const out = await runner.run(`train/${idx.length}`, () => buildProbeGraph(idx.length, true), fill(trainF, o.train, idx));
+        const scalar = (name: string) => (out[name].data as Float32Array)[0];
+        return { loss: scalar('loss'), grads: runner.grads(out), examples: idx.length, correct: scalar('correct') };
+      },
+      endEpoch: async t => ({ train_accuracy: t.correct / t.examples }),
+    });
+    const trainAccuracy = state.history.at(-1)?.train_accuracy ?? 0;
     const test = await evaluate(testF, o.test, range(testCount));
     const val = split.val.length ? await evaluate(trainF, o.train, split.val) : undefined;
     const seconds = (performance.now() - t0) / 1000;
