@@ -63,7 +63,7 @@ describe('training loop (engine/train/loop.ts)', () => {
   beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-loop-')); });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('trains every epoch, reseeds each with SEEDS.dropout, writes a checkpoint per epoch and sums the steps', async () => {
+  it('trains every epoch, reseeds each with SEEDS.dropout, checkpoints each and sums the steps', async () => {
     const state = newState();
     const t = trainer(state, 3, { checkpoints: { dir, settings: { a: 1 }, resume: false } });
     const before = bits(state);
@@ -94,7 +94,9 @@ describe('training loop (engine/train/loop.ts)', () => {
     const b = path.join(dir, 'b');
     // the same 4-epoch plan, killed during epoch 3 (before its checkpoint)
     const interrupt = (m: Epoch) => { if (m.epoch === 3) throw new Error('killed'); };
-    await assert.rejects(trainer(newState(), 4, { checkpoints: { dir: b, settings: { a: 1 }, resume: false }, onEpoch: interrupt }).run(), /killed/);
+    const ck = { dir: b, settings: { a: 1 }, resume: false };
+    const killed = trainer(newState(), 4, { checkpoints: ck, onEpoch: interrupt });
+    await assert.rejects(killed.run(), /killed/);
     assert.ok(fs.existsSync(checkpointFile(b, 2)) && !fs.existsSync(checkpointFile(b, 3)));
     const resumed = newState(), log: string[] = [];
     let resumedAt = -1;
@@ -111,7 +113,8 @@ describe('training loop (engine/train/loop.ts)', () => {
 
   it('refuses to resume a checkpoint written with other settings, and starts afresh when there is none', async () => {
     await trainer(newState(), 1, { checkpoints: { dir, settings: { a: 1 }, resume: false } }).run();
-    await assert.rejects(trainer(newState(), 2, { checkpoints: { dir, settings: { a: 2 }, resume: true } }).run(), /cannot resume.* a 1/);
+    const other = trainer(newState(), 2, { checkpoints: { dir, settings: { a: 2 }, resume: true } });
+    await assert.rejects(other.run(), /cannot resume.* a 1/);
     const log: string[] = [];
     const empty = path.join(dir, 'none');
     const state = newState();
@@ -127,7 +130,9 @@ describe('training loop (engine/train/loop.ts)', () => {
 
     it('stops after `patience` epochs without improvement, checkpointing the last', async () => {
       const state = newState({ patience: 2 }), log: string[] = [];
-      const r = await trainer(state, 6, { monitor, checkpoints: { dir, settings: {}, resume: false }, log: l => log.push(l) }).run();
+      const ck = { dir, settings: {}, resume: false };
+      const t = trainer(state, 6, { monitor, checkpoints: ck, log: l => log.push(l) });
+      const r = await t.run();
       assert.deepEqual(r, { stoppedEarly: true });
       assert.equal(state.epoch, 4);
       assert.deepEqual(state.history.map(h => h.epoch), [1, 2, 3, 4]);
@@ -135,15 +140,18 @@ describe('training loop (engine/train/loop.ts)', () => {
       assert.deepEqual(log, ['early stopping after epoch 4 (best epoch 2)']);
     });
 
-    it('does not stop with a larger patience, nor without early stopping, nor when the monitor has no value', async () => {
-      for (const [state, mon] of [[newState({ patience: 3 }), monitor], [newState(), monitor], [newState({ patience: 1 }), () => undefined]] as const) {
+    it('does not stop with a larger patience, without early stopping, or when the monitor has no value', async () => {
+      const cases = [
+        [newState({ patience: 3 }), monitor], [newState(), monitor], [newState({ patience: 1 }), () => undefined],
+      ] as const;
+      for (const [state, mon] of cases) {
         const r = await trainer(state, 6, { monitor: mon }).run();
         assert.deepEqual(r, { stoppedEarly: false });
         assert.equal(state.epoch, 6);
       }
     });
 
-    it('a run resumed before the stop stops at the same epoch (the early-stopping state is in the checkpoint)', async () => {
+    it('a run resumed before the stop stops at the same epoch (early stopping is in the checkpoint)', async () => {
       await trainer(newState({ patience: 2 }), 3, { monitor, checkpoints: { dir, settings: {}, resume: false } }).run();
       const state = newState({ patience: 2 });
       const r = await trainer(state, 6, { monitor, checkpoints: { dir, settings: {}, resume: true } }).run();
@@ -158,7 +166,10 @@ describe('training loop (engine/train/loop.ts)', () => {
     await assert.rejects(trainer(state, 3, {
       step: async (batch, epoch, k) => {
         calls++;
-        if (epoch === 2 && k === 2) { atFailure = bits(state); return { loss: NaN, grads: [new Float32Array(4).fill(1)], examples: batch.length }; }
+        if (epoch === 2 && k === 2) {
+          atFailure = bits(state);
+          return { loss: NaN, grads: [new Float32Array(4).fill(1)], examples: batch.length };
+        }
         return { loss: 1, grads: [new Float32Array(4).fill(0.1)], examples: batch.length };
       },
       stepName: 'step',

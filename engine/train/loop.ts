@@ -31,7 +31,15 @@ export interface EpochTotals {
   examples: number;
 }
 
-export interface BatchProgress { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number }
+export interface BatchProgress {
+  epoch: number;
+  batch: number;
+  batches: number;
+  loss: number;
+  imagesPerSecond: number;
+  /** Images in this batch. */
+  images: number;
+}
 
 export interface LoopOptions<B, H> {
   state: TrainState<H>;
@@ -65,7 +73,9 @@ export interface LoopOptions<B, H> {
 export async function trainEpochs<B, H>(o: LoopOptions<B, H>): Promise<{ stoppedEarly: boolean }> {
   const { state, checkpoints: ck } = o;
   const log = o.log ?? (() => {});
-  if (ck?.resume && !state.resume(ck.dir, ck.settings, o.epochs, log)) log(`no checkpoint in ${ck.dir}: starting from scratch`);
+  if (ck?.resume && !state.resume(ck.dir, ck.settings, o.epochs, log)) {
+    log(`no checkpoint in ${ck.dir}: starting from scratch`);
+  }
   await o.resumed?.();
   for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
     await o.runner?.reseed(SEEDS.dropout(o.seed, epoch));
@@ -94,11 +104,15 @@ async function trainEpoch<B, H>(o: LoopOptions<B, H>, epoch: number): Promise<Ep
   const t0 = performance.now();
   for (let k = 0; k < list.length; k++) {
     const r = await o.step(list[k], epoch, k);
-    if (!Number.isFinite(r.loss)) throw new Error(`training diverged: loss is ${r.loss} at epoch ${epoch}, ${o.stepName ?? 'batch'} ${k + 1}`);
+    if (!Number.isFinite(r.loss)) {
+      throw new Error(`training diverged: loss is ${r.loss} at epoch ${epoch}, ${o.stepName ?? 'batch'} ${k + 1}`);
+    }
     lr = o.schedule((epoch - 1) * o.itersPerEpoch + k);
     state.optimizer.step(state.params.data, r.grads, lr);
-    lossSum += r.loss * r.examples; correct += r.correct ?? 0; examples += r.examples; images += r.images ?? r.examples;
-    o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss: r.loss, imagesPerSecond: images / ((performance.now() - t0) / 1000), images: r.images ?? r.examples });
+    const n = r.images ?? r.examples;
+    lossSum += r.loss * r.examples; correct += r.correct ?? 0; examples += r.examples; images += n;
+    const imagesPerSecond = images / ((performance.now() - t0) / 1000);
+    o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss: r.loss, imagesPerSecond, images: n });
   }
   state.trainImages += images;
   return { epoch, lr, seconds: (performance.now() - t0) / 1000, lossSum, correct, examples };

@@ -10,7 +10,7 @@ import { normalise, IMAGE_SIZE, type Split } from '../data/datasets.ts';
 import { randomShift } from '../data/augment.ts';
 import { Rng } from '../util/random.ts';
 import type { RuntimeOptions } from '../runtime.ts';
-import { trainEpochs } from './loop.ts';
+import { trainEpochs, type BatchProgress } from './loop.ts';
 import { SEEDS } from './seeds.ts';
 
 export { checkpointFile, latestCheckpoint, type Recipe } from './train-state.ts';
@@ -58,7 +58,7 @@ export interface TrainOptions {
   keepBest?: boolean;
   /** Snapshot ensemble: a cyclic cosine learning rate with this many cycles, capturing the weights at the end of each. */
   snapshots?: number;
-  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number }) => void;
+  onBatch?: (info: BatchProgress) => void;
   onEpoch?: (m: EpochMetrics) => void;
   log?: (line: string) => void;
 }
@@ -109,7 +109,9 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
   const { params, buffers } = state;
   const trainCount = Math.min(o.train.count, o.limitTrain ?? Infinity);
   const splitSeed = SEEDS.split(o.seed, o.splitSeed);
-  const split = o.valFraction > 0 ? validationSplit(trainCount, o.valFraction, splitSeed) : { train: range(trainCount), val: new Uint32Array(0) };
+  const split = o.valFraction > 0
+    ? validationSplit(trainCount, o.valFraction, splitSeed)
+    : { train: range(trainCount), val: new Uint32Array(0) };
   if (o.bootstrap) split.train = bootstrap(split.train, o.seed);
   if (o.keepBest && !split.val.length) throw new Error('keeping the best epoch needs a validation split (val fraction > 0)');
   const cycles = o.snapshots ?? 0;
@@ -123,39 +125,32 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
     ? cyclicCosine({ base: o.recipe.lr, cycleLength: (itersPerEpoch * o.epochs) / cycles })
     : makeSchedule(o.recipe, itersPerEpoch, o.epochs);
   // what a resumed run must share with the run that wrote the checkpoint
-  const settings = { seed: o.seed, 'split seed': splitSeed, 'batch size': B, recipe: o.recipe, 'val fraction': o.valFraction,
-    'training images': trainCount, bootstrap: !!o.bootstrap, snapshots: cycles };
-  const capturesAt = (epoch: number) => (cycles ? epoch % (o.epochs / cycles) === 0 : false);
+  const settings = {
+    seed: o.seed, 'split seed': splitSeed, 'batch size': B, recipe: o.recipe, 'val fraction': o.valFraction,
+    'training images': trainCount, bootstrap: !!o.bootstrap, snapshots: cycles,
+  };
 
   const runner = new ClassifierRunner(o.def, params, buffers, o.runtime ?? {}, o.seed);
   const fillBatch = imageBatcher(B);
-  const captures: Capture[] = [];
-  let best: Capture | null = null;
+  const kept = new Captures(cycles ? o.epochs / cycles : 0, !!o.keepBest);
   let lastEval = null as { val?: Evaluation; test?: Evaluation } | null;
   const evaluateAll = async (r: ClassifierRunner = runner) => ({
     val: split.val.length ? await evaluate(r, o.train, split.val, B) : undefined,
     test: o.test && testIdx ? await evaluate(r, o.test, testIdx, B) : undefined,
   });
-  // captures of epochs trained before a resume come back from their checkpoints
-  const restoreCaptures = async () => {
-    for (let epoch = 1; epoch <= state.epoch && (cycles || o.keepBest); epoch++) {
-      const m = state.history[epoch - 1];
-      const isBest = o.keepBest && m.val_loss === Math.min(...state.history.map(h => h.val_loss ?? Infinity));
-      if (!capturesAt(epoch) && !isBest) continue;
-      const w = readWeights(checkpointFile(o.checkpointDir!, epoch), o.def.params(), o.def.buffers());
-      const restored = new ClassifierRunner(o.def, w.params, w.buffers, o.runtime ?? {});
-      try {
-        const c = { epoch, ...w, ...(await evaluateAll(restored)) };
-        if (capturesAt(epoch)) captures.push(c);
-        if (isBest) best = c;
-      } finally {
-        await restored.release();
-      }
+  const fromCheckpoint = async (epoch: number): Promise<Capture> => {
+    const w = readWeights(checkpointFile(o.checkpointDir!, epoch), o.def.params(), o.def.buffers());
+    const restored = new ClassifierRunner(o.def, w.params, w.buffers, o.runtime ?? {});
+    try {
+      return { epoch, ...w, ...(await evaluateAll(restored)) };
+    } finally {
+      await restored.release();
     }
   };
   try {
     const { stoppedEarly } = await trainEpochs({
-      state, seed: o.seed, epochs: o.epochs, itersPerEpoch, schedule, runner, resumed: restoreCaptures,
+      state, seed: o.seed, epochs: o.epochs, itersPerEpoch, schedule, runner,
+      resumed: () => kept.restore(state.history, fromCheckpoint),
       checkpoints: o.checkpointDir ? { dir: o.checkpointDir, settings, resume: !!o.resume } : undefined,
       batches: epoch => {
         const shifts = new Rng(SEEDS.shift(o.seed, epoch));
@@ -167,13 +162,15 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
         return { loss: r.loss, grads: r.grads, examples: idx.length, correct: r.correct };
       },
       endEpoch: async t => {
-        const m: EpochMetrics = { epoch: t.epoch, lr: t.lr, seconds: t.seconds, train_loss: t.lossSum / t.examples, train_accuracy: t.correct / t.examples };
+        const m: EpochMetrics = {
+          epoch: t.epoch, lr: t.lr, seconds: t.seconds,
+          train_loss: t.lossSum / t.examples, train_accuracy: t.correct / t.examples,
+        };
         const ev = await evaluateAll();
         lastEval = ev;
         if (ev.val) Object.assign(m, prefixed('val', ev.val));
         if (ev.test) Object.assign(m, prefixed('test', ev.test));
-        if (capturesAt(t.epoch)) captures.push({ epoch: t.epoch, params: params.clone(), buffers: buffers.clone(), ...ev });
-        if (o.keepBest && ev.val && (!best || ev.val.loss < best.val!.loss)) best = { epoch: t.epoch, params: params.clone(), buffers: buffers.clone(), ...ev };
+        kept.offer(t.epoch, params, buffers, ev);
         return m;
       },
       monitor: m => m.val_loss,
@@ -182,13 +179,45 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
     const test = lastEval?.test ?? (o.test && testIdx ? await evaluate(runner, o.test, testIdx, B) : undefined);
     const history = state.history;
     const bestIndex = history.reduce((bi, m, i) => ((m.val_loss ?? Infinity) < (history[bi].val_loss ?? Infinity) ? i : bi), 0);
-    if (!cycles) captures.push(best ?? { epoch: state.epoch, params, buffers, ...(lastEval ?? await evaluateAll()) });
+    const final = async (): Promise<Capture> =>
+      ({ epoch: state.epoch, params, buffers, ...(lastEval ?? await evaluateAll()) });
+    const captures = cycles ? kept.snapshots : [kept.best ?? await final()];
     return {
       params, buffers, history, seconds: state.trainSeconds, imagesPerSecond: state.trainImages / Math.max(state.trainSeconds, 1e-9),
       test, bestEpoch: history[bestIndex]?.epoch ?? 0, stoppedEarly, captures,
     };
   } finally {
     await runner.release();
+  }
+}
+
+/** The weights a run keeps: a snapshot at the end of every learning-rate cycle; the epoch of lowest validation loss. */
+class Captures {
+  readonly snapshots: Capture[] = [];
+  best: Capture | null = null;
+
+  /** cycleEpochs: epochs per snapshot cycle (0: no snapshots); keepBest: track the best epoch. */
+  constructor(private readonly cycleEpochs: number, private readonly keepBest: boolean) {}
+
+  private snapshotAt(epoch: number): boolean { return this.cycleEpochs ? epoch % this.cycleEpochs === 0 : false; }
+
+  /** The weights and evaluation of an epoch just trained (copied only when kept). */
+  offer(epoch: number, params: TensorSet, buffers: TensorSet, ev: { val?: Evaluation; test?: Evaluation }): void {
+    const capture = () => ({ epoch, params: params.clone(), buffers: buffers.clone(), ...ev });
+    if (this.snapshotAt(epoch)) this.snapshots.push(capture());
+    if (this.keepBest && ev.val && (!this.best || ev.val.loss < this.best.val!.loss)) this.best = capture();
+  }
+
+  /** After a resume: the captures of the epochs trained before it, loaded back from their checkpoints. */
+  async restore(history: EpochMetrics[], load: (epoch: number) => Promise<Capture>): Promise<void> {
+    const lowest = Math.min(...history.map(h => h.val_loss ?? Infinity));
+    for (const m of history) {
+      const isBest = this.keepBest && m.val_loss === lowest;
+      if (!this.snapshotAt(m.epoch) && !isBest) continue;
+      const c = await load(m.epoch);
+      if (this.snapshotAt(m.epoch)) this.snapshots.push(c);
+      if (isBest) this.best = c;
+    }
   }
 }
 

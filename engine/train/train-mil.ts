@@ -84,42 +84,21 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
   const L = Math.max(maxLength(trainBags), maxLength(testBags));
   const state = new TrainState<MilEpoch>(`mil-${o.pooling}`, milParams(o.pooling), milBuffers(), recipe, o.seed);
   const itersPerEpoch = Math.ceil(trainBags.length / per);
-  const settings = { seed: o.seed, pooling: o.pooling, bags: o.bags, 'bag length': [o.bagMean, o.bagStd], target: o.target,
-    'bags per step': per, recipe };
+  const settings = {
+    seed: o.seed, pooling: o.pooling, bags: o.bags, 'bag length': [o.bagMean, o.bagStd], target: o.target,
+    'bags per step': per, recipe,
+  };
   log(`mil: ${trainBags.length} training bags (${positives(trainBags)} positive), ${testBags.length} test bags ` +
     `(${positives(testBags)} positive), padded to ${L} instances`);
 
   const runner = new ModelRunner(state.params, state.buffers, o.runtime ?? {}, o.seed);
-  const batch = (split: Split, list: Bag[]) => {
-    const u8 = new Uint8Array(list.length * L * IMAGE_SIZE), mask = new Float32Array(list.length * L);
-    packBags(split, list, L, u8, mask);
-    return {
-      x: new ort.Tensor('float32', normalise(u8, new Float32Array(u8.length)), [list.length * L, 1, 28, 28]),
-      mask: new ort.Tensor('float32', mask, [list.length, L]),
-      labels: new ort.Tensor('float32', Float32Array.from(list, b => b.label), [list.length]),
-    };
-  };
-  const evaluate = async () => {
-    const predictions: MilPrediction[] = [];
-    let lossSum = 0;
-    for (let i = 0; i < testBags.length; i += per) {
-      const list = testBags.slice(i, i + per);
-      const out = await runner.run(`eval/${list.length}`, () => buildMilGraph(o.pooling, list.length, L, false, 0), batch(o.test, list));
-      lossSum += (out.loss.data as Float32Array)[0] * list.length;
-      const probs = out.probability.data as Float32Array, att = out.attention?.data as Float32Array | undefined;
-      list.forEach((b, k) => predictions.push({
-        label: b.label, probability: probs[k], digits: Array.from(b.indices, j => o.test.labels[j]), indices: Array.from(b.indices),
-        attention: att ? Array.from(att.subarray(k * L, k * L + b.indices.length)) : null,
-      }));
-    }
-    const scores = predictions.map(p => p.probability), labels = predictions.map(p => p.label);
-    return { loss: lossSum / testBags.length, accuracy: binaryAccuracy(scores, labels), auc: safeAuc(scores, labels), predictions };
-  };
+  const evaluate = () => evaluateBags(runner, o.pooling, o.test, testBags, L, per);
 
   try {
     let last: Awaited<ReturnType<typeof evaluate>> | null = null;
     await trainEpochs({
-      state, seed: o.seed, epochs: o.epochs, itersPerEpoch, schedule: makeSchedule(recipe, itersPerEpoch, o.epochs), runner,
+      state, seed: o.seed, epochs: o.epochs, runner, itersPerEpoch,
+      schedule: makeSchedule(recipe, itersPerEpoch, o.epochs),
       checkpoints: o.checkpointDir ? { dir: o.checkpointDir, settings, resume: !!o.resume } : undefined,
       batches: epoch => {
         const order = new Rng(SEEDS.bagOrder(o.seed, epoch)).shuffle([...trainBags]);
@@ -127,16 +106,21 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
       },
       step: async list => {
         const train = (seed: number) => buildMilGraph(o.pooling, list.length, L, true, seed);
-        const out = await runner.run(`train/${list.length}`, train, batch(o.train, list), { updateBuffers: true });
+        const inputs = bagInputs(o.train, list, L);
+        const out = await runner.run(`train/${list.length}`, train, inputs, { updateBuffers: true });
         const probs = out.probability.data as Float32Array;
         const correct = list.reduce((n, b, i) => n + ((probs[i] >= 0.5 ? 1 : 0) === b.label ? 1 : 0), 0);
         const images = list.reduce((n, b) => n + b.indices.length, 0);
-        return { loss: (out.loss.data as Float32Array)[0], grads: runner.grads(out), examples: list.length, correct, images };
+        const loss = (out.loss.data as Float32Array)[0];
+        return { loss, grads: runner.grads(out), examples: list.length, correct, images };
       },
       endEpoch: async t => {
         last = o.evaluateEachEpoch === false && t.epoch < o.epochs ? null : await evaluate();
-        return { epoch: t.epoch, lr: t.lr, seconds: t.seconds, train_loss: t.lossSum / t.examples, train_accuracy: t.correct / t.examples,
-          test_loss: last?.loss ?? NaN, test_accuracy: last?.accuracy ?? NaN, test_auc: last?.auc ?? NaN };
+        return {
+          epoch: t.epoch, lr: t.lr, seconds: t.seconds,
+          train_loss: t.lossSum / t.examples, train_accuracy: t.correct / t.examples,
+          test_loss: last?.loss ?? NaN, test_accuracy: last?.accuracy ?? NaN, test_auc: last?.auc ?? NaN,
+        };
       },
       stepName: 'step',
       onBatch: o.onBatch && (p => o.onBatch!({ epoch: p.epoch, batch: p.batch, batches: p.batches, loss: p.loss })),
@@ -147,6 +131,38 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
   } finally {
     await runner.release();
   }
+}
+
+/** A group of bags as graph inputs: the instances padded to L per bag with a mask, and the bag labels. */
+function bagInputs(split: Split, list: Bag[], L: number) {
+  const u8 = new Uint8Array(list.length * L * IMAGE_SIZE), mask = new Float32Array(list.length * L);
+  packBags(split, list, L, u8, mask);
+  return {
+    x: new ort.Tensor('float32', normalise(u8, new Float32Array(u8.length)), [list.length * L, 1, 28, 28]),
+    mask: new ort.Tensor('float32', mask, [list.length, L]),
+    labels: new ort.Tensor('float32', Float32Array.from(list, b => b.label), [list.length]),
+  };
+}
+
+/** The test bags, `per` at a time: mean loss, accuracy, AUC and every bag's prediction with its attention. */
+async function evaluateBags(runner: ModelRunner, pooling: Pooling, test: Split, bags: Bag[], L: number, per: number) {
+  const predictions: MilPrediction[] = [];
+  let lossSum = 0;
+  for (let i = 0; i < bags.length; i += per) {
+    const list = bags.slice(i, i + per);
+    const graph = () => buildMilGraph(pooling, list.length, L, false, 0);
+    const out = await runner.run(`eval/${list.length}`, graph, bagInputs(test, list, L));
+    lossSum += (out.loss.data as Float32Array)[0] * list.length;
+    const probs = out.probability.data as Float32Array, att = out.attention?.data as Float32Array | undefined;
+    list.forEach((b, k) => predictions.push({
+      label: b.label, probability: probs[k],
+      digits: Array.from(b.indices, j => test.labels[j]), indices: Array.from(b.indices),
+      attention: att ? Array.from(att.subarray(k * L, k * L + b.indices.length)) : null,
+    }));
+  }
+  const scores = predictions.map(p => p.probability), labels = predictions.map(p => p.label);
+  const accuracy = binaryAccuracy(scores, labels);
+  return { loss: lossSum / bags.length, accuracy, auc: safeAuc(scores, labels), predictions };
 }
 
 const positives = (bags: Bag[]) => bags.reduce((n, b) => n + b.label, 0);

@@ -11,7 +11,7 @@ import { graphContext, outputGradientsAndBuffers } from './graph-context.ts';
 import { ModelRunner } from './model-runner.ts';
 import { TrainState, makeSchedule, type Recipe } from './train-state.ts';
 import { SIMCLR_RECIPE, PROBE_RECIPE, PROBE_EPOCHS, ENCODE_CHUNK } from './defaults.ts';
-import { trainEpochs } from './loop.ts';
+import { trainEpochs, type StepResult, type BatchProgress } from './loop.ts';
 import { SEEDS } from './seeds.ts';
 import { epochOrder, batches, gatherImages, gatherLabels, validationSplit } from '../data/split.ts';
 import type { Evaluation } from './train-classifier.ts';
@@ -88,7 +88,7 @@ export interface SimclrOptions {
   runtime?: RuntimeOptions;
   checkpointDir?: string;
   resume?: boolean;
-  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number }) => void;
+  onBatch?: (info: BatchProgress) => void;
   onEpoch?: (m: SimclrEpoch) => void;
   log?: (line: string) => void;
 }
@@ -114,7 +114,8 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
   if (trainCount < 2) throw new Error(`contrastive training needs at least 2 training images, got ${trainCount}`);
   const indices = range(trainCount);
   // the last partial batch is dropped when it has fewer than 2 images (no negatives to contrast with)
-  const batchList = (epoch: number) => batches(epochOrder(indices, SEEDS.order(o.seed), epoch), o.batchSize).filter(b => b.length >= 2);
+  const batchList = (epoch: number) =>
+    batches(epochOrder(indices, SEEDS.order(o.seed), epoch), o.batchSize).filter(b => b.length >= 2);
   const itersPerEpoch = batchList(1).length;
   const settings = { seed: o.seed, 'batch size': o.batchSize, recipe, supervised: o.supervised, loss: o.loss ?? {}, 'training images': trainCount };
 
@@ -122,7 +123,8 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
   const views = viewBatcher(o.batchSize);
   try {
     await trainEpochs({
-      state, seed: o.seed, epochs: o.epochs, itersPerEpoch, schedule: makeSchedule(recipe, itersPerEpoch, o.epochs), runner,
+      state, seed: o.seed, epochs: o.epochs, runner, itersPerEpoch,
+      schedule: makeSchedule(recipe, itersPerEpoch, o.epochs),
       checkpoints: o.checkpointDir ? { dir: o.checkpointDir, settings, resume: !!o.resume } : undefined,
       batches: epoch => {
         const rng = new Rng(SEEDS.views(o.seed, epoch));
@@ -134,7 +136,9 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
         const out = await runner.run(`train/${n}`, seed => buildSimclrTrainGraph(2 * n, o.supervised, o.loss ?? {}, seed), inputs, { updateBuffers: true });
         return { loss: (out.loss.data as Float32Array)[0], grads: runner.grads(out), examples: n };
       },
-      endEpoch: async t => ({ epoch: t.epoch, lr: t.lr, seconds: t.seconds, train_loss: t.lossSum / Math.max(t.examples, 1) }),
+      endEpoch: async t => ({
+        epoch: t.epoch, lr: t.lr, seconds: t.seconds, train_loss: t.lossSum / Math.max(t.examples, 1),
+      }),
       onBatch: o.onBatch, onEpoch: o.onEpoch, log,
     });
   } finally {
@@ -156,7 +160,9 @@ function viewBatcher(size: number) {
     const n = idx.length;
     gatherImages(data, idx, u8);
     twoViews(u8, n, rng, x.subarray(0, n * IMAGE_SIZE), x.subarray(n * IMAGE_SIZE, 2 * n * IMAGE_SIZE));
-    const inputs: Record<string, ort.Tensor> = { x: new ort.Tensor('float32', x.subarray(0, 2 * n * IMAGE_SIZE), [2 * n, 1, 28, 28]) };
+    const inputs: Record<string, ort.Tensor> = {
+      x: new ort.Tensor('float32', x.subarray(0, 2 * n * IMAGE_SIZE), [2 * n, 1, 28, 28]),
+    };
     if (supervised) {
       gatherLabels(data, idx, l8);
       for (let i = 0; i < n; i++) labels[i] = labels[i + n] = BigInt(l8[i]);
@@ -191,52 +197,80 @@ export async function linearEvaluation(params: TensorSet, buffers: TensorSet, o:
   const t0 = performance.now();
   const testCount = Math.min(o.test.count, o.limitTest ?? Infinity);
   // with a validation share the probe trains on the rest and its validation predictions are kept (ensemble selection)
-  const split = (o.valFraction ?? 0) > 0 ? validationSplit(trainCount, o.valFraction!, SEEDS.split(o.seed, o.splitSeed)) : { train: range(trainCount), val: new Uint32Array(0) };
+  const split = (o.valFraction ?? 0) > 0
+    ? validationSplit(trainCount, o.valFraction!, SEEDS.split(o.seed, o.splitSeed))
+    : { train: range(trainCount), val: new Uint32Array(0) };
   log(`linear evaluation: encoding ${trainCount} training and ${testCount} test images with the frozen encoder`);
   const trainF = await encodeImages(params, buffers, o.train, trainCount, o.runtime);
   const testF = await encodeImages(params, buffers, o.test, testCount, o.runtime);
   const state = new TrainState<{ train_accuracy: number }>('probe', probeParams(), [], PROBE_RECIPE, o.seed);
   const probe = state.params;
-  const runner = new ModelRunner(probe, state.buffers, o.runtime ?? {});
+  const runner = new ProbeRunner(probe, state.buffers, o.runtime ?? {}, PROBE_RECIPE.batchSize);
   const epochs = o.probeEpochs ?? PROBE_EPOCHS, B = PROBE_RECIPE.batchSize;
   const batchesPerEpoch = Math.ceil(split.train.length / B);
-  // not makeSchedule: its warm-up length rounds (fraction * (epochs * batches)), this one ((fraction * epochs) * batches)
+  // not makeSchedule: it rounds fraction * (epochs * batches), this schedule (fraction * epochs) * batches
   const warmup = Math.max(1, Math.round(PROBE_RECIPE.schedule.warmupFraction * epochs * batchesPerEpoch));
   const schedule = warmupCosine({ base: PROBE_RECIPE.lr, warmup, total: epochs * batchesPerEpoch });
-  const f = new Float32Array(B * FEATURES), labels = new BigInt64Array(B);
-  const fill = (src: Float32Array, split: Split, idx: Uint32Array) => {
-    idx.forEach((k, i) => { f.set(src.subarray(k * FEATURES, (k + 1) * FEATURES), i * FEATURES); labels[i] = BigInt(split.labels[k]); });
-    return { features: new ort.Tensor('float32', f.subarray(0, idx.length * FEATURES), [idx.length, FEATURES]), labels: new ort.Tensor('int64', labels.subarray(0, idx.length), [idx.length]) };
-  };
-  const evaluate = async (src: Float32Array, data: Split, idx: Uint32Array): Promise<Evaluation> => {
+  try {
+    await trainEpochs({
+      state, seed: o.seed, epochs, itersPerEpoch: batchesPerEpoch, schedule,
+      batches: epoch => batches(epochOrder(split.train, SEEDS.probeOrder(o.seed), epoch), B),
+      step: idx => runner.step(trainF, o.train, idx),
+      endEpoch: async t => ({ train_accuracy: t.correct / t.examples }),
+    });
+    const trainAccuracy = state.history.at(-1)?.train_accuracy ?? 0;
+    const test = await runner.evaluate(testF, o.test, range(testCount));
+    const val = split.val.length ? await runner.evaluate(trainF, o.train, split.val) : undefined;
+    const seconds = (performance.now() - t0) / 1000;
+    const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+    log(`linear evaluation: probe train accuracy ${pct(trainAccuracy)}, test accuracy ${pct(test.accuracy)} ` +
+      `(${seconds.toFixed(1)}s)`);
+    const { accuracy: testAccuracy, loss: testLoss, probabilities } = test;
+    return { probe, trainAccuracy, testAccuracy, testLoss, seconds, probabilities, test, val };
+  } finally {
+    await runner.release();
+  }
+}
+
+/** The linear probe on precomputed features [count, 2048]: training steps and evaluation, in reused buffers. */
+class ProbeRunner extends ModelRunner {
+  private readonly features: Float32Array;
+  private readonly labels: BigInt64Array;
+
+  constructor(params: TensorSet, buffers: TensorSet, runtime: RuntimeOptions, private readonly batchSize: number) {
+    super(params, buffers, runtime);
+    this.features = new Float32Array(batchSize * FEATURES);
+    this.labels = new BigInt64Array(batchSize);
+  }
+
+  private inputs(src: Float32Array, data: Split, idx: Uint32Array) {
+    idx.forEach((k, i) => {
+      this.features.set(src.subarray(k * FEATURES, (k + 1) * FEATURES), i * FEATURES);
+      this.labels[i] = BigInt(data.labels[k]);
+    });
+    const n = idx.length;
+    return {
+      features: new ort.Tensor('float32', this.features.subarray(0, n * FEATURES), [n, FEATURES]),
+      labels: new ort.Tensor('int64', this.labels.subarray(0, n), [n]),
+    };
+  }
+
+  async step(src: Float32Array, data: Split, idx: Uint32Array): Promise<StepResult> {
+    const graph = () => buildProbeGraph(idx.length, true);
+    const out = await this.run(`train/${idx.length}`, graph, this.inputs(src, data, idx));
+    const scalar = (name: string) => (out[name].data as Float32Array)[0];
+    return { loss: scalar('loss'), grads: this.grads(out), examples: idx.length, correct: scalar('correct') };
+  }
+
+  async evaluate(src: Float32Array, data: Split, idx: Uint32Array): Promise<Evaluation> {
     let lossSum = 0, correct = 0, at = 0;
     const probabilities = new Float32Array(idx.length * CLASSES);
-    for (const b of batches(idx, B)) {
-      const out = await runner.run(`eval/${b.length}`, () => buildProbeGraph(b.length, false), fill(src, data, b));
+    for (const b of batches(idx, this.batchSize)) {
+      const out = await this.run(`eval/${b.length}`, () => buildProbeGraph(b.length, false), this.inputs(src, data, b));
       lossSum += (out.loss.data as Float32Array)[0]; correct += (out.correct.data as Float32Array)[0];
       probabilities.set(out.probabilities.data as Float32Array, at * CLASSES);
       at += b.length;
     }
     return { loss: lossSum / idx.length, accuracy: correct / idx.length, probabilities };
-  };
-  try {
-    await trainEpochs({
-      state, seed: o.seed, epochs, itersPerEpoch: batchesPerEpoch, schedule,
-      batches: epoch => batches(epochOrder(split.train, SEEDS.probeOrder(o.seed), epoch), B),
-      step: async idx => {
-        const out = await runner.run(`train/${idx.length}`, () => buildProbeGraph(idx.length, true), fill(trainF, o.train, idx));
-        const scalar = (name: string) => (out[name].data as Float32Array)[0];
-        return { loss: scalar('loss'), grads: runner.grads(out), examples: idx.length, correct: scalar('correct') };
-      },
-      endEpoch: async t => ({ train_accuracy: t.correct / t.examples }),
-    });
-    const trainAccuracy = state.history.at(-1)?.train_accuracy ?? 0;
-    const test = await evaluate(testF, o.test, range(testCount));
-    const val = split.val.length ? await evaluate(trainF, o.train, split.val) : undefined;
-    const seconds = (performance.now() - t0) / 1000;
-    log(`linear evaluation: probe train accuracy ${(100 * trainAccuracy).toFixed(2)}%, test accuracy ${(100 * test.accuracy).toFixed(2)}% (${seconds.toFixed(1)}s)`);
-    return { probe, trainAccuracy, testAccuracy: test.accuracy, testLoss: test.loss, seconds, probabilities: test.probabilities, test, val };
-  } finally {
-    await runner.release();
   }
 }
