@@ -30,7 +30,7 @@ export function sumToShape(g: Graph, grad: Value, shape: Shape): Value {
 const zerosLike = (g: Graph, v: Value) => g.node('ConstantOfShape', [g.ints(v.shape)], {}, undefined, v.shape, 'float32');
 
 /** Gradient of a Slice: place the upstream gradient back into zeros of the input's shape, one axis at a time. */
-function unslice(g: Graph, grad: Value, inShape: Shape, starts: number[], ends: number[], axes: number[], steps: number[]): Value {
+function unslice(g: Graph, grad: Value, inShape: Shape, starts: number[], axes: number[], steps: number[]): Value {
   let cur = grad;
   axes.forEach((a0, k) => {
     const r = inShape.length, a = a0 < 0 ? a0 + r : a0, d = inShape[a];
@@ -50,7 +50,6 @@ function unslice(g: Graph, grad: Value, inShape: Shape, starts: number[], ends: 
       const zeros = g.node('ConstantOfShape', [g.ints(target)], {}, undefined, target, 'float32');
       cur = g.node('ScatterElements', [zeros, indices, cur], { axis: { int: a } });
     }
-    void ends;
   });
   return cur;
 }
@@ -108,8 +107,6 @@ export const RULES: Record<string, Rule> = {
   },
   Reshape: (g, n, [gy]) => [g.reshape(gy!, inp(g, n, 0).shape), null],
   Flatten: (g, n, [gy]) => [g.reshape(gy!, inp(g, n, 0).shape)],
-  Squeeze: (g, n, [gy]) => [g.reshape(gy!, inp(g, n, 0).shape), null],
-  Unsqueeze: (g, n, [gy]) => [g.reshape(gy!, inp(g, n, 0).shape), null],
   Expand: (g, n, [gy]) => [sumToShape(g, gy!, inp(g, n, 0).shape), null],
   Transpose: (g, n, [gy]) => {
     const perm = intsAttr(n, 'perm')!;
@@ -129,10 +126,10 @@ export const RULES: Record<string, Rule> = {
   },
   Slice: (g, n, [gy]) => {
     const x = inp(g, n, 0);
-    const starts = constInts(g, n.inputs[1]), ends = constInts(g, n.inputs[2]);
+    const starts = constInts(g, n.inputs[1]); // the ends follow from the gradient's extent
     const axes = n.inputs[3] ? constInts(g, n.inputs[3]) : starts.map((_, i) => i);
     const steps = n.inputs[4] ? constInts(g, n.inputs[4]) : starts.map(() => 1);
-    return [unslice(g, gy!, x.shape, starts, ends, axes, steps), null, null, null, null];
+    return [unslice(g, gy!, x.shape, starts, axes, steps), null, null, null, null];
   },
   Pad: (g, n, [gy]) => {
     const x = inp(g, n, 0), pads = constInts(g, n.inputs[1]), r = x.shape.length;

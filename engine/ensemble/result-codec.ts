@@ -12,9 +12,12 @@ interface ResultMeta { format: 'fleet-member-result-1'; taskId: string; seconds:
 
 export function encodeMemberResult(r: MemberResult): Uint8Array {
   const tensors = new Map<string, Float32Array>();
-  const sets = (m: TrainedMember, i: number) => ({ params: m.params, buffers: m.buffers, ...(m.probe ? { probe: m.probe } : {}) }) as Record<string, TensorData>;
+  const sets = (m: TrainedMember) =>
+    ({ params: m.params, buffers: m.buffers, ...(m.probe ? { probe: m.probe } : {}) }) as Record<string, TensorData>;
   const members = r.members.map((m, i) => {
-    for (const [kind, t] of Object.entries(sets(m, i))) t.names.forEach((n, k) => tensors.set(`${i}/${kind}/${n}`, t.data[k]));
+    for (const [kind, t] of Object.entries(sets(m))) {
+      t.names.forEach((n, k) => tensors.set(`${i}/${kind}/${n}`, t.data[k]));
+    }
     for (const split of ['val', 'test'] as const) if (m[split]) tensors.set(`${i}/${split}`, m[split]!.probabilities);
     const shape = (t?: TensorData) => (t ? { names: t.names, shapes: t.shapes } : undefined);
     const ev = (e?: EvalData) => (e ? { loss: e.loss, accuracy: e.accuracy } : undefined);

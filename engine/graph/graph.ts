@@ -145,7 +145,6 @@ export class Graph {
   tanh(x: Value) { return this.node('Tanh', [x]); }
   sigmoid(x: Value) { return this.node('Sigmoid', [x]); }
   reciprocal(x: Value) { return this.node('Reciprocal', [x]); }
-  identity(x: Value) { return this.node('Identity', [x]); }
   sum(xs: Value[]) { return xs.length === 1 ? xs[0] : this.node('Sum', xs); }
   clip(x: Value, min: number, max: number) { return this.node('Clip', [x, this.scalar(min), this.scalar(max)]); }
   greater(a: Value, b: Value) { return this.node('Greater', [a, b]); }
@@ -281,8 +280,8 @@ export class Graph {
 // ---- static shape inference for the ops the builder emits ----
 
 function inferDtype(op: string, inputs: (Value | null)[]): DType {
-  if (['Greater', 'GreaterOrEqual', 'Less', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not'].includes(op)) return 'bool';
-  if (op === 'ArgMax' || op === 'Shape') return 'int64';
+  if (['Greater', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And'].includes(op)) return 'bool';
+  if (op === 'ArgMax') return 'int64';
   if (op === 'Where') return inputs[1]!.dtype;
   return inputs[0]?.dtype ?? 'float32';
 }
@@ -305,15 +304,15 @@ function inferShape(g: Graph, op: string, ins: (Value | null)[], attrs: Record<s
   const ints = (k: string) => (attrs[k] && 'ints' in attrs[k] ? (attrs[k] as { ints: number[] }).ints : undefined);
   switch (op) {
     case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Greater': case 'GreaterOrEqual': case 'LessOrEqual':
-    case 'Equal': case 'And': case 'Pow':
+    case 'Equal': case 'And':
       return broadcastShapes(x.shape, ins[1]!.shape);
     case 'Where':
       return broadcastShapes(broadcastShapes(x.shape, ins[1]!.shape), ins[2]!.shape);
     case 'Sum': case 'Max':
       return ins.reduce((s, v) => broadcastShapes(s, v!.shape), [] as Shape);
     case 'Neg': case 'Relu': case 'Exp': case 'Log': case 'Sqrt': case 'Tanh': case 'Sigmoid': case 'Reciprocal':
-    case 'Identity': case 'Clip': case 'Softmax': case 'LogSoftmax': case 'LpNormalization': case 'Cast':
-    case 'RandomUniformLike': case 'Abs':
+    case 'Identity': case 'Clip': case 'Softmax': case 'LogSoftmax': case 'LpNormalization':
+    case 'Abs':
       return x.shape;
     case 'Reshape': {
       const target = constInts(g, ins[1]);
@@ -368,24 +367,16 @@ function inferShape(g: Graph, op: string, ins: (Value | null)[], attrs: Record<s
       if (k !== k2) throw new Error(`Gemm: inner dimensions ${k} and ${k2} differ`);
       return [m, n];
     }
-    case 'MaxPool': case 'Conv': case 'ConvTranspose': {
+    case 'MaxPool': case 'Conv': {
       const k = ints('kernel_shape') ?? ins[1]!.shape.slice(2);
       const s = ints('strides') ?? k.map(() => 1);
       const p = ints('pads') ?? [...k, ...k].map(() => 0);
       const sp = x.shape.slice(2);
       const r = k.length;
-      if (op === 'ConvTranspose') {
-        const op2 = ints('output_padding') ?? k.map(() => 0);
-        const outSp = sp.map((d, i) => s[i] * (d - 1) + op2[i] + k[i] - p[i] - p[i + r]);
-        return [x.shape[0], ins[1]!.shape[1], ...outSp];
-      }
       const outSp = sp.map((d, i) => Math.floor((d + p[i] + p[i + r] - k[i]) / s[i]) + 1);
       return [x.shape[0], op === 'Conv' ? ins[1]!.shape[0] : x.shape[1], ...outSp];
     }
-    case 'MaxUnpool': return constInts(g, ins[2]);
     case 'BatchNormalization': return x.shape;
-    case 'ConstantOfShape': return constInts(g, x);
-    case 'OneHot': return [...x.shape, Number(constInts(g, ins[1])[0])];
     case 'ScatterElements': return x.shape;
     default:
       throw new Error(`no shape rule for op ${op}`);

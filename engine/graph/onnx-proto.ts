@@ -11,11 +11,6 @@ export const ModelProto = root.lookupType('onnx.ModelProto');
 export const DTYPE_CODE = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9 } as const;
 export type DType = keyof typeof DTYPE_CODE;
 
-export function dtypeFromCode(code: number): DType {
-  for (const [k, v] of Object.entries(DTYPE_CODE)) if (v === code) return k as DType;
-  throw new Error(`unsupported ONNX element type code ${code}`);
-}
-
 export function encodeModel(model: object): Uint8Array {
   const err = ModelProto.verify(model);
   if (err) throw new Error(`invalid ONNX model: ${err}`);

@@ -52,8 +52,6 @@ export class EarlyStopping {
   get best(): number { return this.bestValue; }
   /** Epoch index (0-based count of update() calls) of the best value; -1 before any. */
   get bestEpoch(): number { return this.bestAt; }
-  /** Consecutive epochs without improvement so far. */
-  get wait(): number { return this.waitCount; }
 
   /** Record one epoch's value. */
   update(value: number): { improved: boolean; stop: boolean } {

@@ -19,7 +19,8 @@ import { validationSplit, epochOrder, batches, gatherImages, gatherLabels } from
 import { normalise, IMAGE_SIZE, type DatasetName, type Split } from '../data/datasets.ts';
 import { twoViews } from '../data/simclr-augment.ts';
 import { randomShift } from '../data/augment.ts';
-import { Rng, mixSeeds } from '../util/random.ts';
+import { Rng } from '../util/random.ts';
+import { SEEDS } from './seeds.ts';
 import { DropoutMasks, type MaskSpec } from './dropout-masks.ts';
 import { size } from '../graph/graph.ts';
 import { specChecker } from '../util/spec-check.ts';
@@ -81,7 +82,8 @@ export class DataParallelPlan {
 
   private epochBatches(epoch: number): Uint32Array[] {
     if (this.cached?.epoch !== epoch) {
-      this.cached = { epoch, list: batches(epochOrder(this.train, this.spec.seed, epoch), this.spec.batchSize).filter(b => b.length >= this.minBatch) };
+      const order = epochOrder(this.train, SEEDS.order(this.spec.seed), epoch);
+      this.cached = { epoch, list: batches(order, this.spec.batchSize).filter(b => b.length >= this.minBatch) };
     }
     return this.cached.list;
   }
@@ -145,7 +147,7 @@ const drawers = new WeakMap<MaskSpec[], DropoutMasks>();
 export function dropoutMasks(specs: MaskSpec[], seed: number, step: number, shard: number): Float32Array[] {
   let d = drawers.get(specs);
   if (!d) { d = new DropoutMasks(specs); drawers.set(specs, d); }
-  return d.draw(seed, step, shard, 0x6d61736b).map(m => m.slice());
+  return d.draw(...SEEDS.shardMasks(seed, step, shard)).map(m => m.slice());
 }
 
 // ---- the graphs
@@ -251,7 +253,7 @@ export function shardInputs(plan: DataParallelPlan, data: Split, step: number, s
   const spec = plan.spec;
   const idx = plan.shard(plan.batch(step).indices, s), n = idx.length;
   const u8 = gatherImages(data, idx, new Uint8Array(n * IMAGE_SIZE)), l8 = gatherLabels(data, idx);
-  const rng = new Rng(mixSeeds(spec.seed, step, s, 0x64617461));
+  const rng = new Rng(SEEDS.shardData(spec.seed, step, s));
   let x: Float32Array, labels: BigInt64Array;
   if (spec.model === 'cnn') {
     const shifted = new Uint8Array(n * IMAGE_SIZE);

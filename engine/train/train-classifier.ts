@@ -10,20 +10,12 @@ import { normalise, IMAGE_SIZE, type Split } from '../data/datasets.ts';
 import { randomShift } from '../data/augment.ts';
 import { Rng } from '../util/random.ts';
 import type { RuntimeOptions } from '../runtime.ts';
+import { trainEpochs, type BatchProgress } from './loop.ts';
+import { SEEDS } from './seeds.ts';
 
 export { checkpointFile, latestCheckpoint, type Recipe } from './train-state.ts';
 
-/** Named recipes: `fleet` is the default, `reference` reproduces the reference implementation's setup. */
-export const RECIPES: Record<string, Recipe> = {
-  fleet: {
-    name: 'fleet', optimizer: 'adamw', lr: 3e-3, weightDecay: 0.05, decayWeightsOnly: true,
-    schedule: { kind: 'warmup-cosine', warmupFraction: 0.05 }, shift: 2, batchSize: 128,
-  },
-  reference: {
-    name: 'reference', optimizer: 'adam', lr: 1e-3, weightDecay: 1e-3, decayWeightsOnly: false,
-    schedule: { kind: 'step', stepSize: 5, gamma: 0.5 }, shift: 0, batchSize: 256,
-  },
-};
+export { RECIPES } from './defaults.ts';
 
 export interface EpochMetrics {
   epoch: number;
@@ -66,7 +58,7 @@ export interface TrainOptions {
   keepBest?: boolean;
   /** Snapshot ensemble: a cyclic cosine learning rate with this many cycles, capturing the weights at the end of each. */
   snapshots?: number;
-  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number; lr: number }) => void;
+  onBatch?: (info: BatchProgress) => void;
   onEpoch?: (m: EpochMetrics) => void;
   log?: (line: string) => void;
 }
@@ -113,10 +105,13 @@ const range = (n: number) => Uint32Array.from({ length: n }, (_, i) => i);
 export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
   const log = o.log ?? (() => {});
   const state = new TrainState<EpochMetrics>(o.def.name, o.def.params(), o.def.buffers(), o.recipe, o.seed,
-    o.patience !== undefined ? { patience: o.patience, minDelta: o.minDelta ?? 0 } : undefined);
-  const { params, buffers, optimizer, early } = state;
+    o.patience !== undefined ? { patience: o.patience, minDelta: o.minDelta } : undefined);
+  const { params, buffers } = state;
   const trainCount = Math.min(o.train.count, o.limitTrain ?? Infinity);
-  const split = o.valFraction > 0 ? validationSplit(trainCount, o.valFraction, o.splitSeed ?? o.seed) : { train: range(trainCount), val: new Uint32Array(0) };
+  const splitSeed = SEEDS.split(o.seed, o.splitSeed);
+  const split = o.valFraction > 0
+    ? validationSplit(trainCount, o.valFraction, splitSeed)
+    : { train: range(trainCount), val: new Uint32Array(0) };
   if (o.bootstrap) split.train = bootstrap(split.train, o.seed);
   if (o.keepBest && !split.val.length) throw new Error('keeping the best epoch needs a validation split (val fraction > 0)');
   const cycles = o.snapshots ?? 0;
@@ -124,84 +119,69 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
     throw new Error(`snapshot ensembles need the epochs (${o.epochs}) to be a multiple of the number of snapshots (${cycles})`);
   }
   const testIdx = o.test ? range(Math.min(o.test.count, o.limitTest ?? Infinity)) : null;
-  const itersPerEpoch = Math.ceil(split.train.length / o.batchSize);
-  const schedule = cycles ? cyclicCosine({ base: o.recipe.lr, cycleLength: (itersPerEpoch * o.epochs) / cycles }) : makeSchedule(o.recipe, itersPerEpoch, o.epochs);
+  const B = o.batchSize;
+  const itersPerEpoch = Math.ceil(split.train.length / B);
+  const schedule = cycles
+    ? cyclicCosine({ base: o.recipe.lr, cycleLength: (itersPerEpoch * o.epochs) / cycles })
+    : makeSchedule(o.recipe, itersPerEpoch, o.epochs);
   // what a resumed run must share with the run that wrote the checkpoint
-  const settings = { seed: o.seed, 'split seed': o.splitSeed ?? o.seed, 'batch size': o.batchSize, recipe: o.recipe, 'val fraction': o.valFraction, 'training images': trainCount,
-    bootstrap: !!o.bootstrap, snapshots: cycles };
-  if (o.resume && o.checkpointDir && !state.resume(o.checkpointDir, settings, o.epochs, log)) log(`no checkpoint in ${o.checkpointDir}: starting from scratch`);
-  const capturesAt = (epoch: number) => (cycles ? epoch % (o.epochs / cycles) === 0 : false);
+  const settings = {
+    seed: o.seed, 'split seed': splitSeed, 'batch size': B, recipe: o.recipe, 'val fraction': o.valFraction,
+    'training images': trainCount, bootstrap: !!o.bootstrap, snapshots: cycles,
+  };
 
   const runner = new ClassifierRunner(o.def, params, buffers, o.runtime ?? {}, o.seed);
-  const B = o.batchSize;
-  const u8 = new Uint8Array(B * IMAGE_SIZE), shifted = new Uint8Array(B * IMAGE_SIZE);
-  const x = new Float32Array(B * IMAGE_SIZE), labels = new BigInt64Array(B), l8 = new Uint8Array(B);
-  let stoppedEarly = false;
-  const captures: Capture[] = [];
-  let best: Capture | null = null;
-  let lastEval: { val?: Evaluation; test?: Evaluation } | null = null;
-  const evaluateAll = async () => ({
-    val: split.val.length ? await evaluate(runner, o.train, split.val, B) : undefined,
-    test: o.test && testIdx ? await evaluate(runner, o.test, testIdx, B) : undefined,
+  const fillBatch = imageBatcher(B);
+  const kept = new Captures(cycles ? o.epochs / cycles : 0, !!o.keepBest);
+  let lastEval = null as { val?: Evaluation; test?: Evaluation } | null;
+  const evaluateAll = async (r: ClassifierRunner = runner) => ({
+    val: split.val.length ? await evaluate(r, o.train, split.val, B) : undefined,
+    test: o.test && testIdx ? await evaluate(r, o.test, testIdx, B) : undefined,
   });
+  const fromCheckpoint = async (epoch: number): Promise<Capture> => {
+    const w = readWeights(checkpointFile(o.checkpointDir!, epoch), o.def.params(), o.def.buffers());
+    const restored = new ClassifierRunner(o.def, w.params, w.buffers, o.runtime ?? {});
+    try {
+      return { epoch, ...w, ...(await evaluateAll(restored)) };
+    } finally {
+      await restored.release();
+    }
+  };
   try {
-    // captures of epochs trained before a resume come back from their checkpoints
-    for (let epoch = 1; epoch <= state.epoch && (cycles || o.keepBest); epoch++) {
-      const m = state.history[epoch - 1];
-      const isBest = o.keepBest && m.val_loss === Math.min(...state.history.map(h => h.val_loss ?? Infinity));
-      if (!capturesAt(epoch) && !isBest) continue;
-      const w = readWeights(checkpointFile(o.checkpointDir!, epoch), o.def.params(), o.def.buffers());
-      const restored = new ClassifierRunner(o.def, w.params, w.buffers, o.runtime ?? {});
-      try {
-        const c = { epoch, ...w, val: split.val.length ? await evaluate(restored, o.train, split.val, B) : undefined,
-          test: o.test && testIdx ? await evaluate(restored, o.test, testIdx, B) : undefined };
-        if (capturesAt(epoch)) captures.push(c);
-        if (isBest) best = c;
-      } finally {
-        await restored.release();
-      }
-    }
-    for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
-      await runner.reseed((o.seed * 1000003 + epoch) >>> 0);
-      const augRng = new Rng((o.seed * 1000003 + epoch) >>> 0);
-      const order = epochOrder(split.train, o.seed, epoch);
-      const list = batches(order, B);
-      let lossSum = 0, correct = 0, seen = 0, lr = 0;
-      const t0 = performance.now();
-      for (let k = 0; k < list.length; k++) {
-        const b = list[k], n = b.length;
-        gatherImages(o.train, b, u8);
-        if (o.recipe.shift > 0) randomShift(u8, shifted, n, o.recipe.shift, augRng);
-        normalise((o.recipe.shift > 0 ? shifted : u8).subarray(0, n * IMAGE_SIZE), x);
-        gatherLabels(o.train, b, l8);
-        for (let i = 0; i < n; i++) labels[i] = BigInt(l8[i]);
-        const r = await runner.step(x, labels, n);
-        if (!Number.isFinite(r.loss)) throw new Error(`training diverged: loss is ${r.loss} at epoch ${epoch}, batch ${k + 1}`);
-        lr = schedule((epoch - 1) * itersPerEpoch + k);
-        optimizer.step(params.data, r.grads, lr);
-        lossSum += r.loss * n; correct += r.correct; seen += n;
-        o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss: r.loss, imagesPerSecond: seen / ((performance.now() - t0) / 1000), images: n, lr });
-      }
-      const seconds = (performance.now() - t0) / 1000;
-      state.trainSeconds += seconds; state.trainImages += seen;
-      const m: EpochMetrics = { epoch, lr, seconds, train_loss: lossSum / seen, train_accuracy: correct / seen };
-      const ev = await evaluateAll();
-      lastEval = ev;
-      if (ev.val) Object.assign(m, prefixed('val', ev.val));
-      if (ev.test) Object.assign(m, prefixed('test', ev.test));
-      if (capturesAt(epoch)) captures.push({ epoch, params: params.clone(), buffers: buffers.clone(), ...ev });
-      if (o.keepBest && ev.val && (!best || ev.val.loss < best.val!.loss)) best = { epoch, params: params.clone(), buffers: buffers.clone(), ...ev };
-      state.history.push(m);
-      state.epoch = epoch;
-      o.onEpoch?.(m);
-      const verdict = early && m.val_loss !== undefined ? early.update(m.val_loss) : null;
-      if (o.checkpointDir) state.save(o.checkpointDir, settings, o.epochs);
-      if (verdict?.stop) { stoppedEarly = true; log(`early stopping after epoch ${epoch} (best epoch ${early!.bestEpoch + 1})`); break; }
-    }
+    const { stoppedEarly } = await trainEpochs({
+      state, seed: o.seed, epochs: o.epochs, itersPerEpoch, schedule, runner,
+      resumed: () => kept.restore(state.history, fromCheckpoint),
+      checkpoints: o.checkpointDir ? { dir: o.checkpointDir, settings, resume: !!o.resume } : undefined,
+      batches: epoch => {
+        const shifts = new Rng(SEEDS.shift(o.seed, epoch));
+        return batches(epochOrder(split.train, SEEDS.order(o.seed), epoch), B).map(idx => ({ idx, shifts }));
+      },
+      step: async ({ idx, shifts }) => {
+        const { x, labels } = fillBatch(o.train, idx, o.recipe.shift, shifts);
+        const r = await runner.step(x, labels, idx.length);
+        return { loss: r.loss, grads: r.grads, examples: idx.length, correct: r.correct };
+      },
+      endEpoch: async t => {
+        const m: EpochMetrics = {
+          epoch: t.epoch, lr: t.lr, seconds: t.seconds,
+          train_loss: t.lossSum / t.examples, train_accuracy: t.correct / t.examples,
+        };
+        const ev = await evaluateAll();
+        lastEval = ev;
+        if (ev.val) Object.assign(m, prefixed('val', ev.val));
+        if (ev.test) Object.assign(m, prefixed('test', ev.test));
+        kept.offer(t.epoch, params, buffers, ev);
+        return m;
+      },
+      monitor: m => m.val_loss,
+      onBatch: o.onBatch, onEpoch: o.onEpoch, log,
+    });
     const test = lastEval?.test ?? (o.test && testIdx ? await evaluate(runner, o.test, testIdx, B) : undefined);
     const history = state.history;
     const bestIndex = history.reduce((bi, m, i) => ((m.val_loss ?? Infinity) < (history[bi].val_loss ?? Infinity) ? i : bi), 0);
-    if (!cycles) captures.push(best ?? { epoch: state.epoch, params, buffers, ...(lastEval ?? await evaluateAll()) });
+    const final = async (): Promise<Capture> =>
+      ({ epoch: state.epoch, params, buffers, ...(lastEval ?? await evaluateAll()) });
+    const captures = cycles ? kept.snapshots : [kept.best ?? await final()];
     return {
       params, buffers, history, seconds: state.trainSeconds, imagesPerSecond: state.trainImages / Math.max(state.trainSeconds, 1e-9),
       test, bestEpoch: history[bestIndex]?.epoch ?? 0, stoppedEarly, captures,
@@ -209,6 +189,51 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
   } finally {
     await runner.release();
   }
+}
+
+/** The weights a run keeps: a snapshot at the end of every learning-rate cycle; the epoch of lowest validation loss. */
+class Captures {
+  readonly snapshots: Capture[] = [];
+  best: Capture | null = null;
+
+  /** cycleEpochs: epochs per snapshot cycle (0: no snapshots); keepBest: track the best epoch. */
+  constructor(private readonly cycleEpochs: number, private readonly keepBest: boolean) {}
+
+  private snapshotAt(epoch: number): boolean { return this.cycleEpochs ? epoch % this.cycleEpochs === 0 : false; }
+
+  /** The weights and evaluation of an epoch just trained (copied only when kept). */
+  offer(epoch: number, params: TensorSet, buffers: TensorSet, ev: { val?: Evaluation; test?: Evaluation }): void {
+    const capture = () => ({ epoch, params: params.clone(), buffers: buffers.clone(), ...ev });
+    if (this.snapshotAt(epoch)) this.snapshots.push(capture());
+    if (this.keepBest && ev.val && (!this.best || ev.val.loss < this.best.val!.loss)) this.best = capture();
+  }
+
+  /** After a resume: the captures of the epochs trained before it, loaded back from their checkpoints. */
+  async restore(history: EpochMetrics[], load: (epoch: number) => Promise<Capture>): Promise<void> {
+    const lowest = Math.min(...history.map(h => h.val_loss ?? Infinity));
+    for (const m of history) {
+      const isBest = this.keepBest && m.val_loss === lowest;
+      if (!this.snapshotAt(m.epoch) && !isBest) continue;
+      const c = await load(m.epoch);
+      if (this.snapshotAt(m.epoch)) this.snapshots.push(c);
+      if (isBest) this.best = c;
+    }
+  }
+}
+
+/** Fills reused buffers with one training batch: images gathered, shifted when asked, normalised; labels. */
+function imageBatcher(size: number) {
+  const u8 = new Uint8Array(size * IMAGE_SIZE), shifted = new Uint8Array(size * IMAGE_SIZE);
+  const x = new Float32Array(size * IMAGE_SIZE), labels = new BigInt64Array(size), l8 = new Uint8Array(size);
+  return (data: Split, idx: Uint32Array, shift: number, rng: Rng) => {
+    const n = idx.length;
+    gatherImages(data, idx, u8);
+    if (shift > 0) randomShift(u8, shifted, n, shift, rng);
+    normalise((shift > 0 ? shifted : u8).subarray(0, n * IMAGE_SIZE), x);
+    gatherLabels(data, idx, l8);
+    for (let i = 0; i < n; i++) labels[i] = BigInt(l8[i]);
+    return { x, labels };
+  };
 }
 
 function prefixed(p: 'val' | 'test', r: { loss: number; accuracy: number }) {

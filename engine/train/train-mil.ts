@@ -9,17 +9,16 @@ import type { TensorSet } from '../model/params.ts';
 import { graphContext, outputGradientsAndBuffers } from './graph-context.ts';
 import { ModelRunner } from './model-runner.ts';
 import { TrainState, makeSchedule, type Recipe } from './train-state.ts';
+import { MIL_RECIPE } from './defaults.ts';
+import { trainEpochs } from './loop.ts';
+import { SEEDS } from './seeds.ts';
 import { makeBags, maxLength, packBags, type Bag } from '../data/bags.ts';
 import { normalise, IMAGE_SIZE, type Split } from '../data/datasets.ts';
 import { rocAuc, binaryAccuracy } from '../metrics.ts';
 import { ort, type RuntimeOptions } from '../runtime.ts';
 import { Rng } from '../util/random.ts';
 
-/** Adam with the reference's L2 weight decay and learning rate, with a short warm-up and a cosine decay. */
-export const MIL_RECIPE: Recipe = {
-  name: 'mil', optimizer: 'adam', lr: 5e-4, weightDecay: 1e-4, decayWeightsOnly: false,
-  schedule: { kind: 'warmup-cosine', warmupFraction: 0.05 }, shift: 0, batchSize: 1,
-};
+export { MIL_RECIPE } from './defaults.ts';
 
 export function buildMilGraph(pooling: Pooling, bags: number, L: number, training: boolean, seed: number): Uint8Array {
   const g = new Graph(training ? 'mil_train' : 'mil_eval');
@@ -75,81 +74,95 @@ export interface MilResult {
 
 export async function trainMil(o: MilOptions): Promise<MilResult> {
   const log = o.log ?? (() => {});
-  const per = o.bagsPerStep ?? 1;
+  const per = o.bagsPerStep ?? MIL_RECIPE.batchSize;
   if (!Number.isInteger(per) || per < 1) throw new RangeError(`bags per step must be an integer >= 1, got ${per}`);
   const recipe = o.recipe ?? { ...MIL_RECIPE, batchSize: per };
-  const trainBags = makeBags(o.train, { count: o.bags, meanLength: o.bagMean, stdLength: o.bagStd, target: o.target, seed: o.seed });
-  const testBags = makeBags(o.test, { count: o.testBags, meanLength: o.bagMean, stdLength: o.bagStd, target: o.target, seed: o.seed + 1 });
+  const bagShape = { meanLength: o.bagMean, stdLength: o.bagStd, target: o.target };
+  const trainBags = makeBags(o.train, { count: o.bags, ...bagShape, seed: SEEDS.trainBags(o.seed) });
+  const testBags = makeBags(o.test, { count: o.testBags, ...bagShape, seed: SEEDS.testBags(o.seed) });
   // one padded length for every bag: one session serves all bag lengths
   const L = Math.max(maxLength(trainBags), maxLength(testBags));
   const state = new TrainState<MilEpoch>(`mil-${o.pooling}`, milParams(o.pooling), milBuffers(), recipe, o.seed);
   const itersPerEpoch = Math.ceil(trainBags.length / per);
-  const schedule = makeSchedule(recipe, itersPerEpoch, o.epochs);
-  const settings = { seed: o.seed, pooling: o.pooling, bags: o.bags, 'bag length': [o.bagMean, o.bagStd], target: o.target, 'bags per step': per, recipe };
-  if (o.resume && o.checkpointDir && !state.resume(o.checkpointDir, settings, o.epochs, log)) log(`no checkpoint in ${o.checkpointDir}: starting from scratch`);
-  log(`mil: ${trainBags.length} training bags (${positives(trainBags)} positive), ${testBags.length} test bags (${positives(testBags)} positive), padded to ${L} instances`);
+  const settings = {
+    seed: o.seed, pooling: o.pooling, bags: o.bags, 'bag length': [o.bagMean, o.bagStd], target: o.target,
+    'bags per step': per, recipe,
+  };
+  log(`mil: ${trainBags.length} training bags (${positives(trainBags)} positive), ${testBags.length} test bags ` +
+    `(${positives(testBags)} positive), padded to ${L} instances`);
 
   const runner = new ModelRunner(state.params, state.buffers, o.runtime ?? {}, o.seed);
-  const batch = (split: Split, list: Bag[]) => {
-    const u8 = new Uint8Array(list.length * L * IMAGE_SIZE), mask = new Float32Array(list.length * L);
-    packBags(split, list, L, u8, mask);
-    return {
-      x: new ort.Tensor('float32', normalise(u8, new Float32Array(u8.length)), [list.length * L, 1, 28, 28]),
-      mask: new ort.Tensor('float32', mask, [list.length, L]),
-      labels: new ort.Tensor('float32', Float32Array.from(list, b => b.label), [list.length]),
-    };
-  };
-  const evaluate = async () => {
-    const predictions: MilPrediction[] = [];
-    let lossSum = 0;
-    for (let i = 0; i < testBags.length; i += per) {
-      const list = testBags.slice(i, i + per);
-      const out = await runner.run(`eval/${list.length}`, () => buildMilGraph(o.pooling, list.length, L, false, 0), batch(o.test, list));
-      lossSum += (out.loss.data as Float32Array)[0] * list.length;
-      const probs = out.probability.data as Float32Array, att = out.attention?.data as Float32Array | undefined;
-      list.forEach((b, k) => predictions.push({
-        label: b.label, probability: probs[k], digits: Array.from(b.indices, j => o.test.labels[j]), indices: Array.from(b.indices),
-        attention: att ? Array.from(att.subarray(k * L, k * L + b.indices.length)) : null,
-      }));
-    }
-    const scores = predictions.map(p => p.probability), labels = predictions.map(p => p.label);
-    return { loss: lossSum / testBags.length, accuracy: binaryAccuracy(scores, labels), auc: safeAuc(scores, labels), predictions };
-  };
+  const evaluate = () => evaluateBags(runner, o.pooling, o.test, testBags, L, per);
 
   try {
     let last: Awaited<ReturnType<typeof evaluate>> | null = null;
-    for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
-      await runner.reseed((o.seed * 1000003 + epoch) >>> 0);
-      const order = new Rng((o.seed * 31337 + epoch) >>> 0).shuffle([...trainBags]);
-      let lossSum = 0, correct = 0, lr = 0;
-      const t0 = performance.now();
-      for (let k = 0; k * per < order.length; k++) {
-        const list = order.slice(k * per, (k + 1) * per);
-        const out = await runner.run(`train/${list.length}`, seed => buildMilGraph(o.pooling, list.length, L, true, seed), batch(o.train, list), { updateBuffers: true });
-        const loss = (out.loss.data as Float32Array)[0];
-        if (!Number.isFinite(loss)) throw new Error(`training diverged: loss is ${loss} at epoch ${epoch}, step ${k + 1}`);
-        lr = schedule((epoch - 1) * itersPerEpoch + k);
-        state.optimizer.step(state.params.data, runner.grads(out), lr);
+    await trainEpochs({
+      state, seed: o.seed, epochs: o.epochs, runner, itersPerEpoch,
+      schedule: makeSchedule(recipe, itersPerEpoch, o.epochs),
+      checkpoints: o.checkpointDir ? { dir: o.checkpointDir, settings, resume: !!o.resume } : undefined,
+      batches: epoch => {
+        const order = new Rng(SEEDS.bagOrder(o.seed, epoch)).shuffle([...trainBags]);
+        return Array.from({ length: itersPerEpoch }, (_, k) => order.slice(k * per, (k + 1) * per));
+      },
+      step: async list => {
+        const train = (seed: number) => buildMilGraph(o.pooling, list.length, L, true, seed);
+        const inputs = bagInputs(o.train, list, L);
+        const out = await runner.run(`train/${list.length}`, train, inputs, { updateBuffers: true });
         const probs = out.probability.data as Float32Array;
-        list.forEach((b, i) => { if ((probs[i] >= 0.5 ? 1 : 0) === b.label) correct++; });
-        lossSum += loss * list.length;
-        o.onBatch?.({ epoch, batch: k + 1, batches: itersPerEpoch, loss, lr });
-      }
-      const seconds = (performance.now() - t0) / 1000;
-      state.trainSeconds += seconds; state.trainImages += trainBags.reduce((n, b) => n + b.indices.length, 0);
-      last = o.evaluateEachEpoch === false && epoch < o.epochs ? null : await evaluate();
-      const m: MilEpoch = { epoch, lr, seconds, train_loss: lossSum / order.length, train_accuracy: correct / order.length,
-        test_loss: last?.loss ?? NaN, test_accuracy: last?.accuracy ?? NaN, test_auc: last?.auc ?? NaN };
-      state.history.push(m);
-      state.epoch = epoch;
-      o.onEpoch?.(m);
-      if (o.checkpointDir) state.save(o.checkpointDir, settings, o.epochs);
-    }
+        const correct = list.reduce((n, b, i) => n + ((probs[i] >= 0.5 ? 1 : 0) === b.label ? 1 : 0), 0);
+        const images = list.reduce((n, b) => n + b.indices.length, 0);
+        const loss = (out.loss.data as Float32Array)[0];
+        return { loss, grads: runner.grads(out), examples: list.length, correct, images };
+      },
+      endEpoch: async t => {
+        last = o.evaluateEachEpoch === false && t.epoch < o.epochs ? null : await evaluate();
+        return {
+          epoch: t.epoch, lr: t.lr, seconds: t.seconds,
+          train_loss: t.lossSum / t.examples, train_accuracy: t.correct / t.examples,
+          test_loss: last?.loss ?? NaN, test_accuracy: last?.accuracy ?? NaN, test_auc: last?.auc ?? NaN,
+        };
+      },
+      stepName: 'step',
+      onBatch: o.onBatch && (p => o.onBatch!({ epoch: p.epoch, batch: p.batch, batches: p.batches, loss: p.loss, lr: p.lr })),
+      onEpoch: o.onEpoch, log,
+    });
     const test = last ?? await evaluate();
     return { params: state.params, buffers: state.buffers, history: state.history, seconds: state.trainSeconds, test };
   } finally {
     await runner.release();
   }
+}
+
+/** A group of bags as graph inputs: the instances padded to L per bag with a mask, and the bag labels. */
+function bagInputs(split: Split, list: Bag[], L: number) {
+  const u8 = new Uint8Array(list.length * L * IMAGE_SIZE), mask = new Float32Array(list.length * L);
+  packBags(split, list, L, u8, mask);
+  return {
+    x: new ort.Tensor('float32', normalise(u8, new Float32Array(u8.length)), [list.length * L, 1, 28, 28]),
+    mask: new ort.Tensor('float32', mask, [list.length, L]),
+    labels: new ort.Tensor('float32', Float32Array.from(list, b => b.label), [list.length]),
+  };
+}
+
+/** The test bags, `per` at a time: mean loss, accuracy, AUC and every bag's prediction with its attention. */
+async function evaluateBags(runner: ModelRunner, pooling: Pooling, test: Split, bags: Bag[], L: number, per: number) {
+  const predictions: MilPrediction[] = [];
+  let lossSum = 0;
+  for (let i = 0; i < bags.length; i += per) {
+    const list = bags.slice(i, i + per);
+    const graph = () => buildMilGraph(pooling, list.length, L, false, 0);
+    const out = await runner.run(`eval/${list.length}`, graph, bagInputs(test, list, L));
+    lossSum += (out.loss.data as Float32Array)[0] * list.length;
+    const probs = out.probability.data as Float32Array, att = out.attention?.data as Float32Array | undefined;
+    list.forEach((b, k) => predictions.push({
+      label: b.label, probability: probs[k],
+      digits: Array.from(b.indices, j => test.labels[j]), indices: Array.from(b.indices),
+      attention: att ? Array.from(att.subarray(k * L, k * L + b.indices.length)) : null,
+    }));
+  }
+  const scores = predictions.map(p => p.probability), labels = predictions.map(p => p.label);
+  const accuracy = binaryAccuracy(scores, labels);
+  return { loss: lossSum / bags.length, accuracy, auc: safeAuc(scores, labels), predictions };
 }
 
 const positives = (bags: Bag[]) => bags.reduce((n, b) => n + b.label, 0);

@@ -10,19 +10,18 @@ import { TensorSet } from '../model/params.ts';
 import { graphContext, outputGradientsAndBuffers } from './graph-context.ts';
 import { ModelRunner } from './model-runner.ts';
 import { TrainState, makeSchedule, type Recipe } from './train-state.ts';
+import { SIMCLR_RECIPE, PROBE_RECIPE, PROBE_EPOCHS, ENCODE_CHUNK } from './defaults.ts';
+import { trainEpochs, type StepResult, type BatchProgress } from './loop.ts';
+import { SEEDS } from './seeds.ts';
 import { epochOrder, batches, gatherImages, gatherLabels, validationSplit } from '../data/split.ts';
 import type { Evaluation } from './train-classifier.ts';
 import { normalise, IMAGE_SIZE, type Split } from '../data/datasets.ts';
 import { twoViews } from '../data/simclr-augment.ts';
-import { makeOptimizer } from '../optim/optimizers.ts';
 import { warmupCosine } from '../optim/schedulers.ts';
 import { createSession, ort, type RuntimeOptions } from '../runtime.ts';
 import { Rng } from '../util/random.ts';
 
-export const SIMCLR_RECIPE: Recipe = {
-  name: 'simclr', optimizer: 'adamw', lr: 1e-3, weightDecay: 1e-4, decayWeightsOnly: true,
-  schedule: { kind: 'warmup-cosine', warmupFraction: 0.05 }, shift: 0, batchSize: 256,
-};
+export { SIMCLR_RECIPE } from './defaults.ts';
 
 /** Training graph: 2n views (all first views, then all second views) -> contrastive loss, gradients, BatchNorm statistics. */
 export function buildSimclrTrainGraph(views: number, supervised: boolean, loss: ContrastiveOptions, seed: number): Uint8Array {
@@ -89,7 +88,7 @@ export interface SimclrOptions {
   runtime?: RuntimeOptions;
   checkpointDir?: string;
   resume?: boolean;
-  onBatch?: (info: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond: number; images: number; lr: number }) => void;
+  onBatch?: (info: BatchProgress) => void;
   onEpoch?: (m: SimclrEpoch) => void;
   log?: (line: string) => void;
 }
@@ -115,50 +114,33 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
   if (trainCount < 2) throw new Error(`contrastive training needs at least 2 training images, got ${trainCount}`);
   const indices = range(trainCount);
   // the last partial batch is dropped when it has fewer than 2 images (no negatives to contrast with)
-  const batchList = (epoch: number) => batches(epochOrder(indices, o.seed, epoch), o.batchSize).filter(b => b.length >= 2);
+  const batchList = (epoch: number) =>
+    batches(epochOrder(indices, SEEDS.order(o.seed), epoch), o.batchSize).filter(b => b.length >= 2);
   const itersPerEpoch = batchList(1).length;
-  const schedule = makeSchedule(recipe, itersPerEpoch, o.epochs);
   const settings = { seed: o.seed, 'batch size': o.batchSize, recipe, supervised: o.supervised, loss: o.loss ?? {}, 'training images': trainCount };
-  if (o.resume && o.checkpointDir && !state.resume(o.checkpointDir, settings, o.epochs, log)) log(`no checkpoint in ${o.checkpointDir}: starting from scratch`);
 
   const runner = new ModelRunner(state.params, state.buffers, o.runtime ?? {}, o.seed);
-  const B = o.batchSize;
-  const u8 = new Uint8Array(B * IMAGE_SIZE), l8 = new Uint8Array(B);
-  const x = new Float32Array(2 * B * IMAGE_SIZE), labels = new BigInt64Array(2 * B);
+  const views = viewBatcher(o.batchSize);
   try {
-    for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
-      await runner.reseed((o.seed * 1000003 + epoch) >>> 0);
-      const rng = new Rng((o.seed * 7654321 + epoch) >>> 0);
-      const list = batchList(epoch);
-      let lossSum = 0, seen = 0, lr = 0;
-      const t0 = performance.now();
-      for (let k = 0; k < list.length; k++) {
-        const b = list[k], n = b.length;
-        gatherImages(o.train, b, u8);
-        // views A fill the first n rows of x, views B the next n
-        twoViews(u8, n, rng, x.subarray(0, n * IMAGE_SIZE), x.subarray(n * IMAGE_SIZE, 2 * n * IMAGE_SIZE));
-        const inputs: Record<string, ort.Tensor> = { x: new ort.Tensor('float32', x.subarray(0, 2 * n * IMAGE_SIZE), [2 * n, 1, 28, 28]) };
-        if (o.supervised) {
-          gatherLabels(o.train, b, l8);
-          for (let i = 0; i < n; i++) labels[i] = labels[i + n] = BigInt(l8[i]);
-          inputs.labels = new ort.Tensor('int64', labels.subarray(0, 2 * n), [2 * n]);
-        }
+    await trainEpochs({
+      state, seed: o.seed, epochs: o.epochs, runner, itersPerEpoch,
+      schedule: makeSchedule(recipe, itersPerEpoch, o.epochs),
+      checkpoints: o.checkpointDir ? { dir: o.checkpointDir, settings, resume: !!o.resume } : undefined,
+      batches: epoch => {
+        const rng = new Rng(SEEDS.views(o.seed, epoch));
+        return batchList(epoch).map(idx => ({ idx, rng }));
+      },
+      step: async ({ idx, rng }) => {
+        const n = idx.length;
+        const inputs = views(o.train, idx, rng, o.supervised);
         const out = await runner.run(`train/${n}`, seed => buildSimclrTrainGraph(2 * n, o.supervised, o.loss ?? {}, seed), inputs, { updateBuffers: true });
-        const loss = (out.loss.data as Float32Array)[0];
-        if (!Number.isFinite(loss)) throw new Error(`training diverged: loss is ${loss} at epoch ${epoch}, batch ${k + 1}`);
-        lr = schedule((epoch - 1) * itersPerEpoch + k);
-        state.optimizer.step(state.params.data, runner.grads(out), lr);
-        lossSum += loss * n; seen += n;
-        o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss, imagesPerSecond: seen / ((performance.now() - t0) / 1000), images: n, lr });
-      }
-      const seconds = (performance.now() - t0) / 1000;
-      state.trainSeconds += seconds; state.trainImages += seen;
-      const m: SimclrEpoch = { epoch, lr, seconds, train_loss: lossSum / Math.max(seen, 1) };
-      state.history.push(m);
-      state.epoch = epoch;
-      o.onEpoch?.(m);
-      if (o.checkpointDir) state.save(o.checkpointDir, settings, o.epochs);
-    }
+        return { loss: (out.loss.data as Float32Array)[0], grads: runner.grads(out), examples: n };
+      },
+      endEpoch: async t => ({
+        epoch: t.epoch, lr: t.lr, seconds: t.seconds, train_loss: t.lossSum / Math.max(t.examples, 1),
+      }),
+      onBatch: o.onBatch, onEpoch: o.onEpoch, log,
+    });
   } finally {
     await runner.release();
   }
@@ -169,10 +151,31 @@ export async function trainSimclr(o: SimclrOptions): Promise<SimclrResult> {
   };
 }
 
+/** Fills reused buffers with a batch's two augmented views (views A in the first n rows, views B in the next n),
+ * and for SupCon its labels, once per view. */
+function viewBatcher(size: number) {
+  const u8 = new Uint8Array(size * IMAGE_SIZE), l8 = new Uint8Array(size);
+  const x = new Float32Array(2 * size * IMAGE_SIZE), labels = new BigInt64Array(2 * size);
+  return (data: Split, idx: Uint32Array, rng: Rng, supervised: boolean) => {
+    const n = idx.length;
+    gatherImages(data, idx, u8);
+    twoViews(u8, n, rng, x.subarray(0, n * IMAGE_SIZE), x.subarray(n * IMAGE_SIZE, 2 * n * IMAGE_SIZE));
+    const inputs: Record<string, ort.Tensor> = {
+      x: new ort.Tensor('float32', x.subarray(0, 2 * n * IMAGE_SIZE), [2 * n, 1, 28, 28]),
+    };
+    if (supervised) {
+      gatherLabels(data, idx, l8);
+      for (let i = 0; i < n; i++) labels[i] = labels[i + n] = BigInt(l8[i]);
+      inputs.labels = new ort.Tensor('int64', labels.subarray(0, 2 * n), [2 * n]);
+    }
+    return inputs;
+  };
+}
+
 /** Features of the frozen encoder for the given images, [count, 2048]. */
 export async function encodeImages(params: TensorSet, buffers: TensorSet, split: Split, count: number, runtime: RuntimeOptions = {}): Promise<Float32Array> {
   const session = await createSession(exportEncoder(params, buffers), runtime);
-  const chunk = 500;
+  const chunk = ENCODE_CHUNK;
   const u8 = new Uint8Array(chunk * IMAGE_SIZE), x = new Float32Array(chunk * IMAGE_SIZE);
   const features = new Float32Array(count * FEATURES);
   try {
@@ -194,50 +197,80 @@ export async function linearEvaluation(params: TensorSet, buffers: TensorSet, o:
   const t0 = performance.now();
   const testCount = Math.min(o.test.count, o.limitTest ?? Infinity);
   // with a validation share the probe trains on the rest and its validation predictions are kept (ensemble selection)
-  const split = (o.valFraction ?? 0) > 0 ? validationSplit(trainCount, o.valFraction!, o.splitSeed ?? o.seed) : { train: range(trainCount), val: new Uint32Array(0) };
+  const split = (o.valFraction ?? 0) > 0
+    ? validationSplit(trainCount, o.valFraction!, SEEDS.split(o.seed, o.splitSeed))
+    : { train: range(trainCount), val: new Uint32Array(0) };
   log(`linear evaluation: encoding ${trainCount} training and ${testCount} test images with the frozen encoder`);
   const trainF = await encodeImages(params, buffers, o.train, trainCount, o.runtime);
   const testF = await encodeImages(params, buffers, o.test, testCount, o.runtime);
-  const probe = TensorSet.init(probeParams(), o.seed);
-  const runner = new ModelRunner(probe, new TensorSet([]), o.runtime ?? {});
-  const epochs = o.probeEpochs ?? 10, B = 256;
+  const state = new TrainState<{ train_accuracy: number }>('probe', probeParams(), [], PROBE_RECIPE, o.seed);
+  const probe = state.params;
+  const runner = new ProbeRunner(probe, state.buffers, o.runtime ?? {}, PROBE_RECIPE.batchSize);
+  const epochs = o.probeEpochs ?? PROBE_EPOCHS, B = PROBE_RECIPE.batchSize;
   const batchesPerEpoch = Math.ceil(split.train.length / B);
-  const optimizer = makeOptimizer('adamw', probe.data, { weightDecay: 1e-4 });
-  const schedule = warmupCosine({ base: 1e-3, warmup: Math.max(1, Math.round(0.05 * epochs * batchesPerEpoch)), total: epochs * batchesPerEpoch });
-  const f = new Float32Array(B * FEATURES), labels = new BigInt64Array(B);
-  const fill = (src: Float32Array, split: Split, idx: Uint32Array) => {
-    idx.forEach((k, i) => { f.set(src.subarray(k * FEATURES, (k + 1) * FEATURES), i * FEATURES); labels[i] = BigInt(split.labels[k]); });
-    return { features: new ort.Tensor('float32', f.subarray(0, idx.length * FEATURES), [idx.length, FEATURES]), labels: new ort.Tensor('int64', labels.subarray(0, idx.length), [idx.length]) };
-  };
-  const evaluate = async (src: Float32Array, data: Split, idx: Uint32Array): Promise<Evaluation> => {
+  // not makeSchedule: it rounds fraction * (epochs * batches), this schedule (fraction * epochs) * batches
+  const warmup = Math.max(1, Math.round(PROBE_RECIPE.schedule.warmupFraction * epochs * batchesPerEpoch));
+  const schedule = warmupCosine({ base: PROBE_RECIPE.lr, warmup, total: epochs * batchesPerEpoch });
+  try {
+    await trainEpochs({
+      state, seed: o.seed, epochs, itersPerEpoch: batchesPerEpoch, schedule,
+      batches: epoch => batches(epochOrder(split.train, SEEDS.probeOrder(o.seed), epoch), B),
+      step: idx => runner.step(trainF, o.train, idx),
+      endEpoch: async t => ({ train_accuracy: t.correct / t.examples }),
+    });
+    const trainAccuracy = state.history.at(-1)?.train_accuracy ?? 0;
+    const test = await runner.evaluate(testF, o.test, range(testCount));
+    const val = split.val.length ? await runner.evaluate(trainF, o.train, split.val) : undefined;
+    const seconds = (performance.now() - t0) / 1000;
+    const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+    log(`linear evaluation: probe train accuracy ${pct(trainAccuracy)}, test accuracy ${pct(test.accuracy)} ` +
+      `(${seconds.toFixed(1)}s)`);
+    const { accuracy: testAccuracy, loss: testLoss, probabilities } = test;
+    return { probe, trainAccuracy, testAccuracy, testLoss, seconds, probabilities, test, val };
+  } finally {
+    await runner.release();
+  }
+}
+
+/** The linear probe on precomputed features [count, 2048]: training steps and evaluation, in reused buffers. */
+class ProbeRunner extends ModelRunner {
+  private readonly features: Float32Array;
+  private readonly labels: BigInt64Array;
+
+  constructor(params: TensorSet, buffers: TensorSet, runtime: RuntimeOptions, private readonly batchSize: number) {
+    super(params, buffers, runtime);
+    this.features = new Float32Array(batchSize * FEATURES);
+    this.labels = new BigInt64Array(batchSize);
+  }
+
+  private inputs(src: Float32Array, data: Split, idx: Uint32Array) {
+    idx.forEach((k, i) => {
+      this.features.set(src.subarray(k * FEATURES, (k + 1) * FEATURES), i * FEATURES);
+      this.labels[i] = BigInt(data.labels[k]);
+    });
+    const n = idx.length;
+    return {
+      features: new ort.Tensor('float32', this.features.subarray(0, n * FEATURES), [n, FEATURES]),
+      labels: new ort.Tensor('int64', this.labels.subarray(0, n), [n]),
+    };
+  }
+
+  async step(src: Float32Array, data: Split, idx: Uint32Array): Promise<StepResult> {
+    const graph = () => buildProbeGraph(idx.length, true);
+    const out = await this.run(`train/${idx.length}`, graph, this.inputs(src, data, idx));
+    const scalar = (name: string) => (out[name].data as Float32Array)[0];
+    return { loss: scalar('loss'), grads: this.grads(out), examples: idx.length, correct: scalar('correct') };
+  }
+
+  async evaluate(src: Float32Array, data: Split, idx: Uint32Array): Promise<Evaluation> {
     let lossSum = 0, correct = 0, at = 0;
     const probabilities = new Float32Array(idx.length * CLASSES);
-    for (const b of batches(idx, B)) {
-      const out = await runner.run(`eval/${b.length}`, () => buildProbeGraph(b.length, false), fill(src, data, b));
+    for (const b of batches(idx, this.batchSize)) {
+      const out = await this.run(`eval/${b.length}`, () => buildProbeGraph(b.length, false), this.inputs(src, data, b));
       lossSum += (out.loss.data as Float32Array)[0]; correct += (out.correct.data as Float32Array)[0];
       probabilities.set(out.probabilities.data as Float32Array, at * CLASSES);
       at += b.length;
     }
     return { loss: lossSum / idx.length, accuracy: correct / idx.length, probabilities };
-  };
-  let trainAccuracy = 0;
-  try {
-    for (let epoch = 1; epoch <= epochs; epoch++) {
-      let correct = 0;
-      const list = batches(epochOrder(split.train, o.seed + 17, epoch), B);
-      for (let k = 0; k < list.length; k++) {
-        const out = await runner.run(`train/${list[k].length}`, () => buildProbeGraph(list[k].length, true), fill(trainF, o.train, list[k]));
-        optimizer.step(probe.data, runner.grads(out), schedule((epoch - 1) * batchesPerEpoch + k));
-        correct += (out.correct.data as Float32Array)[0];
-      }
-      trainAccuracy = correct / split.train.length;
-    }
-    const test = await evaluate(testF, o.test, range(testCount));
-    const val = split.val.length ? await evaluate(trainF, o.train, split.val) : undefined;
-    const seconds = (performance.now() - t0) / 1000;
-    log(`linear evaluation: probe train accuracy ${(100 * trainAccuracy).toFixed(2)}%, test accuracy ${(100 * test.accuracy).toFixed(2)}% (${seconds.toFixed(1)}s)`);
-    return { probe, trainAccuracy, testAccuracy: test.accuracy, testLoss: test.loss, seconds, probabilities: test.probabilities, test, val };
-  } finally {
-    await runner.release();
   }
 }

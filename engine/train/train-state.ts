@@ -83,7 +83,7 @@ export class TrainState<H> {
   trainImages = 0;
 
   constructor(readonly model: string, paramSpecs: TensorSpec[], bufferSpecs: TensorSpec[], recipe: Recipe, seed: number,
-    early?: { patience: number; minDelta: number }) {
+    early?: { patience: number; minDelta?: number }) {
     this.params = TensorSet.init(paramSpecs, seed);
     this.buffers = TensorSet.init(bufferSpecs, seed);
     const decay = paramSpecs.map(s => !recipe.decayWeightsOnly || !!s.decay);

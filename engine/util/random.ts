@@ -45,9 +45,6 @@ export class Rng {
     }
     return a;
   }
-
-  /** A new independent generator derived from this one (for sub-streams). */
-  fork(): Rng { return new Rng(this.uint32()); }
 }
 
 /** splitmix32: a stream of well-mixed 32-bit words from one seed (for seeding other generators). */
