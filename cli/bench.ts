@@ -2,7 +2,7 @@
 // against the number of training bags); results go to stdout (--json) and optionally a file.
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parse, intOption, choiceOption, UsageError } from '../util/args.ts';
+import { parse, intOption, choiceOption, UsageError, OPTION_MAX } from '../util/args.ts';
 import { benchTrain, benchInfer, benchAugmentShare } from '../bench/throughput.ts';
 import { runMilGrid } from '../bench/mil-grid.ts';
 import { benchScale } from '../bench/scale.ts';
@@ -88,11 +88,11 @@ export default async function bench(argv: string[]): Promise<void> {
   if (kind === 'mil-grid') return milGrid(values);
   if (kind === 'scale') return scale(values);
   if (kind === 'serve') return serveBench(values);
-  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const o = {
-    batchSize: intOption(values, 'batch-size', 256, 1), warmup: intOption(values, 'warmup', 3, 0),
-    iters: intOption(values, 'iters', 20, 1), runtime: { threads, device },
+    batchSize: intOption(values, 'batch-size', 256, 1, OPTION_MAX.batchSize), warmup: intOption(values, 'warmup', 3, 0, 100_000),
+    iters: intOption(values, 'iters', 20, 1, 100_000), runtime: { threads, device },
   };
   const r = kind === 'train' ? await benchTrain(o) : kind === 'infer' ? await benchInfer(o) : await benchAugmentShare(o);
   const result = { bench: kind, threads, device, ...r, machine: versions() };
@@ -106,7 +106,7 @@ export default async function bench(argv: string[]): Promise<void> {
 type Values = Record<string, string | boolean | undefined>;
 
 async function scale(values: Values): Promise<void> {
-  const o = { memberSteps: intOption(values, 'member-steps', 20, 1), rounds: intOption(values, 'rounds', 4, 0), dpSteps: intOption(values, 'dp-steps', 8, 3), warmupSteps: 2, dpBatch: intOption(values, 'dp-batch', 256, 2) };
+  const o = { memberSteps: intOption(values, 'member-steps', 20, 1, 100_000), rounds: intOption(values, 'rounds', 4, 0, 100_000), dpSteps: intOption(values, 'dp-steps', 8, 3, 100_000), warmupSteps: 2, dpBatch: intOption(values, 'dp-batch', 256, 2, OPTION_MAX.batchSize) };
   const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'scale.json'));
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const r = await benchScale({ ...o, log });
@@ -122,8 +122,8 @@ async function scale(values: Values): Promise<void> {
 
 /** fleet bench serve: gRPC serving against in-process runs of the same model (bench/serve.ts). */
 async function serveBench(values: Values): Promise<void> {
-  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
-  const r = await benchServe({ threads, iters: intOption(values, 'iters', 500, 10), warmup: intOption(values, 'warmup', 30, 0), batchSize: intOption(values, 'batch-size', 64, 1) });
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
+  const r = await benchServe({ threads, iters: intOption(values, 'iters', 500, 10, 100_000), warmup: intOption(values, 'warmup', 30, 0, 100_000), batchSize: intOption(values, 'batch-size', 64, 1, OPTION_MAX.batchSize) });
   const result = { bench: 'serve', ...r, machine: versions() };
   if (values.out) writeFileAtomic(values.out as string, JSON.stringify(result, null, 2) + '\n');
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
@@ -137,11 +137,11 @@ async function milGrid(values: Values): Promise<void> {
   if (values.seeds !== undefined && values['seed-list'] !== undefined) throw new UsageError('--seeds and --seed-list: give one or the other');
   const seeds = values['seed-list'] !== undefined
     ? listOption(values, 'seed-list', [], 0)
-    : Array.from({ length: intOption(values, 'seeds', 5, 1) }, (_, i) => i + 1);
+    : Array.from({ length: intOption(values, 'seeds', 5, 1, 100_000) }, (_, i) => i + 1);
   const poolings = poolingsOption(values);
-  const epochs = intOption(values, 'epochs', 40, 1);
-  const testBags = intOption(values, 'test-bags', 250, 1);
-  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
+  const epochs = intOption(values, 'epochs', 40, 1, OPTION_MAX.epochs);
+  const testBags = intOption(values, 'test-bags', 250, 1, OPTION_MAX.items);
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'mil-grid.json'));
   if (device === 'cuda') checkCuda();
@@ -163,6 +163,7 @@ function listOption(values: Values, name: string, def: number[], min: number): n
     if (!/^\d+$/.test(s)) throw new UsageError(`--${name}: expected comma-separated ${min > 0 ? 'positive' : 'non-negative'} integers, got "${s}" in "${raw}"`);
     const n = Number(s);
     if (n < min) throw new UsageError(`--${name}: must be at least ${min}, got ${n} in "${raw}"`);
+    if (n > OPTION_MAX.items) throw new UsageError(`--${name}: must be at most ${OPTION_MAX.items}, got ${s} in "${raw}" (allowed ${min}..${OPTION_MAX.items})`);
     return n;
   });
   const dup = xs.find((x, i) => xs.indexOf(x) !== i);

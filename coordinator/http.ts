@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { Coordinator } from './coordinator.ts';
 import { metricsResponse } from '../telemetry/metrics-http.ts';
+import { listen } from '../telemetry/listen.ts';
 import { runsIn, runSummary, runDetails, runErrors, milBag, RunError, type RunRef } from '../dashboard/runs.ts';
 
 export interface HttpOptions {
@@ -31,6 +32,7 @@ const API_PATHS = ['/api/cluster', '/api/jobs', '/api/events', '/api/runs', '/ap
 const MAX_STREAMS = 64;
 const MAX_STREAM_BACKLOG = 4 * 1024 * 1024;
 
+/** Serves the HTTP port; resolves once listening, rejects with a ListenError (address, `--http`, cause) otherwise. */
 export function serveHttp(c: Coordinator, host: string, port: number, opts: HttpOptions = {}): Promise<http.Server> {
   let streams = 0;
   const runs = (): RunRef[] => [
@@ -83,10 +85,7 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
       return send(500, { error: (e as Error).message });
     }
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve(server));
-  });
+  return listen(server, host, port, '--http');
 }
 
 /** text/event-stream: a `hello` with the cluster and every curve so far, then `progress`, `cluster` and `job` events. */
