@@ -27,6 +27,11 @@ export interface NatsOptions {
   /** Path of a .creds file (JWT + nkey seed). */
   credsFile?: string;
   tls?: { caFile?: string; certFile?: string; keyFile?: string };
+  /**
+   * Where replies to this connection's requests arrive (default _INBOX): a per-role prefix lets the server's
+   * permissions give each role its own inboxes only (deploy/k8s/base/nats.conf).
+   */
+  inboxPrefix?: string;
   /** Reconnect after losing the server (default true: unlimited attempts, short wait). */
   reconnect?: boolean;
   /**
@@ -66,6 +71,7 @@ export async function connectNats(url: string, opts: NatsOptions = {}): Promise<
     maxReconnectAttempts: -1,
     reconnectTimeWait: RECONNECT_WAIT_MS,
   };
+  if (opts.inboxPrefix) co.inboxPrefix = opts.inboxPrefix;
   if (authenticator.length) co.authenticator = authenticator;
   if (opts.tls) co.tls = { ...opts.tls };
   else if (url.startsWith('tls://')) co.tls = {};

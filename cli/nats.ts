@@ -88,6 +88,9 @@ export function checkNatsFiles(s: ReturnType<typeof natsSettings>): void {
   }
 }
 
+/** Each command's replies arrive under its own inbox prefix, the one its NATS user may subscribe to (nats.conf). */
+export const inboxPrefix = (connectionName: string) => `_INBOX.${connectionName}`;
+
 export function connectFromCli(values: Record<string, unknown>, name: string, log: (line: string) => void) {
   const env = process.env;
   const s = natsSettings(values, env);
@@ -95,5 +98,6 @@ export function connectFromCli(values: Record<string, unknown>, name: string, lo
   return connectNats(s.url, {
     name, user: env.NATS_USER, pass: env.NATS_PASSWORD, token: env.NATS_TOKEN, nkeySeed: env.NATS_NKEY_SEED,
     credsFile: s.credsFile, tls: s.tls, connectWaitMs: s.waitMs, onStatus: e => log(`nats: ${e}`),
+    inboxPrefix: inboxPrefix(name),
   });
 }
