@@ -359,8 +359,7 @@ const trainMilRun: ModelRun = async (values, run) => {
   const bags = intOption(values, 'bags', 100, 1, OPTION_MAX.items);
   const testBags = intOption(values, 'test-bags', 250, 1, OPTION_MAX.items);
   const bagMean = positive(values, 'bag-mean', 10, 10_000);
-  const bagStd = numberOption(values, 'bag-std', 2, -Number.MAX_VALUE, 10_000);
-  if (bagStd < 0) throw new UsageError(`--bag-std: must be at least 0, got ${bagStd}`);
+  const bagStd = numberOption(values, 'bag-std', 2, 0, 10_000);
   const target = intOption(values, 'target', 9, 0);
   if (target > 9) throw new UsageError(`--target: the target digit must be 0-9, got ${target}`);
   const recipe = { ...MIL_RECIPE, batchSize: bagsPerStep, lr: positive(values, 'lr', MIL_RECIPE.lr, OPTION_MAX.lr) };

@@ -74,7 +74,8 @@ export function choiceOption<T extends string>(values: Record<string, unknown>, 
 
 /** A real option > 0 and at most max (learning rates, temperatures, means). */
 export function positiveOption(values: Record<string, unknown>, name: string, def: number, max: number = OPTION_MAX.real): number {
-  const v = numberOption(values, name, def, -Number.MAX_VALUE, max);
-  if (!(v > 0)) throw new UsageError(`--${name}: must be positive, got ${v} (allowed >0..${max})`);
+  const v = numberOption(values, name, def);
+  if (!(v > 0)) throw new UsageError(`--${name}: must be positive, got ${String(values[name])} (allowed >0..${max})`);
+  if (v > max) throw new UsageError(`--${name}: must be at most ${max}, got ${String(values[name])} (allowed >0..${max})`);
   return v;
 }
