@@ -61,12 +61,13 @@ export async function connectNats(url: string, opts: NatsOptions = {}): Promise<
   if (opts.nkeySeed) authenticator.push(nkeyAuthenticator(new TextEncoder().encode(opts.nkeySeed)));
   if (opts.credsFile) authenticator.push(credsAuthenticator(readFileSync(opts.credsFile)));
   const reconnect = opts.reconnect ?? true;
+  const fromUrl = urlCredentials(url);
   const co: NodeConnectionOptions = {
-    servers: url,
+    servers: fromUrl.servers,
     name: opts.name,
-    user: opts.user,
-    pass: opts.pass,
-    token: opts.token,
+    user: opts.user ?? fromUrl.user,
+    pass: opts.pass ?? fromUrl.pass,
+    token: opts.token ?? fromUrl.token,
     reconnect,
     maxReconnectAttempts: -1,
     reconnectTimeWait: RECONNECT_WAIT_MS,
@@ -229,6 +230,26 @@ function isTimeout(err: unknown): boolean {
 
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * nats.js ignores a URL's user info, so nats://user:pass@host (or nats://token@host) is split here into the
+ * bare server URLs and the credentials; every server of a list must carry the same ones.
+ */
+function urlCredentials(url: string): { servers: string[]; user?: string; pass?: string; token?: string } {
+  const found = new Set<string>();
+  const servers = url.split(',').map((server) => {
+    const m = /^\s*([a-z][a-z0-9+.-]*:\/\/)([^\s/?#]*)@(.*)$/i.exec(server);
+    if (!m) return server.trim();
+    found.add(m[2]);
+    return `${m[1]}${m[3]}`;
+  });
+  if (found.size > 1) throw new Error('NATS server list: every server URL must carry the same credentials');
+  const info = [...found][0];
+  if (info === undefined) return { servers };
+  const decode = (s: string) => { try { return decodeURIComponent(s); } catch { return s; } };
+  const colon = info.indexOf(':');
+  return colon < 0 ? { servers, token: decode(info) } : { servers, user: decode(info.slice(0, colon)), pass: decode(info.slice(colon + 1)) };
 }
 
 /** Removes every secret we were given (and URL user info) from a text meant for logs or errors. */
