@@ -19,6 +19,7 @@ const WAIT_MAX_MS = 600_000;
 
 export const NATS_HELP = `  --nats URL          the NATS server (nats://host:4222, or tls://host:4222); credentials come from
                       NATS_USER and NATS_PASSWORD, or NATS_TOKEN, or NATS_NKEY_SEED in the environment
+                      (or nats://user:password@host, which fleet shows only as nats://user:***@host)
   --nats-creds FILE   a NATS credentials (.creds) file
   --nats-ca FILE      CA certificate to verify the server (TLS)
   --nats-cert FILE    client certificate (TLS; needs --nats-key)

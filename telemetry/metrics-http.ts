@@ -17,7 +17,7 @@ export async function metricsResponse(m: Metrics, req: http.IncomingMessage, res
  * Serves /metrics on host:port (bind to 127.0.0.1 unless told otherwise); resolves once listening, rejects
  * with a ListenError naming the address, `what` (the option that asked for it) and the cause.
  */
-export function serveMetrics(m: Metrics, host: string, port: number, what = '--metrics'): Promise<http.Server> {
+export function serveMetrics(m: Metrics, host: string, port: number, what = '/metrics'): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     metricsResponse(m, req, res).then(done => {
       if (!done) { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('only /metrics here\n'); }
