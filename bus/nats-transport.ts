@@ -249,7 +249,8 @@ function urlCredentials(url: string): { servers: string[]; user?: string; pass?:
   if (info === undefined) return { servers };
   const decode = (s: string) => { try { return decodeURIComponent(s); } catch { return s; } };
   const colon = info.indexOf(':');
-  return colon < 0 ? { servers, token: decode(info) } : { servers, user: decode(info.slice(0, colon)), pass: decode(info.slice(colon + 1)) };
+  if (colon < 0) return { servers, token: decode(info) };
+  return { servers, user: decode(info.slice(0, colon)), pass: decode(info.slice(colon + 1)) };
 }
 
 /** Removes every secret we were given (and URL user info) from a text meant for logs or errors. */

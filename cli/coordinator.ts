@@ -85,18 +85,20 @@ export default async function coordinator(argv: string[]): Promise<void> {
   });
   // Listen before the coordinator takes part on the bus: a port in use must not leave a half-started coordinator
   // that already accepted jobs or leased tasks.
-  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir: values.runs === undefined ? undefined : path.resolve(values.runs as string) });
+  const runsDir = values.runs === undefined ? undefined : path.resolve(values.runs as string);
+  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir });
   let inference: InferenceServer | null = null;
   if (grpcAt) {
     fs.mkdirSync(modelsDir, { recursive: true });
     inference = new InferenceServer({ models: modelsDir, bus, log, metrics });
-    let bound: number;
-    try { bound = await inference.start(grpcAt[0], grpcAt[1]); } catch (e) { throw listenError(grpcAt[0], grpcAt[1], '--grpc', grpcCause(e)); }
+    const bound = await inference.start(grpcAt[0], grpcAt[1])
+      .catch(e => { throw listenError(grpcAt![0], grpcAt![1], '--grpc', grpcCause(e)); });
     log(`coordinator: serving the jobs' models over gRPC on ${grpcAt[0]}:${bound}`);
   }
   await c.start();
   // serving: jobs finished before this start (or before --grpc was given) are published too
-  if (grpcAt) for (const job of c.jobs.values()) if (job.state === 'done') publishJobModel(modelsDir, job.id, jobOut(job.id));
+  const done = grpcAt ? [...c.jobs.values()].filter(j => j.state === 'done') : [];
+  for (const job of done) publishJobModel(modelsDir, job.id, jobOut(job.id));
   const base = server ? `http://${host}:${(server.address() as { port: number }).port}` : '';
   log(`coordinator: state ${store.description}, outputs ${outDir ?? path.join(stateDir!, 'jobs', '<id>', 'out')}${server ? `, ${base}/api/cluster (dashboard ${base}/, metrics ${base}/metrics)` : ''}`);
   await new Promise<void>(resolve => {

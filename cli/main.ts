@@ -49,7 +49,8 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(code => { process.exitCode = code; }, (e: unknown) => {
   const err = e as Error;
   const code = e instanceof UsageError ? 2 : 1;
-  const text = `fleet: ${redactUrls(err.message ?? String(e))}\n${process.env.FLEET_DEBUG && err.stack ? `${redactUrls(err.stack)}\n` : ''}`;
+  const stack = process.env.FLEET_DEBUG && err.stack ? `${redactUrls(err.stack)}\n` : '';
+  const text = `fleet: ${redactUrls(err.message ?? String(e))}\n${stack}`;
   process.stderr.write(text, () => process.exit(code));
   setTimeout(() => process.exit(code), 500).unref(); // in case stderr is a pipe nobody reads
 });

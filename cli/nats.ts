@@ -9,17 +9,17 @@ import { intOption, UsageError, type OptionSpec } from '../util/args.ts';
 import { redactUrl } from '../util/redact.ts';
 
 export const NATS_OPTIONS = {
-  nats: { type: 'string' }, 'nats-creds': { type: 'string' }, 'nats-ca': { type: 'string' }, 'nats-cert': { type: 'string' },
-  'nats-key': { type: 'string' }, 'nats-wait-ms': { type: 'string' },
+  nats: { type: 'string' }, 'nats-creds': { type: 'string' }, 'nats-ca': { type: 'string' },
+  'nats-cert': { type: 'string' }, 'nats-key': { type: 'string' }, 'nats-wait-ms': { type: 'string' },
 } as const satisfies OptionSpec;
 
 /** --nats-wait-ms: the default start-up retry budget, and its bound. */
 const WAIT_DEFAULT_MS = 5000;
 const WAIT_MAX_MS = 600_000;
 
-export const NATS_HELP = `  --nats URL          the NATS server (nats://host:4222, or tls://host:4222); credentials come from
-                      NATS_USER and NATS_PASSWORD, or NATS_TOKEN, or NATS_NKEY_SEED in the environment
-                      (or nats://user:password@host, which fleet shows only as nats://user:***@host)
+export const NATS_HELP = `  --nats URL          the NATS server, nats://host:4222 or tls://host:4222; credentials come
+                      from NATS_USER and NATS_PASSWORD, or NATS_TOKEN, or NATS_NKEY_SEED in the
+                      environment (or nats://user:password@host, shown only as nats://user:***@host)
   --nats-creds FILE   a NATS credentials (.creds) file
   --nats-ca FILE      CA certificate to verify the server (TLS)
   --nats-cert FILE    client certificate (TLS; needs --nats-key)
@@ -45,9 +45,10 @@ export function natsSettings(values: Record<string, unknown>, env: NodeJS.Proces
   if (env.NATS_PASSWORD && !env.NATS_USER) throw new UsageError('NATS_PASSWORD is set without NATS_USER: set both');
   if (env.NATS_USER && !env.NATS_PASSWORD) throw new UsageError('NATS_USER is set without NATS_PASSWORD: set both');
   if (env.NATS_USER && env.NATS_TOKEN) throw new UsageError('NATS_USER and NATS_TOKEN are both set: give one');
-  const [ca, cert, key] = (['nats-ca', 'nats-cert', 'nats-key'] as const).map(f => values[f] as string | undefined);
-  if (key !== undefined && cert === undefined) throw new UsageError('--nats-key: needs --nats-cert (a client key alone cannot be used)');
-  if (cert !== undefined && key === undefined) throw new UsageError('--nats-cert: needs --nats-key (the client certificate\'s key)');
+  const [ca, cert, key] = ['nats-ca', 'nats-cert', 'nats-key'].map(f => values[f] as string | undefined);
+  // a key without its certificate (or the reverse) would silently connect without a client certificate
+  if (key !== undefined && cert === undefined) throw new UsageError('--nats-key: needs --nats-cert');
+  if (cert !== undefined && key === undefined) throw new UsageError('--nats-cert: needs --nats-key');
   const tlsFiles = ca !== undefined || cert !== undefined ? { caFile: ca, certFile: cert, keyFile: key } : undefined;
   return {
     url, tls: tlsFiles, credsFile: values['nats-creds'] as string | undefined,
@@ -61,7 +62,7 @@ function readOptionFile(flag: string, file: string): Buffer {
     return fs.readFileSync(file);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EACCES' ? 'permission denied' : err.code === 'EISDIR' ? 'is a directory' : err.message;
+    const why = { ENOENT: 'no such file', EACCES: 'permission denied', EISDIR: 'is a directory' }[err.code ?? ''] ?? err.message;
     throw new Error(`--${flag} ${file}: cannot read it (${why})`);
   }
 }
@@ -78,13 +79,14 @@ export function checkNatsFiles(s: ReturnType<typeof natsSettings>): void {
   if (s.tls?.certFile && s.tls.keyFile) {
     const cert = readOptionFile('nats-cert', s.tls.certFile), key = readOptionFile('nats-key', s.tls.keyFile);
     try { tls.createSecureContext({ cert, key }); } catch (e) {
-      throw new Error(`--nats-cert ${s.tls.certFile} / --nats-key ${s.tls.keyFile}: not a usable certificate and key (${(e as Error).message})`);
+      const files = `--nats-cert ${s.tls.certFile} / --nats-key ${s.tls.keyFile}`;
+      throw new Error(`${files}: not a usable certificate and key (${(e as Error).message})`);
     }
   }
   if (s.credsFile) {
     const text = readOptionFile('nats-creds', s.credsFile).toString('utf8');
     if (!/-----BEGIN NATS USER JWT-----/.test(text) || !/-----BEGIN USER NKEY SEED-----/.test(text)) {
-      throw new Error(`--nats-creds ${s.credsFile}: not a NATS credentials file (it needs a user JWT and an nkey seed)`);
+      throw new Error(`--nats-creds ${s.credsFile}: not a NATS credentials file (no user JWT and nkey seed)`);
     }
   }
 }

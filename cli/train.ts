@@ -3,7 +3,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
-import { parse, intOption, numberOption, positiveOption as positive, choiceOption, UsageError, OPTION_MAX, type OptionSpec } from '../util/args.ts';
+import { parse, intOption, numberOption, choiceOption, UsageError, type OptionSpec } from '../util/args.ts';
+import { positiveOption as positive, OPTION_MAX } from '../util/args.ts';
 import { Progress } from './progress.ts';
 import { DATASETS, loadDataset, type DatasetName } from '../engine/data/datasets.ts';
 import { CNN } from '../engine/model/classifiers.ts';
@@ -278,12 +279,14 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   if (kind !== 'selection') for (const name of selectionOnly) if (values[name] !== undefined) throw new UsageError(`--${name}: only for --ensemble selection`);
   const selection = {
     objective: choiceOption(values, 'objective', ['loss', 'accuracy'] as const, 'loss'),
-    initSize: intOption(values, 'init-size', 0, 0, OPTION_MAX.members), maxIter: intOption(values, 'max-iter', 50, 1, 100_000),
+    initSize: intOption(values, 'init-size', 0, 0, OPTION_MAX.members),
+    maxIter: intOption(values, 'max-iter', 50, 1, OPTION_MAX.steps),
     bags: intOption(values, 'selection-bags', 1, 1, 10_000),
   };
   if (selection.initSize > members) throw new UsageError(`--init-size: at most --members (${members}), got ${selection.initSize}`);
   const simclr = model === 'simclr'
-    ? { supervised: !!values.supervised, probeEpochs: intOption(values, 'probe-epochs', 10, 1, OPTION_MAX.epochs), temperature: positive(values, 'temperature', 0.07) }
+    ? { supervised: !!values.supervised, probeEpochs: intOption(values, 'probe-epochs', 10, 1, OPTION_MAX.epochs),
+      temperature: positive(values, 'temperature', 0.07) }
     : {};
   const workers = intOption(values, 'workers', 1, 1, OPTION_MAX.workers);
   if (values.nats && values['data-dir'] !== undefined) throw new UsageError('--data-dir: not with --nats (cluster workers read their own data)');
@@ -294,7 +297,9 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   }
   const { limitTrain, limitTest } = limits(values);
   if (values.nats) natsSettings(values);
-  else for (const name of Object.keys(NATS_OPTIONS)) if (values[name] !== undefined) throw new UsageError(`--${name}: only with --nats URL`);
+  else for (const name of Object.keys(NATS_OPTIONS)) {
+    if (values[name] !== undefined) throw new UsageError(`--${name}: only with --nats URL`);
+  }
   if (!run) return null;
   // the job as a coordinator receives it (runtime, data directory and outputs are the workers' and the run's)
   const spec: JobSpec = { kind, model, ...simclr, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, limitTrain, limitTest, selection };
@@ -303,7 +308,8 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
     const bus = await connectFromCli(values, 'fleet-train', run.log);
     try {
       const done = await submitJob(bus, spec, run.log);
-      return { summary: { ...done.summary, coordinator_out: done.summary.out, cluster: redactUrl(values.nats as string) }, details: { job: done.jobId }, files: {},
+      const summary = { ...done.summary, coordinator_out: done.summary.out, cluster: redactUrl(String(values.nats)) };
+      return { summary, details: { job: done.jobId }, files: {},
         headline: `${kind} ensemble of ${done.summary.members} on the cluster (job ${done.jobId}): test accuracy ${pct(done.summary.test_accuracy as number)}; outputs in ${done.summary.out} on the coordinator` };
     } finally {
       await bus.close();

@@ -36,7 +36,9 @@ export default async function worker(argv: string[]): Promise<void> {
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   let metricsAt: [string, number] | null = null;
   try { if (values.metrics !== undefined) metricsAt = parseHostPort(values.metrics as string, '--metrics'); } catch (e) { throw new UsageError((e as Error).message); }
-  try { if (values.id !== undefined) subjectToken(values.id as string); } catch (e) { throw new UsageError(`--id: ${(e as Error).message}`); }
+  try { if (values.id !== undefined) subjectToken(values.id as string); } catch (e) {
+    throw new UsageError(`--id: ${(e as Error).message}`);
+  }
   const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
   const heartbeatMs = intOption(values, 'heartbeat-ms', 1000, 50, 60_000);
   const nats = natsSettings(values);
@@ -49,7 +51,8 @@ export default async function worker(argv: string[]): Promise<void> {
   // task (any failure here ends the process non-zero, cli/main.ts).
   const server = metricsAt ? await serveMetrics(metrics, ...metricsAt, '--metrics') : null;
   const bus = await connectFromCli(values, 'fleet-worker', log);
-  const w = startWorker(bus, { id: values.id as string | undefined, runtime: { device, threads }, heartbeatMs, log, gpuName, metrics });
+  const id = values.id as string | undefined;
+  const w = startWorker(bus, { id, runtime: { device, threads }, heartbeatMs, log, gpuName, metrics });
   log(`worker ${w.id}: ready (${device}${gpuName ? `, ${gpuName}` : ''})${server ? `, metrics at http://${metricsAt![0]}:${(server.address() as { port: number }).port}/metrics` : ''}`);
   await new Promise<void>(resolve => { process.once('SIGINT', () => resolve()); process.once('SIGTERM', () => resolve()); });
   server?.close();

@@ -40,7 +40,9 @@ const LISTEN_FLAGS = ['http', 'grpc', 'metrics'];
 const METRICS_FLAGS = ['http', 'metrics'];
 const NATS_SECRET = 'fleet-nats';
 /** The NATS user (nats.conf) each fleet command logs in as: one per role, docs/security.md. */
-const ROLE_OF: Record<string, string> = { coordinator: 'coordinator', worker: 'worker', train: 'submitter', serve: 'server' };
+const ROLE_OF: Record<string, string> = {
+  coordinator: 'coordinator', worker: 'worker', train: 'submitter', serve: 'server',
+};
 
 interface Listening { ports: Map<number, string>; metricsPorts: Set<number>; grpcPort?: number; values: Record<string, unknown> }
 
@@ -69,14 +71,15 @@ function envReadByCode(): Set<string> {
 /** nats.conf's ports, store directory and the $VARIABLES it takes from the environment. */
 function natsConf() {
   const text = read('deploy/k8s/base/nats.conf');
+  const code = text.replace(/#.*$/gm, ''); // without comments
   const num = (key: string) => Number(new RegExp(`^\\s*${key}:\\s*(\\d+)`, 'm').exec(text)?.[1]);
   return {
     text, port: num('port'), httpPort: num('http_port'),
     storeDir: /^\s*store_dir:\s*(\S+)/m.exec(text)?.[1],
     // variables are unquoted: "$JS.API.>" in a permission is a subject
-    vars: [...new Set([...text.replace(/#.*$/gm, '').replace(/"[^"]*"/g, '""').matchAll(/\$([A-Z][A-Z0-9_]*)/g)].map(m => m[1]))].sort(),
+    vars: [...new Set([...code.replace(/"[^"]*"/g, '""').matchAll(/\$([A-Z][A-Z0-9_]*)/g)].map(m => m[1]))].sort(),
     /** user -> the environment variable holding its password */
-    users: new Map([...text.replace(/#.*$/gm, '').matchAll(/\buser:\s*"?([\w-]+)"?\s+password:\s*\$([A-Z][A-Z0-9_]*)/g)].map(m => [m[1], m[2]])),
+    users: new Map([...code.matchAll(/\buser:\s*"?([\w-]+)"?\s+password:\s*\$([A-Z][A-Z0-9_]*)/g)].map(m => [m[1], m[2]])),
   };
 }
 
@@ -279,7 +282,8 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
       const role = ROLE_OF[s.command[0]];
       assert.equal(env.NATS_USER, role, `${where}: logs in as the ${role} user`);
       assert.ok(conf.users.has(role), `${where}: nats.conf has no user ${role}`);
-      assert.equal(env.NATS_PASSWORD, nats.environment[conf.users.get(role)!], `${where}: NATS_PASSWORD is ${conf.users.get(role)}`);
+      const passwordVar = conf.users.get(role)!;
+      assert.equal(env.NATS_PASSWORD, nats.environment[passwordVar], `${where}: NATS_PASSWORD is ${passwordVar}`);
       assert.ok(s.depends_on?.nats, `${where}: waits for NATS`);
     }
     // one user per role, and no password has a default: compose refuses to start without them
@@ -436,7 +440,8 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
           const env = new Map<string, Obj>((c.env ?? []).map((e: Obj) => [e.name, e]));
           const role = ROLE_OF[c.args[0]];
           assert.equal(env.get('NATS_USER')?.value, role, `${where}: NATS_USER is its role's user (${role})`);
-          assert.deepEqual(env.get('NATS_PASSWORD')?.valueFrom?.secretKeyRef, { name: NATS_SECRET, key: conf.users.get(role) },
+          const secretRef = env.get('NATS_PASSWORD')?.valueFrom?.secretKeyRef;
+          assert.deepEqual(secretRef, { name: NATS_SECRET, key: conf.users.get(role) },
             `${where}: NATS_PASSWORD from Secret ${NATS_SECRET} key ${conf.users.get(role)}`);
           assert.deepEqual([...env.keys()].sort(), ['NATS_PASSWORD', 'NATS_USER'], `${where}: NATS credentials`);
           // the image's user, a read-only root with a writable /tmp (tsx caches compiled sources there)
@@ -549,7 +554,8 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
       for (const user of conf.users.keys()) {
         const ok = await connectNats(`nats://127.0.0.1:${port}`, { name: 'deploy-test', user, pass: `pw-of-${user}` });
         await ok.close();
-        await assert.rejects(connectNats(`nats://127.0.0.1:${port}`, { name: 'deploy-test', user, pass: 'wrong' }), /auth|Authorization/i);
+        const wrong = connectNats(`nats://127.0.0.1:${port}`, { name: 'deploy-test', user, pass: 'wrong' });
+        await assert.rejects(wrong, /auth|Authorization/i);
       }
       await assert.rejects(connectNats(`nats://127.0.0.1:${port}`, { name: 'deploy-test' }), /auth|Authorization/i);
     } finally {
@@ -595,7 +601,8 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
       const { command, values } = parseFleet(cli, m[1].split(/\s+/).filter(Boolean), `docs/deploy.md: ${line.trim()}`);
       if (values.nats) assert.match(String(values.nats), /^(nats|tls):\/\/[\w.-]+:\d+$/, line);
       const user = /\bNATS_USER=(\S+)/.exec(line)?.[1];
-      if (user) assert.equal(user, ROLE_OF[command.split(' ')[0]], `docs/deploy.md: fleet ${command} logs in as its role's user: ${line}`);
+      const role = ROLE_OF[command.split(' ')[0]];
+      if (user) assert.equal(user, role, `docs/deploy.md: fleet ${command} logs in as its role's user: ${line}`);
     }
     assert.ok(n >= 3, `docs/deploy.md shows fleet commands (found ${n})`);
     const secret = /kubectl -n fleet create secret generic (\S+) (.+)/.exec(doc);

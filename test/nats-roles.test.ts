@@ -7,7 +7,10 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
-import { SUBJECTS, jobDoneSubject, jobProgressSubject, taskLeaseSubject, tensorSubject, workerHeartbeatSubject, inferSubject, dpUpSubject, dpWorkSubject, dpParamsSubject } from '../bus/subjects.ts';
+import {
+  SUBJECTS, jobDoneSubject, jobProgressSubject, taskLeaseSubject, tensorSubject, workerHeartbeatSubject, inferSubject,
+  dpUpSubject, dpWorkSubject, dpParamsSubject,
+} from '../bus/subjects.ts';
 import type { BusMessage } from '../bus/transport.ts';
 import { JetStreamStateStore } from '../coordinator/jetstream-state-store.ts';
 import { inboxPrefix } from '../cli/nats.ts';
@@ -18,8 +21,12 @@ import { REPO_ROOT } from './helpers/cli.ts';
 export const ROLES = ['coordinator', 'worker', 'submitter', 'server'] as const;
 type Role = typeof ROLES[number];
 /** The connection name each role's command uses (cli/*.ts), which sets its inbox prefix. */
-const CONNECTION: Record<Role, string> = { coordinator: 'fleet-coordinator', worker: 'fleet-worker', submitter: 'fleet-train', server: 'fleet-serve' };
-const PASSWORD: Record<Role, string> = { coordinator: 'pw-coordinator-1', worker: 'pw-worker-2', submitter: 'pw-submitter-3', server: 'pw-server-4' };
+const CONNECTION: Record<Role, string> = {
+  coordinator: 'fleet-coordinator', worker: 'fleet-worker', submitter: 'fleet-train', server: 'fleet-serve',
+};
+const PASSWORD: Record<Role, string> = {
+  coordinator: 'pw-coordinator-1', worker: 'pw-worker-2', submitter: 'pw-submitter-3', server: 'pw-server-4',
+};
 export const passwordEnv = (role: Role) => `NATS_${role.toUpperCase()}_PASSWORD`;
 const enc = new TextEncoder();
 
@@ -35,11 +42,13 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
 
   before(async () => {
     const text = fs.readFileSync(path.join(REPO_ROOT, 'deploy/k8s/base/nats.conf'), 'utf8');
-    server = await startNatsServer({ config: { text, env: Object.fromEntries(ROLES.map(r => [passwordEnv(r), PASSWORD[r]])) } });
+    const env = Object.fromEntries(ROLES.map(r => [passwordEnv(r), PASSWORD[r]]));
+    server = await startNatsServer({ config: { text, env } });
     for (const role of ROLES) {
       events[role] = [];
       conns[role] = await connectNats(server.url, {
-        name: CONNECTION[role], user: role, pass: PASSWORD[role], inboxPrefix: inboxPrefix(CONNECTION[role]), reconnect: false,
+        name: CONNECTION[role], user: role, pass: PASSWORD[role], inboxPrefix: inboxPrefix(CONNECTION[role]),
+        reconnect: false,
         onStatus: e => events[role].push(e), onError: () => {},
       });
     }
@@ -73,7 +82,8 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
       `${role}: a permissions violation for ${kind.toLowerCase()} to ${subject} (events: ${events[role].join(' | ')})`);
 
   it('wrong or missing passwords are refused, and each role logs in with its own', async () => {
-    await assert.rejects(connectNats(server.url, { user: 'worker', pass: PASSWORD.coordinator, reconnect: false }), /authorization/i);
+    const wrong = connectNats(server.url, { user: 'worker', pass: PASSWORD.coordinator, reconnect: false });
+    await assert.rejects(wrong, /authorization/i);
     await assert.rejects(connectNats(server.url, { reconnect: false }), /authorization/i);
     for (const role of ROLES) assert.ok(!conns[role].connection.isClosed(), role);
   });
@@ -84,7 +94,7 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     await violation('worker', 'Publish', SUBJECTS.jobSubmit);
   });
 
-  it('a worker or server cannot publish the done message (the result) of a job to submitters; the coordinator can', async () => {
+  it('a worker or server cannot publish a job\'s done message (its result); the coordinator can', async () => {
     const done = jobDoneSubject('job-1');
     assert.equal(await delivered('coordinator', 'submitter', done), true);
     assert.equal(await delivered('worker', 'submitter', done), false);
@@ -110,7 +120,7 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     }
   });
 
-  it('a submitter cannot publish task results, leases, heartbeats, announcements or tensors; the right roles can', async () => {
+  it('a submitter cannot publish task results, leases, heartbeats, announcements or tensors', async () => {
     const cases: [Role, Role, string][] = [
       ['worker', 'coordinator', SUBJECTS.taskResult],
       ['coordinator', 'worker', taskLeaseSubject('w1')],
@@ -140,8 +150,9 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     await violation('server', 'Publish', p);
   });
 
-  it('inference: servers answer fleet.infer.<model> requests and ask each other; workers and submitters cannot ask', async () => {
-    const sub = conns.server.subscribe(SUBJECTS.inferAll, m => conns.server.respond(m, enc.encode('answer')), { queue: 'infer' });
+  it('inference: servers answer fleet.infer.<model> and ask each other; workers cannot ask', async () => {
+    const answer = (m: BusMessage) => conns.server.respond(m, enc.encode('answer'));
+    const sub = conns.server.subscribe(SUBJECTS.inferAll, answer, { queue: 'infer' });
     await conns.server.flush();
     try {
       const r = await conns.server.request(inferSubject('m1'), enc.encode('x'), 5000);
@@ -154,15 +165,16 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
   });
 
   it('snooping: a submitter cannot subscribe to leases or every inbox, a worker cannot watch submissions', async () => {
-    for (const [role, pattern] of [['submitter', `${SUBJECTS.taskLeasePrefix}.*`], ['submitter', '_INBOX.>'], ['worker', SUBJECTS.jobSubmit],
-      ['worker', '_INBOX.>'], ['server', SUBJECTS.taskResult]] as [Role, string][]) {
+    const tries: [Role, string][] = [['submitter', `${SUBJECTS.taskLeasePrefix}.*`], ['submitter', '_INBOX.>'],
+      ['worker', SUBJECTS.jobSubmit], ['worker', '_INBOX.>'], ['server', SUBJECTS.taskResult]];
+    for (const [role, pattern] of tries) {
       conns[role].subscribe(pattern, () => {});
       await violation(role, 'Subscription', pattern);
     }
   });
 
-  it('JetStream job state: the coordinator reads and writes it (inline and blob values), a worker cannot open it', async () => {
-    const store = await JetStreamStateStore.open(conns.coordinator.connection, { bucket: 'roles-test', inlineMax: 1024 });
+  it('JetStream job state: the coordinator reads and writes it (inline and blob values), no other role', async () => {
+    const store = await JetStreamStateStore.open(conns.coordinator.connection, { bucket: 'roles-test', inlineMax: 1e3 });
     try {
       await store.put('jobs/a/job.json', '{"id":"a"}');
       const big = new Uint8Array(200_000).map((_, i) => i % 251);
@@ -174,7 +186,8 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
       await store.close();
     }
     for (const role of ['worker', 'submitter', 'server'] as const) {
-      await assert.rejects(JetStreamStateStore.open(conns[role].connection, { bucket: 'roles-test' }), `${role} opened the job state`);
+      const open = JetStreamStateStore.open(conns[role].connection, { bucket: 'roles-test' });
+      await assert.rejects(open, `${role} opened the job state`);
     }
   });
 });

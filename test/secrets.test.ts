@@ -15,7 +15,10 @@ import { runFleet, listFiles } from './helpers/cli.ts';
 const SECRET = 'Hunter2-s3cret-in-url';
 
 const getText = (url: string) => new Promise<string>((resolve, reject) => {
-  http.get(url, res => { let t = ''; res.setEncoding('utf8').on('data', (d: string) => { t += d; }).on('end', () => resolve(t)); }).on('error', reject);
+  http.get(url, res => {
+    let t = '';
+    res.setEncoding('utf8').on('data', (d: string) => { t += d; }).on('end', () => resolve(t));
+  }).on('error', reject);
 });
 
 describe('secrets: redactUrl', () => {
@@ -49,7 +52,7 @@ describe('secrets: a password in --nats URLs reaches no output, file or API', fu
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('coordinator, worker and fleet train --nats with user:password@ in the URL: only nats://fleet:***@ is ever shown', async () => {
+  it('coordinator, worker and fleet train with user:password@ in --nats: only nats://fleet:***@ is shown', async () => {
     const url = `nats://fleet:${SECRET}@127.0.0.1:${nats.port}`;
     const redacted = `nats://fleet:***@127.0.0.1:${nats.port}`;
     const state = path.join(dir, 'state'), runs = path.join(dir, 'runs'), out = path.join(runs, 'r1');
@@ -59,7 +62,8 @@ describe('secrets: a password in --nats URLs reaches no output, file or API', fu
     fs.writeFileSync(planted, JSON.stringify({ model: 'cnn', test_accuracy: 0.5, cluster: url }));
     const c = await group.coordinator(url, state, ['--runs', runs]);
     const w = await group.worker(url, 'w1');
-    const r = await runFleet(['train', 'cnn', '--members', '2', '--epochs', '1', '--batch-size', '32', '--limit-train', '128',
+    const r = await runFleet(['train', 'cnn', '--members', '2', '--epochs', '1', '--batch-size', '32',
+      '--limit-train', '128',
       '--limit-test', '32', '--nats', url, '--out', out, '--json'], { timeoutMs: 540_000 });
     assert.equal(r.code, 0, r.stderr);
 
@@ -71,12 +75,15 @@ describe('secrets: a password in --nats URLs reaches no output, file or API', fu
 
     // the API serves that run (and the job), with no secret in any answer
     const api: string[] = [];
-    for (const p of ['/api/cluster', '/api/jobs', '/api/runs', '/api/runs/r1', '/api/runs/old', `/api/runs/${summary.job ?? ''}`]) {
+    const paths = ['/api/cluster', '/api/jobs', '/api/runs', '/api/runs/r1', '/api/runs/old',
+      `/api/runs/${summary.job ?? ''}`];
+    for (const p of paths) {
       const res = await getJson(`${c.api}${p}`).catch(e => ({ status: 0, body: String(e) }));
       api.push(`${p}: ${JSON.stringify(res.body)}`);
     }
     for (const run of ['r1', 'old']) {
-      assert.ok(api.some(a => a.startsWith(`/api/runs/${run}:`) && a.includes(redacted)), `run ${run} is served with its redacted URL: ${api.join('\n')}`);
+      assert.ok(api.some(a => a.startsWith(`/api/runs/${run}:`) && a.includes(redacted)),
+        `run ${run} is served with its redacted URL: ${api.join('\n')}`);
     }
     api.push(await getText(`${c.api}/metrics`));
     for (const a of api) assert.ok(!a.includes(SECRET), `an API answer holds the password: ${a.slice(0, 300)}`);
@@ -84,9 +91,12 @@ describe('secrets: a password in --nats URLs reaches no output, file or API', fu
     // no file written by anyone, and no output of any process
     const files = [...listFiles(runs).map(f => path.join(runs, f)), ...listFiles(state).map(f => path.join(state, f))];
     assert.ok(files.length > 5, files.join(', '));
-    for (const f of files.filter(f => f !== planted)) assert.ok(!fs.readFileSync(f).toString('latin1').includes(SECRET), `${f} holds the password`);
-    for (const [name, text] of [['train stdout', r.stdout], ['train stderr', r.stderr], ['coordinator', c.proc.stderr + c.proc.stdout],
-      ['worker', w.stderr + w.stdout]]) {
+    for (const f of files.filter(f => f !== planted)) {
+      assert.ok(!fs.readFileSync(f).toString('latin1').includes(SECRET), `${f} holds the password`);
+    }
+    const outputs = [['train stdout', r.stdout], ['train stderr', r.stderr],
+      ['coordinator', c.proc.stderr + c.proc.stdout], ['worker', w.stderr + w.stdout]];
+    for (const [name, text] of outputs) {
       assert.ok(!text.includes(SECRET), `${name} printed the password`);
     }
   });

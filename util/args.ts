@@ -23,6 +23,8 @@ export const OPTION_MAX = {
   members: 1000,
   workers: 256,
   seed: 2 ** 31 - 1,
+  /** Iterations, steps or rounds of a benchmark or a search. */
+  steps: 100_000,
   lr: 10,
   /** A temperature or other real of a recipe. */
   real: 1e6,
@@ -37,7 +39,8 @@ export function parse<T extends OptionSpec>(argv: string[], options: T) {
 }
 
 /** An integer option in [min, max] (max defaults to OPTION_MAX.int = MAX_TIMER_MS). */
-export function intOption(values: Record<string, unknown>, name: string, def: number, min = 0, max: number = OPTION_MAX.int): number {
+export function intOption(values: Record<string, unknown>, name: string, def: number, min = 0,
+  max: number = OPTION_MAX.int): number {
   const raw = values[name];
   if (raw === undefined) return def;
   const s = String(raw);
@@ -46,7 +49,8 @@ export function intOption(values: Record<string, unknown>, name: string, def: nu
 }
 
 /** A real-valued option in [min, max] (both default to the finite numbers' range). */
-export function numberOption(values: Record<string, unknown>, name: string, def: number, min = -Number.MAX_VALUE, max = Number.MAX_VALUE): number {
+export function numberOption(values: Record<string, unknown>, name: string, def: number, min = -Number.MAX_VALUE,
+  max = Number.MAX_VALUE): number {
   const raw = values[name];
   if (raw === undefined) return def;
   const s = String(raw);
@@ -73,9 +77,11 @@ export function choiceOption<T extends string>(values: Record<string, unknown>, 
 }
 
 /** A real option > 0 and at most max (learning rates, temperatures, means). */
-export function positiveOption(values: Record<string, unknown>, name: string, def: number, max: number = OPTION_MAX.real): number {
+export function positiveOption(values: Record<string, unknown>, name: string, def: number,
+  max: number = OPTION_MAX.real): number {
   const v = numberOption(values, name, def);
-  if (!(v > 0)) throw new UsageError(`--${name}: must be positive, got ${String(values[name])} (allowed >0..${max})`);
-  if (v > max) throw new UsageError(`--${name}: must be at most ${max}, got ${String(values[name])} (allowed >0..${max})`);
+  const text = String(values[name]);
+  if (!(v > 0)) throw new UsageError(`--${name}: must be positive, got ${text} (allowed >0..${max})`);
+  if (v > max) throw new UsageError(`--${name}: must be at most ${max}, got ${text} (allowed >0..${max})`);
   return v;
 }
