@@ -2,9 +2,11 @@
 // role can do what it needs (a positive check per role, so the denials below are not the server refusing
 // everything) and cannot do what a compromised holder of its credential must not (docs/security.md): a worker
 // cannot submit jobs, publish job results or answer a submitter's request; a submitter cannot publish task
-// results, leases, heartbeats or tensors; neither reads the coordinator's job state in JetStream.
+// results, leases, heartbeats or tensors; neither reads the coordinator's job state in JetStream. A real job
+// (coordinator on JetStream state, worker, fleet train --nats) runs to the end with each process as its role.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
 import {
@@ -15,8 +17,8 @@ import type { BusMessage } from '../bus/transport.ts';
 import { JetStreamStateStore } from '../coordinator/jetstream-state-store.ts';
 import { inboxPrefix } from '../cli/nats.ts';
 import { startNatsServer, natsServerAvailable, type NatsServerHandle } from '../bench/harness/nats-server.ts';
-import { waitFor } from '../bench/harness/fleet-procs.ts';
-import { REPO_ROOT } from './helpers/cli.ts';
+import { waitFor, ProcGroup } from '../bench/harness/fleet-procs.ts';
+import { REPO_ROOT, runFleet } from './helpers/cli.ts';
 
 export const ROLES = ['coordinator', 'worker', 'submitter', 'server'] as const;
 type Role = typeof ROLES[number];
@@ -173,8 +175,34 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     }
   });
 
+  it('a real job under the roles: fleet coordinator (JetStream state), worker and train --nats', async function () {
+    this.timeout(600_000);
+    const group = new ProcGroup();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-roles-'));
+    const as = (role: Role) => ({ NATS_USER: role, NATS_PASSWORD: PASSWORD[role] });
+    try {
+      const c = group.spawn('coordinator', ['coordinator', '--nats', server.url, '--http', 'off',
+        '--state-bucket', 'roles-job', '--out-dir', dir], as('coordinator'));
+      await c.waitForLog(/coordinator: state /);
+      const w = group.spawn('w1', ['worker', '--nats', server.url, '--threads', '1', '--id', 'w1'], as('worker'));
+      await w.waitForLog(/worker w1: ready/);
+      const r = await runFleet(['train', 'cnn', '--members', '2', '--epochs', '1', '--batch-size', '32',
+        '--limit-train', '128', '--limit-test', '32', '--nats', server.url, '--out', path.join(dir, 'run'), '--json'],
+      { env: as('submitter'), timeoutMs: 540_000 });
+      assert.equal(r.code, 0, `${r.stderr}\n${group.describe()}`);
+      const summary = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+      assert.equal(summary.members, 2);
+      assert.ok(summary.test_accuracy > 0, JSON.stringify(summary));
+      for (const p of [c, w]) assert.doesNotMatch(p.stderr, /Permissions Violation/, `${p.name}: ${p.stderr}`);
+    } finally {
+      await group.killAll();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('JetStream job state: the coordinator reads and writes it (inline and blob values), no other role', async () => {
-    const store = await JetStreamStateStore.open(conns.coordinator.connection, { bucket: 'roles-test', inlineMax: 1e3 });
+    const nc = conns.coordinator.connection;
+    const store = await JetStreamStateStore.open(nc, { bucket: 'roles-test', inlineMax: 1000 });
     try {
       await store.put('jobs/a/job.json', '{"id":"a"}');
       const big = new Uint8Array(200_000).map((_, i) => i % 251);
@@ -182,6 +210,8 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
       assert.equal(new TextDecoder().decode((await store.get('jobs/a/job.json'))!), '{"id":"a"}');
       assert.deepEqual(await store.get('jobs/a/result.bin'), big);
       assert.deepEqual((await store.list('jobs/')).sort(), ['jobs/a/job.json', 'jobs/a/result.bin']);
+      assert.equal(await store.removeOrphanBlobs(), 0); // what a starting coordinator does (lists the object store)
+      await store.delete('jobs/a/result.bin');
     } finally {
       await store.close();
     }
