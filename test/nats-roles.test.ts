@@ -83,6 +83,26 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     waitFor(() => events[role].some(e => e.includes(`Permissions Violation for ${kind} to "${subject}"`)), 5000,
       `${role}: a permissions violation for ${kind.toLowerCase()} to ${subject} (events: ${events[role].join(' | ')})`);
 
+  it('docs/security.md\'s table of roles states exactly the permissions nats.conf grants', () => {
+    const conf = fs.readFileSync(path.join(REPO_ROOT, 'deploy/k8s/base/nats.conf'), 'utf8').replace(/#.*$/gm, '');
+    const doc = fs.readFileSync(path.join(REPO_ROOT, 'docs/security.md'), 'utf8');
+    const quoted = (s = '') => [...s.matchAll(/"([^"]+)"/g)].map(m => m[1]).sort();
+    const ticked = (s = '') => [...s.matchAll(/`([^`]+)`/g)].map(m => m[1]).sort();
+    for (const role of ROLES) {
+      const block = conf.split(/\buser:\s*/).find(b => b.startsWith(role))!;
+      assert.ok(block, `nats.conf: no user ${role}`);
+      const granted = {
+        publish: quoted(/publish:\s*{\s*allow:\s*\[([^\]]*)\]/.exec(block)?.[1]),
+        subscribe: quoted(/subscribe:\s*{\s*allow:\s*\[([^\]]*)\]/.exec(block)?.[1]),
+        replies: /allow_responses:\s*true/.test(block),
+      };
+      const row = doc.split('\n').find(l => l.startsWith(`| \`${role}\` |`))?.split('|').map(c => c.trim());
+      assert.ok(row, `docs/security.md: no table row for ${role}`);
+      const stated = { publish: ticked(row[3]), subscribe: ticked(row[4]), replies: /\breplies\b/.test(row[3]) };
+      assert.deepEqual(stated, granted, `docs/security.md vs nats.conf for ${role}`);
+    }
+  });
+
   it('wrong or missing passwords are refused, and each role logs in with its own', async () => {
     const wrong = connectNats(server.url, { user: 'worker', pass: PASSWORD.coordinator, reconnect: false });
     await assert.rejects(wrong, /authorization/i);
