@@ -1,7 +1,7 @@
 // `fleet coordinator`: runs the coordinator on a NATS server until interrupted.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parse, intOption, UsageError, MAX_TIMER_MS } from '../util/args.ts';
+import { parse, intOption, UsageError } from '../util/args.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli, natsSettings, checkNatsFiles } from './nats.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { serveHttp, parseHostPort } from '../coordinator/http.ts';
@@ -57,7 +57,7 @@ export default async function coordinator(argv: string[]): Promise<void> {
   try { if (httpAt !== 'off') [host, port] = parseHostPort(httpAt, '--http'); } catch (e) { throw new UsageError((e as Error).message); }
   let grpcAt: [string, number] | null = null;
   try { if (values.grpc && values.grpc !== 'off') grpcAt = parseHostPort(values.grpc as string, '--grpc'); } catch (e) { throw new UsageError((e as Error).message); }
-  const workerTimeoutMs = intOption(values, 'worker-timeout-ms', 10_000, 100, Math.min(3_600_000, MAX_TIMER_MS));
+  const workerTimeoutMs = intOption(values, 'worker-timeout-ms', 10_000, 100, 3_600_000);
   const maxAttempts = intOption(values, 'max-attempts', 3, 1, 100);
   const nats = natsSettings(values);
   checkNatsFiles(nats); // a bad TLS or credentials file fails before anything else starts
