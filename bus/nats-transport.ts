@@ -14,6 +14,7 @@ import {
   type Status,
 } from '@nats-io/transport-node';
 import type { BusMessage, PublishOptions, SubscribeOptions, Subscription, Transport } from './transport.ts';
+import { redactUrls, urlSecrets } from '../util/redact.ts';
 
 export interface NatsOptions {
   /** Connection name shown by the server (monitoring). */
@@ -26,8 +27,18 @@ export interface NatsOptions {
   /** Path of a .creds file (JWT + nkey seed). */
   credsFile?: string;
   tls?: { caFile?: string; certFile?: string; keyFile?: string };
+  /**
+   * Where replies to this connection's requests arrive (default _INBOX): a per-role prefix lets the server's
+   * permissions give each role its own inboxes only (deploy/k8s/base/nats.conf).
+   */
+  inboxPrefix?: string;
   /** Reconnect after losing the server (default true: unlimited attempts, short wait). */
   reconnect?: boolean;
+  /**
+   * How long to keep trying to reach the server at start-up (default 0: one try). Only unreachable-server
+   * failures are retried; a refused login or a TLS failure fails at once.
+   */
+  connectWaitMs?: number;
   /**
    * Connection events worth a log line: "disconnect <server>", "reconnect <server>", "error: ...", unanswered
    * pings, ... Routine ones (a ping with none outstanding, each reconnect attempt) are not reported.
@@ -40,6 +51,8 @@ export interface NatsOptions {
 }
 
 const RECONNECT_WAIT_MS = 250;
+/** Each start-up try waits at most this long for the server (nats.js would wait 20 s for a silent host). */
+const CONNECT_TRY_MS = 2000;
 
 export type NatsTransport = Transport & {
   readonly handlerErrors: number;
@@ -53,28 +66,38 @@ export async function connectNats(url: string, opts: NatsOptions = {}): Promise<
   if (opts.nkeySeed) authenticator.push(nkeyAuthenticator(new TextEncoder().encode(opts.nkeySeed)));
   if (opts.credsFile) authenticator.push(credsAuthenticator(readFileSync(opts.credsFile)));
   const reconnect = opts.reconnect ?? true;
+  const fromUrl = urlCredentials(url);
   const co: NodeConnectionOptions = {
-    servers: url,
+    servers: fromUrl.servers,
     name: opts.name,
-    user: opts.user,
-    pass: opts.pass,
-    token: opts.token,
+    user: opts.user ?? fromUrl.user,
+    pass: opts.pass ?? fromUrl.pass,
+    token: opts.token ?? fromUrl.token,
     reconnect,
     maxReconnectAttempts: -1,
     reconnectTimeWait: RECONNECT_WAIT_MS,
   };
   if (opts.pingIntervalMs) co.pingInterval = opts.pingIntervalMs;
+  if (opts.inboxPrefix) co.inboxPrefix = opts.inboxPrefix;
   if (authenticator.length) co.authenticator = authenticator;
   if (opts.tls) co.tls = { ...opts.tls };
   else if (url.startsWith('tls://')) co.tls = {};
-  let nc: NatsConnection;
-  try {
-    nc = await connect(co);
-  } catch (err) {
-    // No `cause`: the original error (or its options) could carry credentials.
-    throw new Error(`cannot connect to NATS at ${redact(url)}: ${redact(errorText(err))}`);
+  const started = Date.now();
+  const deadline = started + Math.max(0, opts.connectWaitMs ?? 0);
+  for (let tries = 1; ; tries++) {
+    try {
+      co.timeout = Math.max(250, Math.min(CONNECT_TRY_MS, deadline - Date.now()));
+      return new NatsClient(await connect(co), opts, redact);
+    } catch (err) {
+      if (retryable(err) && Date.now() + RECONNECT_WAIT_MS < deadline) {
+        await new Promise((r) => setTimeout(r, RECONNECT_WAIT_MS));
+        continue;
+      }
+      const spent = tries > 1 ? ` (${tries} tries in ${((Date.now() - started) / 1000).toFixed(1)} s)` : '';
+      // No `cause`: the original error (or its options) could carry credentials.
+      throw new Error(`cannot connect to NATS at ${redact(url)}${spent}: ${redact(errorText(err))}`);
+    }
   }
-  return new NatsClient(nc, opts, redact);
 }
 
 class NatsClient implements Transport {
@@ -205,6 +228,13 @@ function isNoResponders(err: unknown): boolean {
   return err instanceof Error && err.cause instanceof NoRespondersError;
 }
 
+/** A start-up failure worth another try: the server is not reachable (yet), as opposed to a refusal. */
+function retryable(err: unknown): boolean {
+  const text = `${errorText(err)} ${err instanceof Error && err.cause ? errorText(err.cause) : ''}`;
+  if (/auth|permission|tls|certificate|ssl/i.test(text)) return false;
+  return /refused|reset|timed? ?out|unreachable|ENOTFOUND|EAI_AGAIN/i.test(text);
+}
+
 function isTimeout(err: unknown): boolean {
   return err instanceof TimeoutError || (err instanceof Error && err.cause instanceof TimeoutError);
 }
@@ -213,25 +243,35 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * nats.js ignores a URL's user info, so nats://user:pass@host (or nats://token@host) is split here into the
+ * bare server URLs and the credentials; every server of a list must carry the same ones.
+ */
+function urlCredentials(url: string): { servers: string[]; user?: string; pass?: string; token?: string } {
+  const found = new Set<string>();
+  const servers = url.split(',').map((server) => {
+    const m = /^\s*([a-z][a-z0-9+.-]*:\/\/)([^\s/?#]*)@(.*)$/i.exec(server);
+    if (!m) return server.trim();
+    found.add(m[2]);
+    return `${m[1]}${m[3]}`;
+  });
+  if (found.size > 1) throw new Error('NATS server list: every server URL must carry the same credentials');
+  const info = [...found][0];
+  if (info === undefined) return { servers };
+  const decode = (s: string) => { try { return decodeURIComponent(s); } catch { return s; } };
+  const colon = info.indexOf(':');
+  if (colon < 0) return { servers, token: decode(info) };
+  return { servers, user: decode(info.slice(0, colon)), pass: decode(info.slice(colon + 1)) };
+}
+
 /** Removes every secret we were given (and URL user info) from a text meant for logs or errors. */
 function redactor(url: string, opts: NatsOptions): (s: string) => string {
-  const secrets = [opts.pass, opts.token, opts.nkeySeed].filter((s): s is string => !!s);
-  const m = /^[a-z]+:\/\/([^@/]*)@/i.exec(url);
   // nats://user:pass@host (the password is secret) or nats://token@host (all of it is)
-  const fromUrl = m ? (m[1].includes(':') ? m[1].slice(m[1].indexOf(':') + 1) : m[1]) : '';
-  if (fromUrl) secrets.push(fromUrl, safeDecode(fromUrl));
+  const secrets = [opts.pass, opts.token, opts.nkeySeed, ...urlSecrets(url)].filter((s): s is string => !!s);
   secrets.sort((a, b) => b.length - a.length); // longest first, so a secret containing another is fully hidden
   return (s: string) => {
-    let out = s.replace(/(\b[a-z]+:\/\/)[^@/\s]*@/gi, '$1***@');
+    let out = redactUrls(s);
     for (const secret of secrets) out = out.split(secret).join('***');
     return out;
   };
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
 }

@@ -4,7 +4,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { parse, intOption, choiceOption, UsageError } from '../util/args.ts';
+import { parse, intOption, choiceOption, UsageError, OPTION_MAX } from '../util/args.ts';
 import { benchTrain, benchInfer, benchAugmentShare } from '../bench/throughput.ts';
 import { runMilGrid } from '../bench/mil-grid.ts';
 import { benchScale } from '../bench/scale.ts';
@@ -109,11 +109,12 @@ export default async function bench(argv: string[]): Promise<void> {
   if (kind === 'mil-grid') return milGrid(values);
   if (kind === 'scale') return scale(values);
   if (kind === 'serve') return serveBench(values);
-  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const o = {
-    batchSize: intOption(values, 'batch-size', 256, 1), warmup: intOption(values, 'warmup', 3, 0),
-    iters: intOption(values, 'iters', 20, 1), runtime: { threads, device },
+    batchSize: intOption(values, 'batch-size', 256, 1, OPTION_MAX.batchSize),
+    warmup: intOption(values, 'warmup', 3, 0, OPTION_MAX.steps),
+    iters: intOption(values, 'iters', 20, 1, OPTION_MAX.steps), runtime: { threads, device },
   };
   const r = kind === 'train' ? await benchTrain(o) : kind === 'infer' ? await benchInfer(o) : await benchAugmentShare(o);
   const result = { bench: kind, threads, device, ...r, machine: versions() };
@@ -127,7 +128,12 @@ export default async function bench(argv: string[]): Promise<void> {
 type Values = Record<string, string | boolean | undefined>;
 
 async function scale(values: Values): Promise<void> {
-  const o = { memberSteps: intOption(values, 'member-steps', 20, 1), rounds: intOption(values, 'rounds', 4, 0), dpSteps: intOption(values, 'dp-steps', 8, 3), warmupSteps: 2, dpBatch: intOption(values, 'dp-batch', 256, 2) };
+  const o = {
+    memberSteps: intOption(values, 'member-steps', 20, 1, OPTION_MAX.steps),
+    rounds: intOption(values, 'rounds', 4, 0, OPTION_MAX.steps),
+    dpSteps: intOption(values, 'dp-steps', 8, 3, OPTION_MAX.steps), warmupSteps: 2,
+    dpBatch: intOption(values, 'dp-batch', 256, 2, OPTION_MAX.batchSize),
+  };
   const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'scale.json'));
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const r = await benchScale({ ...o, log });
@@ -143,8 +149,12 @@ async function scale(values: Values): Promise<void> {
 
 /** fleet bench serve: gRPC serving against in-process runs of the same model (bench/serve.ts). */
 async function serveBench(values: Values): Promise<void> {
-  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
-  const r = await benchServe({ threads, iters: intOption(values, 'iters', 500, 10), warmup: intOption(values, 'warmup', 30, 0), batchSize: intOption(values, 'batch-size', 64, 1) });
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
+  const r = await benchServe({
+    threads, iters: intOption(values, 'iters', 500, 10, OPTION_MAX.steps),
+    warmup: intOption(values, 'warmup', 30, 0, OPTION_MAX.steps),
+    batchSize: intOption(values, 'batch-size', 64, 1, OPTION_MAX.batchSize),
+  });
   const result = { bench: 'serve', ...r, machine: versions() };
   if (values.out) writeFileAtomic(values.out as string, JSON.stringify(result, null, 2) + '\n');
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
@@ -158,11 +168,11 @@ async function milGrid(values: Values): Promise<void> {
   if (values.seeds !== undefined && values['seed-list'] !== undefined) throw new UsageError('--seeds and --seed-list: give one or the other');
   const seeds = values['seed-list'] !== undefined
     ? listOption(values, 'seed-list', [], 0)
-    : Array.from({ length: intOption(values, 'seeds', 5, 1) }, (_, i) => i + 1);
+    : Array.from({ length: intOption(values, 'seeds', 5, 1, OPTION_MAX.steps) }, (_, i) => i + 1);
   const poolings = poolingsOption(values);
-  const epochs = intOption(values, 'epochs', 40, 1);
-  const testBags = intOption(values, 'test-bags', 250, 1);
-  const threads = intOption(values, 'threads', os.availableParallelism(), 1);
+  const epochs = intOption(values, 'epochs', 40, 1, OPTION_MAX.epochs);
+  const testBags = intOption(values, 'test-bags', 250, 1, OPTION_MAX.items);
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'mil-grid.json'));
   if (device === 'cuda') checkCuda();
@@ -184,6 +194,8 @@ function listOption(values: Values, name: string, def: number[], min: number): n
     if (!/^\d+$/.test(s)) throw new UsageError(`--${name}: expected comma-separated ${min > 0 ? 'positive' : 'non-negative'} integers, got "${s}" in "${raw}"`);
     const n = Number(s);
     if (n < min) throw new UsageError(`--${name}: must be at least ${min}, got ${n} in "${raw}"`);
+    const max = OPTION_MAX.items;
+    if (n > max) throw new UsageError(`--${name}: must be at most ${max}, got ${s} (allowed ${min}..${max})`);
     return n;
   });
   const dup = xs.find((x, i) => xs.indexOf(x) !== i);

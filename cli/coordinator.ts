@@ -2,10 +2,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse, intOption, UsageError } from '../util/args.ts';
-import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
+import { NATS_OPTIONS, NATS_HELP, connectFromCli, natsSettings, checkNatsFiles } from './nats.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { serveHttp, parseHostPort } from '../coordinator/http.ts';
 import { createMetrics } from '../telemetry/metrics.ts';
+import { listenError } from '../telemetry/listen.ts';
 import { InferenceServer } from '../serving/grpc-server.ts';
 import { publishJobModel } from '../serving/publish.ts';
 import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
@@ -31,8 +32,8 @@ ${NATS_HELP}  --state DIR         keep job state in this directory instead of Je
   --grpc HOST:PORT    serve every finished job's model (published to <models>/<job-id>/1, <models> being
                       <state>/models, or <out-dir>/models with JetStream state) over KServe v2 gRPC, like
                       fleet serve --models <models> (default off)
-  --worker-timeout-ms N  a worker silent this long is lost and its task re-leased (default 10000)
-  --max-attempts N    attempts before a failing task fails its job (default 3)
+  --worker-timeout-ms N  a worker silent this long is lost and its task re-leased (default 10000, 100..3600000)
+  --max-attempts N    attempts before a failing task fails its job (default 3, at most 100)
   -h, --help          this text
 `;
 
@@ -56,7 +57,12 @@ export default async function coordinator(argv: string[]): Promise<void> {
   try { if (httpAt !== 'off') [host, port] = parseHostPort(httpAt, '--http'); } catch (e) { throw new UsageError((e as Error).message); }
   let grpcAt: [string, number] | null = null;
   try { if (values.grpc && values.grpc !== 'off') grpcAt = parseHostPort(values.grpc as string, '--grpc'); } catch (e) { throw new UsageError((e as Error).message); }
+  const workerTimeoutMs = intOption(values, 'worker-timeout-ms', 10_000, 100, 3_600_000);
+  const maxAttempts = intOption(values, 'max-attempts', 3, 1, 100);
+  const nats = natsSettings(values);
+  checkNatsFiles(nats); // a bad TLS or credentials file fails before anything else starts
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  // Any failure from here on (NATS unreachable, a port in use) ends the process non-zero (cli/main.ts).
   const bus = await connectFromCli(values, 'fleet-coordinator', log);
   let store: StateStore;
   if (stateDir) store = new DirStateStore(stateDir);
@@ -73,21 +79,26 @@ export default async function coordinator(argv: string[]): Promise<void> {
   }
   const metrics = createMetrics();
   const c = new Coordinator(bus, {
-    store, outputDir: jobOut, workerTimeoutMs: intOption(values, 'worker-timeout-ms', 10_000, 100), maxAttempts: intOption(values, 'max-attempts', 3, 1), log,
+    store, outputDir: jobOut, workerTimeoutMs, maxAttempts, log,
     metrics,
     onJobDone: grpcAt ? jobId => { if (publishJobModel(modelsDir, jobId, jobOut(jobId))) log(`job ${jobId}: model published for serving`); } : undefined,
   });
-  await c.start();
-  // serving: jobs finished before this start (or before --grpc was given) are published too
+  // Listen before the coordinator takes part on the bus: a port in use must not leave a half-started coordinator
+  // that already accepted jobs or leased tasks.
+  const runsDir = values.runs === undefined ? undefined : path.resolve(values.runs as string);
+  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir });
   let inference: InferenceServer | null = null;
   if (grpcAt) {
-    for (const job of c.jobs.values()) if (job.state === 'done') publishJobModel(modelsDir, job.id, jobOut(job.id));
     fs.mkdirSync(modelsDir, { recursive: true });
     inference = new InferenceServer({ models: modelsDir, bus, log, metrics });
-    const bound = await inference.start(grpcAt[0], grpcAt[1]);
+    const bound = await inference.start(grpcAt[0], grpcAt[1])
+      .catch(e => { throw listenError(grpcAt![0], grpcAt![1], '--grpc', grpcCause(e)); });
     log(`coordinator: serving the jobs' models over gRPC on ${grpcAt[0]}:${bound}`);
   }
-  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir: values.runs === undefined ? undefined : path.resolve(values.runs as string) });
+  await c.start();
+  // serving: jobs finished before this start (or before --grpc was given) are published too
+  const done = grpcAt ? [...c.jobs.values()].filter(j => j.state === 'done') : [];
+  for (const job of done) publishJobModel(modelsDir, job.id, jobOut(job.id));
   const base = server ? `http://${host}:${(server.address() as { port: number }).port}` : '';
   log(`coordinator: state ${store.description}, outputs ${outDir ?? path.join(stateDir!, 'jobs', '<id>', 'out')}${server ? `, ${base}/api/cluster (dashboard ${base}/, metrics ${base}/metrics)` : ''}`);
   await new Promise<void>(resolve => {
@@ -101,4 +112,11 @@ export default async function coordinator(argv: string[]): Promise<void> {
   await c.stop();
   await store.close();
   await bus.close();
+}
+
+/** grpc-js reports a failed bind as "No address added out of total 1 resolved" plus the errno text: keep the cause. */
+function grpcCause(e: unknown): Error {
+  const text = (e as Error).message ?? String(e);
+  const code = /EADDRINUSE|EACCES|EADDRNOTAVAIL|ENOTFOUND/.exec(text)?.[0];
+  return Object.assign(new Error(text), { code });
 }

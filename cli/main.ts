@@ -1,8 +1,9 @@
 // fleet's command-line entry point: dispatches to a command, prints usage errors as one line (exit 2)
-// and other failures as one line (exit 1).
+// and other failures as one line (exit 1), and exits at once.
 import { UsageError } from '../util/args.ts';
 import { closest } from '../util/suggest.ts';
 import { fleetVersion, versions } from '../util/versions.ts';
+import { redactUrls } from '../util/redact.ts';
 
 const USAGE = `fleet: train, ensemble and serve MNIST-style image classifiers on ONNX Runtime
 
@@ -56,9 +57,13 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+// A failure ends the process at once, whatever is still open (a NATS connection, a heartbeat timer, a listener
+// that did bind): a command that cannot start must not linger half-started where a supervisor sees it as up.
 main(process.argv.slice(2)).then(code => { process.exitCode = code; }, (e: unknown) => {
   const err = e as Error;
-  process.stderr.write(`fleet: ${err.message}\n`);
-  if (process.env.FLEET_DEBUG && err.stack) process.stderr.write(`${err.stack}\n`);
-  process.exitCode = e instanceof UsageError ? 2 : 1;
+  const code = e instanceof UsageError ? 2 : 1;
+  const stack = process.env.FLEET_DEBUG && err.stack ? `${redactUrls(err.stack)}\n` : '';
+  const text = `fleet: ${redactUrls(err.message ?? String(e))}\n${stack}`;
+  process.stderr.write(text, () => process.exit(code));
+  setTimeout(() => process.exit(code), 500).unref(); // in case stderr is a pipe nobody reads
 });

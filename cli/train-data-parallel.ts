@@ -2,8 +2,10 @@
 // synchronous data-parallel steps on the cluster (the coordinator is the parameter server, each worker computes
 // shards of every global batch). The job is submitted to the coordinator, its steps stream as progress, and the
 // summary is the same as a local run's; the model files are written by the coordinator under its --state.
-import { intOption, numberOption, choiceOption, UsageError } from '../util/args.ts';
-import { connectFromCli } from './nats.ts';
+import { intOption, numberOption, positiveOption as positive, choiceOption, UsageError } from '../util/args.ts';
+import { OPTION_MAX as MAX } from '../util/args.ts';
+import { connectFromCli, natsSettings } from './nats.ts';
+import { redactUrl } from '../util/redact.ts';
 import { submitJob } from '../coordinator/client.ts';
 import { RECIPES } from '../engine/train/train-classifier.ts';
 import { SIMCLR_RECIPE } from '../engine/train/train-simclr.ts';
@@ -21,26 +23,30 @@ const WHY: Record<string, string> = { 'data-dir': 'workers read their own data',
 export async function dataParallelRun(values: Values, run: Run | null, model: 'cnn' | 'simclr'): Promise<RunResult | null> {
   if (!values.nats) throw new UsageError('--data-parallel: needs --nats URL (a running fleet coordinator and workers)');
   for (const name of NOT_HERE) if (values[name] !== undefined) throw new UsageError(`--${name}: not for data-parallel training${WHY[name] ? ` (${WHY[name]})` : ''}`);
-  const shards = intOption(values, 'shards', 2, 1);
+  const shards = intOption(values, 'shards', 2, 1, MAX.workers);
   const limits = {
-    limitTrain: values['limit-train'] === undefined ? undefined : intOption(values, 'limit-train', 0, 1),
-    limitTest: values['limit-test'] === undefined ? undefined : intOption(values, 'limit-test', 0, 1),
+    limitTrain: values['limit-train'] === undefined ? undefined : intOption(values, 'limit-train', 0, 1, MAX.items),
+    limitTest: values['limit-test'] === undefined ? undefined : intOption(values, 'limit-test', 0, 1, MAX.items),
   };
-  const seed = intOption(values, 'seed', 1, 0), dataset = choiceOption(values, 'dataset', ['mnist', 'fashion'] as const, 'mnist');
+  const seed = intOption(values, 'seed', 1, 0, MAX.seed);
+  const dataset = choiceOption(values, 'dataset', ['mnist', 'fashion'] as const, 'mnist');
+  const epochs = intOption(values, 'epochs', 1, 1, MAX.epochs);
   let spec: DataParallelSpec;
   if (model === 'cnn') {
     const recipe = { ...RECIPES[choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet')] };
-    recipe.lr = positive(values, 'lr', recipe.lr);
-    recipe.batchSize = intOption(values, 'batch-size', recipe.batchSize, 1);
-    spec = { kind: 'data-parallel', model, shards, epochs: intOption(values, 'epochs', 1, 1), batchSize: recipe.batchSize, recipe, seed, dataset,
-      valFraction: numberOption(values, 'val-fraction', 0.15), ...limits };
+    recipe.lr = positive(values, 'lr', recipe.lr, MAX.lr);
+    recipe.batchSize = intOption(values, 'batch-size', recipe.batchSize, 1, MAX.batchSize);
+    spec = { kind: 'data-parallel', model, shards, epochs, batchSize: recipe.batchSize, recipe, seed, dataset,
+      valFraction: numberOption(values, 'val-fraction', 0.15, 0, 0.99), ...limits };
   } else {
-    const batchSize = intOption(values, 'batch-size', SIMCLR_RECIPE.batchSize, 2);
-    spec = { kind: 'data-parallel', model, shards, epochs: intOption(values, 'epochs', 1, 1), batchSize, recipe: { ...SIMCLR_RECIPE, batchSize, lr: positive(values, 'lr', SIMCLR_RECIPE.lr) },
+    const batchSize = intOption(values, 'batch-size', SIMCLR_RECIPE.batchSize, 2, MAX.batchSize);
+    const recipe = { ...SIMCLR_RECIPE, batchSize, lr: positive(values, 'lr', SIMCLR_RECIPE.lr, MAX.lr) };
+    spec = { kind: 'data-parallel', model, shards, epochs, batchSize, recipe,
       seed, dataset, valFraction: 0, supervised: !!values.supervised, temperature: positive(values, 'temperature', 0.07),
-      probeEpochs: intOption(values, 'probe-epochs', 10, 1), ...limits };
+      probeEpochs: intOption(values, 'probe-epochs', 10, 1, MAX.epochs), ...limits };
   }
   try { validateDataParallelSpec(spec); } catch (e) { throw new UsageError((e as Error).message.replace(/^data-parallel job spec: /, '')); }
+  natsSettings(values);
   if (!run) return null;
   const bus = await connectFromCli(values, 'fleet-train', run.log);
   try {
@@ -53,16 +59,11 @@ export async function dataParallelRun(values: Values, run: Run | null, model: 'c
     });
     const { headline, model: _m, members: _k, ...summary } = done.summary as Record<string, unknown>;
     return {
-      summary: { ...summary, coordinator_out: done.summary.out, cluster: values.nats, job: done.jobId }, details: { job: done.jobId, config: spec }, files: {},
+      summary: { ...summary, coordinator_out: done.summary.out, cluster: redactUrl(String(values.nats)), job: done.jobId },
+      details: { job: done.jobId, config: spec }, files: {},
       headline: `${headline} (data-parallel job ${done.jobId}, ${shards} shards); outputs in ${done.summary.out} on the coordinator`,
     };
   } finally {
     await bus.close();
   }
-}
-
-function positive(values: Values, name: string, def: number): number {
-  const v = numberOption(values, name, def);
-  if (!(v > 0)) throw new UsageError(`--${name}: must be positive, got ${v}`);
-  return v;
 }

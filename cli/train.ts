@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
 import { parse, intOption, numberOption, choiceOption, UsageError, type OptionSpec } from '../util/args.ts';
+import { positiveOption as positive, OPTION_MAX } from '../util/args.ts';
 import { Progress } from './progress.ts';
 import { DATASETS, loadDataset, type DatasetName } from '../engine/data/datasets.ts';
 import { CNN } from '../engine/model/classifiers.ts';
@@ -24,7 +25,8 @@ import { versions } from '../util/versions.ts';
 import { cnnRunOutputs, simclrRunOutputs } from '../engine/train/run-outputs.ts';
 import { ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
 import type { JobSpec } from '../coordinator/coordinator.ts';
-import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
+import { NATS_OPTIONS, NATS_HELP, connectFromCli, natsSettings } from './nats.ts';
+import { redactUrl } from '../util/redact.ts';
 import { submitJob } from '../coordinator/client.ts';
 import { runEmbedded } from './embedded.ts';
 import { parseHostPort } from '../coordinator/http.ts';
@@ -203,8 +205,8 @@ export default async function train(argv: string[]): Promise<void> {
 
   const dataset = choiceOption(values, 'dataset', DATASETS, 'mnist');
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
-  const runtime = { device, threads: intOption(values, 'threads', os.availableParallelism(), 1) };
-  const seed = intOption(values, 'seed', 1, 0);
+  const runtime = { device, threads: intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads) };
+  const seed = intOption(values, 'seed', 1, 0, OPTION_MAX.seed);
   const out = path.resolve((values.out as string | undefined) ?? path.join('runs', `${m}-${new Date().toISOString().replace(/[:.]/g, '-')}`));
   const trainRun = m === 'cnn' ? trainCnnRun : m === 'simclr' ? trainSimclrRun : trainMilRun;
   await trainRun(values, null); // validates every option before data is loaded or anything is written
@@ -260,26 +262,26 @@ export interface RunResult {
 type ModelRun = (values: Values, run: Run | null) => Promise<RunResult | null>;
 
 const limits = (values: Values) => ({
-  limitTrain: values['limit-train'] === undefined ? undefined : intOption(values, 'limit-train', 0, 1),
-  limitTest: values['limit-test'] === undefined ? undefined : intOption(values, 'limit-test', 0, 1),
+  limitTrain: values['limit-train'] === undefined ? undefined : intOption(values, 'limit-train', 0, 1, OPTION_MAX.items),
+  limitTest: values['limit-test'] === undefined ? undefined : intOption(values, 'limit-test', 0, 1, OPTION_MAX.items),
 });
 
 const trainCnnRun: ModelRun = async (values, run) => {
   if (values['data-parallel']) return dataParallelRun(values, run, 'cnn');
   if (values.shards !== undefined) throw new UsageError('--shards: only for data-parallel training (add --data-parallel --nats URL)');
   if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'cnn');
-  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', 'nats', 'nats-creds', 'nats-ca', 'nats-cert', 'nats-key']) {
+  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', ...Object.keys(NATS_OPTIONS)]) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
   }
   const recipeName = choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet');
   const recipe = { ...RECIPES[recipeName] };
-  recipe.lr = positive(values, 'lr', recipe.lr);
-  const epochs = intOption(values, 'epochs', 1, 1);
-  const batchSize = intOption(values, 'batch-size', recipe.batchSize, 1);
+  recipe.lr = positive(values, 'lr', recipe.lr, OPTION_MAX.lr);
+  const epochs = intOption(values, 'epochs', 1, 1, OPTION_MAX.epochs);
+  const batchSize = intOption(values, 'batch-size', recipe.batchSize, 1, OPTION_MAX.batchSize);
   const valFraction = numberOption(values, 'val-fraction', 0.15);
   if (!(valFraction >= 0 && valFraction < 1)) throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
-  const patience = values.patience === undefined ? undefined : intOption(values, 'patience', 0, 0);
-  const minDelta = numberOption(values, 'min-delta', 0);
+  const patience = values.patience === undefined ? undefined : intOption(values, 'patience', 0, 0, OPTION_MAX.epochs);
+  const minDelta = numberOption(values, 'min-delta', 0, 0, OPTION_MAX.real);
   const { limitTrain, limitTest } = limits(values);
   if (!run) return null;
   const r = await trainClassifier({
@@ -299,13 +301,13 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   if (values.members === undefined) {
     throw new UsageError(`--ensemble ${kind}: needs --members K (the number of members)`);
   }
-  const members = intOption(values, 'members', 0, 1);
+  const members = intOption(values, 'members', 0, 1, OPTION_MAX.members);
   const recipeName = model === 'cnn' ? choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet') : 'simclr';
   const recipe = { ...(model === 'cnn' ? RECIPES[recipeName] : SIMCLR_RECIPE) };
-  recipe.lr = positive(values, 'lr', recipe.lr);
-  const epochs = intOption(values, 'epochs', kind === 'snapshot' ? members : 1, 1);
+  recipe.lr = positive(values, 'lr', recipe.lr, OPTION_MAX.lr);
+  const epochs = intOption(values, 'epochs', kind === 'snapshot' ? members : 1, 1, OPTION_MAX.epochs);
   if (kind === 'snapshot' && epochs % members !== 0) throw new UsageError(`--epochs: a snapshot ensemble needs a multiple of --members (${members}), got ${epochs}`);
-  const batchSize = intOption(values, 'batch-size', recipe.batchSize, model === 'simclr' ? 2 : 1);
+  const batchSize = intOption(values, 'batch-size', recipe.batchSize, model === 'simclr' ? 2 : 1, OPTION_MAX.batchSize);
   recipe.batchSize = batchSize;
   const valFraction = numberOption(values, 'val-fraction', kind === 'selection' ? 0.15 : 0);
   if (!(valFraction >= 0 && valFraction < 1)) throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
@@ -315,13 +317,16 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   if (kind !== 'selection') for (const name of selectionOnly) if (values[name] !== undefined) throw new UsageError(`--${name}: only for --ensemble selection`);
   const selection = {
     objective: choiceOption(values, 'objective', ['loss', 'accuracy'] as const, 'loss'),
-    initSize: intOption(values, 'init-size', 0, 0), maxIter: intOption(values, 'max-iter', 50, 1), bags: intOption(values, 'selection-bags', 1, 1),
+    initSize: intOption(values, 'init-size', 0, 0, OPTION_MAX.members),
+    maxIter: intOption(values, 'max-iter', 50, 1, OPTION_MAX.steps),
+    bags: intOption(values, 'selection-bags', 1, 1, 10_000),
   };
   if (selection.initSize > members) throw new UsageError(`--init-size: at most --members (${members}), got ${selection.initSize}`);
   const simclr = model === 'simclr'
-    ? { supervised: !!values.supervised, probeEpochs: intOption(values, 'probe-epochs', 10, 1), temperature: positive(values, 'temperature', 0.07) }
+    ? { supervised: !!values.supervised, probeEpochs: intOption(values, 'probe-epochs', 10, 1, OPTION_MAX.epochs),
+      temperature: positive(values, 'temperature', 0.07) }
     : {};
-  const workers = intOption(values, 'workers', 1, 1);
+  const workers = intOption(values, 'workers', 1, 1, OPTION_MAX.workers);
   if (values.nats && values['data-dir'] !== undefined) throw new UsageError('--data-dir: not with --nats (cluster workers read their own data)');
   let http: { host: string; port: number } | undefined;
   if (values.http !== undefined) {
@@ -329,6 +334,10 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
     try { const [host, port] = parseHostPort(values.http as string, '--http'); http = { host, port }; } catch (e) { throw new UsageError((e as Error).message); }
   }
   const { limitTrain, limitTest } = limits(values);
+  if (values.nats) natsSettings(values);
+  else for (const name of Object.keys(NATS_OPTIONS)) {
+    if (values[name] !== undefined) throw new UsageError(`--${name}: only with --nats URL`);
+  }
   if (!run) return null;
   // the job as a coordinator receives it (runtime, data directory and outputs are the workers' and the run's)
   const spec: JobSpec = { kind, model, ...simclr, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, limitTrain, limitTest, selection };
@@ -337,7 +346,8 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
     const bus = await connectFromCli(values, 'fleet-train', run.log);
     try {
       const done = await submitJob(bus, spec, run.log);
-      return { summary: { ...done.summary, coordinator_out: done.summary.out, cluster: values.nats }, details: { job: done.jobId }, files: {},
+      const summary = { ...done.summary, coordinator_out: done.summary.out, cluster: redactUrl(String(values.nats)) };
+      return { summary, details: { job: done.jobId }, files: {},
         headline: `${kind} ensemble of ${done.summary.members} on the cluster (job ${done.jobId}): test accuracy ${pct(done.summary.test_accuracy as number)}; outputs in ${done.summary.out} on the coordinator` };
     } finally {
       await bus.close();
@@ -362,15 +372,15 @@ const trainSimclrRun: ModelRun = async (values, run) => {
   if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'simclr');
   if (values.nats) return dataParallelRun(values, run, 'simclr');
   if (values.shards !== undefined) throw new UsageError('--shards: only for data-parallel training (add --nats URL)');
-  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', 'val-fraction', 'nats', 'nats-creds', 'nats-ca', 'nats-cert', 'nats-key']) {
+  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', 'val-fraction', ...Object.keys(NATS_OPTIONS)]) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
   }
-  const epochs = intOption(values, 'epochs', 1, 0);
-  const batchSize = intOption(values, 'batch-size', SIMCLR_RECIPE.batchSize, 0);
+  const epochs = intOption(values, 'epochs', 1, 0, OPTION_MAX.epochs);
+  const batchSize = intOption(values, 'batch-size', SIMCLR_RECIPE.batchSize, 0, OPTION_MAX.batchSize);
   if (batchSize < 2) throw new UsageError(`--batch-size: contrastive training needs at least 2 images per batch, got ${batchSize}`);
-  const recipe = { ...SIMCLR_RECIPE, batchSize, lr: positive(values, 'lr', SIMCLR_RECIPE.lr) };
+  const recipe = { ...SIMCLR_RECIPE, batchSize, lr: positive(values, 'lr', SIMCLR_RECIPE.lr, OPTION_MAX.lr) };
   const temperature = positive(values, 'temperature', 0.07);
-  const probeEpochs = intOption(values, 'probe-epochs', 10, 1);
+  const probeEpochs = intOption(values, 'probe-epochs', 10, 1, OPTION_MAX.epochs);
   const { limitTrain, limitTest } = limits(values);
   if (!run) return null;
   const r = await trainSimclr({
@@ -392,16 +402,15 @@ const trainSimclrRun: ModelRun = async (values, run) => {
 
 const trainMilRun: ModelRun = async (values, run) => {
   const pooling = choiceOption(values, 'pooling', POOLINGS, 'attention');
-  const epochs = intOption(values, 'epochs', 40, 1);
-  const bagsPerStep = intOption(values, 'batch-size', 1, 1);
-  const bags = intOption(values, 'bags', 100, 1);
-  const testBags = intOption(values, 'test-bags', 250, 1);
-  const bagMean = positive(values, 'bag-mean', 10);
-  const bagStd = numberOption(values, 'bag-std', 2);
-  if (bagStd < 0) throw new UsageError(`--bag-std: must be at least 0, got ${bagStd}`);
+  const epochs = intOption(values, 'epochs', 40, 1, OPTION_MAX.epochs);
+  const bagsPerStep = intOption(values, 'batch-size', 1, 1, OPTION_MAX.batchSize);
+  const bags = intOption(values, 'bags', 100, 1, OPTION_MAX.items);
+  const testBags = intOption(values, 'test-bags', 250, 1, OPTION_MAX.items);
+  const bagMean = positive(values, 'bag-mean', 10, 10_000);
+  const bagStd = numberOption(values, 'bag-std', 2, 0, 10_000);
   const target = intOption(values, 'target', 9, 0);
   if (target > 9) throw new UsageError(`--target: the target digit must be 0-9, got ${target}`);
-  const recipe = { ...MIL_RECIPE, batchSize: bagsPerStep, lr: positive(values, 'lr', MIL_RECIPE.lr) };
+  const recipe = { ...MIL_RECIPE, batchSize: bagsPerStep, lr: positive(values, 'lr', MIL_RECIPE.lr, OPTION_MAX.lr) };
   if (!run) return null;
   const r = await trainMil({
     pooling, epochs, seed: run.seed, bags, testBags, bagMean, bagStd, target, bagsPerStep, recipe, train: run.data.train, test: run.data.test,
@@ -441,12 +450,6 @@ function prepareOut(out: string, resume: boolean, overwrite: boolean): void {
     throw new UsageError(`--overwrite: ${out} is not a fleet run folder (no ${RUN_MARKERS.join(', ')}): not deleting it`);
   }
   for (const e of entries) fs.rmSync(path.join(out, e), { recursive: true, force: true });
-}
-
-function positive(values: Values, name: string, def: number): number {
-  const v = numberOption(values, name, def);
-  if (!(v > 0)) throw new UsageError(`--${name}: must be positive, got ${v}`);
-  return v;
 }
 
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;

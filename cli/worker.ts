@@ -1,8 +1,9 @@
 // `fleet worker`: trains the tasks a coordinator leases to it, until interrupted.
 import * as os from 'node:os';
-import { parse, intOption, choiceOption, UsageError } from '../util/args.ts';
-import { NATS_OPTIONS, NATS_HELP, connectFromCli } from './nats.ts';
+import { parse, intOption, choiceOption, UsageError, OPTION_MAX } from '../util/args.ts';
+import { NATS_OPTIONS, NATS_HELP, connectFromCli, natsSettings, checkNatsFiles } from './nats.ts';
 import { startWorker } from '../worker/worker.ts';
+import { subjectToken } from '../bus/subjects.ts';
 import { checkCuda } from '../engine/runtime.ts';
 import { detectGpuName } from '../worker/gpu.ts';
 import { createMetrics } from '../telemetry/metrics.ts';
@@ -17,7 +18,7 @@ options:
 ${NATS_HELP}  --device cpu|cuda   execution provider (default cpu)
   --threads N         ONNX Runtime intra-op threads (default: all cores)
   --id NAME           worker id (default host-pid-random)
-  --heartbeat-ms N    heartbeat period (default 1000)
+  --heartbeat-ms N    heartbeat period (default 1000, 50..60000)
   --http HOST:PORT    serve Prometheus /metrics there (default off; the same flag as coordinator and serve)
   --metrics HOST:PORT deprecated name of --http (prints a warning)
   -h, --help          this text
@@ -37,16 +38,23 @@ export default async function worker(argv: string[]): Promise<void> {
   let metricsAt: [string, number] | null = null;
   const [flag, at] = metricsFlag(values);
   try { if (at !== undefined) metricsAt = parseHostPort(at, flag); } catch (e) { throw new UsageError((e as Error).message); }
+  try { if (values.id !== undefined) subjectToken(values.id as string); } catch (e) {
+    throw new UsageError(`--id: ${(e as Error).message}`);
+  }
+  const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
+  const heartbeatMs = intOption(values, 'heartbeat-ms', 1000, 50, 60_000);
+  const nats = natsSettings(values);
+  checkNatsFiles(nats); // a bad TLS or credentials file fails before anything else starts
   if (device === 'cuda') checkCuda();
   const gpuName = device === 'cuda' ? detectGpuName() : '';
   const metrics = createMetrics();
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  // Listen first: a worker whose /metrics port is taken must exit before it announces itself and is leased a
+  // task (any failure here ends the process non-zero, cli/main.ts).
+  const server = metricsAt ? await serveMetrics(metrics, ...metricsAt, '--metrics') : null;
   const bus = await connectFromCli(values, 'fleet-worker', log);
-  const w = startWorker(bus, {
-    id: values.id as string | undefined, runtime: { device, threads: intOption(values, 'threads', os.availableParallelism(), 1) },
-    heartbeatMs: intOption(values, 'heartbeat-ms', 1000, 50), log, gpuName, metrics,
-  });
-  const server = metricsAt ? await serveMetrics(metrics, ...metricsAt) : null;
+  const id = values.id as string | undefined;
+  const w = startWorker(bus, { id, runtime: { device, threads }, heartbeatMs, log, gpuName, metrics });
   log(`worker ${w.id}: ready (${device}${gpuName ? `, ${gpuName}` : ''})${server ? `, metrics at http://${metricsAt![0]}:${(server.address() as { port: number }).port}/metrics` : ''}`);
   await new Promise<void>(resolve => { process.once('SIGINT', () => resolve()); process.once('SIGTERM', () => resolve()); });
   server?.close();

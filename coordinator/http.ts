@@ -8,6 +8,8 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { Coordinator } from './coordinator.ts';
 import { metricsResponse } from '../telemetry/metrics-http.ts';
+import { listen } from '../telemetry/listen.ts';
+import { redactUrls } from '../util/redact.ts';
 import { runsIn, runSummary, runDetails, runErrors, milBag, RunError, type RunRef } from '../dashboard/runs.ts';
 
 export interface HttpOptions {
@@ -31,6 +33,7 @@ const API_PATHS = ['/api/cluster', '/api/jobs', '/api/events', '/api/runs', '/ap
 const MAX_STREAMS = 64;
 const MAX_STREAM_BACKLOG = 4 * 1024 * 1024;
 
+/** Serves the HTTP port; resolves once listening, rejects with a ListenError (address, `--http`, cause) otherwise. */
 export function serveHttp(c: Coordinator, host: string, port: number, opts: HttpOptions = {}): Promise<http.Server> {
   let streams = 0;
   const runs = (): RunRef[] => [
@@ -40,7 +43,8 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
   const server = http.createServer((req, res) => {
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body, null, 2));
+      // no secret in an answer, e.g. a run's metrics.json written before fleet redacted URLs
+      res.end(redactUrls(JSON.stringify(body, null, 2)));
     };
     if (req.method !== 'GET') return send(405, { error: `method ${req.method} not allowed` });
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -83,10 +87,7 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
       return send(500, { error: (e as Error).message });
     }
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve(server));
-  });
+  return listen(server, host, port, '--http');
 }
 
 /** text/event-stream: a `hello` with the cluster and every curve so far, then `progress`, `cluster` and `job` events. */
@@ -94,7 +95,7 @@ function eventStream(c: Coordinator, req: http.IncomingMessage, res: http.Server
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
   const write = (type: string, data: unknown) => {
     if (res.writableLength > MAX_STREAM_BACKLOG) { res.end(); return; }
-    res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+    res.write(`event: ${type}\ndata: ${redactUrls(JSON.stringify(data))}\n\n`);
   };
   res.write('retry: 2000\n\n');
   write('hello', { cluster: c.monitor!.snapshot(), curves: c.monitor!.allCurves() });

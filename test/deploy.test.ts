@@ -39,6 +39,10 @@ const CONTRACT: Record<string, string[]> = {
 const LISTEN_FLAGS = ['http', 'grpc', 'metrics'];
 const METRICS_FLAGS = ['http', 'metrics'];
 const NATS_SECRET = 'fleet-nats';
+/** The NATS user (nats.conf) each fleet command logs in as: one per role, docs/security.md. */
+const ROLE_OF: Record<string, string> = {
+  coordinator: 'coordinator', worker: 'worker', train: 'submitter', serve: 'server',
+};
 
 interface Listening { ports: Map<number, string>; metricsPorts: Set<number>; grpcPort?: number; values: Record<string, unknown> }
 
@@ -79,11 +83,15 @@ function envReadByCode(): Set<string> {
 /** nats.conf's ports, store directory and the $VARIABLES it takes from the environment. */
 function natsConf() {
   const text = read('deploy/k8s/base/nats.conf');
+  const code = text.replace(/#.*$/gm, ''); // without comments
   const num = (key: string) => Number(new RegExp(`^\\s*${key}:\\s*(\\d+)`, 'm').exec(text)?.[1]);
   return {
     text, port: num('port'), httpPort: num('http_port'),
     storeDir: /^\s*store_dir:\s*(\S+)/m.exec(text)?.[1],
-    vars: [...new Set([...text.replace(/#.*$/gm, '').matchAll(/\$([A-Z][A-Z0-9_]*)/g)].map(m => m[1]))].sort(),
+    // variables are unquoted: "$JS.API.>" in a permission is a subject
+    vars: [...new Set([...code.replace(/"[^"]*"/g, '""').matchAll(/\$([A-Z][A-Z0-9_]*)/g)].map(m => m[1]))].sort(),
+    /** user -> the environment variable holding its password */
+    users: new Map([...code.matchAll(/\buser:\s*"?([\w-]+)"?\s+password:\s*\$([A-Z][A-Z0-9_]*)/g)].map(m => [m[1], m[2]])),
   };
 }
 
@@ -306,12 +314,18 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
       checkEnv(where, Object.keys(env));
       const health = new URL(env.FLEET_HEALTH_URL);
       assert.ok(health.pathname === '/metrics' && l.metricsPorts.has(Number(health.port)), `${where}: FLEET_HEALTH_URL ${health} is not the command's /metrics`);
-      // the same credentials as the NATS server's
-      for (const k of ['NATS_USER', 'NATS_PASSWORD']) assert.equal(env[k], nats.environment[k], `${where}: ${k}`);
+      // its role's user, with that user's password (the same variable the NATS server reads for it)
+      const role = ROLE_OF[s.command[0]];
+      assert.equal(env.NATS_USER, role, `${where}: logs in as the ${role} user`);
+      assert.ok(conf.users.has(role), `${where}: nats.conf has no user ${role}`);
+      const passwordVar = conf.users.get(role)!;
+      assert.equal(env.NATS_PASSWORD, nats.environment[passwordVar], `${where}: NATS_PASSWORD is ${passwordVar}`);
       assert.ok(s.depends_on?.nats, `${where}: waits for NATS`);
     }
-    // the password has no default: compose refuses to start without one
-    assert.match(nats.environment.NATS_PASSWORD, /^\$\{NATS_PASSWORD:\?[^}]+\}$/);
+    // one user per role, and no password has a default: compose refuses to start without them
+    assert.deepEqual([...conf.users.keys()].sort(), Object.values(ROLE_OF).sort(), 'nats.conf: a user per role');
+    for (const v of conf.users.values()) assert.match(nats.environment[v], new RegExp(`^\\$\\{${v}:\\?[^}]+\\}$`), v);
+    assert.equal(new Set(conf.users.values()).size, conf.users.size, 'nats.conf: each user its own password');
     assert.deepEqual(Object.keys(nats.environment).sort(), conf.vars, 'the NATS server gets exactly the variables nats.conf uses');
     // NATS: the config file mounted where -c reads it, JetStream's store on a named volume
     const natsConfMount = nats.volumes.map((v: string) => v.split(':')).find((v: string[]) => v[0].endsWith('nats.conf'));
@@ -457,13 +471,15 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
           const ann = w.spec.template.metadata.annotations ?? {};
           assert.equal(ann['prometheus.io/scrape'], 'true', `${where}: scrape annotation`);
           assert.ok(l.metricsPorts.has(Number(ann['prometheus.io/port'])) && ann['prometheus.io/path'] === '/metrics', `${where}: prometheus.io/port ${ann['prometheus.io/port']}`);
-          // credentials only from the Secret
+          // its role's user, the password only from the Secret (the key the NATS server reads for that user)
           checkEnv(where, (c.env ?? []).map((e: Obj) => e.name));
-          for (const e of c.env ?? []) {
-            if (!/^NATS_/.test(e.name)) continue;
-            assert.deepEqual(e.valueFrom?.secretKeyRef, { name: NATS_SECRET, key: e.name }, `${where}: ${e.name} from Secret ${NATS_SECRET}`);
-          }
-          assert.deepEqual((c.env ?? []).map((e: Obj) => e.name).sort(), ['NATS_PASSWORD', 'NATS_USER'], `${where}: NATS credentials`);
+          const env = new Map<string, Obj>((c.env ?? []).map((e: Obj) => [e.name, e]));
+          const role = ROLE_OF[c.args[0]];
+          assert.equal(env.get('NATS_USER')?.value, role, `${where}: NATS_USER is its role's user (${role})`);
+          const secretRef = env.get('NATS_PASSWORD')?.valueFrom?.secretKeyRef;
+          assert.deepEqual(secretRef, { name: NATS_SECRET, key: conf.users.get(role) },
+            `${where}: NATS_PASSWORD from Secret ${NATS_SECRET} key ${conf.users.get(role)}`);
+          assert.deepEqual([...env.keys()].sort(), ['NATS_PASSWORD', 'NATS_USER'], `${where}: NATS credentials`);
           // the image's user, a read-only root with a writable /tmp (tsx caches compiled sources there)
           const sc = podSpec(w).securityContext;
           assert.ok(sc.runAsNonRoot && sc.runAsUser === 10001, `${where}: runs as the image's fleet user (10001)`);
@@ -550,7 +566,8 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-natsconf-'));
     const free = () => new Promise<number>(resolve => { const s = http.createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); }); });
     const [port, mon] = [await free(), await free()];
-    const env = { ...process.env, NATS_USER: 'fleet-test', NATS_PASSWORD: 'pw-from-the-secret' };
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    for (const [user, v] of conf.users) env[v] = `pw-of-${user}`;
     // the file as shipped, with its store in a temp folder (nats-server refuses -sd next to a store_dir); the
     // flags move it to 127.0.0.1 and free ports
     const confFile = path.join(tmp, 'nats.conf');
@@ -570,9 +587,12 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
         let t = ''; res.setEncoding('utf8').on('data', (d: string) => { t += d; }).on('end', () => resolve(JSON.parse(t)));
       }).on('error', reject));
       assert.equal(path.dirname(jsz.config?.store_dir ?? ''), path.join(tmp, 'js'), `JetStream enabled with its store in the temp folder: ${JSON.stringify(jsz)}`);
-      const ok = await connectNats(`nats://127.0.0.1:${port}`, { name: 'deploy-test', user: env.NATS_USER, pass: env.NATS_PASSWORD });
-      await ok.close();
-      await assert.rejects(connectNats(`nats://127.0.0.1:${port}`, { name: 'deploy-test', user: env.NATS_USER, pass: 'wrong' }), /auth|Authorization/i);
+      for (const user of conf.users.keys()) {
+        const ok = await connectNats(`nats://127.0.0.1:${port}`, { name: 'deploy-test', user, pass: `pw-of-${user}` });
+        await ok.close();
+        const wrong = connectNats(`nats://127.0.0.1:${port}`, { name: 'deploy-test', user, pass: 'wrong' });
+        await assert.rejects(wrong, /auth|Authorization/i);
+      }
       await assert.rejects(connectNats(`nats://127.0.0.1:${port}`, { name: 'deploy-test' }), /auth|Authorization/i);
     } finally {
       server.kill('SIGKILL');
@@ -618,14 +638,17 @@ describe('deployment files (deploy/, .dockerignore, docs/deploy.md) against the 
       const m = /^(?:\$\s+)?(?:[A-Z_]+=\S+\s+)*fleet\s+(.+?)\s*(?:&\s*)?(?:#.*)?$/.exec(line.trim());
       if (!m) continue;
       n++;
-      const { values } = parseFleet(cli, m[1].split(/\s+/).filter(Boolean), `docs/deploy.md: ${line.trim()}`);
+      const { command, values } = parseFleet(cli, m[1].split(/\s+/).filter(Boolean), `docs/deploy.md: ${line.trim()}`);
       if (values.nats) assert.match(String(values.nats), /^(nats|tls):\/\/[\w.-]+:\d+$/, line);
+      const user = /\bNATS_USER=(\S+)/.exec(line)?.[1];
+      const role = ROLE_OF[command.split(' ')[0]];
+      if (user) assert.equal(user, role, `docs/deploy.md: fleet ${command} logs in as its role's user: ${line}`);
     }
     assert.ok(n >= 3, `docs/deploy.md shows fleet commands (found ${n})`);
     const secret = /kubectl -n fleet create secret generic (\S+) (.+)/.exec(doc);
     assert.ok(secret, 'docs/deploy.md creates the NATS Secret');
     assert.equal(secret![1], NATS_SECRET);
-    for (const k of ['NATS_USER', 'NATS_PASSWORD']) assert.match(secret![2], new RegExp(`--from-literal=${k}=`));
+    for (const k of conf.users.values()) assert.match(secret![2], new RegExp(`--from-literal=${k}=`));
     for (const o of ['overlays/cpu', 'overlays/gpu']) assert.match(doc, new RegExp(`kubectl apply -k deploy/k8s/${o}`));
     assert.match(doc, /docker compose -f deploy\/compose\.yaml/);
   });

@@ -15,6 +15,12 @@ export interface NatsServerOptions {
   tls?: { certFile: string; keyFile: string };
   /** Enable JetStream, stored in the server's temporary directory (kept across stop/restart, removed by dispose). */
   jetstream?: boolean;
+  /**
+   * A whole configuration file's text (e.g. deploy/k8s/base/nats.conf), used instead of the options above: the
+   * server still listens on 127.0.0.1 and a free port (and a free monitoring port), its JetStream store_dir is
+   * moved into the temporary directory, and `env` gives the variables the file reads ($NATS_..._PASSWORD).
+   */
+  config?: { text: string; env?: Record<string, string> };
 }
 
 export interface NatsServerHandle {
@@ -53,13 +59,19 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   else if (opts.token !== undefined) lines.push(`authorization { token: ${q(opts.token)} }`);
   if (opts.jetstream) lines.push(`jetstream { store_dir: ${q(join(dir, 'jetstream'))} }`);
   if (opts.tls) lines.push(`tls { cert_file: ${q(opts.tls.certFile)}, key_file: ${q(opts.tls.keyFile)} }`);
-  writeFileSync(conf, lines.join('\n') + '\n');
+  let args = ['-c', conf];
+  if (opts.config) {
+    const text = opts.config.text.replace(/^(\s*store_dir:\s*).*$/m, `$1${q(join(dir, 'jetstream'))}`);
+    writeFileSync(conf, text);
+    args = [...args, '-a', '127.0.0.1', '-p', String(port), '-m', String(await freePort())];
+  } else writeFileSync(conf, lines.join('\n') + '\n');
 
   const state: { proc?: ChildProcess; dir: string } = { dir };
   live.add(state);
 
   const start = async () => {
-    const proc = spawn('nats-server', ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const env = opts.config?.env ? { ...process.env, ...opts.config.env } : process.env;
+    const proc = spawn('nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'], env });
     let log = '';
     proc.stderr!.on('data', (b: Buffer) => (log = (log + b.toString()).slice(-4000)));
     state.proc = proc;
