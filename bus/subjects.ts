@@ -14,6 +14,8 @@ export const SUBJECTS = {
   taskLeasePrefix: 'fleet.task.lease',
   /** A worker reports a finished (or failed) task; the coordinator listens, queue group so only one coordinator instance takes it. */
   taskResult: 'fleet.task.result',
+  /** A worker's progress on a leased task, with its lease token, for the coordinator only (it republishes it, checked). */
+  taskProgress: 'fleet.task.progress',
   /** fleet.job.progress.<jobId>: progress events of one job (epochs, metrics), for the CLI and dashboard. */
   jobProgressPrefix: 'fleet.job.progress',
   /** Pattern for the progress of every job. */
@@ -22,6 +24,8 @@ export const SUBJECTS = {
   jobSubmit: 'fleet.job.submit',
   /** fleet.job.done.<jobId>: the coordinator's last word on a job (JSON: ok and summary, or the error). */
   jobDonePrefix: 'fleet.job.done',
+  /** fleet.job.result.<jobId>: a submitter asks for a job's outcome (request/reply; only its owner answers). */
+  jobResultPrefix: 'fleet.job.result',
   /** fleet.tensor.<transferId>: the chunks of one large tensor/model transfer (see bus/chunking.ts). */
   tensorPrefix: 'fleet.tensor',
   /** fleet.infer.<model>: inference requests for one model, answered by a queue group of servers. */
@@ -54,6 +58,7 @@ export const workerHeartbeatSubject = (workerId: string) => `${SUBJECTS.workerHe
 export const taskLeaseSubject = (workerId: string) => `${SUBJECTS.taskLeasePrefix}.${subjectToken(workerId)}`;
 export const jobProgressSubject = (jobId: string) => `${SUBJECTS.jobProgressPrefix}.${subjectToken(jobId)}`;
 export const jobDoneSubject = (jobId: string) => `${SUBJECTS.jobDonePrefix}.${subjectToken(jobId)}`;
+export const jobResultSubject = (jobId: string) => `${SUBJECTS.jobResultPrefix}.${subjectToken(jobId)}`;
 export const tensorSubject = (transferId: string) => `${SUBJECTS.tensorPrefix}.${subjectToken(transferId)}`;
 export const dpWorkSubject = (workerId: string) => `${SUBJECTS.dpWorkPrefix}.${subjectToken(workerId)}`;
 export const dpParamsSubject = (jobId: string) => `${SUBJECTS.dpParamsPrefix}.${subjectToken(jobId)}`;
