@@ -113,6 +113,7 @@ export class Coordinator {
   private readonly rows = new Map<string, { val: number; test: number }>();
   /** Fair scheduling: the job that got the last lease (the next one goes to the job after it). */
   private lastLeasedJob = '';
+  private lastTick = Date.now();
 
   constructor(bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
@@ -528,7 +529,11 @@ export class Coordinator {
       }
       if (w.state === 'lost' && now - w.lastSeen > D.FORGET_LOST_WORKER_MS) this.workers.delete(w.id);
     }
-    for (const job of this.jobs.values()) {
+    // after this process stalled (a long synchronous step), heartbeats that did arrive wait behind this timer:
+    // no lease expires on this tick
+    const stalled = now - this.lastTick > Math.max(1000, 4 * (this.o.tickMs ?? D.TICK_MS));
+    this.lastTick = now;
+    for (const job of stalled ? [] : this.jobs.values()) {
       if (job.state !== 'running') continue;
       for (const t of job.tasks) {
         if (t.state !== 'leased' || this.storing.has(t)) continue;

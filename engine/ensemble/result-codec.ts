@@ -34,7 +34,8 @@ export function decodeMemberResult(bytes: Uint8Array, what = 'task result'): Mem
   try {
     decoded = decodeCheckpoint<ResultMeta>(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), what);
   } catch (e) {
-    throw new ResultCodecError(e instanceof CheckpointError ? e.message : `${what}: ${(e as Error).message}`);
+    if (e instanceof CheckpointError) throw new ResultCodecError(e.message);
+    throw e;
   }
   const { meta, tensors } = decoded;
   const bad = (why: string) => new ResultCodecError(`${what}: not a member result (${why})`);
