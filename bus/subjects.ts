@@ -12,7 +12,7 @@ export const SUBJECTS = {
   workerHeartbeatAll: 'fleet.worker.heartbeat.*',
   /** fleet.task.lease.<workerId>: the coordinator hands one task to that worker (request/reply: the reply accepts it). */
   taskLeasePrefix: 'fleet.task.lease',
-  /** A worker reports a finished (or failed) task; the coordinator listens, queue group so only one coordinator instance takes it. */
+  /** A worker reports a finished (or failed) task; the coordinator that leased it takes it (others reject it as an unknown job). */
   taskResult: 'fleet.task.result',
   /** A worker's progress on a leased task, with its lease token, for the coordinator only (it republishes it, checked). */
   taskProgress: 'fleet.task.progress',
@@ -20,7 +20,8 @@ export const SUBJECTS = {
   jobProgressPrefix: 'fleet.job.progress',
   /** Pattern for the progress of every job. */
   jobProgressAll: 'fleet.job.progress.*',
-  /** A client submits a job (JSON job spec, request/reply: the answer carries the job id or the error). */
+  /** A client submits a job (JSON job spec, request/reply: the answer carries the job id or the error); coordinators take
+   *  submissions in the queue group COORDINATOR_QUEUE, so that each job is accepted once. */
   jobSubmit: 'fleet.job.submit',
   /** fleet.job.done.<jobId>: the coordinator's last word on a job (JSON: ok and summary, or the error). */
   jobDonePrefix: 'fleet.job.done',
@@ -43,6 +44,9 @@ export const SUBJECTS = {
   /** Pattern the coordinator subscribes to for every data-parallel job's results. */
   dpUpAll: 'fleet.dp.up.*',
 } as const;
+
+/** The queue group of coordinators on fleet.job.submit. */
+export const COORDINATOR_QUEUE = 'fleet-coordinators';
 
 /** Checks that an id can be used as one subject token: non-empty, no whitespace, dots or wildcards. */
 export function subjectToken(id: string): string {

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Transport } from '../bus/transport.ts';
-import { SUBJECTS, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
+import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
 import { randomBytes } from 'node:crypto';
 import { encodeEnvelope, parseJsonField, jsonField, Device, type BodyKind, type BodyMap } from '../bus/codec.ts';
 import { receive, Rejections, type RejectReason } from '../bus/receive.ts';
@@ -35,8 +35,8 @@ interface TaskRecord {
   task: MemberTask; state: TaskState; attempts: number; worker?: string; leasedAt?: number; error?: string;
   /** The current lease's secret: only messages carrying it count (persisted, so a restarted coordinator knows it). */
   token?: string;
-  /** When a heartbeat of the lease holder last listed this lease. */
-  confirmedAt?: number;
+  /** When a heartbeat of the lease holder last listed this lease, and how many of its heartbeats since did not. */
+  confirmedAt?: number; missed?: number;
   /** The result transfer its TaskResult named, that payload's SHA-256 (hex), and when the TaskResult came. */
   transferId?: string; resultSha256?: string; resultAt?: number;
 }
@@ -173,7 +173,7 @@ export class Coordinator {
         answer = { ok: false, error: (e as Error).message };
       }
       if (msg.reply) this.bus.respond(msg, jsonField(answer));
-    }));
+    }, { queue: COORDINATOR_QUEUE }));
     // the submitter asks the coordinator that owns a job for its outcome; the others stay silent
     this.subs.push(this.bus.subscribe(`${SUBJECTS.jobResultPrefix}.*`, msg => {
       const outcome = this.outcome(msg.subject.slice(SUBJECTS.jobResultPrefix.length + 1));
@@ -295,14 +295,19 @@ export class Coordinator {
         t.state = 'leased'; t.worker = w.id; t.leasedAt = now;
         this.log(`job ${job.id}: ${t.task.id} is running on ${w.id}`);
       }
-      if (t.state === 'leased' && t.worker === w.id) { t.confirmedAt = now; claimed.add(t); }
+      if (t.state === 'leased' && t.worker === w.id) { t.confirmedAt = now; t.missed = 0; claimed.add(t); }
     }
     // busy only while it runs one of our leases (a lease in flight counts as busy too), or data-parallel work
     const leased = this.leasedTo(w.id);
     w.state = h.runningTaskIds.length || claimed.size || leased.some(t => now - (t.leasedAt ?? 0) < D.LEASE_IN_FLIGHT_MS) ? 'busy' : 'idle';
     // a lease the worker has not listed for a while (lost message, or the worker restarted) goes back to the queue
+    // (several heartbeats in a row: one sent before the lease arrived may be read late, after a stall)
     for (const t of leased) {
-      if (!claimed.has(t) && !t.transferId && now - (t.confirmedAt ?? t.leasedAt ?? 0) > D.LEASE_UNCONFIRMED_MS) this.requeue(t, `worker ${w.id} is not running it`);
+      if (claimed.has(t) || t.transferId) continue;
+      t.missed = (t.missed ?? 0) + 1;
+      if (t.missed >= D.LEASE_UNCONFIRMED_BEATS && now - (t.confirmedAt ?? t.leasedAt ?? 0) > D.LEASE_UNCONFIRMED_MS) {
+        this.requeue(t, `worker ${w.id} is not running it`);
+      }
     }
     this.tick();
   }
@@ -575,7 +580,7 @@ export class Coordinator {
   }
 
   private lease(job: JobRecord, t: TaskRecord, w: WorkerRecord, now: number, timeout: number) {
-    t.state = 'leased'; t.worker = w.id; t.leasedAt = now; t.confirmedAt = undefined; t.attempts++;
+    t.state = 'leased'; t.worker = w.id; t.leasedAt = now; t.confirmedAt = undefined; t.missed = 0; t.attempts++;
     t.token = randomBytes(16).toString('hex');
     w.state = 'busy';
     this.stats.leases++;

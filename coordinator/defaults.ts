@@ -8,8 +8,10 @@ export const MAX_ATTEMPTS = 3;
 export const TICK_MS = 250;
 /** A lease this young counts as running on its worker even before a heartbeat lists it (ms). */
 export const LEASE_IN_FLIGHT_MS = 2000;
-/** A lease its worker's heartbeats have not listed for this long goes back to the queue (ms). */
+/** A lease its worker's heartbeats have not listed for this long goes back to the queue (ms) ... */
 export const LEASE_UNCONFIRMED_MS = 5000;
+/** ... and that many of its heartbeats in a row have not listed it. */
+export const LEASE_UNCONFIRMED_BEATS = 3;
 /** A result whose transfer has not arrived this long after its TaskResult is given up; the task is leased again (ms). */
 export const RESULT_TRANSFER_WAIT_MS = 2 * 60_000;
 /** Completed transfers whose TaskResult has not arrived are kept this long (ms) ... */
