@@ -291,10 +291,7 @@ export class Coordinator {
       const { job, t } = found;
       if (c.attempt !== t.attempts) { this.rejections.reject('heartbeat', 'stale_attempt', `${w.id}: ${job.id}/${t.task.id} attempt ${c.attempt}`); continue; }
       if (c.leaseToken !== t.token) { this.rejections.reject('heartbeat', 'wrong_token', `${w.id}: ${job.id}/${t.task.id}`); continue; }
-      if (t.state === 'queued') {
-        t.state = 'leased'; t.worker = w.id; t.leasedAt = now;
-        this.log(`job ${job.id}: ${t.task.id} is running on ${w.id}`);
-      }
+      if (t.state === 'queued') this.readopt(job, t, w.id);
       if (t.state === 'leased' && t.worker === w.id) { t.confirmedAt = now; t.missed = 0; claimed.add(t); }
     }
     // busy only while it runs one of our leases (a lease in flight counts as busy too), or data-parallel work
@@ -321,6 +318,16 @@ export class Coordinator {
     this.bus.publish(jobProgressSubject(p.jobId), encodeEnvelope({ kind: 'progress', value: checked }, 'coordinator'));
   }
 
+  /**
+   * A queued task whose last lease's holder shows it still runs that lease (its token): it keeps it. This is
+   * how a worker silent for a while (a long synchronous step), or one still training across a coordinator
+   * restart, keeps its task instead of training it twice.
+   */
+  private readopt(job: JobRecord, t: TaskRecord, workerId: string) {
+    t.state = 'leased'; t.worker = workerId; t.leasedAt = t.confirmedAt = Date.now(); t.missed = 0;
+    this.log(`job ${job.id}: ${t.task.id} is running on ${workerId} (attempt ${t.attempts})`);
+  }
+
   /** Why a message about (job, task) from `sender` does not come from the current lease holder, or null when it does. */
   private leaseCheck(jobId: string, taskId: string, sender: string, attempt: number | undefined, token: string | undefined)
     : { reason: RejectReason; detail: string; job?: JobRecord; t?: TaskRecord } | null {
@@ -330,6 +337,7 @@ export class Coordinator {
     const t = job.tasks.find(x => x.task.id === taskId);
     if (!t) return { reason: 'unknown_task', detail: what };
     if (job.state !== 'running' || t.state === 'done' || this.storing.has(t)) return { reason: 'duplicate', detail: `${what}: already finished` };
+    if (t.state === 'queued' && token && token === t.token && attempt === t.attempts) this.readopt(job, t, sender);
     if (t.state !== 'leased') return { reason: 'not_leased', detail: `${what}: the task is ${t.state}` };
     if (t.worker !== sender) return { reason: 'wrong_worker', detail: `${what}: leased to ${t.worker}` };
     if (attempt !== t.attempts) return { reason: 'stale_attempt', detail: `${what}: attempt ${attempt}, current ${t.attempts}` };
@@ -506,14 +514,15 @@ export class Coordinator {
     this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: false, error }));
   }
 
-  private requeue(t: TaskRecord, why: string, countsAsRelease = true) {
+  /** Back to the queue; a lease that only lapsed (no word from its worker) keeps its token, so its holder can reclaim it. */
+  private requeue(t: TaskRecord, why: string, countsAsRelease = true, lapsed = false) {
     this.log(`task ${t.task.id}: back in the queue (${why})`);
     if (countsAsRelease) { this.stats.releases++; this.metrics.taskRetries.inc(); }
     t.state = 'queued';
     t.worker = undefined;
     t.transferId = undefined;
     t.resultSha256 = undefined;
-    t.token = undefined; // the old lease's messages no longer count
+    if (!lapsed) t.token = undefined; // the old lease's messages no longer count
   }
 
   /** The tasks a worker is training for us (not those whose result it sent and that are being stored). */
@@ -545,7 +554,7 @@ export class Coordinator {
         if (t.transferId) {
           if (now - (t.resultAt ?? 0) > D.RESULT_TRANSFER_WAIT_MS) this.requeue(t, `its result transfer ${t.transferId} did not arrive`);
         } else if (now - (t.confirmedAt ?? t.leasedAt ?? 0) > timeout) {
-          this.requeue(t, `no heartbeat of ${t.worker} listed it for ${Math.round(timeout / 1000)} s`);
+          this.requeue(t, `no heartbeat of ${t.worker} listed it for ${Math.round(timeout / 1000)} s`, true, true);
         }
       }
     }
