@@ -185,6 +185,7 @@ export class Coordinator {
     this.tick();
     // a job whose last result was stored just before a crash has nothing left to lease: combine it now
     for (const job of this.jobs.values()) if (job.state === 'running' && job.tasks.every(t => t.state === 'done')) void this.complete(job);
+    for (const job of this.jobs.values()) if (job.state === 'running') this.warm(job);
     await this.dataParallel.start();
     this.tick();
   }
@@ -222,6 +223,7 @@ export class Coordinator {
     this.save(job);
     this.log(`job ${id}: ${spec.kind} ensemble of ${spec.members}, ${tasks.length} task(s)`);
     this.tick();
+    this.warm(job);
     return job;
   }
 
@@ -423,10 +425,7 @@ export class Coordinator {
       return this.rejections.reject('result', 'bad_transfer', `${job.id}/${t.task.id}: transfer ${t.transferId} is not the payload its result named`);
     }
     let rows: { val: number; test: number };
-    try {
-      rows = this.rows.get(job.id) ?? expectedRows({ ...job.spec, dataDir: this.o.dataDir });
-      this.rows.set(job.id, rows);
-    } catch (e) {
+    try { rows = this.rowsOf(job); } catch (e) {
       return this.fail(job, `reading the data sets that check its results failed: ${(e as Error).message}`);
     }
     const mismatch = checkMemberResult(t.task, got.result, rows);
@@ -435,6 +434,21 @@ export class Coordinator {
       return this.failAttempt(job, t, `its result does not fit the job: ${mismatch}`);
     }
     void this.finishTask(job, t, got.result, got.payload);
+  }
+
+  /** The probability rows of the job's members (loading its data sets once: done soon after submission, not mid-job). */
+  private rowsOf(job: JobRecord): { val: number; test: number } {
+    let rows = this.rows.get(job.id);
+    if (!rows) this.rows.set(job.id, rows = expectedRows({ ...job.spec, dataDir: this.o.dataDir }));
+    return rows;
+  }
+
+  /** Loads the data sets a running job's results are checked against, off the path of its first result. */
+  private warm(job: JobRecord) {
+    setImmediate(() => {
+      if (job.state !== 'running') return;
+      try { this.rowsOf(job); } catch (e) { this.log(`job ${job.id}: its data sets cannot be read: ${(e as Error).message}`); }
+    });
   }
 
   /** A task is done only once its result is in the store; then the job record says so. */
