@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { InprocHub } from '../bus/inproc-transport.ts';
-import { SUBJECTS, taskLeaseSubject, workerHeartbeatSubject, tensorSubject } from '../bus/subjects.ts';
+import { SUBJECTS, taskLeaseSubject, workerHeartbeatSubject, tensorSubject, jobDoneSubject } from '../bus/subjects.ts';
 import { encodeEnvelope, decodeEnvelope, jsonField, Device, DType } from '../bus/codec.ts';
 import { sendChunked } from '../bus/chunking.ts';
 import { Coordinator, type JobSpec, type JobRecord } from '../coordinator/coordinator.ts';
@@ -14,6 +14,7 @@ import { RECIPES } from '../engine/train/train-classifier.ts';
 import { createHash } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
 import { fakeMemberResult } from './helpers/jobs.ts';
+import { submitJob } from '../coordinator/client.ts';
 
 const spec: JobSpec = { kind: 'voting', members: 1, epochs: 1, batchSize: 64, recipe: RECIPES.fleet, seed: 1, valFraction: 0, dataset: 'mnist', limitTrain: 100, limitTest: 50 };
 const heartbeat = (w: Transport, id: string) =>
@@ -58,6 +59,22 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
     assert.deepEqual(leases, [1, 1, 1, 1, 2]);
     assert.equal(job.state, 'failed');
     assert.match(job.error!, /failed on 2 attempts: boom/);
+  });
+
+  it('the submitter asks the owning coordinator for the outcome: a forged done message does not end its wait, a vanished coordinator does', async () => {
+    c = new Coordinator(hub.transport(), { stateDir: dir, tickMs: 20 });
+    await c.start();
+    const client = hub.transport();
+    const waiting = submitJob(client, spec, () => {}, 5000, undefined, { pollMs: 50, requestMs: 200, goneMs: 1000 });
+    const job = await (async () => { await until(() => c.jobs.size === 1); return [...c.jobs.values()][0]; })();
+    client.publish(jobDoneSubject(job.id), jsonField({ ok: true, summary: { test_accuracy: 1 } }));
+    client.publish(jobDoneSubject(job.id), new TextEncoder().encode('{not json'));
+    let settled = false;
+    void waiting.then(() => { settled = true; }, () => { settled = true; });
+    await new Promise(r => setTimeout(r, 400));
+    assert.equal(settled, false, 'a forged done message ended the wait');
+    await c.stop(); // no worker ever came: the job is still running when its coordinator goes
+    await assert.rejects(waiting, new RegExp(`the coordinator that owns job ${job.id} has not answered for 1 s`));
   });
 
   it('refuses job specs that are not jobs, naming the field, and saves nothing', async () => {
