@@ -6,10 +6,23 @@ import type { BusMessage, SubscribeOptions, Subscription, Transport } from './tr
 
 /** Why a message was dropped: a fixed set, because each is a metric label value. */
 export const REJECT_REASONS = [
-  'malformed', 'wrong_kind', 'bad_id', 'unknown_job', 'unknown_task', 'unknown_worker', 'not_leased', 'wrong_worker',
-  'wrong_sender', 'wrong_token', 'stale_attempt', 'spec_mismatch', 'bad_transfer', 'over_capacity', 'duplicate',
+  'malformed',
+  'wrong_kind',
+  'bad_id',
+  'unknown_job',
+  'unknown_task',
+  'unknown_worker',
+  'not_leased',
+  'wrong_worker',
+  'wrong_sender',
+  'wrong_token',
+  'stale_attempt',
+  'spec_mismatch',
+  'bad_transfer',
+  'over_capacity',
+  'duplicate',
 ] as const;
-export type RejectReason = typeof REJECT_REASONS[number];
+export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /** The counters rejections go to (telemetry's Metrics has them; the bus depends on no metrics library). */
 export interface RejectCounters {
@@ -27,7 +40,13 @@ export class Rejections {
   readonly counts = new Map<string, number>();
   private readonly logged = new Map<string, { since: number; lines: number; suppressed: number }>();
 
-  constructor(private readonly o: { counters?: RejectCounters; log?: (line: string) => void; onReject?: (reason: RejectReason) => void } = {}) {}
+  constructor(
+    private readonly o: {
+      counters?: RejectCounters;
+      log?: (line: string) => void;
+      onReject?: (reason: RejectReason) => void;
+    } = {},
+  ) {}
 
   /** Counts and logs one dropped message; kind is the expected message kind (a code constant, not input). */
   reject(kind: string, reason: RejectReason, detail: string): void {
@@ -36,8 +55,12 @@ export class Rejections {
     this.o.counters?.rejected.inc({ kind, reason });
     if (reason === 'malformed' || reason === 'wrong_kind') this.o.counters?.malformed.inc({ kind });
     this.o.onReject?.(reason);
-    this.logLine(key, reason === 'malformed' || reason === 'wrong_kind'
-      ? `dropped a malformed ${kind} message: ${detail}` : `rejected a ${kind} message (${reason}): ${detail}`);
+    this.logLine(
+      key,
+      reason === 'malformed' || reason === 'wrong_kind'
+        ? `dropped a malformed ${kind} message: ${detail}`
+        : `rejected a ${kind} message (${reason}): ${detail}`,
+    );
   }
 
   /** How many messages were rejected for this reason (any kind), or in all. */
@@ -62,24 +85,40 @@ export class Rejections {
   }
 }
 
-type Handler<K extends BodyKind> = (body: { [P in K]: { kind: P; value: BodyMap[P] } }[K], envelope: Envelope, msg: BusMessage) => void;
+type Handler<K extends BodyKind> = (
+  body: { [P in K]: { kind: P; value: BodyMap[P] } }[K],
+  envelope: Envelope,
+  msg: BusMessage,
+) => void;
 
 /**
  * Subscribes to `subject` and calls handle with each message that decodes to one of `kinds`; the rest are
  * rejected (malformed, wrong_kind) under the label `label` (default: the kinds joined with '|').
  */
 export function receive<K extends BodyKind>(
-  bus: Transport, subject: string, kinds: readonly K[], rejections: Rejections, handle: Handler<K>,
+  bus: Transport,
+  subject: string,
+  kinds: readonly K[],
+  rejections: Rejections,
+  handle: Handler<K>,
   opts: SubscribeOptions & { label?: string; maxBytes?: number } = {},
 ): Subscription {
   const label = opts.label ?? kinds.join('|');
-  return bus.subscribe(subject, msg => {
-    const d = decodeEnvelope(msg.data, { maxBytes: opts.maxBytes });
-    if (!d.ok) return rejections.reject(label, 'malformed', `on ${msg.subject}: ${d.reason}`);
-    const body = d.envelope.body;
-    if (!(kinds as readonly string[]).includes(body.kind)) {
-      return rejections.reject(label, 'wrong_kind', `on ${msg.subject}: a ${body.kind} message where ${kinds.join(' or ')} was expected`);
-    }
-    handle(body as Parameters<Handler<K>>[0], d.envelope, msg);
-  }, opts.queue ? { queue: opts.queue } : undefined);
+  return bus.subscribe(
+    subject,
+    msg => {
+      const d = decodeEnvelope(msg.data, { maxBytes: opts.maxBytes });
+      if (!d.ok) return rejections.reject(label, 'malformed', `on ${msg.subject}: ${d.reason}`);
+      const body = d.envelope.body;
+      if (!(kinds as readonly string[]).includes(body.kind)) {
+        return rejections.reject(
+          label,
+          'wrong_kind',
+          `on ${msg.subject}: a ${body.kind} message where ${kinds.join(' or ')} was expected`,
+        );
+      }
+      handle(body as Parameters<Handler<K>>[0], d.envelope, msg);
+    },
+    opts.queue ? { queue: opts.queue } : undefined,
+  );
 }

@@ -12,7 +12,7 @@ export const LEASE_IN_FLIGHT_MS = 2000;
 export const LEASE_UNCONFIRMED_MS = 5000;
 /** ... and that many of its heartbeats in a row have not listed it. */
 export const LEASE_UNCONFIRMED_BEATS = 3;
-/** A result whose transfer has not arrived this long after its TaskResult is given up; the task is leased again (ms). */
+/** A result whose transfer has not come this long after its TaskResult is given up; the task is leased again (ms). */
 export const RESULT_TRANSFER_WAIT_MS = 2 * 60_000;
 /** Completed transfers whose TaskResult has not arrived are kept this long (ms) ... */
 export const UNCLAIMED_TRANSFER_MS = 5 * 60_000;

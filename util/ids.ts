@@ -12,8 +12,12 @@ export function isId(value: unknown): value is string {
 /** Returns value when it is a valid identifier; throws naming `kind` and the value otherwise. */
 export function checkId(kind: string, value: unknown): string {
   if (isId(value)) return value;
-  const shown = typeof value === 'string' ? JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}...` : value) : String(value);
-  throw new Error(`invalid ${kind} ${shown}: expected 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, no '..'`);
+  const shown =
+    typeof value === 'string' ? JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}...` : value) : String(value);
+  throw new Error(
+    `invalid ${kind} ${shown}: expected 1-64 letters, digits, '.', '_' or '-', ` +
+      `starting with a letter or digit, no '..'`,
+  );
 }
 
 /** The path of `parts` joined under `root`; throws when the result is not inside root (absolute parts, `..`). */
