@@ -35,6 +35,8 @@ interface TaskRecord {
   task: MemberTask; state: TaskState; attempts: number; worker?: string; leasedAt?: number; error?: string;
   /** The current lease's secret: only messages carrying it count (persisted, so a restarted coordinator knows it). */
   token?: string;
+  /** The token of the lease before the current one (restored when a worker refuses the current one as busy). */
+  previousToken?: string;
   /** When a heartbeat of the lease holder last listed this lease, and how many of its heartbeats since did not. */
   confirmedAt?: number; missed?: number;
   /** The result transfer its TaskResult named, that payload's SHA-256 (hex), and when the TaskResult came. */
@@ -358,10 +360,12 @@ export class Coordinator {
     if (!r.ok) {
       const busy = parseJsonField(r.resultJson, 'result_json');
       if (busy.ok && (busy.value as { busy?: boolean } | null)?.busy) {
-        // not a failure of the task: the worker still runs something else (e.g. from before a coordinator restart)
+        // not a failure of the task: the worker still runs something else (e.g. from before a coordinator restart);
+        // the lease before this one, if it only lapsed, is the current one again (its holder may still reclaim it)
         t.attempts--;
+        t.token = t.previousToken;
         if (w) w.state = 'busy';
-        this.requeue(t, r.error, false);
+        this.requeue(t, r.error, false, true);
         return;
       }
       if (w) { w.running = []; w.state = 'idle'; }
@@ -604,6 +608,7 @@ export class Coordinator {
 
   private lease(job: JobRecord, t: TaskRecord, w: WorkerRecord, now: number, timeout: number) {
     t.state = 'leased'; t.worker = w.id; t.leasedAt = now; t.confirmedAt = undefined; t.missed = 0; t.attempts++;
+    t.previousToken = t.token; // a lapsed lease's token, given back if this lease is refused
     t.token = randomBytes(16).toString('hex');
     w.state = 'busy';
     this.stats.leases++;
