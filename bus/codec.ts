@@ -22,14 +22,24 @@ export type DType = (typeof DType)[keyof typeof DType];
 
 // Bodies as protobufjs gives them: camelCase, enums as numbers, 64-bit integers as numbers, bytes as Uint8Array.
 export interface WorkerAnnounceBody { workerId: string; device: Device; threads: number; version: string; gpuName: string }
-export interface HeartbeatBody { workerId: string; uptimeMs: number; runningTaskIds: string[]; samplesProcessed?: number }
-export interface TaskLeaseBody { taskId: string; jobId: string; attempt: number; leaseMs: number; taskJson: Uint8Array }
+export interface RunningTaskBody { jobId: string; taskId: string; attempt: number; leaseToken: string }
+export interface HeartbeatBody {
+  workerId: string; uptimeMs: number; runningTaskIds: string[]; samplesProcessed?: number; running?: RunningTaskBody[];
+}
+export interface TaskLeaseBody {
+  taskId: string; jobId: string; attempt: number; leaseMs: number; taskJson: Uint8Array; leaseToken: string;
+}
 export interface TaskProgressBody {
   taskId: string; jobId: string; epoch: number; batch: number; batches: number; loss: number; metricsJson: Uint8Array;
+  /** Set on the worker's report to the coordinator (fleet.task.progress); absent on the coordinator's republication. */
+  attempt?: number; leaseToken?: string;
 }
 export interface TensorRefBody { name: string; shape: number[]; dtype: DType; transferId: string }
 export interface TaskResultBody {
   taskId: string; jobId: string; workerId: string; ok: boolean; error: string; resultJson: Uint8Array; tensors: TensorRefBody[];
+  attempt: number; leaseToken: string;
+  /** SHA-256 of the result transfer's payload (32 bytes on an ok result, empty otherwise). */
+  resultSha256: Uint8Array;
 }
 export interface TensorChunkBody {
   transferId: string; index: number; count: number; totalBytes: number; sha256: Uint8Array; data: Uint8Array;
@@ -93,6 +103,8 @@ export function decodeEnvelope(bytes: Uint8Array, limits: { maxBytes?: number } 
   if (!BODY_KINDS.includes(obj.body)) return fail('envelope has no body');
   // an optional field that came empty is absent, as the sender wrote it
   if (obj.body === 'dpResult' && !obj.dpResult.timelineJson?.length) delete obj.dpResult.timelineJson;
+  if (obj.body === 'heartbeat' && !obj.heartbeat.running?.length) delete obj.heartbeat.running;
+  if (obj.body === 'progress' && !obj.progress.leaseToken) { delete obj.progress.leaseToken; delete obj.progress.attempt; }
   const envelope = { version: obj.version, sender: obj.sender, sentAtMs: obj.sentAtMs, body: { kind: obj.body, value: obj[obj.body] } } as Envelope;
   const reason = checkEnvelope(envelope);
   return reason ? fail(reason) : { ok: true, envelope };
@@ -133,18 +145,22 @@ function checkBody(body: EnvelopeBody): Reason {
     case 'heartbeat':
       return id(v.workerId, `${k}.worker_id`) ?? u64(v.uptimeMs, `${k}.uptime_ms`)
         ?? list(v.runningTaskIds, `${k}.running_task_ids`, (x, w) => id(x, w))
-        ?? (v.samplesProcessed === undefined ? null : u64(v.samplesProcessed, `${k}.samples_processed`));
+        ?? (v.samplesProcessed === undefined ? null : u64(v.samplesProcessed, `${k}.samples_processed`))
+        ?? (v.running === undefined ? null : list(v.running, `${k}.running`, checkRunningTask));
     case 'lease':
       return id(v.taskId, `${k}.task_id`) ?? id(v.jobId, `${k}.job_id`) ?? u32(v.attempt, `${k}.attempt`)
-        ?? u32(v.leaseMs, `${k}.lease_ms`) ?? json(v.taskJson, `${k}.task_json`, true);
+        ?? u32(v.leaseMs, `${k}.lease_ms`) ?? json(v.taskJson, `${k}.task_json`, true) ?? id(v.leaseToken, `${k}.lease_token`);
     case 'progress':
       return id(v.taskId, `${k}.task_id`) ?? id(v.jobId, `${k}.job_id`) ?? u32(v.epoch, `${k}.epoch`) ?? u32(v.batch, `${k}.batch`)
         ?? u32(v.batches, `${k}.batches`) ?? (typeof v.loss === 'number' ? null : `${k}.loss is not a number`)
-        ?? json(v.metricsJson, `${k}.metrics_json`, false);
+        ?? json(v.metricsJson, `${k}.metrics_json`, false)
+        ?? (v.leaseToken === undefined ? null : id(v.leaseToken, `${k}.lease_token`) ?? u32(v.attempt, `${k}.attempt`));
     case 'result':
       return id(v.taskId, `${k}.task_id`) ?? id(v.jobId, `${k}.job_id`) ?? id(v.workerId, `${k}.worker_id`)
         ?? (typeof v.ok === 'boolean' ? null : `${k}.ok is not a boolean`) ?? str(v.error, `${k}.error`, FIELD_LIMITS.text, false)
-        ?? json(v.resultJson, `${k}.result_json`, false) ?? list(v.tensors, `${k}.tensors`, checkTensorRef);
+        ?? json(v.resultJson, `${k}.result_json`, false) ?? list(v.tensors, `${k}.tensors`, checkTensorRef)
+        ?? u32(v.attempt, `${k}.attempt`) ?? id(v.leaseToken, `${k}.lease_token`) ?? bytes(v.resultSha256, `${k}.result_sha256`)
+        ?? (v.resultSha256.length === (v.ok ? 32 : 0) ? null : `${k}.result_sha256 has ${v.resultSha256.length} bytes, expected ${v.ok ? 32 : 0}`);
     case 'chunk':
       return id(v.transferId, `${k}.transfer_id`) ?? u32(v.index, `${k}.index`) ?? u32(v.count, `${k}.count`)
         ?? u64(v.totalBytes, `${k}.total_bytes`) ?? bytes(v.sha256, `${k}.sha256`) ?? bytes(v.data, `${k}.data`)
@@ -170,6 +186,12 @@ function checkBody(body: EnvelopeBody): Reason {
     default:
       return `unknown body kind ${String(k)}`;
   }
+}
+
+function checkRunningTask(t: any, what: string): Reason {
+  if (!t || typeof t !== 'object') return `${what} is not a RunningTask`;
+  return id(t.jobId, `${what}.job_id`) ?? id(t.taskId, `${what}.task_id`) ?? u32(t.attempt, `${what}.attempt`)
+    ?? id(t.leaseToken, `${what}.lease_token`);
 }
 
 function checkTensorRef(t: any, what: string): Reason {

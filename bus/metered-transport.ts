@@ -6,6 +6,7 @@ import { SUBJECTS } from './subjects.ts';
 
 const KIND_BY_SUBJECT: Record<string, string> = {
   [SUBJECTS.workerAnnounce]: 'announce', [SUBJECTS.taskResult]: 'result', [SUBJECTS.jobSubmit]: 'submit',
+  [SUBJECTS.taskProgress]: 'progress',
 };
 const KIND_BY_PREFIX: [string, string][] = [
   [`${SUBJECTS.workerHeartbeatPrefix}.`, 'heartbeat'],

@@ -12,16 +12,21 @@ export const SUBJECTS = {
   workerHeartbeatAll: 'fleet.worker.heartbeat.*',
   /** fleet.task.lease.<workerId>: the coordinator hands one task to that worker (request/reply: the reply accepts it). */
   taskLeasePrefix: 'fleet.task.lease',
-  /** A worker reports a finished (or failed) task; the coordinator listens, queue group so only one coordinator instance takes it. */
+  /** A worker reports a finished (or failed) task; the coordinator that leased it takes it (others reject it as an unknown job). */
   taskResult: 'fleet.task.result',
+  /** A worker's progress on a leased task, with its lease token, for the coordinator only (it republishes it, checked). */
+  taskProgress: 'fleet.task.progress',
   /** fleet.job.progress.<jobId>: progress events of one job (epochs, metrics), for the CLI and dashboard. */
   jobProgressPrefix: 'fleet.job.progress',
   /** Pattern for the progress of every job. */
   jobProgressAll: 'fleet.job.progress.*',
-  /** A client submits a job (JSON job spec, request/reply: the answer carries the job id or the error). */
+  /** A client submits a job (JSON job spec, request/reply: the answer carries the job id or the error); coordinators take
+   *  submissions in the queue group COORDINATOR_QUEUE, so that each job is accepted once. */
   jobSubmit: 'fleet.job.submit',
   /** fleet.job.done.<jobId>: the coordinator's last word on a job (JSON: ok and summary, or the error). */
   jobDonePrefix: 'fleet.job.done',
+  /** fleet.job.result.<jobId>: a submitter asks for a job's outcome (request/reply; only its owner answers). */
+  jobResultPrefix: 'fleet.job.result',
   /** fleet.tensor.<transferId>: the chunks of one large tensor/model transfer (see bus/chunking.ts). */
   tensorPrefix: 'fleet.tensor',
   /** fleet.infer.<model>: inference requests for one model, answered by a queue group of servers. */
@@ -40,6 +45,9 @@ export const SUBJECTS = {
   dpUpAll: 'fleet.dp.up.*',
 } as const;
 
+/** The queue group of coordinators on fleet.job.submit. */
+export const COORDINATOR_QUEUE = 'fleet-coordinators';
+
 /** Checks that an id can be used as one subject token: non-empty, no whitespace, dots or wildcards. */
 export function subjectToken(id: string): string {
   if (typeof id !== 'string' || id.length === 0) throw new Error('subject token: id must be a non-empty string');
@@ -54,6 +62,7 @@ export const workerHeartbeatSubject = (workerId: string) => `${SUBJECTS.workerHe
 export const taskLeaseSubject = (workerId: string) => `${SUBJECTS.taskLeasePrefix}.${subjectToken(workerId)}`;
 export const jobProgressSubject = (jobId: string) => `${SUBJECTS.jobProgressPrefix}.${subjectToken(jobId)}`;
 export const jobDoneSubject = (jobId: string) => `${SUBJECTS.jobDonePrefix}.${subjectToken(jobId)}`;
+export const jobResultSubject = (jobId: string) => `${SUBJECTS.jobResultPrefix}.${subjectToken(jobId)}`;
 export const tensorSubject = (transferId: string) => `${SUBJECTS.tensorPrefix}.${subjectToken(transferId)}`;
 export const dpWorkSubject = (workerId: string) => `${SUBJECTS.dpWorkPrefix}.${subjectToken(workerId)}`;
 export const dpParamsSubject = (jobId: string) => `${SUBJECTS.dpParamsPrefix}.${subjectToken(jobId)}`;

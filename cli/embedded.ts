@@ -59,9 +59,11 @@ export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
     // subscribed before anything runs, so that no progress and not the end are missed
     const lastBatch = new Map<string, Omit<BatchInfo, 'images'>>();
     const finished = new Promise<Record<string, unknown>>((resolve, reject) => {
-      bus.subscribe(jobDoneSubject(job.id), msg => {
-        const r = JSON.parse(new TextDecoder().decode(msg.data)) as { ok: boolean; summary?: Record<string, unknown>; error?: string };
-        if (r.ok && r.summary) resolve(r.summary); else reject(new Error(`job ${job.id} failed: ${r.error}`));
+      // the done message only says "look": the outcome is the coordinator's job record
+      bus.subscribe(jobDoneSubject(job.id), () => {
+        const r = c.outcome(job.id);
+        if (r?.state === 'done' && r.summary) resolve(r.summary);
+        else if (r?.state === 'failed') reject(new Error(`job ${job.id} failed: ${r.error}`));
       });
       bus.subscribe(jobProgressSubject(job.id), msg => {
         const d = decodeEnvelope(msg.data);

@@ -22,6 +22,7 @@ import {
   KEEP_CHECKPOINTS, checkpointEpochs, pruneCheckpoints, type EpochLosses,
 } from '../engine/train/checkpoint-retention.ts';
 import { versions } from '../util/versions.ts';
+import { pathUnder } from '../util/ids.ts';
 import { cnnRunOutputs, simclrRunOutputs } from '../engine/train/run-outputs.ts';
 import { ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
 import type { JobSpec } from '../coordinator/coordinator.ts';
@@ -245,7 +246,7 @@ export default async function train(argv: string[]): Promise<void> {
     if (runLog.steps.length) Object.assign(result!.files, stepCurves(runLog.steps, runLog.epochs));
   }
   const summary = { model: m, members: 1, ...result!.summary, wall_seconds: round((performance.now() - started) / 1000, 2), dataset, out };
-  for (const [name, content] of Object.entries(result!.files)) writeFileAtomic(path.join(out, name), content);
+  for (const [name, content] of Object.entries(result!.files)) writeFileAtomic(pathUnder(out, ...name.split('/')), content);
   writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, ...result!.details, machine: versions() }, null, 2) + '\n');
   if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
   else process.stdout.write(`${result!.headline}; wrote ${out}\n`);

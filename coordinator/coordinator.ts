@@ -5,12 +5,17 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Transport } from '../bus/transport.ts';
-import { SUBJECTS, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
-import { encodeEnvelope, decodeEnvelope, parseJsonField, jsonField, Device, type BodyKind, type BodyMap } from '../bus/codec.ts';
+import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
+import { randomBytes } from 'node:crypto';
+import { encodeEnvelope, parseJsonField, jsonField, Device, type BodyKind, type BodyMap } from '../bus/codec.ts';
+import { receive, Rejections, type RejectReason } from '../bus/receive.ts';
+import { checkId, isId } from '../util/ids.ts';
+import { checkMemberResult, expectedRows } from '../engine/ensemble/result-check.ts';
+import * as D from './defaults.ts';
 import { Reassembler } from '../bus/chunking.ts';
 import { ensembleTasks, combineEnsemble, checkEnsemble, ENSEMBLE_KINDS, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
 import { DATASETS } from '../engine/data/datasets.ts';
-import { ensembleOutputs, memberFiles, memberModelPath } from '../engine/ensemble/outputs.ts';
+import { ensembleOutputs, memberFiles, memberModelPath, outputPath } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
 import { writeFileAtomic, writeFileAtomicAsync } from '../engine/util/atomic.ts';
@@ -26,13 +31,25 @@ import { specChecker } from '../engine/util/spec-check.ts';
 export type JobSpec = Omit<EnsembleOptions, 'runtime' | 'workers' | 'out' | 'onBatch' | 'onEpoch' | 'log'>;
 
 type TaskState = 'queued' | 'leased' | 'done' | 'failed';
-interface TaskRecord { task: MemberTask; state: TaskState; attempts: number; worker?: string; leasedAt?: number; error?: string; transferId?: string }
+interface TaskRecord {
+  task: MemberTask; state: TaskState; attempts: number; worker?: string; leasedAt?: number; error?: string;
+  /** The current lease's secret: only messages carrying it count (persisted, so a restarted coordinator knows it). */
+  token?: string;
+  /** The token of the lease before the current one (restored when a worker refuses the current one as busy). */
+  previousToken?: string;
+  /** When a heartbeat of the lease holder last listed this lease, and how many of its heartbeats since did not. */
+  confirmedAt?: number; missed?: number;
+  /** The result transfer its TaskResult named, that payload's SHA-256 (hex), and when the TaskResult came. */
+  transferId?: string; resultSha256?: string; resultAt?: number;
+}
 export interface JobRecord {
   id: string; spec: JobSpec; state: 'running' | 'done' | 'failed'; submittedAt: number; finishedAt?: number;
   tasks: TaskRecord[]; error?: string; summary?: Record<string, unknown>;
 }
 interface WorkerRecord {
   id: string; device: 'cpu' | 'cuda'; gpu: string; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost';
+  /** Its last heartbeat: a worker that only announced itself is never leased a task. */
+  heartbeatAt?: number;
   /** Training images the worker reports having processed (from its heartbeats). */
   samplesProcessed?: number;
 }
@@ -56,19 +73,29 @@ export interface CoordinatorOptions {
   metrics?: Metrics;
   /** Data-parallel jobs (coordinator/data-parallel-job.ts): persistence interval, timeouts, test hooks. */
   dataParallel?: DataParallelOptions;
+  /** Bounds on chunked transfers (defaults in coordinator/defaults.ts). */
+  transfers?: { maxBytesPerSender?: number; maxBytesTotal?: number; idleMs?: number; maxUnclaimedBytes?: number };
+  /** Workers tracked at once (default 1000). */
+  maxWorkers?: number;
   /** Called once a job's outputs are written to outDir (e.g. to publish its model for serving). */
   onJobDone?: (jobId: string, outDir: string) => void;
 }
 
+/** A completed transfer whose TaskResult has not arrived yet (subjects are not ordered with each other). */
+interface Unclaimed { result: MemberResult; payload: Uint8Array; sha256: string; at: number }
+
 export class Coordinator {
   readonly workers = new Map<string, WorkerRecord>();
   readonly jobs = new Map<string, JobRecord>();
-  readonly stats = { malformed: 0, reassemblyFailures: 0, leases: 0, releases: 0, results: 0, stateWriteFailures: 0 };
+  readonly stats = { malformed: 0, rejected: 0, reassemblyFailures: 0, leases: 0, releases: 0, results: 0, stateWriteFailures: 0 };
   readonly store: StateStore;
+  /** Every dropped message, counted by kind and reason (also in fleet_bus_rejected_total). */
+  readonly rejections: Rejections;
   private readonly subs: { unsubscribe(): void }[] = [];
-  /** Results whose TaskResult message has not arrived yet, with the time they completed. */
-  private readonly pending = new Map<string, { result: MemberResult; at: number }>();
-  private readonly reassembler: Reassembler;
+  /** Completed transfers waiting for their TaskResult, by sender and transfer id. */
+  private readonly unclaimed = new Map<string, Unclaimed>();
+  private unclaimedBytes = 0;
+  readonly reassembler: Reassembler;
   private timer?: NodeJS.Timeout;
   private readonly log: (line: string) => void;
   readonly dataParallel: DataParallelJobs;
@@ -84,6 +111,11 @@ export class Coordinator {
   private readonly storing = new Set<TaskRecord>();
   /** Results stored during this run, by store key, so that combining a job need not read them back. */
   private readonly stored = new Map<string, MemberResult>();
+  /** Probability rows a member result of each job must have (from the job's data sets, computed once). */
+  private readonly rows = new Map<string, { val: number; test: number }>();
+  /** Fair scheduling: the job that got the last lease (the next one goes to the job after it). */
+  private lastLeasedJob = '';
+  private lastTick = Date.now();
 
   constructor(bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
@@ -94,13 +126,25 @@ export class Coordinator {
     this.outputDir = o.outputDir ?? (id => path.join(dir!, 'jobs', id, 'out'));
     this.metrics = o.metrics ?? createMetrics();
     this.bus = meteredTransport(bus, this.metrics);
+    this.rejections = new Rejections({ counters: this.metrics, log: this.log, onReject: reason => {
+      this.stats.rejected++;
+      if (reason === 'malformed' || reason === 'wrong_kind') this.stats.malformed++;
+    } });
     this.dataParallel = new DataParallelJobs({
       bus: this.bus, workers: this.workers, busyWithEnsemble: id => this.leasedTo(id).length > 0, store: this.store,
       write: (key, data) => this.write(key, data), outDir: id => this.outDir(id), log: this.log, metrics: this.metrics,
     }, o.dataParallel);
+    const t = o.transfers ?? {};
     this.reassembler = new Reassembler({
-      onComplete: (transferId, payload) => this.onTransfer(transferId, payload),
-      onError: (transferId, reason) => { this.stats.reassemblyFailures++; this.metrics.reassemblyFailures.inc(); this.log(`transfer ${transferId} failed: ${reason}`); },
+      maxBytesPerSender: t.maxBytesPerSender ?? D.TRANSFER_BYTES_PER_SENDER, maxBytesTotal: t.maxBytesTotal ?? D.TRANSFER_BYTES_TOTAL,
+      timeoutMs: t.idleMs ?? D.TRANSFER_IDLE_MS,
+      onComplete: (transferId, payload, info) => this.onTransfer(transferId, payload, info.sender, info.sha256),
+      onError: (transferId, reason, kind) => {
+        if (kind === 'over_capacity') return this.rejections.reject('chunk', 'over_capacity', `transfer ${transferId}: ${reason}`);
+        this.stats.reassemblyFailures++;
+        this.metrics.reassemblyFailures.inc();
+        this.rejections.reject('chunk', 'bad_transfer', `transfer ${transferId} failed: ${reason}`);
+      },
     });
   }
 
@@ -112,18 +156,14 @@ export class Coordinator {
   /** Loads the jobs, then starts listening; resolves once persisted data-parallel jobs are loaded too. */
   async start(): Promise<void> {
     await this.load(); // before listening: a result for a job not loaded yet would be dropped
-    // every message is decoded and checked; a malformed one, or one of the wrong kind, is counted and dropped
-    const on = <K extends BodyKind>(subject: string, kind: K, handle: (body: BodyMap[K]) => void) =>
-      this.subs.push(this.bus.subscribe(subject, msg => {
-        const d = decodeEnvelope(msg.data);
-        const reason = !d.ok ? d.reason : d.envelope.body.kind !== kind ? `a ${d.envelope.body.kind} message where ${kind} was expected` : null;
-        if (reason || !d.ok) { this.stats.malformed++; this.metrics.malformed.inc({ kind }); this.log(`dropped a malformed message on ${msg.subject}: ${reason}`); return; }
-        handle(d.envelope.body.value as BodyMap[K]);
-      }));
-    on(SUBJECTS.workerAnnounce, 'announce', a => this.onAnnounce(a));
-    on(SUBJECTS.workerHeartbeatAll, 'heartbeat', h => this.onHeartbeat(h));
-    on(SUBJECTS.taskResult, 'result', r => this.onResult(r));
-    on(`${SUBJECTS.tensorPrefix}.>`, 'chunk', c => this.reassembler.accept(c));
+    // every message is decoded and checked (bus/receive.ts); a malformed one, or one of the wrong kind, is counted and dropped
+    const on = <K extends BodyKind>(subject: string, kind: K, handle: (body: BodyMap[K], sender: string) => void) =>
+      this.subs.push(receive(this.bus, subject, [kind], this.rejections, (b, env) => handle(b.value as BodyMap[K], env.sender)));
+    on(SUBJECTS.workerAnnounce, 'announce', (a, sender) => this.onAnnounce(a, sender));
+    on(SUBJECTS.workerHeartbeatAll, 'heartbeat', (h, sender) => this.onHeartbeat(h, sender));
+    on(SUBJECTS.taskResult, 'result', (r, sender) => this.onResult(r, sender));
+    on(SUBJECTS.taskProgress, 'progress', (p, sender) => this.onProgress(p, sender));
+    this.subs.push(receive(this.bus, `${SUBJECTS.tensorPrefix}.>`, ['chunk'], this.rejections, (b, env) => this.reassembler.accept(b.value, env.sender)));
     this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, async msg => {
       let answer: object;
       try {
@@ -131,18 +171,23 @@ export class Coordinator {
         answer = { ok: true, jobId: isDataParallelSpec(spec) ? this.dataParallel.submit(spec).id : this.submit(spec).id };
         await this.persisted(); // an ensemble job is in the store before the client hears of it
       } catch (e) {
-        this.stats.malformed++;
-        this.metrics.malformed.inc({ kind: 'submit' });
+        this.rejections.reject('submit', 'malformed', (e as Error).message);
         answer = { ok: false, error: (e as Error).message };
       }
       if (msg.reply) this.bus.respond(msg, jsonField(answer));
+    }, { queue: COORDINATOR_QUEUE }));
+    // the submitter asks the coordinator that owns a job for its outcome; the others stay silent
+    this.subs.push(this.bus.subscribe(`${SUBJECTS.jobResultPrefix}.*`, msg => {
+      const outcome = this.outcome(msg.subject.slice(SUBJECTS.jobResultPrefix.length + 1));
+      if (outcome && msg.reply) this.bus.respond(msg, jsonField(outcome));
     }));
-    this.timer = setInterval(() => this.tick(), this.o.tickMs ?? 250);
+    this.timer = setInterval(() => this.tick(), this.o.tickMs ?? D.TICK_MS);
     this.monitor = new ClusterMonitor(this);
     this.monitor.start();
     this.tick();
     // a job whose last result was stored just before a crash has nothing left to lease: combine it now
     for (const job of this.jobs.values()) if (job.state === 'running' && job.tasks.every(t => t.state === 'done')) void this.complete(job);
+    for (const job of this.jobs.values()) if (job.state === 'running') this.warm(job);
     await this.dataParallel.start();
     this.tick();
   }
@@ -161,6 +206,14 @@ export class Coordinator {
     await this.writes;
   }
 
+  /** A job's state as the submitter sees it (null for a job this coordinator does not own). */
+  outcome(jobId: string): { state: string; ok?: boolean; summary?: Record<string, unknown>; error?: string } | null {
+    const j = this.jobs.get(jobId) ?? this.dataParallel.view().find(x => x.id === jobId);
+    if (!j) return null;
+    if (j.state === 'running') return { state: 'running' };
+    return j.state === 'done' ? { state: 'done', ok: true, summary: j.summary } : { state: 'failed', ok: false, error: j.error };
+  }
+
   /** Validates a submitted spec (untrusted JSON) and queues its tasks; throws naming the first bad field. */
   submit(spec: JobSpec): JobRecord {
     validateJobSpec(spec);
@@ -172,6 +225,7 @@ export class Coordinator {
     this.save(job);
     this.log(`job ${id}: ${spec.kind} ensemble of ${spec.members}, ${tasks.length} task(s)`);
     this.tick();
+    this.warm(job);
     return job;
   }
 
@@ -182,6 +236,7 @@ export class Coordinator {
       workers: [...this.workers.values()].map(w => ({ ...w, heartbeatAgeMs: now - w.lastSeen })),
       tasks: [...this.jobs.values()].flatMap(j => j.tasks.map(t => ({ job: j.id, task: t.task.id, state: t.state, worker: t.worker, attempts: t.attempts }))),
       stats: this.stats,
+      rejections: Object.fromEntries(this.rejections.counts),
     };
   }
 
@@ -193,87 +248,215 @@ export class Coordinator {
     } as Record<string, unknown>)).concat(this.dataParallel.view());
   }
 
-  private onAnnounce(a: { workerId: string; device: number; threads: number; version: string; gpuName: string }) {
+  private onAnnounce(a: BodyMap['announce'], sender: string) {
+    if (!isId(a.workerId) || a.workerId.includes('.')) return this.rejections.reject('announce', 'bad_id', `worker id ${JSON.stringify(a.workerId)}`);
+    if (sender !== a.workerId) return this.rejections.reject('announce', 'wrong_sender', `${sender} announced ${a.workerId}`);
     const w = this.workers.get(a.workerId);
+    if (!w && this.workers.size >= (this.o.maxWorkers ?? D.MAX_WORKERS) && !this.forgetLostWorker()) {
+      return this.rejections.reject('announce', 'over_capacity', `${this.workers.size} workers tracked; ${a.workerId} not added`);
+    }
     const record: WorkerRecord = { id: a.workerId, device: a.device === Device.CUDA ? 'cuda' : 'cpu', gpu: a.gpuName, threads: a.threads, version: a.version,
-      lastSeen: Date.now(), running: w?.running ?? [], state: w?.state === 'busy' ? 'busy' : 'idle' };
+      lastSeen: Date.now(), heartbeatAt: w?.heartbeatAt, running: w?.running ?? [], state: w?.state === 'busy' ? 'busy' : 'idle' };
     if (!w) this.log(`worker ${a.workerId} joined (${record.device}${record.gpu ? ` on ${record.gpu}` : ''}, ${a.threads} threads, fleet ${a.version})`);
     this.workers.set(a.workerId, record);
     this.tick();
   }
 
-  private onHeartbeat(h: { workerId: string; runningTaskIds: string[]; samplesProcessed?: number }) {
+  /** Forgets the lost worker heard of longest ago; false when no worker is lost. */
+  private forgetLostWorker(): boolean {
+    let oldest: WorkerRecord | undefined;
+    for (const w of this.workers.values()) if (w.state === 'lost' && (!oldest || w.lastSeen < oldest.lastSeen)) oldest = w;
+    if (oldest) this.workers.delete(oldest.id);
+    return !!oldest;
+  }
+
+  /** The task (job, task id) of a running job, if there is one. */
+  private taskOf(jobId: string, taskId: string): { job: JobRecord; t: TaskRecord } | null {
+    const job = this.jobs.get(jobId);
+    const t = job?.tasks.find(x => x.task.id === taskId);
+    return job && t ? { job, t } : null;
+  }
+
+  private onHeartbeat(h: BodyMap['heartbeat'], sender: string) {
+    if (sender !== h.workerId) return this.rejections.reject('heartbeat', 'wrong_sender', `${sender} sent ${h.workerId}'s heartbeat`);
     const w = this.workers.get(h.workerId);
     if (!w) return; // announces come every few heartbeats: wait for one to learn the worker's capabilities
+    const now = Date.now();
     if (w.state === 'lost') this.log(`worker ${w.id} is back`);
-    w.lastSeen = Date.now();
+    w.lastSeen = w.heartbeatAt = now;
     w.running = h.runningTaskIds;
     w.samplesProcessed = h.samplesProcessed ?? 0;
-    // after a coordinator restart, a worker still training a requeued task keeps it
-    for (const job of this.jobs.values()) {
-      for (const t of job.tasks) {
-        if (job.state === 'running' && t.state === 'queued' && h.runningTaskIds.includes(t.task.id)) {
-          t.state = 'leased'; t.worker = w.id; t.leasedAt = Date.now();
-          this.log(`job ${job.id}: ${t.task.id} is running on ${w.id}`);
-        }
-      }
+    // a lease stays alive only while its worker's heartbeats list it with its token; after a coordinator restart,
+    // a worker still training a requeued task keeps it (the token was persisted with the job)
+    const claimed = new Set<TaskRecord>();
+    for (const c of h.running ?? []) {
+      const found = this.taskOf(c.jobId, c.taskId);
+      if (!found || found.job.state !== 'running') continue;
+      const { job, t } = found;
+      if (c.attempt !== t.attempts) { this.rejections.reject('heartbeat', 'stale_attempt', `${w.id}: ${job.id}/${t.task.id} attempt ${c.attempt}`); continue; }
+      if (c.leaseToken !== t.token) { this.rejections.reject('heartbeat', 'wrong_token', `${w.id}: ${job.id}/${t.task.id}`); continue; }
+      if (t.state === 'queued') this.readopt(job, t, w.id);
+      if (t.state === 'leased' && t.worker === w.id) { t.confirmedAt = now; t.missed = 0; claimed.add(t); }
     }
-    // busy only while it runs one of our leases (a lease in flight counts as busy too)
+    // busy only while it runs one of our leases (a lease in flight counts as busy too), or data-parallel work
     const leased = this.leasedTo(w.id);
-    w.state = h.runningTaskIds.length || leased.some(t => Date.now() - (t.leasedAt ?? 0) < 2000) ? 'busy' : 'idle';
-    // a lease the worker does not run (lost message, or the worker restarted) goes back to the queue
+    w.state = h.runningTaskIds.length || claimed.size || leased.some(t => now - (t.leasedAt ?? 0) < D.LEASE_IN_FLIGHT_MS) ? 'busy' : 'idle';
+    // a lease the worker has not listed for a while (lost message, or the worker restarted) goes back to the queue
+    // (several heartbeats in a row: one sent before the lease arrived may be read late, after a stall)
     for (const t of leased) {
-      if (!h.runningTaskIds.includes(t.task.id) && Date.now() - (t.leasedAt ?? 0) > 5000 && !t.transferId) this.requeue(t, `worker ${w.id} is not running it`);
+      if (claimed.has(t) || t.transferId) continue;
+      t.missed = (t.missed ?? 0) + 1;
+      if (t.missed >= D.LEASE_UNCONFIRMED_BEATS && now - (t.confirmedAt ?? t.leasedAt ?? 0) > D.LEASE_UNCONFIRMED_MS) {
+        this.requeue(t, `worker ${w.id} is not running it`);
+      }
     }
     this.tick();
   }
 
-  private onResult(r: { taskId: string; jobId: string; workerId: string; ok: boolean; error: string; resultJson: Uint8Array; tensors: { name: string; transferId: string }[] }) {
+  /** A worker's progress: counted and passed on (to the job's progress subject and the monitor) only from the lease holder. */
+  private onProgress(p: BodyMap['progress'], sender: string) {
+    const bad = this.leaseCheck(p.jobId, p.taskId, sender, p.attempt, p.leaseToken);
+    if (bad) return this.rejections.reject('progress', bad.reason, bad.detail);
+    const checked = { ...p, attempt: undefined, leaseToken: undefined };
+    this.monitor?.onProgress(checked);
+    this.bus.publish(jobProgressSubject(p.jobId), encodeEnvelope({ kind: 'progress', value: checked }, 'coordinator'));
+  }
+
+  /**
+   * A queued task whose last lease's holder shows it still runs that lease (its token): it keeps it. This is
+   * how a worker silent for a while (a long synchronous step), or one still training across a coordinator
+   * restart, keeps its task instead of training it twice.
+   */
+  private readopt(job: JobRecord, t: TaskRecord, workerId: string) {
+    t.state = 'leased'; t.worker = workerId; t.leasedAt = t.confirmedAt = Date.now(); t.missed = 0;
+    this.log(`job ${job.id}: ${t.task.id} is running on ${workerId} (attempt ${t.attempts})`);
+  }
+
+  /** Why a message about (job, task) from `sender` does not come from the current lease holder, or null when it does. */
+  private leaseCheck(jobId: string, taskId: string, sender: string, attempt: number | undefined, token: string | undefined)
+    : { reason: RejectReason; detail: string; job?: JobRecord; t?: TaskRecord } | null {
+    const what = `${jobId}/${taskId} from ${sender}`;
+    const job = this.jobs.get(jobId);
+    if (!job) return { reason: 'unknown_job', detail: what };
+    const t = job.tasks.find(x => x.task.id === taskId);
+    if (!t) return { reason: 'unknown_task', detail: what };
+    if (job.state !== 'running' || t.state === 'done' || this.storing.has(t)) return { reason: 'duplicate', detail: `${what}: already finished` };
+    if (t.state === 'queued' && token && token === t.token && attempt === t.attempts) this.readopt(job, t, sender);
+    if (t.state !== 'leased') return { reason: 'not_leased', detail: `${what}: the task is ${t.state}` };
+    if (t.worker !== sender) return { reason: 'wrong_worker', detail: `${what}: leased to ${t.worker}` };
+    if (attempt !== t.attempts) return { reason: 'stale_attempt', detail: `${what}: attempt ${attempt}, current ${t.attempts}` };
+    if (!token || token !== t.token) return { reason: 'wrong_token', detail: what };
+    return null;
+  }
+
+  private onResult(r: BodyMap['result'], sender: string) {
     this.stats.results++;
-    const job = this.jobs.get(r.jobId);
-    const t = job?.tasks.find(x => x.task.id === r.taskId);
-    if (!job || !t || t.state === 'done' || this.storing.has(t) || job.state !== 'running') return; // unknown, finished, or a duplicate
+    if (sender !== r.workerId) return this.rejections.reject('result', 'wrong_sender', `${sender} sent a result as ${r.workerId}`);
+    const bad = this.leaseCheck(r.jobId, r.taskId, r.workerId, r.attempt, r.leaseToken);
+    if (bad) return this.rejections.reject('result', bad.reason, bad.detail);
+    const job = this.jobs.get(r.jobId)!, t = job.tasks.find(x => x.task.id === r.taskId)!;
+    if (t.transferId) return this.rejections.reject('result', 'duplicate', `${job.id}/${t.task.id}: a result is already arriving`);
     const w = this.workers.get(r.workerId);
     if (!r.ok) {
       const busy = parseJsonField(r.resultJson, 'result_json');
       if (busy.ok && (busy.value as { busy?: boolean } | null)?.busy) {
-        // not a failure of the task: the worker still runs something else (e.g. from before a coordinator restart)
+        // not a failure of the task: the worker still runs something else (e.g. from before a coordinator restart);
+        // the lease before this one, if it only lapsed, is the current one again (its holder may still reclaim it)
         t.attempts--;
+        t.token = t.previousToken;
         if (w) w.state = 'busy';
-        this.requeue(t, r.error, false);
+        this.requeue(t, r.error, false, true);
         return;
       }
       if (w) { w.running = []; w.state = 'idle'; }
-      t.error = r.error;
-      if (t.attempts >= (this.o.maxAttempts ?? 3)) this.fail(job, `task ${t.task.id} failed on ${t.attempts} attempts: ${r.error}`);
-      else { this.metrics.taskRetries.inc(); this.requeue(t, r.error, false); }
-      return;
+      return this.failAttempt(job, t, r.error);
     }
-    if (w && r.ok) { w.running = []; w.state = 'idle'; }
     const ref = r.tensors.find(x => x.name === 'result');
-    if (!ref) { this.stats.malformed++; this.metrics.malformed.inc({ kind: 'result' }); return; }
+    if (!ref) return this.rejections.reject('result', 'malformed', `${job.id}/${t.task.id}: no result tensor`);
+    if (w) { w.running = []; w.state = 'idle'; }
     t.transferId = ref.transferId;
-    const ready = this.pending.get(ref.transferId);
-    if (ready) void this.finishTask(job, t, ready.result);
-    else this.save(job); // the chunks may still be arriving: onTransfer finishes it
+    t.resultSha256 = Buffer.from(r.resultSha256).toString('hex');
+    t.resultAt = Date.now();
+    const key = unclaimedKey(r.workerId, ref.transferId);
+    const ready = this.unclaimed.get(key);
+    if (ready) { this.dropUnclaimed(key); this.claim(job, t, ready); } else this.save(job); // the chunks may still be arriving
     this.tick(); // the worker is idle: its next lease goes now, not at its next heartbeat or timer tick
   }
 
-  private onTransfer(transferId: string, payload: Uint8Array) {
+  /** An attempt that ended without a usable result: the task goes back to the queue, or its job fails after maxAttempts. */
+  private failAttempt(job: JobRecord, t: TaskRecord, error: string) {
+    t.error = error;
+    if (t.attempts >= (this.o.maxAttempts ?? D.MAX_ATTEMPTS)) this.fail(job, `task ${t.task.id} failed on ${t.attempts} attempts: ${error}`);
+    else { this.metrics.taskRetries.inc(); this.requeue(t, error, false); }
+  }
+
+  private onTransfer(transferId: string, payload: Uint8Array, sender: string, sha256: Uint8Array) {
     let result: MemberResult;
-    try { result = decodeMemberResult(payload, `transfer ${transferId}`); } catch (e) { this.stats.reassemblyFailures++; this.metrics.reassemblyFailures.inc(); this.log((e as Error).message); return; }
+    try { result = decodeMemberResult(payload, `transfer ${transferId}`); } catch (e) {
+      this.stats.reassemblyFailures++;
+      this.metrics.reassemblyFailures.inc();
+      return this.rejections.reject('result', 'malformed', (e as Error).message);
+    }
+    const got: Unclaimed = { result, payload, sha256: Buffer.from(sha256).toString('hex'), at: Date.now() };
     for (const job of this.jobs.values()) {
       if (job.state !== 'running') continue;
-      const t = job.tasks.find(x => x.transferId === transferId && x.state !== 'done');
-      if (t) { if (!this.storing.has(t)) void this.finishTask(job, t, result, payload); return; }
+      const t = job.tasks.find(x => x.transferId === transferId && x.state === 'leased' && x.worker === sender);
+      if (t) { if (!this.storing.has(t)) this.claim(job, t, got); return; }
     }
-    // the TaskResult has not arrived yet (subjects are not ordered with each other)
-    this.pending.set(transferId, { result, at: Date.now() });
+    // the TaskResult has not arrived yet: kept a while, within a byte budget (oldest dropped first)
+    const key = unclaimedKey(sender, transferId);
+    this.dropUnclaimed(key);
+    this.unclaimed.set(key, got);
+    this.unclaimedBytes += payload.length;
+    while (this.unclaimedBytes > (this.o.transfers?.maxUnclaimedBytes ?? D.UNCLAIMED_TRANSFER_BYTES)) {
+      const oldest = this.unclaimed.keys().next().value!;
+      this.dropUnclaimed(oldest);
+      this.rejections.reject('result', 'over_capacity', `transfer ${oldest.replace('\u0000', '/')} dropped: no result claimed it`);
+    }
+  }
+
+  private dropUnclaimed(key: string) {
+    const u = this.unclaimed.get(key);
+    if (!u) return;
+    this.unclaimed.delete(key);
+    this.unclaimedBytes -= u.payload.length;
+  }
+
+  /** The lease holder's result transfer: it must be the one its TaskResult named and fit the job, or the attempt failed. */
+  private claim(job: JobRecord, t: TaskRecord, got: Unclaimed) {
+    if (got.sha256 !== t.resultSha256) {
+      // another transfer under the same id: wait for the right one (or the transfer deadline)
+      return this.rejections.reject('result', 'bad_transfer', `${job.id}/${t.task.id}: transfer ${t.transferId} is not the payload its result named`);
+    }
+    let rows: { val: number; test: number };
+    try { rows = this.rowsOf(job); } catch (e) {
+      return this.fail(job, `reading the data sets that check its results failed: ${(e as Error).message}`);
+    }
+    const mismatch = checkMemberResult(t.task, got.result, rows);
+    if (mismatch) {
+      this.rejections.reject('result', 'spec_mismatch', `${job.id}/${t.task.id} from ${t.worker}: ${mismatch}`);
+      return this.failAttempt(job, t, `its result does not fit the job: ${mismatch}`);
+    }
+    void this.finishTask(job, t, got.result, got.payload);
+  }
+
+  /** The probability rows of the job's members (loading its data sets once: done soon after submission, not mid-job). */
+  private rowsOf(job: JobRecord): { val: number; test: number } {
+    let rows = this.rows.get(job.id);
+    if (!rows) this.rows.set(job.id, rows = expectedRows({ ...job.spec, dataDir: this.o.dataDir }));
+    return rows;
+  }
+
+  /** Loads the data sets a running job's results are checked against, off the path of its first result. */
+  private warm(job: JobRecord) {
+    setImmediate(() => {
+      if (job.state !== 'running') return;
+      try { this.rowsOf(job); } catch (e) { this.log(`job ${job.id}: its data sets cannot be read: ${(e as Error).message}`); }
+    });
   }
 
   /** A task is done only once its result is in the store; then the job record says so. */
   private async finishTask(job: JobRecord, t: TaskRecord, result: MemberResult, payload?: Uint8Array) {
-    this.pending.delete(t.transferId!);
     this.storing.add(t);
     const stored = await this.write(resultKey(job.id, t.task.id), payload ?? encodeMemberResult(result));
     this.storing.delete(t);
@@ -292,14 +475,14 @@ export class Coordinator {
   /** A member's own model file(s), written as its result arrives, while the others still train: off the job's end. */
   private writeMemberFiles(job: JobRecord, result: MemberResult) {
     const out = this.outDir(job.id);
-    for (const m of result.members) for (const [name, content] of Object.entries(memberFiles(job.spec, m))) writeFileAtomic(path.join(out, name), content);
+    for (const m of result.members) for (const [name, content] of Object.entries(memberFiles(job.spec, m))) writeFileAtomic(outputPath(out, name), content);
   }
 
   /** Writes the member files of a result that are not there yet (without exporting those that are). */
   private memberFileWrites(job: JobRecord, result: MemberResult): Promise<void>[] {
     const out = this.outDir(job.id);
-    return result.members.filter(m => !fs.existsSync(path.join(out, memberModelPath(m.name))))
-      .flatMap(m => Object.entries(memberFiles(job.spec, m)).map(([name, content]) => writeFileAtomicAsync(path.join(out, name), content)));
+    return result.members.filter(m => !fs.existsSync(outputPath(out, memberModelPath(m.name))))
+      .flatMap(m => Object.entries(memberFiles(job.spec, m)).map(([name, content]) => writeFileAtomicAsync(outputPath(out, name), content)));
   }
 
   private async complete(job: JobRecord) {
@@ -322,12 +505,13 @@ export class Coordinator {
       const options: EnsembleOptions = { ...job.spec, dataDir: this.o.dataDir, runtime: {} };
       const r = combineEnsemble(options, results, (Date.now() - job.submittedAt) / 1000);
       const { files, summary, details } = ensembleOutputs(options, r, { members: false });
-      for (const [name, content] of Object.entries(files)) writes.push(writeFileAtomicAsync(path.join(out, name), content));
-      writes.push(writeFileAtomicAsync(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n'));
+      for (const [name, content] of Object.entries(files)) writes.push(writeFileAtomicAsync(outputPath(out, name), content));
+      writes.push(writeFileAtomicAsync(outputPath(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n'));
       await Promise.all(writes);
       job.summary = { ...summary, out };
       job.state = 'done';
       job.finishedAt = Date.now();
+      this.rows.delete(job.id);
       this.save(job);
       this.log(`job ${job.id}: finished, test accuracy ${summary.test_accuracy}`);
       try { this.o.onJobDone?.(job.id, out); } catch (e) { this.log(`job ${job.id}: onJobDone failed: ${(e as Error).message}`); }
@@ -339,6 +523,7 @@ export class Coordinator {
 
   private fail(job: JobRecord, error: string) {
     for (const t of job.tasks) this.stored.delete(resultKey(job.id, t.task.id));
+    this.rows.delete(job.id);
     job.state = 'failed';
     job.error = error;
     job.finishedAt = Date.now();
@@ -347,12 +532,15 @@ export class Coordinator {
     this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: false, error }));
   }
 
-  private requeue(t: TaskRecord, why: string, countsAsRelease = true) {
+  /** Back to the queue; a lease that only lapsed (no word from its worker) keeps its token, so its holder can reclaim it. */
+  private requeue(t: TaskRecord, why: string, countsAsRelease = true, lapsed = false) {
     this.log(`task ${t.task.id}: back in the queue (${why})`);
     if (countsAsRelease) { this.stats.releases++; this.metrics.taskRetries.inc(); }
     t.state = 'queued';
     t.worker = undefined;
     t.transferId = undefined;
+    t.resultSha256 = undefined;
+    if (!lapsed) t.token = undefined; // the old lease's messages no longer count
   }
 
   /** The tasks a worker is training for us (not those whose result it sent and that are being stored). */
@@ -360,38 +548,78 @@ export class Coordinator {
     return [...this.jobs.values()].filter(j => j.state === 'running').flatMap(j => j.tasks.filter(t => t.state === 'leased' && t.worker === workerId && !this.storing.has(t)));
   }
 
-  /** Expires lost workers and leases queued tasks to idle ones. */
+  /** Expires leases and lost workers, and leases queued tasks to idle workers, taking the jobs in turn. */
   private tick() {
-    const now = Date.now(), timeout = this.o.workerTimeoutMs ?? 10_000;
+    const now = Date.now(), timeout = this.o.workerTimeoutMs ?? D.WORKER_TIMEOUT_MS;
     // partial transfers and results nobody claimed are dropped after a while (a worker died while sending)
     this.reassembler.sweep(now);
-    for (const [id, p] of this.pending) if (now - p.at > 5 * 60_000) this.pending.delete(id);
+    for (const [key, u] of this.unclaimed) if (now - u.at > D.UNCLAIMED_TRANSFER_MS) this.dropUnclaimed(key);
     for (const w of this.workers.values()) {
       if (w.state !== 'lost' && now - w.lastSeen > timeout) {
         w.state = 'lost';
         this.log(`worker ${w.id} lost (no heartbeat for ${Math.round((now - w.lastSeen) / 1000)} s)`);
-        for (const t of this.leasedTo(w.id)) this.requeue(t, `worker ${w.id} lost`);
+      }
+      if (w.state === 'lost' && now - w.lastSeen > D.FORGET_LOST_WORKER_MS) this.workers.delete(w.id);
+    }
+    // after this process stalled (a long synchronous step), heartbeats that did arrive wait behind this timer:
+    // no lease expires on this tick
+    const stalled = now - this.lastTick > Math.max(1000, 4 * (this.o.tickMs ?? D.TICK_MS));
+    this.lastTick = now;
+    for (const job of stalled ? [] : this.jobs.values()) {
+      if (job.state !== 'running') continue;
+      for (const t of job.tasks) {
+        if (t.state !== 'leased' || this.storing.has(t)) continue;
+        if (t.transferId) {
+          if (now - (t.resultAt ?? 0) > D.RESULT_TRANSFER_WAIT_MS) this.requeue(t, `its result transfer ${t.transferId} did not arrive`);
+        } else if (now - (t.confirmedAt ?? t.leasedAt ?? 0) > timeout) {
+          this.requeue(t, `no heartbeat of ${t.worker} listed it for ${Math.round(timeout / 1000)} s`, true, true);
+        }
       }
     }
     this.exportWorkerInfo();
     this.dataParallel.tick(now);
-    for (const job of this.jobs.values()) {
-      if (job.state !== 'running') continue;
-      for (const t of job.tasks) {
-        if (t.state !== 'queued') continue;
-        const w = [...this.workers.values()].find(x => x.state === 'idle');
-        if (!w) return;
-        t.state = 'leased'; t.worker = w.id; t.leasedAt = now; t.attempts++;
-        w.state = 'busy';
-        this.stats.leases++;
-        this.save(job);
-        this.log(`job ${job.id}: ${t.task.id} leased to ${w.id} (attempt ${t.attempts})`);
-        this.bus.publish(taskLeaseSubject(w.id), encodeEnvelope({ kind: 'lease', value: {
-          taskId: t.task.id, jobId: job.id, attempt: t.attempts, leaseMs: timeout, taskJson: jsonField(t.task) } }, 'coordinator'));
-        this.bus.publish(jobProgressSubject(job.id), encodeEnvelope({ kind: 'progress', value: {
-          taskId: t.task.id, jobId: job.id, epoch: 0, batch: 0, batches: 0, loss: 0, metricsJson: jsonField({ event: 'leased', worker: w.id, attempt: t.attempts }) } }, 'coordinator'));
+    this.leaseQueued(now, timeout);
+  }
+
+  /**
+   * Fair scheduling: each idle worker gets the first queued task of the next job, in submission order, after
+   * the job that got the previous lease (round-robin over the jobs with queued tasks). A job submitted after a
+   * large one therefore gets the next free worker, not the one after all of the large job's tasks.
+   */
+  private leaseQueued(now: number, timeout: number) {
+    const idle = [...this.workers.values()].filter(w => w.state === 'idle' && now - (w.heartbeatAt ?? -Infinity) <= timeout);
+    if (!idle.length) return;
+    const running = [...this.jobs.values()].filter(j => j.state === 'running').sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1));
+    let i = Math.max(0, running.findIndex(j => j.id === this.lastLeasedJob) + 1);
+    for (const w of idle) {
+      let leased = false;
+      for (let k = 0; k < running.length && !leased; k++) {
+        const job = running[(i + k) % running.length];
+        const t = job.tasks.find(x => x.state === 'queued');
+        if (!t) continue;
+        this.lease(job, t, w, now, timeout);
+        this.lastLeasedJob = job.id;
+        i = (i + k + 1) % running.length;
+        leased = true;
       }
+      if (!leased) return;
     }
+  }
+
+  private lease(job: JobRecord, t: TaskRecord, w: WorkerRecord, now: number, timeout: number) {
+    t.state = 'leased'; t.worker = w.id; t.leasedAt = now; t.confirmedAt = undefined; t.missed = 0; t.attempts++;
+    t.previousToken = t.token; // a lapsed lease's token, given back if this lease is refused
+    t.token = randomBytes(16).toString('hex');
+    w.state = 'busy';
+    this.stats.leases++;
+    this.save(job);
+    this.log(`job ${job.id}: ${t.task.id} leased to ${w.id} (attempt ${t.attempts})`);
+    this.bus.publish(taskLeaseSubject(w.id), encodeEnvelope({ kind: 'lease', value: {
+      taskId: t.task.id, jobId: job.id, attempt: t.attempts, leaseMs: timeout, taskJson: jsonField(t.task), leaseToken: t.token } }, 'coordinator'));
+    const leased: BodyMap['progress'] = {
+      taskId: t.task.id, jobId: job.id, epoch: 0, batch: 0, batches: 0, loss: 0, metricsJson: jsonField({ event: 'leased', worker: w.id, attempt: t.attempts }) };
+    this.monitor?.onProgress(leased);
+    this.bus.publish(jobProgressSubject(job.id), encodeEnvelope({ kind: 'progress', value: leased }, 'coordinator'));
   }
 
   /** fleet_worker_info: one series per connected worker; a lost worker's series goes away. */
@@ -401,7 +629,7 @@ export class Coordinator {
     for (const w of this.workers.values()) if (w.state !== 'lost') info.set({ worker: w.id, device: w.device, gpu: w.gpu }, 1);
   }
 
-  outDir(jobId: string) { return this.outputDir(jobId); }
+  outDir(jobId: string) { return this.outputDir(checkId('job id', jobId)); }
 
   /** Queues a write behind the earlier ones; retried a few times (a store on NATS can be briefly unreachable). */
   private write(key: string, data: Uint8Array | string): Promise<boolean> {
@@ -411,13 +639,13 @@ export class Coordinator {
           await this.store.put(key, data);
           return true;
         } catch (e) {
-          if (i === WRITE_ATTEMPTS) {
+          if (i === D.WRITE_ATTEMPTS) {
             this.stats.stateWriteFailures++;
             this.metrics.stateWriteFailures.inc();
             this.log(`${this.store.description}: writing ${key} failed after ${i} attempts: ${(e as Error).message}`);
             return false;
           }
-          await new Promise(r => setTimeout(r, 250 * 2 ** i));
+          await new Promise(r => setTimeout(r, D.WRITE_RETRY_MS * 2 ** (i - 1)));
         }
       }
     };
@@ -429,7 +657,7 @@ export class Coordinator {
   /** Writes the job record as it is now (the snapshot is taken at once, the write happens in order). */
   private save(job: JobRecord): void { void this.write(jobKey(job.id), JSON.stringify(job, null, 2)); }
 
-  /** Restores jobs from the store: finished tasks stay finished, leased ones go back to the queue. */
+  /** Restores jobs from the store: finished tasks stay finished, leased ones go back to the queue (keeping their token). */
   private async loadJobs() {
     const keys = await this.store.list('jobs/');
     const present = new Set(keys);
@@ -438,11 +666,13 @@ export class Coordinator {
       if (!id) continue;
       let job: JobRecord;
       try {
+        checkId('job id', id);
         const bytes = await this.store.get(key);
         if (!bytes) continue;
         job = JSON.parse(new TextDecoder().decode(bytes)) as JobRecord;
         validateJobSpec(job.spec);
         if (!Array.isArray(job.tasks)) throw new Error('no task list');
+        for (const t of job.tasks) checkId('task id', t?.task?.id);
       } catch (e) {
         this.log(`${this.store.description}: ${key}: skipped, not a valid job record: ${(e as Error).message}`);
         continue;
@@ -450,7 +680,7 @@ export class Coordinator {
       for (const t of job.tasks) {
         // a task is only done if its result is in the store (a store write is atomic: there means whole)
         if (t.state === 'done' && !present.has(resultKey(id, t.task.id))) t.state = 'queued';
-        if (t.state === 'leased') { t.state = 'queued'; t.worker = undefined; t.transferId = undefined; }
+        if (t.state === 'leased') { t.state = 'queued'; t.worker = undefined; t.transferId = undefined; t.resultSha256 = undefined; }
       }
       this.jobs.set(id, job);
       if (job.state === 'running') this.log(`job ${id}: resumed (${job.tasks.filter(t => t.state === 'done').length}/${job.tasks.length} tasks done)`);
@@ -458,7 +688,7 @@ export class Coordinator {
   }
 }
 
-const WRITE_ATTEMPTS = 5;
+const unclaimedKey = (sender: string, transferId: string) => `${sender}\u0000${transferId}`;
 const jobKey = (jobId: string) => `jobs/${jobId}/job.json`;
 const resultKey = (jobId: string, taskId: string) => `jobs/${jobId}/results/${taskId}.result`;
 

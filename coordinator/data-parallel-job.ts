@@ -15,9 +15,10 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, dpWorkSubject, dpParamsSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
-import { encodeEnvelope, decodeEnvelope, jsonField, parseJsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase, type DataParallelResultBody } from '../bus/codec.ts';
+import { encodeEnvelope, jsonField, parseJsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase, type DataParallelResultBody } from '../bus/codec.ts';
 import { sendChunked, Reassembler } from '../bus/chunking.ts';
 import { countingTransport } from '../bus/counting-transport.ts';
+import { receive, Rejections } from '../bus/receive.ts';
 import { ParameterServer } from './parameter-server.ts';
 import type { StateStore } from './state-store.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
@@ -70,6 +71,8 @@ interface Progress {
 }
 
 interface Slot {
+  /** Work ids sent for this shard in this phase, with the worker each went to: only those results count. */
+  issued?: Map<string, string>;
   shard: number; worker?: string; workId?: string; assignedAt?: number; failures: number;
   result?: Float32Array; loss: number; correct: number; computeMs: number; by?: string;
 }
@@ -137,18 +140,20 @@ export class DataParallelJobs {
   readonly finished = new Map<string, DataParallelRecord>();
   readonly stats = { malformed: 0, reassemblyFailures: 0, stale: 0, reassigned: 0, steps: 0, bytesOut: 0, bytesIn: 0 };
   private readonly out: Transport;
-  private readonly transfers = new Map<string, Uint8Array>();
+  private readonly transfers = new Map<string, { payload: Uint8Array; sender: string }>();
   private readonly reassembler: Reassembler;
+  private readonly rejections: Rejections;
   private sub?: { unsubscribe(): void };
   private loaded = false;
   /** After stop() nothing is sent or persisted any more (a stopped coordinator must not overwrite its successor's state). */
   private stopped = false;
 
   constructor(private readonly host: DataParallelHost, private readonly o: DataParallelOptions = {}) {
+    this.rejections = new Rejections({ counters: host.metrics, log: line => host.log(`data-parallel: ${line}`), onReject: () => { this.stats.malformed++; } });
     this.out = countingTransport(host.bus, n => { this.stats.bytesOut += n; for (const j of this.jobs.values()) j.stepBytesOut += n; });
     this.reassembler = new Reassembler({
-      onComplete: (id, payload) => {
-        this.transfers.set(id, payload);
+      onComplete: (id, payload, info) => {
+        this.transfers.set(id, { payload, sender: info.sender });
         if (this.transfers.size > 256) this.transfers.delete(this.transfers.keys().next().value!);
       },
       onError: (id, reason) => { this.stats.reassemblyFailures++; host.metrics?.reassemblyFailures.inc(); host.log(`data-parallel: transfer ${id} failed: ${reason}`); },
@@ -157,11 +162,16 @@ export class DataParallelJobs {
 
   /** Subscribes to the workers' results and resumes the persisted running jobs. */
   async start(): Promise<void> {
-    this.sub = this.host.bus.subscribe(SUBJECTS.dpUpAll, msg => {
+    this.sub = receive(this.host.bus, SUBJECTS.dpUpAll, ['chunk', 'dpResult'], this.rejections, (body, env, msg) => {
       const t0 = wallClock();
       const job = this.jobs.get(msg.subject.slice(SUBJECTS.dpUpPrefix.length + 1));
-      try { this.onUp(msg, job); } finally { const p = job?.tl.phases.at(-1); if (p) p.busMs += wallClock() - t0; }
-    });
+      this.stats.bytesIn += msg.data.length;
+      if (job) job.stepBytesIn += msg.data.length;
+      try {
+        if (body.kind === 'chunk') this.reassembler.accept(body.value, env.sender);
+        else this.onResult(body.value);
+      } finally { const p = job?.tl.phases.at(-1); if (p) p.busMs += wallClock() - t0; }
+    }, { label: 'dpResult' });
     for (const key of await this.host.store.list('data-parallel/')) {
       if (!key.endsWith('/job.json')) continue;
       try {
@@ -177,18 +187,6 @@ export class DataParallelJobs {
       }
     }
     this.loaded = true;
-  }
-
-  private onUp(msg: { subject: string; data: Uint8Array }, job: Active | undefined) {
-    this.stats.bytesIn += msg.data.length;
-    if (job) job.stepBytesIn += msg.data.length;
-    const d = decodeEnvelope(msg.data);
-    const body = d.ok ? d.envelope.body : null;
-    if (body?.kind === 'chunk') return this.reassembler.accept(body.value);
-    if (body?.kind === 'dpResult') return this.onResult(body.value);
-    this.stats.malformed++;
-    this.host.metrics?.malformed.inc({ kind: 'dpResult' });
-    this.host.log(`data-parallel: dropped a malformed message on ${msg.subject}: ${d.ok ? `a ${d.envelope.body.kind} message` : d.reason}`);
   }
 
   async stop(): Promise<void> {
@@ -308,7 +306,8 @@ export class DataParallelJobs {
     }
     slot.worker = worker;
     slot.assignedAt = now;
-    slot.workId = `${job.record.id}-${t}-${phase}-${slot.shard}-${randomBytes(3).toString('hex')}`;
+    slot.workId = `${job.record.id}-${t}-${phase}-${slot.shard}-${randomBytes(8).toString('hex')}`;
+    (slot.issued ??= new Map()).set(slot.workId, worker);
     this.out.publish(subject, encodeEnvelope({ kind: 'dpWork', value: {
       jobId: job.record.id, workId: slot.workId, step: t, phase, shard: slot.shard, shards: job.record.spec.shards,
       paramsTransferId: job.version!.id, upstreamTransferId, specJson: jsonField(job.record.spec),
@@ -321,6 +320,10 @@ export class DataParallelJobs {
     const phase = job ? (job.phase === 'gradient' ? DataParallelPhase.GRADIENT : job.phase === 'forward' ? DataParallelPhase.FORWARD : DataParallelPhase.BACKWARD) : -1;
     const slot = job?.slots[r.shard];
     if (!job || job.busy || r.step !== job.ps.step || r.phase !== phase || !slot || slot.result) { this.stats.stale++; return; }
+    // only the worker this shard's work was sent to, answering that work id, counts (any of its assignments)
+    if (slot.issued?.get(r.workId) !== r.workerId) {
+      return this.rejections.reject('dpResult', 'wrong_worker', `job ${job.record.id} step ${r.step} shard ${r.shard}: work ${r.workId} from ${r.workerId}`);
+    }
     const fail = (error: string) => {
       slot.failures++;
       job.workerVersion.delete(r.workerId); // it may have lost the parameters: send them again
@@ -330,7 +333,8 @@ export class DataParallelJobs {
       else this.assign(job, Date.now());
     };
     if (!r.ok) return fail(r.error);
-    const bytes = this.transfers.get(r.tensors!.transferId);
+    const got = this.transfers.get(r.tensors!.transferId);
+    const bytes = got?.sender === r.workerId ? got.payload : undefined;
     if (!bytes) return fail(`its tensors (transfer ${r.tensors!.transferId}) did not arrive whole`);
     this.transfers.delete(r.tensors!.transferId);
     const n = job.plan.shardSizes(r.step)[r.shard], P = job.ps.paramCount, Bn = job.ps.bufferCount;

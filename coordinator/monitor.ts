@@ -2,7 +2,7 @@
 // accuracy curves, task progress), keeps the coordinator's gauges current (workers, tasks, jobs, job progress,
 // the per-worker summary from heartbeats) and pushes events to the dashboard's server-sent event streams.
 import { SUBJECTS } from '../bus/subjects.ts';
-import { decodeEnvelope, parseJsonField } from '../bus/codec.ts';
+import { parseJsonField } from '../bus/codec.ts';
 import type { Coordinator } from './coordinator.ts';
 
 /** One point of a member's curves: x in epochs (1.5 = half-way through epoch 2). */
@@ -39,16 +39,14 @@ export class ClusterMonitor {
   constructor(readonly c: Coordinator, readonly periodMs = 1000) {}
 
   start(): void {
-    this.subs.push(this.c.bus.subscribe(SUBJECTS.jobProgressAll, msg => {
-      const d = decodeEnvelope(msg.data);
-      if (!d.ok || d.envelope.body.kind !== 'progress') { this.c.metrics.malformed.inc({ kind: 'progress' }); return; }
-      this.onProgress(d.envelope.body.value);
-    }));
+    // progress comes from the coordinator (onProgress), checked against its lease; the end of a job is read from
+    // the job's own state, not from the message (anyone on the bus can publish one)
     this.subs.push(this.c.bus.subscribe(`${SUBJECTS.jobDonePrefix}.*`, msg => {
       const job = msg.subject.slice(SUBJECTS.jobDonePrefix.length + 1);
-      const r = parseJsonField(msg.data, 'job done');
+      const state = this.c.outcome(job)?.state;
+      if (state !== 'done' && state !== 'failed') return;
       this.refresh();
-      this.emit({ type: 'job', job, ok: r.ok && (r.value as { ok?: boolean } | undefined)?.ok === true });
+      this.emit({ type: 'job', job, ok: state === 'done' });
       this.emit({ type: 'cluster', cluster: this.snapshot() });
     }));
     this.timer = setInterval(() => {
@@ -148,7 +146,8 @@ export class ClusterMonitor {
     }
   }
 
-  private onProgress(p: { taskId: string; jobId: string; epoch: number; batch: number; batches: number; loss: number; metricsJson: Uint8Array }) {
+  /** A progress event of a task's current lease (the coordinator checked it), or the coordinator's own 'leased' event. */
+  onProgress(p: { taskId: string; jobId: string; epoch: number; batch: number; batches: number; loss: number; metricsJson: Uint8Array }) {
     const job = this.c.jobs.get(p.jobId);
     if (!job) return;
     const parsed = parseJsonField(p.metricsJson, 'metrics_json');

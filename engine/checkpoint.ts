@@ -42,8 +42,16 @@ export function decodeCheckpoint<M>(buf: Buffer, file = 'checkpoint'): Checkpoin
     throw new CheckpointError(`${file}: corrupt header`);
   }
   const body = buf.subarray(start);
+  if (!header || typeof header !== 'object') throw new CheckpointError(`${file}: corrupt header`);
   if (body.length !== header.bytes) throw new CheckpointError(`${file}: truncated: expected ${header.bytes} data bytes, found ${body.length}`);
   if (createHash('sha256').update(body).digest('hex') !== header.sha256) throw new CheckpointError(`${file}: checksum mismatch (corrupt data)`);
+  // the header is untrusted too (checkpoints and task results arrive from other hosts): every entry must lie in the body
+  if (!header || typeof header !== 'object' || !Array.isArray(header.tensors)) throw new CheckpointError(`${file}: corrupt header (no tensor table)`);
+  for (const e of header.tensors) {
+    const ok = e && typeof e === 'object' && typeof e.name === 'string' && Number.isSafeInteger(e.offset) && Number.isSafeInteger(e.length)
+      && e.offset >= 0 && e.length >= 0 && e.offset + e.length * 4 <= body.length;
+    if (!ok) throw new CheckpointError(`${file}: corrupt header (tensor entry ${JSON.stringify(e)?.slice(0, 100)} outside the data)`);
+  }
   const tensors = new Map<string, Float32Array>();
   for (const e of header.tensors) {
     const copy = new Float32Array(e.length);

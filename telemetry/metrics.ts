@@ -46,6 +46,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<
     busBytes: counter('fleet_bus_bytes_total', 'Bytes published or received on the bus, by direction (in, out) and message kind.', ['direction', 'kind'] as const),
     busMessages: counter('fleet_bus_messages_total', 'Messages published or received on the bus, by direction (in, out) and message kind.', ['direction', 'kind'] as const),
     malformed: counter('fleet_bus_malformed_messages_total', 'Messages dropped because they failed to decode or validate, by expected kind.', ['kind'] as const),
+    rejected: counter('fleet_bus_rejected_total', 'Bus messages dropped, by expected kind and reason (malformed, wrong_token, stale_attempt, spec_mismatch, over_capacity, ...: a fixed set, bus/receive.ts).', ['kind', 'reason'] as const),
     reassemblyFailures: counter('fleet_chunk_reassembly_failures_total', 'Chunked transfers that failed their length, count or checksum check, or timed out.'),
     // serving
     inferRequests: counter('fleet_inference_requests_total',

@@ -18,12 +18,16 @@ const sha = new Uint8Array(32).map((_, i) => i);
 const samples: EnvelopeBody[] = [
   { kind: 'announce', value: { workerId: 'w1', device: Device.CUDA, threads: 8, version: '0.1.0', gpuName: 'H200' } },
   { kind: 'heartbeat', value: { workerId: 'w1', uptimeMs: 2 ** 40 + 3, runningTaskIds: ['t1', 't2'], samplesProcessed: 2 ** 33 + 7 } },
-  { kind: 'lease', value: { taskId: 't1', jobId: 'j1', attempt: 2, leaseMs: 30000, taskJson: jsonField({ kind: 'cnn', epochs: 3 }) } },
+  { kind: 'lease', value: { taskId: 't1', jobId: 'j1', attempt: 2, leaseMs: 30000, taskJson: jsonField({ kind: 'cnn', epochs: 3 }), leaseToken: 'tok' } },
+  { kind: 'heartbeat', value: { workerId: 'w1', uptimeMs: 5, runningTaskIds: ['j1/t1'], samplesProcessed: 0,
+    running: [{ jobId: 'j1', taskId: 't1', attempt: 2, leaseToken: 'tok' }] } },
+  { kind: 'progress', value: { taskId: 't1', jobId: 'j1', epoch: 1, batch: 10, batches: 100, loss: 0.25, metricsJson: jsonField({}), attempt: 2, leaseToken: 'tok' } },
   { kind: 'progress', value: { taskId: 't1', jobId: 'j1', epoch: 1, batch: 10, batches: 100, loss: 0.25, metricsJson: jsonField({ acc: 0.9 }) } },
   {
     kind: 'result', value: {
       taskId: 't1', jobId: 'j1', workerId: 'w1', ok: true, error: '', resultJson: jsonField({ accuracy: 0.99 }),
       tensors: [{ name: 'probs', shape: [10000, 10], dtype: DType.FLOAT32, transferId: 'x1' }, { name: 'ids', shape: [], dtype: DType.INT64, transferId: 'x2' }],
+      attempt: 2, leaseToken: 'tok', resultSha256: sha,
     },
   },
   { kind: 'chunk', value: { transferId: 'x1', index: 3, count: 4, totalBytes: 1000, sha256: sha, data: new Uint8Array([1, 2, 3]) } },
@@ -67,7 +71,8 @@ describe('bus codec', () => {
   });
 
   it('round-trips defaults (zeros, empty strings and lists, failed results)', () => {
-    const body: EnvelopeBody = { kind: 'result', value: { taskId: 't', jobId: 'j', workerId: 'w', ok: false, error: 'out of memory', resultJson: new Uint8Array(0), tensors: [] } };
+    const body: EnvelopeBody = { kind: 'result', value: { taskId: 't', jobId: 'j', workerId: 'w', ok: false, error: 'out of memory', resultJson: new Uint8Array(0), tensors: [],
+      attempt: 0, leaseToken: 't', resultSha256: new Uint8Array(0) } };
     const r = decodeEnvelope(encodeEnvelope(body, ''));
     assert.ok(r.ok);
     assert.deepEqual(plain(r.envelope.body), plain(body));
@@ -128,7 +133,7 @@ describe('bus codec', () => {
 
   it('encodeEnvelope throws on an invalid body', () => {
     assert.throws(() => encodeEnvelope({ kind: 'announce', value: { workerId: '', device: Device.CPU, threads: 1, version: '', gpuName: '' } }, 's'), /worker_id is empty/);
-    assert.throws(() => encodeEnvelope({ kind: 'lease', value: { taskId: 't', jobId: 'j', attempt: -1, leaseMs: 1, taskJson: jsonField({}) } }, 's'), /attempt/);
+    assert.throws(() => encodeEnvelope({ kind: 'lease', value: { taskId: 't', jobId: 'j', attempt: -1, leaseMs: 1, taskJson: jsonField({}), leaseToken: 't' } }, 's'), /attempt/);
     assert.throws(() => encodeEnvelope({ kind: 'nope' } as any, 's'));
   });
 

@@ -231,9 +231,9 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
       announce: encodeEnvelope({ kind: 'announce', value: { workerId: 'ghost', device: Device.CPU, threads: 1, version: '0.1.0', gpuName: '' } }, 'ghost'),
       heartbeat: encodeEnvelope({ kind: 'heartbeat', value: { workerId: 'ghost', uptimeMs: 5, runningTaskIds: ['member-1'] } }, 'ghost'),
       result: encodeEnvelope({ kind: 'result', value: { taskId: 'member-1', jobId: 'no-such-job', workerId: 'ghost', ok: true, error: '', resultJson: jsonField({ attempt: 1 }),
-        tensors: [{ name: 'result', shape: [], dtype: DType.UINT8, transferId: 'x' }] } }, 'ghost'),
+        tensors: [{ name: 'result', shape: [], dtype: DType.UINT8, transferId: 'x' }], attempt: 1, leaseToken: 'guess', resultSha256: new Uint8Array(32) } }, 'ghost'),
       chunk: encodeEnvelope({ kind: 'chunk', value: { transferId: 'x', index: 0, count: 1, totalBytes: 3, sha256: new Uint8Array(32), data: new Uint8Array(3) } }, 'ghost'),
-      lease: encodeEnvelope({ kind: 'lease', value: { taskId: 'member-1', jobId: 'no-such-job', attempt: 1, leaseMs: 1000, taskJson: jsonField({ id: 'member-1' }) } }, 'ghost'),
+      lease: encodeEnvelope({ kind: 'lease', value: { taskId: 'member-1', jobId: 'no-such-job', attempt: 1, leaseMs: 1000, taskJson: jsonField({ id: 'member-1' }), leaseToken: 'guess' } }, 'ghost'),
     };
     let seed = 1;
     const randomBytes = (n: number) => garbageBytes(n, seed++);
@@ -254,7 +254,7 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     const leaseGarbage = garbage('lease', 'heartbeat');
     for (const g of leaseGarbage) b.publish(taskLeaseSubject('w1'), g);
     // a lease whose task is not a task: the worker tries it, fails, reports the failure (for a job nobody knows)
-    b.publish(taskLeaseSubject('w1'), encodeEnvelope({ kind: 'lease', value: { taskId: 'bogus', jobId: 'no-such-job', attempt: 1, leaseMs: 1000, taskJson: jsonField({}) } }, 'ghost'));
+    b.publish(taskLeaseSubject('w1'), encodeEnvelope({ kind: 'lease', value: { taskId: 'bogus', jobId: 'no-such-job', attempt: 1, leaseMs: 1000, taskJson: jsonField({}), leaseToken: 'guess' } }, 'ghost'));
     // chunks that are well-formed envelopes but broken transfers
     const sha = (d: Uint8Array) => createHash('sha256').update(d).digest();
     const chunk = (transferId: string, index: number, count: number, totalBytes: number, sha256: Uint8Array, data: Uint8Array) =>

@@ -4,15 +4,21 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { InprocHub } from '../bus/inproc-transport.ts';
-import { SUBJECTS, taskLeaseSubject, workerHeartbeatSubject, tensorSubject } from '../bus/subjects.ts';
+import { SUBJECTS, taskLeaseSubject, workerHeartbeatSubject, tensorSubject, jobDoneSubject } from '../bus/subjects.ts';
 import { encodeEnvelope, decodeEnvelope, jsonField, Device, DType } from '../bus/codec.ts';
 import { sendChunked } from '../bus/chunking.ts';
 import { Coordinator, type JobSpec, type JobRecord } from '../coordinator/coordinator.ts';
 import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
 import { encodeMemberResult } from '../engine/ensemble/result-codec.ts';
 import { RECIPES } from '../engine/train/train-classifier.ts';
+import { createHash } from 'node:crypto';
+import type { Transport } from '../bus/transport.ts';
+import { fakeMemberResult } from './helpers/jobs.ts';
+import { submitJob } from '../coordinator/client.ts';
 
 const spec: JobSpec = { kind: 'voting', members: 1, epochs: 1, batchSize: 64, recipe: RECIPES.fleet, seed: 1, valFraction: 0, dataset: 'mnist', limitTrain: 100, limitTest: 50 };
+const heartbeat = (w: Transport, id: string) =>
+  w.publish(workerHeartbeatSubject(id), encodeEnvelope({ kind: 'heartbeat', value: { workerId: id, uptimeMs: 1, runningTaskIds: [] } }, id));
 const until = async (cond: () => boolean, ms = 5000) => {
   const t0 = Date.now();
   while (!cond()) { if (Date.now() - t0 > ms) throw new Error('timed out'); await new Promise(r => setTimeout(r, 20)); }
@@ -38,11 +44,13 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
       const busy = refusals < 3;
       if (busy) refusals++;
       w.publish(SUBJECTS.taskResult, encodeEnvelope({ kind: 'result', value: { taskId: l.taskId, jobId: l.jobId, workerId: 'fake', ok: false,
-        error: busy ? 'busy' : 'boom', resultJson: jsonField({ attempt: l.attempt, busy }), tensors: [] } }, 'fake'));
+        error: busy ? 'busy' : 'boom', resultJson: jsonField({ attempt: l.attempt, busy }), tensors: [],
+        attempt: l.attempt, leaseToken: l.leaseToken, resultSha256: new Uint8Array(0) } }, 'fake'));
       // heartbeat as idle so the coordinator leases again
       setTimeout(() => job.state === 'running' && w.publish(workerHeartbeatSubject('fake'), encodeEnvelope({ kind: 'heartbeat', value: { workerId: 'fake', uptimeMs: 1, runningTaskIds: [] } }, 'fake')), 30);
     });
     w.publish(SUBJECTS.workerAnnounce, encodeEnvelope({ kind: 'announce', value: { workerId: 'fake', device: Device.CPU, threads: 1, version: 't', gpuName: '' } }, 'fake'));
+    heartbeat(w, 'fake'); // a worker that only announced itself is not leased anything
     await new Promise(r => setTimeout(r, 50));
     job = c.submit(spec);
     await until(() => job.state !== 'running');
@@ -51,6 +59,22 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
     assert.deepEqual(leases, [1, 1, 1, 1, 2]);
     assert.equal(job.state, 'failed');
     assert.match(job.error!, /failed on 2 attempts: boom/);
+  });
+
+  it('the submitter asks the owning coordinator for the outcome: a forged done message does not end its wait, a vanished coordinator does', async () => {
+    c = new Coordinator(hub.transport(), { stateDir: dir, tickMs: 20 });
+    await c.start();
+    const client = hub.transport();
+    const waiting = submitJob(client, spec, () => {}, 5000, undefined, { pollMs: 50, requestMs: 200, goneMs: 1000 });
+    const job = await (async () => { await until(() => c.jobs.size === 1); return [...c.jobs.values()][0]; })();
+    client.publish(jobDoneSubject(job.id), jsonField({ ok: true, summary: { test_accuracy: 1 } }));
+    client.publish(jobDoneSubject(job.id), new TextEncoder().encode('{not json'));
+    let settled = false;
+    void waiting.then(() => { settled = true; }, () => { settled = true; });
+    await new Promise(r => setTimeout(r, 400));
+    assert.equal(settled, false, 'a forged done message ended the wait');
+    await c.stop(); // no worker ever came: the job is still running when its coordinator goes
+    await assert.rejects(waiting, new RegExp(`the coordinator that owns job ${job.id} has not answered for 1 s`));
   });
 
   it('refuses job specs that are not jobs, naming the field, and saves nothing', async () => {
@@ -86,15 +110,19 @@ describe('coordinator bookkeeping (in-process bus, fake worker)', () => {
       if (!d.ok || d.envelope.body.kind !== 'lease') return;
       const l = d.envelope.body.value;
       const transferId = `${l.taskId}-1`;
-      // a result with no members: enough to test the bookkeeping (combining it then fails the job)
-      await sendChunked(w, tensorSubject(transferId), encodeMemberResult({ taskId: l.taskId, members: [], history: [], seconds: 0 }), { transferId, sender: 'fake' });
+      // a result that fits the job (zeros would do as well as trained weights for the bookkeeping)
+      const payload = encodeMemberResult(fakeMemberResult(l.taskId, { val: 0, test: 50 }));
+      await sendChunked(w, tensorSubject(transferId), payload, { transferId, sender: 'fake' });
       w.publish(SUBJECTS.taskResult, encodeEnvelope({ kind: 'result', value: { taskId: l.taskId, jobId: l.jobId, workerId: 'fake', ok: true, error: '',
-        resultJson: jsonField({ attempt: l.attempt }), tensors: [{ name: 'result', shape: [], dtype: DType.UINT8, transferId }] } }, 'fake'));
+        resultJson: jsonField({ attempt: l.attempt }), tensors: [{ name: 'result', shape: [], dtype: DType.UINT8, transferId }],
+        attempt: l.attempt, leaseToken: l.leaseToken, resultSha256: createHash('sha256').update(payload).digest() } }, 'fake'));
     });
     w.publish(SUBJECTS.workerAnnounce, encodeEnvelope({ kind: 'announce', value: { workerId: 'fake', device: Device.CPU, threads: 1, version: 't', gpuName: '' } }, 'fake'));
+    heartbeat(w, 'fake');
     await new Promise(r => setTimeout(r, 50));
     const job = c.submit(spec);
     await until(() => job.state !== 'running', 15_000);
+    assert.equal(job.state, 'done', job.error);
     await c.persisted();
     const stored = events.indexOf('result stored'), done = events.indexOf('job record: task done');
     assert.ok(events.indexOf('result write failed') >= 0 && stored > events.indexOf('result write failed'), events.join(', '));

@@ -149,10 +149,12 @@ describe('metrics: task retries', () => {
         const d = decodeEnvelope(msg.data);
         if (!d.ok || d.envelope.body.kind !== 'lease') return;
         const l = d.envelope.body.value;
-        w.publish(SUBJECTS.taskResult, encodeEnvelope({ kind: 'result', value: { taskId: l.taskId, jobId: l.jobId, workerId: 'fake', ok: false, error: 'boom', resultJson: jsonField({ attempt: l.attempt }), tensors: [] } }, 'fake'));
+        w.publish(SUBJECTS.taskResult, encodeEnvelope({ kind: 'result', value: { taskId: l.taskId, jobId: l.jobId, workerId: 'fake', ok: false, error: 'boom', resultJson: jsonField({ attempt: l.attempt }), tensors: [],
+          attempt: l.attempt, leaseToken: l.leaseToken, resultSha256: new Uint8Array(0) } }, 'fake'));
         setTimeout(() => w.publish(workerHeartbeatSubject('fake'), encodeEnvelope({ kind: 'heartbeat', value: { workerId: 'fake', uptimeMs: 1, runningTaskIds: [] } }, 'fake')), 30);
       });
       w.publish(SUBJECTS.workerAnnounce, encodeEnvelope({ kind: 'announce', value: { workerId: 'fake', device: Device.CPU, threads: 1, version: 't', gpuName: '' } }, 'fake'));
+      w.publish(workerHeartbeatSubject('fake'), encodeEnvelope({ kind: 'heartbeat', value: { workerId: 'fake', uptimeMs: 1, runningTaskIds: [] } }, 'fake'));
       await waitFor(() => c.workers.has('fake'), 5000, 'the fake worker');
       const job = c.submit(tinyJob('voting', 1, 1, 64, 32));
       await waitFor(() => job.state === 'failed', 10_000, 'the job to fail');

@@ -8,11 +8,12 @@ import { randomBytes } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, dpWorkSubject, dpUpSubject } from '../bus/subjects.ts';
 import {
-  encodeEnvelope, decodeEnvelope, parseJsonField, jsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase,
+  encodeEnvelope, parseJsonField, jsonField, tensorToBytes, bytesToTensor, DType, DataParallelPhase,
   type DataParallelWorkBody, type DataParallelResultBody,
 } from '../bus/codec.ts';
 import { sendChunked, Reassembler } from '../bus/chunking.ts';
 import { countingTransport } from '../bus/counting-transport.ts';
+import { receive, Rejections, type RejectCounters } from '../bus/receive.ts';
 import {
   DataParallelPlan, validateDataParallelSpec, modelSpecs, shardInputs, flatten, unflatten, totalSize,
   buildCnnShardGraph, buildSimclrForwardGraph, buildSimclrBackwardGraph,
@@ -35,6 +36,8 @@ export interface DataParallelOptions {
   transferWaitMs?: number;
   /** Test hook: called before a work item is computed (e.g. to make the worker vanish mid-step). */
   beforeWork?: (w: DataParallelWorkBody) => void | Promise<void>;
+  /** Where dropped messages are counted (fleet_bus_rejected_total); the worker's metrics. */
+  counters?: RejectCounters;
 }
 
 /** One job's model on this worker: the sessions, the loaded parameter version, the plan and data. */
@@ -52,6 +55,7 @@ const MAX_TRANSFERS = 6;
 
 export function startDataParallel(bus: Transport, o: DataParallelOptions) {
   const stats: DataParallelStats = { work: 0, failed: 0, malformed: 0, bytesSent: 0 };
+  const rejections = new Rejections({ counters: o.counters, log: line => o.log(`data-parallel: ${line}`), onReject: () => { stats.malformed++; } });
   const out = countingTransport(bus, n => { stats.bytesSent += n; });
   const transfers = new Map<string, Uint8Array>();
   const waiters = new Map<string, () => void>();
@@ -65,7 +69,7 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
       if (transfers.size > MAX_TRANSFERS) transfers.delete(transfers.keys().next().value!);
       waiters.get(id)?.();
     },
-    onError: (id, reason) => { stats.malformed++; o.log(`data-parallel: transfer ${id} failed: ${reason}`); },
+    onError: (id, reason, kind) => rejections.reject('chunk', kind === 'over_capacity' ? 'over_capacity' : 'bad_transfer', `transfer ${id}: ${reason}`),
   });
 
   const transfer = (id: string): Promise<Uint8Array> => {
@@ -192,30 +196,20 @@ export function startDataParallel(bus: Transport, o: DataParallelOptions) {
     out.publish(dpUpSubject(w.jobId), encodeEnvelope({ kind: 'dpResult', value: result }, o.id));
   };
 
-  const subs = [bus.subscribe(dpWorkSubject(o.id), msg => {
+  const subs = [receive(bus, dpWorkSubject(o.id), ['chunk', 'dpWork'], rejections, (body, env) => {
     const t0 = wallClock();
-    try { onWork(msg, t0); } finally { busMs += wallClock() - t0; }
-  }), bus.subscribe(SUBJECTS.dpParamsAll, msg => {
-    const t0 = wallClock();
-    try { onParams(msg); } finally { busMs += wallClock() - t0; }
-  })];
-  function onWork(msg: { subject: string; data: Uint8Array }, received: number) {
-    const d = decodeEnvelope(msg.data);
-    if (!d.ok) { stats.malformed++; o.log(`data-parallel: dropped a malformed message: ${d.reason}`); return; }
-    const body = d.envelope.body;
-    if (body.kind === 'chunk') reassembler.accept(body.value);
-    else if (body.kind === 'dpWork') {
-      const w = body.value;
-      queue = queue.then(() => handle(w, received)).catch(e => o.log(`data-parallel ${w.jobId} step ${w.step} shard ${w.shard}: ${(e as Error).message}`));
-    }
-    else { stats.malformed++; o.log(`data-parallel: dropped a ${body.kind} message on ${msg.subject}`); }
-  }
-  function onParams(msg: { subject: string; data: Uint8Array }) {
+    try {
+      if (body.kind === 'chunk') reassembler.accept(body.value, env.sender);
+      else {
+        const w = body.value;
+        queue = queue.then(() => handle(w, t0)).catch(e => o.log(`data-parallel ${w.jobId} step ${w.step} shard ${w.shard}: ${(e as Error).message}`));
+      }
+    } finally { busMs += wallClock() - t0; }
+  }, { label: 'dpWork' }), receive(bus, SUBJECTS.dpParamsAll, ['chunk'], rejections, (body, env) => {
     // parameter versions broadcast to every worker (a worker that missed one gets it on its work subject)
-    const d = decodeEnvelope(msg.data);
-    if (d.ok && d.envelope.body.kind === 'chunk') reassembler.accept(d.envelope.body.value);
-    else { stats.malformed++; o.log(`data-parallel: dropped a malformed message on ${msg.subject}: ${d.ok ? `a ${d.envelope.body.kind} message` : d.reason}`); }
-  }
+    const t0 = wallClock();
+    try { reassembler.accept(body.value, env.sender); } finally { busMs += wallClock() - t0; }
+  }, { label: 'dpParams' })];
   const sweeper = setInterval(() => reassembler.sweep(), 10_000);
 
   return {

@@ -1,10 +1,12 @@
 // A cluster worker: announces itself, heartbeats, trains the tasks the coordinator leases to it (one at a
 // time), reports progress, and sends each result back as a chunked transfer followed by a TaskResult.
 import * as os from 'node:os';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, createHash } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, workerHeartbeatSubject, taskLeaseSubject, jobProgressSubject, tensorSubject, subjectToken } from '../bus/subjects.ts';
-import { encodeEnvelope, decodeEnvelope, parseJsonField, jsonField, Device, DType } from '../bus/codec.ts';
+import { encodeEnvelope, parseJsonField, jsonField, Device, DType, type TaskLeaseBody } from '../bus/codec.ts';
+import { receive, Rejections } from '../bus/receive.ts';
+import { checkId, isId } from '../util/ids.ts';
 import { sendChunked } from '../bus/chunking.ts';
 import { runMemberTask, type MemberTask } from '../engine/ensemble/tasks.ts';
 import { encodeMemberResult } from '../engine/ensemble/result-codec.ts';
@@ -48,32 +50,44 @@ export interface WorkerHandle {
 export function startWorker(rawBus: Transport, o: WorkerOptions): WorkerHandle {
   const metrics = o.metrics ?? createMetrics();
   const bus = meteredTransport(rawBus, metrics);
-  const id = subjectToken(o.id ?? `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`);
+  // the default id: the host name's first label (ids allow no dots in subjects), the pid and a random suffix
+  const host = os.hostname().split('.')[0].replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 40) || 'worker';
+  const id = subjectToken(checkId('worker id', o.id ?? `${host}-${process.pid}-${randomBytes(3).toString('hex')}`));
   const log = o.log ?? (() => {});
   const started = Date.now();
   const stats = { leases: 0, completed: 0, failed: 0, malformed: 0, samples: 0 };
-  let running: string | null = null;
+  // the lease this worker runs (one at a time), with its token
+  let running: TaskLeaseBody | null = null;
+  const rejections = new Rejections({ counters: metrics, log, onReject: () => { stats.malformed++; } });
   const send = (subject: string, body: Parameters<typeof encodeEnvelope>[0]) => bus.publish(subject, encodeEnvelope(body, id));
   const announce = () => send(SUBJECTS.workerAnnounce, { kind: 'announce', value: {
     workerId: id, device: o.runtime.device === 'cuda' ? Device.CUDA : Device.CPU, threads: o.runtime.threads ?? os.availableParallelism(),
     version: FLEET_VERSION, gpuName: o.gpuName ?? '' } });
-  const dp = startDataParallel(bus, { id, runtime: o.runtime, log, beforeWork: o.beforeDataParallelWork });
+  const dp = startDataParallel(bus, { id, runtime: o.runtime, log, beforeWork: o.beforeDataParallelWork, counters: metrics });
   let beats = 0;
   const heartbeat = () => {
     if (++beats % (o.announceEvery ?? 5) === 0) announce();
     send(workerHeartbeatSubject(id), { kind: 'heartbeat', value: { workerId: id, uptimeMs: Date.now() - started,
-      runningTaskIds: [...(running ? [running] : []), ...dp.running()], samplesProcessed: stats.samples } });
+      runningTaskIds: [...(running ? [`${running.jobId}/${running.taskId}`] : []), ...dp.running()], samplesProcessed: stats.samples,
+      running: running ? [{ jobId: running.jobId, taskId: running.taskId, attempt: running.attempt, leaseToken: running.leaseToken }] : [] } });
   };
 
-  const run = async (taskId: string, jobId: string, attempt: number, task: MemberTask) => {
-    running = taskId;
+  const run = async (lease: TaskLeaseBody, task: MemberTask) => {
+    const { taskId, jobId, attempt, leaseToken } = lease;
+    running = lease;
     log(`task ${taskId} of job ${jobId} (attempt ${attempt}): training`);
     // step time = the interval between per-batch callbacks (data preparation included); the interval that ends an
     // epoch's first batch also holds the evaluation of the previous epoch, and the task's first one session creation
     let lastBatch = 0, lastProgress = 0;
     const model = task.model === 'simclr' ? 'simclr' : 'cnn';
+    // progress goes to the coordinator with the lease token; it republishes it on the job's progress subject
+    const progress = (epoch: number, batch: number, batches: number, loss: number, metricsJson: Uint8Array) =>
+      send(SUBJECTS.taskProgress, { kind: 'progress', value: { taskId, jobId, epoch, batch, batches, loss, metricsJson, attempt, leaseToken } });
+    const result = (ok: boolean, error: string, sha: Uint8Array, tensors: { name: string; shape: number[]; dtype: DType; transferId: string }[]) =>
+      send(SUBJECTS.taskResult, { kind: 'result', value: { taskId, jobId, workerId: id, ok, error, resultJson: jsonField({ attempt }), tensors,
+        attempt, leaseToken, resultSha256: sha } });
     try {
-      const result = await runMemberTask({ ...task, dataDir: o.dataDir, checkpointDir: o.checkpointDir?.(jobId, taskId) }, o.runtime, {
+      const r = await runMemberTask({ ...task, dataDir: o.dataDir, checkpointDir: o.checkpointDir?.(jobId, taskId) }, o.runtime, {
         onBatch: (_t, b) => {
           const now = performance.now();
           if (b.batch > 1) metrics.trainingStep.observe({ model }, (now - lastBatch) / 1000);
@@ -82,45 +96,47 @@ export function startWorker(rawBus: Transport, o: WorkerOptions): WorkerHandle {
           metrics.samples.inc({ model }, b.images);
           if (now - lastProgress >= (o.batchProgressMs ?? 500) && b.batch < b.batches) {
             lastProgress = now;
-            send(jobProgressSubject(jobId), { kind: 'progress', value: {
-              taskId, jobId, epoch: b.epoch, batch: b.batch, batches: b.batches, loss: b.loss, metricsJson: jsonField({ event: 'batch', images_per_second: b.imagesPerSecond }) } });
+            progress(b.epoch, b.batch, b.batches, b.loss, jsonField({ event: 'batch', images_per_second: b.imagesPerSecond }));
           }
         },
-        onEpoch: (_t, m) => send(jobProgressSubject(jobId), { kind: 'progress', value: {
-          taskId, jobId, epoch: m.epoch, batch: 0, batches: 0, loss: m.train_loss, metricsJson: jsonField(m) } }),
+        onEpoch: (_t, m) => progress(m.epoch, 0, 0, m.train_loss, jsonField(m)),
         log: line => log(line),
       });
-      const transferId = `${taskId}-${attempt}-${randomBytes(4).toString('hex')}`;
-      await sendChunked(bus, tensorSubject(transferId), encodeMemberResult(result), { transferId, sender: id });
-      send(SUBJECTS.taskResult, { kind: 'result', value: { taskId, jobId, workerId: id, ok: true, error: '', resultJson: jsonField({ attempt }),
-        tensors: [{ name: 'result', shape: [], dtype: DType.UINT8, transferId }] } });
+      const transferId = `${taskId}-${attempt}-${randomBytes(8).toString('hex')}`;
+      const payload = encodeMemberResult(r);
+      await sendChunked(bus, tensorSubject(transferId), payload, { transferId, sender: id });
+      result(true, '', createHash('sha256').update(payload).digest(), [{ name: 'result', shape: [], dtype: DType.UINT8, transferId }]);
       stats.completed++;
       log(`task ${taskId}: done`);
     } catch (e) {
       stats.failed++;
       log(`task ${taskId}: failed: ${(e as Error).message}`);
-      send(SUBJECTS.taskResult, { kind: 'result', value: { taskId, jobId, workerId: id, ok: false, error: (e as Error).message, resultJson: jsonField({ attempt }), tensors: [] } });
+      result(false, (e as Error).message, new Uint8Array(0), []);
     } finally {
       running = null;
       heartbeat(); // tell the coordinator at once that this worker is free
     }
   };
 
-  const sub = bus.subscribe(taskLeaseSubject(id), msg => {
-    const d = decodeEnvelope(msg.data);
-    if (!d.ok || d.envelope.body.kind !== 'lease') { stats.malformed++; metrics.malformed.inc({ kind: 'lease' }); log(`dropped a malformed lease message: ${d.ok ? d.envelope.body.kind : d.reason}`); return; }
-    const lease = d.envelope.body.value;
+  const sub = receive(bus, taskLeaseSubject(id), ['lease'], rejections, ({ value: lease }) => {
+    // ids reach this worker's checkpoint paths and its subjects: checked before anything else
+    if (!isId(lease.jobId) || !isId(lease.taskId)) {
+      return rejections.reject('lease', 'bad_id', `job ${JSON.stringify(lease.jobId)}, task ${JSON.stringify(lease.taskId)}`);
+    }
     const task = parseJsonField(lease.taskJson, 'task_json');
-    if (!task.ok || typeof task.value !== 'object' || task.value === null) { stats.malformed++; metrics.malformed.inc({ kind: 'lease' }); log(`dropped lease ${lease.taskId}: ${task.ok ? 'empty task' : task.reason}`); return; }
+    if (!task.ok || typeof task.value !== 'object' || task.value === null) {
+      return rejections.reject('lease', 'malformed', `lease ${lease.taskId}: ${task.ok ? 'empty task' : task.reason}`);
+    }
     if (running) {
       // the coordinator leases one task per worker; a second one means it lost track of us: refuse, it re-leases
       send(SUBJECTS.taskResult, { kind: 'result', value: { taskId: lease.taskId, jobId: lease.jobId, workerId: id, ok: false,
-        error: `worker ${id} is busy with ${running}`, resultJson: jsonField({ attempt: lease.attempt, busy: true }), tensors: [] } });
+        error: `worker ${id} is busy with ${running.jobId}/${running.taskId}`, resultJson: jsonField({ attempt: lease.attempt, busy: true }), tensors: [],
+        attempt: lease.attempt, leaseToken: lease.leaseToken, resultSha256: new Uint8Array(0) } });
       return;
     }
     stats.leases++;
-    void run(lease.taskId, lease.jobId, lease.attempt, task.value as MemberTask);
-  });
+    void run(lease, { ...(task.value as MemberTask), id: lease.taskId });
+  }, { label: 'lease' });
 
   announce();
   heartbeat();

@@ -7,6 +7,7 @@ import { exportCnn, CLASSES } from '../model/cnn.ts';
 import { exportSimclrClassifier } from '../model/simclr.ts';
 import { testErrors } from '../metrics.ts';
 import { memberBars, selectionCurve, selectionWeights } from '../report/ensemble-plots.ts';
+import { checkId, pathUnder } from '../../util/ids.ts';
 
 export function ensembleMember(m: TrainedMember): EnsembleMember {
   return m.model === 'simclr'
@@ -16,8 +17,19 @@ export function ensembleMember(m: TrainedMember): EnsembleMember {
 
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
 
-/** Where a member's own model file goes in the run's directory. */
-export const memberModelPath = (name: string) => `members/${name}/model.onnx`;
+/**
+ * Where a member's own model file goes in the run's directory. A member name is a task id, or `<task>/snapshot-<k>`
+ * for snapshot members: each part is checked, so that no name (from a worker's result) leaves the run's directory.
+ */
+export function memberModelPath(name: string): string {
+  const parts = typeof name === 'string' ? name.split('/') : [name];
+  if (parts.length > 2) throw new Error(`invalid member name ${JSON.stringify(name)}: at most one '/'`);
+  for (const p of parts) checkId('member name', p);
+  return `members/${parts.join('/')}/model.onnx`;
+}
+
+/** The file `name` (a key of memberFiles() or ensembleOutputs().files) under the run's directory `root`; throws if outside. */
+export const outputPath = (root: string, name: string) => pathUnder(root, ...name.split('/'));
 
 /** One member's own model file, `members/<name>/model.onnx` (it does not depend on the other members). */
 export function memberFiles(o: Pick<EnsembleOptions, 'dataset'>, m: TrainedMember): Record<string, Uint8Array> {

@@ -5,6 +5,9 @@ import type { Transport } from '../../bus/transport.ts';
 import { SUBJECTS } from '../../bus/subjects.ts';
 import { RECIPES } from '../../engine/train/train-classifier.ts';
 import type { JobSpec } from '../../coordinator/coordinator.ts';
+import type { MemberResult, TrainedMember } from '../../engine/ensemble/tasks.ts';
+import { cnnParams, cnnBuffers } from '../../engine/model/cnn.ts';
+import { simclrParams, probeParams } from '../../engine/model/simclr.ts';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -24,3 +27,22 @@ export async function submit(bus: Transport, spec: JobSpec): Promise<string> {
   return answer.jobId!;
 }
 
+
+/**
+ * A member result that fits a CNN task of a job (right names, shapes and rows) with every value 0.1: what a worker
+ * holding the lease could send without training. `rows` are the job's probability rows (expectedRows).
+ */
+export function fakeMemberResult(taskId: string, rows: { val: number; test: number }, opts: { name?: string; model?: 'cnn' | 'simclr' } = {}): MemberResult {
+  const model = opts.model ?? 'cnn';
+  const set = (specs: { name: string; shape: number[] }[]) => ({
+    names: specs.map(s => s.name), shapes: specs.map(s => s.shape), data: specs.map(s => new Float32Array(s.shape.reduce((a, b) => a * b, 1)).fill(0.1)),
+  });
+  const probs = (n: number) => ({ loss: 2.3, accuracy: 0.1, probabilities: new Float32Array(n * 10).fill(0.1) });
+  const member: TrainedMember = {
+    name: opts.name ?? taskId, taskId, model, epoch: 1,
+    params: set(model === 'simclr' ? simclrParams() : cnnParams()), buffers: set(cnnBuffers()),
+    probe: model === 'simclr' ? set(probeParams()) : undefined,
+    test: probs(rows.test), val: rows.val ? probs(rows.val) : undefined,
+  };
+  return { taskId, members: [member], history: [], seconds: 1 };
+}
