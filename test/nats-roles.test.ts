@@ -164,12 +164,22 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     assert.equal(await delivered('server', 'coordinator', SUBJECTS.taskResult), false);
   });
 
-  it('job progress: workers and the coordinator publish it, submitters read it, servers do neither', async () => {
+  it('progress: workers report task progress to the coordinator only; job progress comes from the coordinator', async () => {
     const p = jobProgressSubject('job-1');
-    assert.equal(await delivered('worker', 'submitter', p), true);
     assert.equal(await delivered('coordinator', 'submitter', p), true);
+    assert.equal(await delivered('worker', 'submitter', p), false);
+    await violation('worker', 'Publish', p);
     assert.equal(await delivered('server', 'submitter', p), false);
     await violation('server', 'Publish', p);
+    assert.equal(await delivered('worker', 'coordinator', SUBJECTS.taskProgress), true);
+    assert.equal(await delivered('submitter', 'coordinator', SUBJECTS.taskProgress), false);
+  });
+
+  it('job results: a submitter asks the coordinator by request/reply; a worker cannot ask', async () => {
+    const subject = `${SUBJECTS.jobResultPrefix}.job-1`;
+    assert.equal(await delivered('submitter', 'coordinator', subject), true);
+    assert.equal(await delivered('worker', 'coordinator', subject), false);
+    await violation('worker', 'Publish', subject);
   });
 
   it('inference: servers answer fleet.infer.<model> and ask each other; workers cannot ask', async () => {
