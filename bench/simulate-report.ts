@@ -1,0 +1,96 @@
+// `fleet bench simulate`: the scale model (bench/simulate.ts) run on measured inputs (bench/simulate-inputs.ts),
+// written to bench/results/simulate.json and a Markdown table next to it, and copied from that file into
+// docs/data-parallel.md between markers (never typed there by hand).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { writeFileAtomic } from '../engine/util/atomic.ts';
+import { provenance } from './results-file.ts';
+import { readScaleResults, measureMessageRoundTrip, modelInputs } from './simulate-inputs.ts';
+import {
+  simulate,
+  markdownTable,
+  DESIGNS,
+  DESIGN_TEXT,
+  WORKER_COUNTS,
+  BANDWIDTHS_GBIT,
+  type Prediction,
+} from './simulate.ts';
+
+export const DOCS_BEGIN = '<!-- simulate:table -->';
+export const DOCS_END = '<!-- /simulate:table -->';
+
+export interface SimulateOptions {
+  inputs: string;
+  out: string;
+  latencyMs: number;
+  perWorkerBatch?: number;
+  root: string;
+  log: (line: string) => void;
+}
+
+export async function benchSimulate(o: SimulateOptions) {
+  const measured = readScaleResults(o.inputs);
+  let messageRoundTrip = measured.messageRoundTripMs;
+  if (messageRoundTrip === undefined) {
+    o.log(
+      `${o.inputs} has no message round trip: measuring one ` +
+        `(1 KB through a local nats-server, ${measured.floor.receivers} echoes)`,
+    );
+    messageRoundTrip = await measureMessageRoundTrip(measured.floor.receivers);
+  }
+  const { inputs, sources } = modelInputs(measured, messageRoundTrip, path.relative(o.root, o.inputs));
+  const perWorkerBatch = o.perWorkerBatch ?? measured.globalBatch / measured.workers;
+  const predictions = simulate(inputs, { latencyMs: o.latencyMs, perWorkerBatch });
+  const result = {
+    bench: 'simulate',
+    ...provenance(o.root, [o.out, mdPath(o.out)]),
+    measured_at: measured.date,
+    message_round_trip_ms: messageRoundTrip,
+    scenario: {
+      latency_ms_per_hop: o.latencyMs,
+      per_worker_batch: perWorkerBatch,
+      workers: WORKER_COUNTS,
+      gbit_per_second: BANDWIDTHS_GBIT,
+    },
+    designs: Object.fromEntries(DESIGNS.map(d => [d, DESIGN_TEXT[d]])),
+    inputs,
+    input_sources: sources,
+    predictions,
+  };
+  writeFileAtomic(o.out, JSON.stringify(result, null, 2) + '\n');
+  writeFileAtomic(mdPath(o.out), renderMarkdown(result));
+  return result;
+}
+
+export const mdPath = (jsonFile: string) => jsonFile.replace(/\.json$/, '') + '.md';
+
+/** The table with its scenario and provenance line, as it appears in the .md file and the docs. */
+export function renderMarkdown(r: {
+  commit: string | null;
+  date: string;
+  measured_at: string;
+  scenario: { latency_ms_per_hop: number; per_worker_batch: number };
+  predictions: Prediction[];
+}): string {
+  return (
+    `Predicted by \`fleet bench simulate\` (bench/results/simulate.json, ${r.date.slice(0, 16)} UTC, commit ` +
+    `${r.commit?.slice(0, 10) ?? 'unknown'}) from the measurement of ${r.measured_at.slice(0, 16)}; ` +
+    `${r.scenario.per_worker_batch} images per worker, ${r.scenario.latency_ms_per_hop} ms latency per hop.\n` +
+    markdownTable(r.predictions)
+  );
+}
+
+/** Replaces the text between the markers in `doc` with the results file's table; throws when a marker is missing. */
+export function updateDocsTable(doc: string, resultsFile: string): boolean {
+  const r = JSON.parse(fs.readFileSync(resultsFile, 'utf8'));
+  if (!Array.isArray(r.predictions) || typeof r.date !== 'string' || !r.scenario)
+    throw new Error(`${resultsFile}: not a fleet bench simulate results file`);
+  const text = fs.readFileSync(doc, 'utf8');
+  const a = text.indexOf(DOCS_BEGIN),
+    b = text.indexOf(DOCS_END);
+  if (a < 0 || b < a) throw new Error(`${doc}: the markers ${DOCS_BEGIN} ... ${DOCS_END} are missing`);
+  const next = `${text.slice(0, a + DOCS_BEGIN.length)}\n${renderMarkdown(r)}\n${text.slice(b)}`;
+  if (next === text) return false;
+  writeFileAtomic(doc, next);
+  return true;
+}
