@@ -17,8 +17,9 @@ import { EXPERIMENTS, selectExperiments } from '../bench/experiments.ts';
 import { runExperiments, listExperiments } from '../bench/results.ts';
 import { updateReadme } from '../bench/readme-tables.ts';
 import { benchSimulate, updateDocsTable } from '../bench/simulate-report.ts';
+import { gpuCheck } from '../bench/gpu-check.ts';
 
-const HELP = `usage: fleet bench train|infer|augment|mil-grid|serve|scale|simulate|results [options]
+const HELP = `usage: fleet bench train|infer|augment|mil-grid|serve|scale|simulate|gpu|results [options]
 
 train     images per second of a full CNN training step (forward, loss, all gradients, AdamW update)
 infer     images per second of the exported CNN model (BatchNorm folded, weights baked in)
@@ -40,6 +41,10 @@ simulate  a model of data-parallel SimCLR on 2-256 workers at 1, 10 and 100 Gbit
           transport costs in a scale results file: predicted step time, efficiency (share of a step in compute)
           and bytes per link per step for the parameter server (current) and all-reduce designs; results in
           bench/results/simulate.json and .md unless --out FILE (see docs/data-parallel.md)
+gpu       the check for a machine with an NVIDIA GPU: a data-parallel SimCLR step and an ensemble member's CNN
+          step on the CPU and with --device cuda (default), every gradient within 1e-4 of the CPU's, and the
+          throughput of each (results in bench/results/gpu.json unless --out FILE); fails at once naming what is
+          missing when there is no CUDA provider. --device cpu checks the CPU against itself (no GPU needed)
 results   every experiment behind the README's numbers (CNN, SimCLR, MIL, ensembles, Fashion-MNIST, speed
           against PyTorch), each run as a fleet command in a child process; one results file per experiment
           and mode (commit, date, machine, versions, exact commands) in bench/results/experiments/NAME.MODE.json,
@@ -53,10 +58,10 @@ options:
   --json           print the result (mil-grid: the summary table) as one JSON object on the last stdout line
   -h, --help       this text
 
-train|infer|augment options:
-  --batch-size N   batch size (default 256)
+train|infer|augment|gpu options:
+  --batch-size N   batch size (default 256; gpu: 64)
   --warmup N       untimed iterations first (default 3)
-  --iters N        timed iterations (default 20); the median is reported
+  --iters N        timed iterations (default 20; gpu: 10); the median is reported
 
 mil-grid options:
   --sizes LIST     numbers of training bags (default 50,100,150,200,300,400,500)
@@ -102,7 +107,7 @@ export const OPTIONS = {
   docs: { type: 'boolean' },
 } as const;
 
-const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'serve', 'scale', 'simulate', 'results'] as const;
+const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'serve', 'scale', 'simulate', 'gpu', 'results'] as const;
 const SIMULATE_ONLY = ['inputs', 'latency-ms', 'per-worker-batch', 'docs'];
 const RESULTS_ONLY = ['quick', 'full', 'only', 'list', 'out-dir', 'readme'];
 const THROUGHPUT_ONLY = ['batch-size', 'warmup', 'iters'];
@@ -114,9 +119,10 @@ export default async function bench(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
   if (values.help) { process.stdout.write(HELP); return; }
   const kind = positionals[0];
-  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput), mil-grid (MIL sweep), serve (gRPC serving), scale (cluster), simulate (a model of scale) or results (the README's experiments), got ${kind ? `"${kind}"` : 'nothing'}`);
+  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput), mil-grid (MIL sweep), serve (gRPC serving), scale (cluster), simulate (a model of scale), gpu (the GPU check) or results (the README's experiments), got ${kind ? `"${kind}"` : 'nothing'}`);
   if (positionals.length > 1) throw new UsageError(`bench: unexpected argument "${positionals[1]}"`);
-  const foreign = kind === 'mil-grid' ? [...THROUGHPUT_ONLY, ...SCALE_ONLY] : kind === 'scale' ? [...THROUGHPUT_ONLY, ...MIL_GRID_ONLY, 'threads', 'device'] : [...MIL_GRID_ONLY, ...SCALE_ONLY];
+  const foreign = kind === 'gpu' ? [...MIL_GRID_ONLY, ...SCALE_ONLY]
+    : kind === 'mil-grid' ? [...THROUGHPUT_ONLY, ...SCALE_ONLY] : kind === 'scale' ? [...THROUGHPUT_ONLY, ...MIL_GRID_ONLY, 'threads', 'device'] : [...MIL_GRID_ONLY, ...SCALE_ONLY];
   if (kind === 'results') return results(values);
   if (kind === 'simulate') return simulateBench(values);
   for (const name of [...foreign, ...RESULTS_ONLY, ...SIMULATE_ONLY]) {
@@ -125,6 +131,7 @@ export default async function bench(argv: string[]): Promise<void> {
   if (kind === 'mil-grid') return milGrid(values);
   if (kind === 'scale') return scale(values);
   if (kind === 'serve') return serveBench(values);
+  if (kind === 'gpu') return gpuBench(values);
   const threads = intOption(values, 'threads', os.availableParallelism(), 1);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const o = {
@@ -193,6 +200,29 @@ async function simulateBench(values: Values): Promise<void> {
       `ring all-reduce overlapped ${line('allreduce-overlap')}; ` +
       `wrote ${out} and ${out.replace(/\.json$/, '')}.md\n`);
   }
+}
+
+/** fleet bench gpu: CPU against CUDA gradients and throughput (bench/gpu-check.ts). */
+async function gpuBench(values: Values): Promise<void> {
+  if (values.warmup !== undefined) throw new UsageError('--warmup: not an option of fleet bench gpu');
+  const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cuda');
+  const o = {
+    device, batchSize: intOption(values, 'batch-size', 64, 2), iters: intOption(values, 'iters', 10, 1),
+    threads: intOption(values, 'threads', os.availableParallelism(), 1),
+    log: (l: string) => process.stderr.write(`${l}\n`),
+  };
+  const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'gpu.json'));
+  const r = await gpuCheck(o);
+  const result = { bench: 'gpu', ...r, threads: o.threads, machine: versions() };
+  writeFileAtomic(out, JSON.stringify(result, null, 2) + '\n');
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else {
+    const d = r.data_parallel_simclr, m = r.ensemble_member_cnn;
+    process.stdout.write(`gpu: ${device} against CPU: data-parallel SimCLR gradients within ` +
+      `${d.worst_gradient_error.toExponential(1)}, ` +
+      `member CNN within ${m.worst_gradient_error.toExponential(1)} (tolerance ${r.tolerance}); wrote ${out}\n`);
+  }
+  if (!r.ok) throw new Error(`gpu: gradients differ from the CPU's by more than ${r.tolerance} (see ${out})`);
 }
 
 /** fleet bench serve: gRPC serving against in-process runs of the same model (bench/serve.ts). */
