@@ -80,16 +80,69 @@ export function renderMarkdown(r: {
   );
 }
 
-/** Replaces the text between the markers in `doc` with the results file's table; throws when a marker is missing. */
-export function updateDocsTable(doc: string, resultsFile: string): boolean {
+/** `text` with what is between `begin` and `end` replaced by `body`; throws naming the doc if a marker is missing. */
+function replaceBetween(doc: string, text: string, begin: string, end: string, body: string): string {
+  const a = text.indexOf(begin),
+    b = text.indexOf(end);
+  if (a < 0 || b < a) throw new Error(`${doc}: the markers ${begin} ... ${end} are missing`);
+  return `${text.slice(0, a + begin.length)}\n${body}\n${text.slice(b)}`;
+}
+
+export const VALIDATION_BEGIN = '<!-- simulate:validation -->';
+export const VALIDATION_END = '<!-- /simulate:validation -->';
+
+export interface ValidationRow {
+  gbit_per_second: number | null;
+  measured_step_ms: number;
+  predicted_step_ms: number;
+  error: number;
+  compute_ms_median: number;
+  steps_counted: number;
+}
+
+/** The predicted vs measured table of bench/results/simulate-validation.json (bench/simulate-validate.ts). */
+export function renderValidation(v: {
+  date: string;
+  commit: string | null;
+  load_average_1min: number;
+  rows: ValidationRow[];
+}) {
+  const head =
+    `Measured by bench/simulate-validate.ts (bench/results/simulate-validation.json, ${v.date.slice(0, 16)} UTC, ` +
+    `commit ${v.commit?.slice(0, 10) ?? 'unknown'}, load average ${v.load_average_1min} on 2 cores); the parameter ` +
+    'server with 2 workers, global batch 256, medians of the counted steps.\n\n' +
+    '| link (tbf, both directions) | measured step ms | predicted step ms | error | compute ms (measured) | steps |\n' +
+    '|---|---:|---:|---:|---:|---:|\n';
+  return (
+    head +
+    v.rows
+      .map(
+        r =>
+          `| ${r.gbit_per_second === null ? 'unlimited (loopback speed)' : `${r.gbit_per_second * 1000} Mbit/s`} | ` +
+          `${r.measured_step_ms} | ${r.predicted_step_ms} | ${(100 * r.error).toFixed(1)}% | ` +
+          `${r.compute_ms_median} | ${r.steps_counted} |`,
+      )
+      .join('\n') +
+    '\n'
+  );
+}
+
+/**
+ * Copies the results file's table (and the validation file's, when given) into `doc` between their markers.
+ * Returns whether the doc changed; throws when a marker is missing.
+ */
+export function updateDocsTable(doc: string, resultsFile: string, validationFile?: string): boolean {
   const r = JSON.parse(fs.readFileSync(resultsFile, 'utf8'));
   if (!Array.isArray(r.predictions) || typeof r.date !== 'string' || !r.scenario)
     throw new Error(`${resultsFile}: not a fleet bench simulate results file`);
   const text = fs.readFileSync(doc, 'utf8');
-  const a = text.indexOf(DOCS_BEGIN),
-    b = text.indexOf(DOCS_END);
-  if (a < 0 || b < a) throw new Error(`${doc}: the markers ${DOCS_BEGIN} ... ${DOCS_END} are missing`);
-  const next = `${text.slice(0, a + DOCS_BEGIN.length)}\n${renderMarkdown(r)}\n${text.slice(b)}`;
+  let next = replaceBetween(doc, text, DOCS_BEGIN, DOCS_END, renderMarkdown(r));
+  if (validationFile) {
+    const v = JSON.parse(fs.readFileSync(validationFile, 'utf8'));
+    if (!Array.isArray(v.rows) || typeof v.date !== 'string')
+      throw new Error(`${validationFile}: not a validation results file`);
+    next = replaceBetween(doc, next, VALIDATION_BEGIN, VALIDATION_END, renderValidation(v));
+  }
   if (next === text) return false;
   writeFileAtomic(doc, next);
   return true;

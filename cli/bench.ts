@@ -1,6 +1,7 @@
 // `fleet bench train|infer|augment|serve|scale|mil-grid`: throughput, serving and cluster benchmarks, and the MIL sweep of Ilse et al. 2018 (test AUC
 // against the number of training bags); results go to stdout (--json) and optionally a file.
 // `fleet bench results`: the experiments behind the README's published numbers (bench/results.ts), and its tables.
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
@@ -90,7 +91,8 @@ simulate options:
                    message round trip is measured with a short run of the transport floor
   --latency-ms X   one-way network latency per hop (default 0.05)
   --per-worker-batch N  images per worker per step (default: the measured global batch / workers)
-  --docs           only copy the table of the results file (--out) into docs/data-parallel.md
+  --docs           only copy the table of the results file (--out), and of simulate-validation.json next to
+                   it when there is one (bench/simulate-validate.ts), into docs/data-parallel.md
 
 To compare with PyTorch on the same machine: npx tsx bench/compare.ts (see the README).
 `;
@@ -177,7 +179,9 @@ async function simulateBench(values: Values): Promise<void> {
     for (const name of ['inputs', 'latency-ms', 'per-worker-batch']) {
       if (values[name] !== undefined) throw new UsageError(`--${name}: not with --docs`);
     }
-    const changed = updateDocsTable(path.join(root, 'docs', 'data-parallel.md'), out);
+    const validation = path.join(path.dirname(out), 'simulate-validation.json');
+    const doc = path.join(root, 'docs', 'data-parallel.md');
+    const changed = updateDocsTable(doc, out, fs.existsSync(validation) ? validation : undefined);
     process.stdout.write(`docs/data-parallel.md: ${changed ? 'table regenerated' : 'table up to date'} from ${out}\n`);
     return;
   }

@@ -19,7 +19,17 @@ import {
   type ModelInputs,
 } from '../bench/simulate.ts';
 import { readScaleResults, modelInputs, simclrSizes } from '../bench/simulate-inputs.ts';
-import { benchSimulate, renderMarkdown, updateDocsTable, DOCS_BEGIN, DOCS_END } from '../bench/simulate-report.ts';
+import {
+  benchSimulate,
+  renderMarkdown,
+  renderValidation,
+  updateDocsTable,
+  DOCS_BEGIN,
+  DOCS_END,
+  VALIDATION_BEGIN,
+  VALIDATION_END,
+} from '../bench/simulate-report.ts';
+import { predictRun, type ChildResult } from '../bench/simulate-validate.ts';
 import { runFleet, REPO_ROOT } from './helpers/cli.ts';
 
 /** Round numbers so that every case can be computed by hand. */
@@ -265,6 +275,25 @@ describe('scale model inputs and results (bench/simulate-inputs.ts, bench/simula
     assert.equal(updateDocsTable(doc, out), false, 'up to date');
     fs.writeFileSync(doc, '# no markers\n');
     assert.throws(() => updateDocsTable(doc, out), /markers/);
+  });
+
+  it('the validation predicts a run from its own compute plus the parameter server transfers at the link rate', () => {
+    const step = { wall_ms: 0, compute_ms: 1000, loss_ms: 10, sum_ms: 20, optimizer_ms: 30, bytes: 0 };
+    const run: ChildResult = { steps: [step, step, { ...step, compute_ms: 5000 }] }; // medians: one slow step ignored
+    // 0.1 Gbit/s: 8e-5 ms per byte; down and up 1 + 2 x 1e6 x 8e-5 = 161 each; projections (0 bytes) 2 x 1; sum 20;
+    // optimizer 30; compute 1000 (incl. the loss graph)
+    nearStep(predictRun(INPUTS, run, 0.1, 0), 1000 + 322 + 2 + 20 + 30, '0.1 Gbit/s');
+    nearStep(predictRun(INPUTS, run, null, 0), 1000 + 2 + 2 + 20 + 30, 'unlimited');
+  });
+
+  it('docs/data-parallel.md holds the tables of bench/results/simulate.json and simulate-validation.json', () => {
+    const v = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'bench', 'results', 'simulate-validation.json'), 'utf8'));
+    const text = fs.readFileSync(path.join(REPO_ROOT, 'docs', 'data-parallel.md'), 'utf8');
+    assert.ok(
+      text.includes(`${VALIDATION_BEGIN}\n${renderValidation(v)}\n${VALIDATION_END}`),
+      'run fleet bench simulate --docs',
+    );
+    for (const row of v.rows) assert.ok(Math.abs(row.predicted_step_ms / row.measured_step_ms - 1 - row.error) < 1e-3);
   });
 
   it('docs/data-parallel.md holds the table of bench/results/simulate.json as generated', () => {
