@@ -1,10 +1,11 @@
 // `fleet bench train|infer|augment|serve|scale|mil-grid`: throughput, serving and cluster benchmarks, and the MIL sweep of Ilse et al. 2018 (test AUC
 // against the number of training bags); results go to stdout (--json) and optionally a file.
 // `fleet bench results`: the experiments behind the README's published numbers (bench/results.ts), and its tables.
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { parse, intOption, choiceOption, UsageError, OPTION_MAX } from '../util/args.ts';
+import { parse, intOption, numberOption, choiceOption, UsageError, OPTION_MAX } from '../util/args.ts';
 import { benchTrain, benchInfer, benchAugmentShare } from '../bench/throughput.ts';
 import { runMilGrid } from '../bench/mil-grid.ts';
 import { benchScale } from '../bench/scale.ts';
@@ -16,8 +17,10 @@ import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { EXPERIMENTS, selectExperiments } from '../bench/experiments.ts';
 import { runExperiments, listExperiments } from '../bench/results.ts';
 import { updateReadme } from '../bench/readme-tables.ts';
+import { benchSimulate, updateDocsTable } from '../bench/simulate-report.ts';
+import { gpuCheck } from '../bench/gpu-check.ts';
 
-const HELP = `usage: fleet bench train|infer|augment|mil-grid|serve|scale|results [options]
+const HELP = `usage: fleet bench train|infer|augment|mil-grid|serve|scale|simulate|gpu|results [options]
 
 train     images per second of a full CNN training step (forward, loss, all gradients, AdamW update)
 infer     images per second of the exported CNN model (BatchNorm folded, weights baked in)
@@ -35,6 +38,14 @@ scale     the cluster over a local nats-server (starts its own): an ensemble of 
           spent outside compute (serialisation, transport, aggregation) and the bytes sent per step, and
           the same bytes alone through the nats-server (the transport floor; results in
           bench/results/scale.json unless --out FILE)
+simulate  a model of data-parallel SimCLR on 2-256 workers at 1, 10 and 100 Gbit/s, from the measured compute and
+          transport costs in a scale results file: predicted step time, efficiency (share of a step in compute)
+          and bytes per link per step for the parameter server (current) and all-reduce designs; results in
+          bench/results/simulate.json and .md unless --out FILE (see docs/data-parallel.md)
+gpu       the check for a machine with an NVIDIA GPU: a data-parallel SimCLR step and an ensemble member's CNN
+          step on the CPU and with --device cuda (default), every gradient within 1e-4 of the CPU's, and the
+          throughput of each (results in bench/results/gpu.json unless --out FILE); fails at once naming what is
+          missing when there is no CUDA provider. --device cpu checks the CPU against itself (no GPU needed)
 results   every experiment behind the README's numbers (CNN, SimCLR, MIL, ensembles, Fashion-MNIST, speed
           against PyTorch), each run as a fleet command in a child process; one results file per experiment
           and mode (commit, date, machine, versions, exact commands) in bench/results/experiments/NAME.MODE.json,
@@ -48,10 +59,10 @@ options:
   --json           print the result (mil-grid: the summary table) as one JSON object on the last stdout line
   -h, --help       this text
 
-train|infer|augment options:
-  --batch-size N   batch size (default 256)
+train|infer|augment|gpu options:
+  --batch-size N   batch size (default 256; gpu: 64)
   --warmup N       untimed iterations first (default 3)
-  --iters N        timed iterations (default 20); the median is reported
+  --iters N        timed iterations (default 20; gpu: 10); the median is reported
 
 mil-grid options:
   --sizes LIST     numbers of training bags (default 50,100,150,200,300,400,500)
@@ -75,6 +86,14 @@ scale options:
   --dp-steps N     data-parallel SimCLR steps (default 8; the first 2 are warm-up)
   --dp-batch N     data-parallel global batch in images (default 256)
 
+simulate options:
+  --inputs FILE    the fleet bench scale results measured (default bench/results/scale.json); a missing
+                   message round trip is measured with a short run of the transport floor
+  --latency-ms X   one-way network latency per hop (default 0.05)
+  --per-worker-batch N  images per worker per step (default: the measured global batch / workers)
+  --docs           only copy the table of the results file (--out), and of simulate-validation.json next to
+                   it when there is one (bench/simulate-validate.ts), into docs/data-parallel.md
+
 To compare with PyTorch on the same machine: npx tsx bench/compare.ts (see the README).
 `;
 
@@ -86,9 +105,12 @@ export const OPTIONS = {
   'member-steps': { type: 'string' }, rounds: { type: 'string' }, 'dp-steps': { type: 'string' }, 'dp-batch': { type: 'string' },
   quick: { type: 'boolean' }, full: { type: 'boolean' }, only: { type: 'string' }, list: { type: 'boolean' }, 'out-dir': { type: 'string' },
   readme: { type: 'boolean' },
+  inputs: { type: 'string' }, 'latency-ms': { type: 'string' }, 'per-worker-batch': { type: 'string' },
+  docs: { type: 'boolean' },
 } as const;
 
-const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'serve', 'scale', 'results'] as const;
+const KINDS = ['train', 'infer', 'augment', 'mil-grid', 'serve', 'scale', 'simulate', 'gpu', 'results'] as const;
+const SIMULATE_ONLY = ['inputs', 'latency-ms', 'per-worker-batch', 'docs'];
 const RESULTS_ONLY = ['quick', 'full', 'only', 'list', 'out-dir', 'readme'];
 const THROUGHPUT_ONLY = ['batch-size', 'warmup', 'iters'];
 const MIL_GRID_ONLY = ['sizes', 'seeds', 'seed-list', 'poolings', 'epochs', 'test-bags'];
@@ -99,16 +121,19 @@ export default async function bench(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
   if (values.help) { process.stdout.write(HELP); return; }
   const kind = positionals[0];
-  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput), mil-grid (MIL sweep), serve (gRPC serving), scale (cluster) or results (the README's experiments), got ${kind ? `"${kind}"` : 'nothing'}`);
+  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput), mil-grid (MIL sweep), serve (gRPC serving), scale (cluster), simulate (a model of scale), gpu (the GPU check) or results (the README's experiments), got ${kind ? `"${kind}"` : 'nothing'}`);
   if (positionals.length > 1) throw new UsageError(`bench: unexpected argument "${positionals[1]}"`);
-  const foreign = kind === 'mil-grid' ? [...THROUGHPUT_ONLY, ...SCALE_ONLY] : kind === 'scale' ? [...THROUGHPUT_ONLY, ...MIL_GRID_ONLY, 'threads', 'device'] : [...MIL_GRID_ONLY, ...SCALE_ONLY];
+  const foreign = kind === 'gpu' ? [...MIL_GRID_ONLY, ...SCALE_ONLY]
+    : kind === 'mil-grid' ? [...THROUGHPUT_ONLY, ...SCALE_ONLY] : kind === 'scale' ? [...THROUGHPUT_ONLY, ...MIL_GRID_ONLY, 'threads', 'device'] : [...MIL_GRID_ONLY, ...SCALE_ONLY];
   if (kind === 'results') return results(values);
-  for (const name of [...foreign, ...RESULTS_ONLY]) {
+  if (kind === 'simulate') return simulateBench(values);
+  for (const name of [...foreign, ...RESULTS_ONLY, ...SIMULATE_ONLY]) {
     if (values[name as keyof typeof values] !== undefined) throw new UsageError(`--${name}: not an option of fleet bench ${kind}`);
   }
   if (kind === 'mil-grid') return milGrid(values);
   if (kind === 'scale') return scale(values);
   if (kind === 'serve') return serveBench(values);
+  if (kind === 'gpu') return gpuBench(values);
   const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const o = {
@@ -145,6 +170,69 @@ async function scale(values: Values): Promise<void> {
     `own seconds ${r.ensemble.speedup_ceiling_from_member_seconds}x); data-parallel SimCLR step ${d.step_ms_median} ms, ` +
     `${(100 * d.outside_compute_share_median).toFixed(1)}% outside compute (target 10%; the same bytes alone through nats-server: ` +
     `${(100 * d.transport_floor.share_of_step).toFixed(1)}%), ${(d.bytes_per_step / 2 ** 20).toFixed(1)} MiB per step; wrote ${out}\n`);
+}
+
+/** fleet bench simulate: the scale model on measured inputs (bench/simulate-report.ts), or only its docs table. */
+async function simulateBench(values: Values): Promise<void> {
+  for (const name of Object.keys(OPTIONS)) {
+    if (values[name] !== undefined && ![...SIMULATE_ONLY, 'out', 'json', 'help'].includes(name)) {
+      throw new UsageError(`--${name}: not an option of fleet bench simulate`);
+    }
+  }
+  const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+  const out = path.resolve((values.out as string | undefined) ?? path.join(root, 'bench', 'results', 'simulate.json'));
+  if (values.docs) {
+    for (const name of ['inputs', 'latency-ms', 'per-worker-batch']) {
+      if (values[name] !== undefined) throw new UsageError(`--${name}: not with --docs`);
+    }
+    const validation = path.join(path.dirname(out), 'simulate-validation.json');
+    const doc = path.join(root, 'docs', 'data-parallel.md');
+    const changed = updateDocsTable(doc, out, fs.existsSync(validation) ? validation : undefined);
+    process.stdout.write(`docs/data-parallel.md: ${changed ? 'table regenerated' : 'table up to date'} from ${out}\n`);
+    return;
+  }
+  const latencyMs = numberOption(values, 'latency-ms', 0.05);
+  if (latencyMs < 0) throw new UsageError(`--latency-ms: must be at least 0, got ${latencyMs}`);
+  const perWorkerBatch = values['per-worker-batch'] === undefined
+    ? undefined : intOption(values, 'per-worker-batch', 1, 1);
+  const inputs = path.resolve(
+    (values.inputs as string | undefined) ?? path.join(root, 'bench', 'results', 'scale.json'));
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  const r = await benchSimulate({ inputs, out, latencyMs, perWorkerBatch, root, log });
+  if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+  else {
+    const at = (design: string, w: number) =>
+      r.predictions.find(p => p.design === design && p.workers === w && 
+        p.gbit_per_second === 10 && p.transport === 'wire');
+    const line = (design: string) =>
+      [2, 256].map(w => `${w} workers ${Math.round(100 * (at(design, w)?.efficiency ?? NaN))}%`).join(', ');
+    process.stdout.write(`simulate: efficiency at 10 Gbit/s (wire transport): parameter server ${line('ps')}; ` +
+      `ring all-reduce overlapped ${line('allreduce-overlap')}; ` +
+      `wrote ${out} and ${out.replace(/\.json$/, '')}.md\n`);
+  }
+}
+
+/** fleet bench gpu: CPU against CUDA gradients and throughput (bench/gpu-check.ts). */
+async function gpuBench(values: Values): Promise<void> {
+  if (values.warmup !== undefined) throw new UsageError('--warmup: not an option of fleet bench gpu');
+  const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cuda');
+  const o = {
+    device, batchSize: intOption(values, 'batch-size', 64, 2), iters: intOption(values, 'iters', 10, 1),
+    threads: intOption(values, 'threads', os.availableParallelism(), 1),
+    log: (l: string) => process.stderr.write(`${l}\n`),
+  };
+  const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'gpu.json'));
+  const r = await gpuCheck(o);
+  const result = { bench: 'gpu', ...r, threads: o.threads, machine: versions() };
+  writeFileAtomic(out, JSON.stringify(result, null, 2) + '\n');
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else {
+    const d = r.data_parallel_simclr, m = r.ensemble_member_cnn;
+    process.stdout.write(`gpu: ${device} against CPU: data-parallel SimCLR gradients within ` +
+      `${d.worst_gradient_error.toExponential(1)}, ` +
+      `member CNN within ${m.worst_gradient_error.toExponential(1)} (tolerance ${r.tolerance}); wrote ${out}\n`);
+  }
+  if (!r.ok) throw new Error(`gpu: gradients differ from the CPU's by more than ${r.tolerance} (see ${out})`);
 }
 
 /** fleet bench serve: gRPC serving against in-process runs of the same model (bench/serve.ts). */
