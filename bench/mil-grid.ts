@@ -4,11 +4,11 @@
 //
 // A full sweep takes hours on a small machine, so it is resumable: the results file (JSON) is rewritten
 // atomically after every finished run, and a later call with the same settings (epochs, test bags, bag length,
-// target digit, recipe) skips the runs it already holds. With different settings it starts over.
+// target digit, recipe, model) skips the runs it already holds. With different settings it starts over.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { trainMil, MIL_RECIPE } from '../engine/train/train-mil.ts';
-import { POOLINGS, type Pooling } from '../engine/model/mil.ts';
+import { POOLINGS, MIL_MODEL, type Pooling } from '../engine/model/mil.ts';
 import { loadDataset, type Split } from '../engine/data/datasets.ts';
 import type { Device } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
@@ -22,6 +22,8 @@ export interface MilGridCell { size: number; seed: number; pooling: Pooling; auc
 /** What makes results comparable: a results file is resumed only when these match exactly. */
 export interface MilGridSettings {
   dataset: 'mnist';
+  /** The architecture (MIL_MODEL): results of an earlier model are not resumed. */
+  model: string;
   epochs: number;
   testBags: number;
   bagMean: number;
@@ -96,7 +98,7 @@ export async function runMilGrid(o: MilGridOptions): Promise<MilGridSummary> {
   if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new RangeError(`mil-grid: epochs must be a positive integer, got ${o.epochs}`);
 
   const settings: MilGridSettings = {
-    dataset: 'mnist', epochs: o.epochs, testBags: o.testBags ?? 250, bagMean: o.bagMean ?? 10, bagStd: o.bagStd ?? 2,
+    dataset: 'mnist', model: MIL_MODEL, epochs: o.epochs, testBags: o.testBags ?? 250, bagMean: o.bagMean ?? 10, bagStd: o.bagStd ?? 2,
     target: o.target ?? 9, recipe: MIL_RECIPE,
   };
   const out = path.resolve(o.out);
