@@ -51,6 +51,7 @@ export interface MilGridSummary {
   markdown: string;
   svg: string;
   settings: MilGridSettings;
+  /** The table's rows and columns: the sizes and poolings asked for and those of earlier runs in the file. */
   sizes: number[];
   seeds: number[];
   poolings: Pooling[];
@@ -150,13 +151,17 @@ export async function runMilGrid(o: MilGridOptions): Promise<MilGridSummary> {
     log(`${name}: AUC ${fmt(result.auc)}, accuracy ${(result.accuracy * 100).toFixed(1)}%, ${seconds.toFixed(1)}s (elapsed ${formatDuration((performance.now() - started) / 1000)})`);
   }
 
-  const table = summarise(file.cells, o.sizes, o.poolings, o.seeds);
+  // the table and chart show every finished run of the file (earlier calls' sizes and poolings too), so a grid
+  // run in parts (a few sizes or poolings per call) ends with one table; rows and columns in a fixed order
+  const sizes = [...new Set([...o.sizes, ...file.cells.map(c => c.size)])].sort((a, b) => a - b);
+  const poolings = POOLINGS.filter(p => o.poolings.includes(p) || file.cells.some(c => c.pooling === p));
+  const table = summarise(file.cells, sizes, poolings, o.seeds);
   const paths = companionPaths(out);
-  writeFileAtomic(paths.markdown, markdownTable(table, o.sizes, o.poolings, settings));
-  writeFileAtomic(paths.svg, gridChart(table, o.sizes, o.poolings, settings));
+  writeFileAtomic(paths.markdown, markdownTable(table, sizes, poolings, settings));
+  writeFileAtomic(paths.svg, gridChart(table, sizes, poolings, settings));
   log(`mil-grid: ${trained} trained, ${skipped} skipped; wrote ${out}, ${paths.markdown}, ${paths.svg}`);
   return {
-    bench: 'mil-grid', out, markdown: paths.markdown, svg: paths.svg, settings, sizes: o.sizes, seeds: o.seeds, poolings: o.poolings,
+    bench: 'mil-grid', out, markdown: paths.markdown, svg: paths.svg, settings, sizes, seeds: o.seeds, poolings,
     trained, skipped, table,
   };
 }

@@ -145,6 +145,19 @@ describe('bench mil-grid', function () {
       assert.equal(read(out), before);
     });
 
+    it('a call for part of the grid keeps the file\'s other finished runs in the table and the chart', async () => {
+      const r = await run({ sizes: [8], poolings: ['mean'] });
+      assert.equal(r.trained.length, 0, r.log.join('\n'));
+      assert.equal(r.skipped.length, 1);
+      assert.deepEqual(r.summary.sizes, [8, 12]);
+      assert.deepEqual(r.summary.poolings, ['attention', 'mean']);
+      assert.deepEqual(r.summary.table, first.table);
+      const md = read(companionPaths(out).markdown);
+      assert.match(md, /^\| training bags \| attention \| mean \|$/m);
+      assert.deepEqual(md.split('\n').filter(l => /^\| \d+ \|/.test(l)).map(l => l.split('|')[1].trim()), ['8', '12']);
+      assert.match(read(companionPaths(out).svg), /data-name="attention"/);
+    });
+
     it('an interrupted sweep resumes with only the missing run', async () => {
       const file = JSON.parse(read(out)) as MilGridFile;
       const kept = file.cells.filter(c => !(c.size === 12 && c.pooling === 'mean'));
