@@ -4,11 +4,11 @@
 //
 // A full sweep takes hours on a small machine, so it is resumable: the results file (JSON) is rewritten
 // atomically after every finished run, and a later call with the same settings (epochs, test bags, bag length,
-// target digit, recipe) skips the runs it already holds. With different settings it starts over.
+// target digit, recipe, model) skips the runs it already holds. With different settings it starts over.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { trainMil, MIL_RECIPE } from '../engine/train/train-mil.ts';
-import { POOLINGS, type Pooling } from '../engine/model/mil.ts';
+import { POOLINGS, MIL_MODEL, type Pooling } from '../engine/model/mil.ts';
 import { loadDataset, type Split } from '../engine/data/datasets.ts';
 import type { Device } from '../engine/runtime.ts';
 import { writeFileAtomic } from '../engine/util/atomic.ts';
@@ -22,6 +22,8 @@ export interface MilGridCell { size: number; seed: number; pooling: Pooling; auc
 /** What makes results comparable: a results file is resumed only when these match exactly. */
 export interface MilGridSettings {
   dataset: 'mnist';
+  /** The architecture (MIL_MODEL): results of an earlier model are not resumed. */
+  model: string;
   epochs: number;
   testBags: number;
   bagMean: number;
@@ -49,6 +51,7 @@ export interface MilGridSummary {
   markdown: string;
   svg: string;
   settings: MilGridSettings;
+  /** The table's rows and columns: the sizes and poolings asked for and those of earlier runs in the file. */
   sizes: number[];
   seeds: number[];
   poolings: Pooling[];
@@ -96,7 +99,7 @@ export async function runMilGrid(o: MilGridOptions): Promise<MilGridSummary> {
   if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new RangeError(`mil-grid: epochs must be a positive integer, got ${o.epochs}`);
 
   const settings: MilGridSettings = {
-    dataset: 'mnist', epochs: o.epochs, testBags: o.testBags ?? 250, bagMean: o.bagMean ?? 10, bagStd: o.bagStd ?? 2,
+    dataset: 'mnist', model: MIL_MODEL, epochs: o.epochs, testBags: o.testBags ?? 250, bagMean: o.bagMean ?? 10, bagStd: o.bagStd ?? 2,
     target: o.target ?? 9, recipe: MIL_RECIPE,
   };
   const out = path.resolve(o.out);
@@ -148,13 +151,17 @@ export async function runMilGrid(o: MilGridOptions): Promise<MilGridSummary> {
     log(`${name}: AUC ${fmt(result.auc)}, accuracy ${(result.accuracy * 100).toFixed(1)}%, ${seconds.toFixed(1)}s (elapsed ${formatDuration((performance.now() - started) / 1000)})`);
   }
 
-  const table = summarise(file.cells, o.sizes, o.poolings, o.seeds);
+  // the table and chart show every finished run of the file (earlier calls' sizes and poolings too), so a grid
+  // run in parts (a few sizes or poolings per call) ends with one table; rows and columns in a fixed order
+  const sizes = [...new Set([...o.sizes, ...file.cells.map(c => c.size)])].sort((a, b) => a - b);
+  const poolings = POOLINGS.filter(p => o.poolings.includes(p) || file.cells.some(c => c.pooling === p));
+  const table = summarise(file.cells, sizes, poolings, o.seeds);
   const paths = companionPaths(out);
-  writeFileAtomic(paths.markdown, markdownTable(table, o.sizes, o.poolings, settings));
-  writeFileAtomic(paths.svg, gridChart(table, o.sizes, o.poolings, settings));
+  writeFileAtomic(paths.markdown, markdownTable(table, sizes, poolings, settings));
+  writeFileAtomic(paths.svg, gridChart(table, sizes, poolings, settings));
   log(`mil-grid: ${trained} trained, ${skipped} skipped; wrote ${out}, ${paths.markdown}, ${paths.svg}`);
   return {
-    bench: 'mil-grid', out, markdown: paths.markdown, svg: paths.svg, settings, sizes: o.sizes, seeds: o.seeds, poolings: o.poolings,
+    bench: 'mil-grid', out, markdown: paths.markdown, svg: paths.svg, settings, sizes, seeds: o.seeds, poolings,
     trained, skipped, table,
   };
 }

@@ -133,8 +133,8 @@ ${NATS_HELP}${DATA_PARALLEL_HELP}`,
   mil: `usage: fleet train mil [options]
 
 Attention-based multiple instance learning (Ilse et al. 2018) on bags of MNIST digits: a bag is positive
-when it contains the target digit. Encoder -> Linear 2048 -> 500 -> ReLU -> pooling -> Linear 500 -> 1 ->
-sigmoid, Bernoulli log-likelihood. Writes model.onnx (one bag "input" [L,1,28,28] -> "probability" [1],
+when it contains the target digit. The paper's encoder (conv 5x5 20, pool, conv 5x5 50, pool; no BatchNorm
+or dropout) -> Linear 800 -> 500 -> ReLU -> pooling -> Linear 500 -> 1 -> sigmoid, Bernoulli log-likelihood. Writes model.onnx (one bag "input" [L,1,28,28] -> "probability" [1],
 "attention" [L]), checkpoints/, metrics.json (with the test bags' attention weights), loss.svg, auc.svg.
 Recipe: Adam lr 5e-4, L2 weight decay 1e-4, 5% warm-up then cosine.
 

@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { runMilGrid, summarise, stat, markdownTable, gridChart, companionPaths, type MilGridFile, type MilGridSummary } from '../bench/mil-grid.ts';
 import { MIL_RECIPE } from '../engine/train/train-mil.ts';
+import { MIL_MODEL } from '../engine/model/mil.ts';
 import { runFleet, lines, type CliResult } from './helpers/cli.ts';
 import { checkSvg, seriesGroups, legendEntries, all, hasClass, textOf } from './helpers/svg.ts';
 
@@ -36,14 +37,14 @@ describe('bench mil-grid', function () {
       assert.ok(Math.abs(table['50'].mean.mean! - 0.8) < 1e-12);
       assert.deepEqual(table['100'].max, { mean: null, std: null, n: 0 });
       const md = markdownTable(table, [50, 100], ['mean', 'max'],
-        { dataset: 'mnist', epochs: 20, testBags: 250, bagMean: 10, bagStd: 2, target: 9, recipe: MIL_RECIPE });
+        { dataset: 'mnist', model: MIL_MODEL, epochs: 20, testBags: 250, bagMean: 10, bagStd: 2, target: 9, recipe: MIL_RECIPE });
       assert.match(md, /^\| training bags \| mean \| max \|$/m);
       assert.match(md, /^\| 50 \| 0\.800 ± 0\.141 \(2 seeds\) \| — \|$/m);
       assert.match(md, /^\| 100 \| — \| — \|$/m);
     });
 
     it('the AUC grid chart: titled, labelled axes, one line per pooling, cells without runs left out', () => {
-      const settings = { dataset: 'mnist' as const, epochs: 40, testBags: 250, bagMean: 10, bagStd: 2, target: 9, recipe: MIL_RECIPE };
+      const settings = { dataset: 'mnist' as const, model: MIL_MODEL, epochs: 40, testBags: 250, bagMean: 10, bagStd: 2, target: 9, recipe: MIL_RECIPE };
       const table = {
         50: { attention: { mean: 0.91, std: 0.02, n: 3 }, max: { mean: 0.88, std: 0.05, n: 3 } },
         100: { attention: { mean: 0.958, std: 0.03, n: 3 }, max: { mean: null, std: null, n: 0 } },
@@ -87,7 +88,7 @@ describe('bench mil-grid', function () {
       const file = JSON.parse(read(out)) as MilGridFile;
       assert.equal(file.bench, 'mil-grid');
       assert.deepEqual({ ...file.settings, recipe: undefined },
-        { dataset: 'mnist', epochs: 1, testBags: 20, bagMean: 10, bagStd: 2, target: 9, recipe: undefined });
+        { dataset: 'mnist', model: MIL_MODEL, epochs: 1, testBags: 20, bagMean: 10, bagStd: 2, target: 9, recipe: undefined });
       assert.equal(file.settings.recipe.name, 'mil');
       assert.ok(file.machine.cores >= 1 && typeof file.machine.node === 'string');
       assert.equal(file.threads, 1);
@@ -142,6 +143,19 @@ describe('bench mil-grid', function () {
       assert.deepEqual(summary.table, first.table);
       assert.match(r.stderr, /cell 1\/4: 8 bags, seed 1, attention: skipped/);
       assert.equal(read(out), before);
+    });
+
+    it('a call for part of the grid keeps the file\'s other finished runs in the table and the chart', async () => {
+      const r = await run({ sizes: [8], poolings: ['mean'] });
+      assert.equal(r.trained.length, 0, r.log.join('\n'));
+      assert.equal(r.skipped.length, 1);
+      assert.deepEqual(r.summary.sizes, [8, 12]);
+      assert.deepEqual(r.summary.poolings, ['attention', 'mean']);
+      assert.deepEqual(r.summary.table, first.table);
+      const md = read(companionPaths(out).markdown);
+      assert.match(md, /^\| training bags \| attention \| mean \|$/m);
+      assert.deepEqual(md.split('\n').filter(l => /^\| \d+ \|/.test(l)).map(l => l.split('|')[1].trim()), ['8', '12']);
+      assert.match(read(companionPaths(out).svg), /data-name="attention"/);
     });
 
     it('an interrupted sweep resumes with only the missing run', async () => {

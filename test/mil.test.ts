@@ -1,7 +1,7 @@
-// Attention MIL: the ReduceMax rule and masked BatchNorm against finite differences, masked BatchNorm against
-// BatchNorm on the real samples only, invariance of the padded-bag graphs to the padded length (eval and
-// training), attention weights, short training runs for every pooling, and the exported one-bag model
-// against the eval graph.
+// Attention MIL: the ReduceMax rule and masked BatchNorm (engine/ops) against finite differences, masked BatchNorm
+// against BatchNorm on the real samples only, the model's architecture (Ilse et al. 2018's encoder, no BatchNorm or
+// dropout), invariance of the padded-bag graphs to the padded length (eval and training), attention weights, short
+// training runs for every pooling, and the exported one-bag model against the eval graph.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -10,10 +10,8 @@ import { checkpointFile } from '../engine/train/train-state.ts';
 import { Graph, type Value } from '../engine/graph/graph.ts';
 import { gradients } from '../engine/autodiff/autodiff.ts';
 import { batchNormTrainingCNHW } from '../engine/ops/batchnorm.ts';
-import { binaryCrossEntropy } from '../engine/losses.ts';
-import { milParams, milBuffers, milForward, exportMil, POOLINGS, type Pooling } from '../engine/model/mil.ts';
+import { milParams, milBuffers, exportMil, POOLINGS, type Pooling } from '../engine/model/mil.ts';
 import { buildMilGraph, trainMil, type MilResult, type MilOptions } from '../engine/train/train-mil.ts';
-import { graphContext, outputGradientsAndBuffers } from '../engine/train/graph-context.ts';
 import { TensorSet } from '../engine/model/params.ts';
 import { makeBags, maxLength, packBags, type Bag } from '../engine/data/bags.ts';
 import { loadDataset, normalise, IMAGE_SIZE, type Split } from '../engine/data/datasets.ts';
@@ -174,37 +172,9 @@ function weightFeeds(params: TensorSet, buffers: TensorSet): Feeds {
   return feeds;
 }
 
-/** Random parameters, and running statistics away from their (0, 1) initial values. */
+/** Random parameters (the model has no buffers: the empty set is still fed, as the trainer does). */
 function weights(pooling: Pooling, seed: number): { params: TensorSet; buffers: TensorSet } {
-  const params = TensorSet.init(milParams(pooling), seed);
-  const buffers = TensorSet.init(milBuffers(), 0);
-  const rng = new Rng(seed + 100);
-  buffers.names.forEach((n, i) => buffers.data[i].forEach((_, k, a) => {
-    a[k] = n.endsWith('running_var') ? 0.5 + rng.next() : 0.2 * rng.normal();
-  }));
-  // BatchNorm scales and shifts away from (1, 0)
-  params.names.forEach((n, i) => {
-    if (/^bn\d\.weight$/.test(n)) params.data[i].forEach((_, k, a) => { a[k] = 0.7 + 0.6 * rng.next(); });
-    if (/^bn\d\.bias$/.test(n)) params.data[i].forEach((_, k, a) => { a[k] = 0.1 * rng.normal(); });
-  });
-  return { params, buffers };
-}
-
-/** Like buildMilGraph's training graph, with dropout replaced by the identity (so two runs can be compared). */
-function buildMilTrainNoDropout(pooling: Pooling, bags: number, L: number): Uint8Array {
-  const g = new Graph('mil_train_no_dropout');
-  const x = g.input('x', [bags * L, 1, 28, 28]);
-  const mask = g.input('mask', [bags, L]);
-  const labels = g.input('labels', [bags]);
-  const gc = graphContext(g, milParams(pooling), milBuffers(), true, 0);
-  gc.ctx.dropout = v => v;
-  const { prob, weights: w } = milForward(gc.ctx, x, mask, pooling);
-  const loss = binaryCrossEntropy(g, prob, labels);
-  g.output(loss, 'loss');
-  g.output(prob, 'probability');
-  if (w) g.output(w, 'attention');
-  outputGradientsAndBuffers(g, gc, gradients(g, loss, [...gc.params.values()]), milBuffers());
-  return g.toModel();
+  return { params: TensorSet.init(milParams(pooling), seed), buffers: TensorSet.init(milBuffers(), 0) };
 }
 
 /** Attention [bags, L] of the real instances of each bag, and a check that padding gets exactly zero and rows sum to 1. */
@@ -220,6 +190,30 @@ function realAttention(att: Float32Array, bags: Bag[], L: number, what: string):
     return real;
   });
 }
+
+describe('mil: the model is Ilse et al. 2018\'s (no BatchNorm, no dropout)', () => {
+  // conv 5x5 1->20, conv 5x5 20->50, Linear 800->500, attention 500->128(->128 gate)->1, classifier 500->1
+  const encoder = (20 * 25 + 20) + (50 * 20 * 25 + 50) + (800 * 500 + 500);
+  const expected: Record<Pooling, number> = {
+    attention: encoder + (500 * 128 + 128) + (128 + 1) + (500 + 1),
+    gated: encoder + 2 * (500 * 128 + 128) + (128 + 1) + (500 + 1),
+    mean: encoder + (500 + 1), max: encoder + (500 + 1),
+  };
+  for (const pooling of POOLINGS) {
+    it(`${pooling}: parameter count ${expected[pooling]}, no buffers, no Dropout; the export takes one input`, async () => {
+      const params = TensorSet.init(milParams(pooling), 1);
+      assert.equal(params.data.reduce((n, a) => n + a.length, 0), expected[pooling]);
+      assert.deepEqual(milBuffers(), []);
+      const model = exportMil(params, TensorSet.init(milBuffers(), 0), pooling);
+      const session = await ort.InferenceSession.create(model);
+      assert.deepEqual(session.inputNames, ['input']);
+      // op types are plain strings in the ONNX protobuf
+      const text = new TextDecoder('latin1').decode(buildMilGraph(pooling, 2, 3, true, 0));
+      assert.ok(!text.includes('Dropout'), 'the training graph has no Dropout');
+      assert.ok(text.includes('grad.conv2.bias'), 'sanity: the text holds the graph\'s names');
+    });
+  }
+});
 
 describe('mil: padded bags', function () {
   let test: Split;
@@ -255,10 +249,10 @@ describe('mil: padded bags', function () {
   }
 
   for (const pooling of POOLINGS) {
-    it(`${pooling}: training graph (dropout off): same loss, parameter gradients and BatchNorm statistics at two padded lengths`, async () => {
+    it(`${pooling}: training graph: same loss and parameter gradients at two padded lengths; equals the eval graph`, async () => {
       const { params, buffers } = weights(pooling, 6);
       const w = weightFeeds(params, buffers);
-      const runAt = (L: number) => runOnce(buildMilTrainNoDropout(pooling, BAGS.length, L), { ...w, ...packed(test, BAGS, L) });
+      const runAt = (L: number) => runOnce(buildMilGraph(pooling, BAGS.length, L, true, 0), { ...w, ...packed(test, BAGS, L) });
       const a = await runAt(L0), b = await runAt(L0 + 5);
       const data = (o: typeof a, k: string) => o[k].data as Float32Array;
       assertClose(data(b, 'loss'), data(a, 'loss'), 'loss', { rtol: 1e-5, atol: 1e-6 });
@@ -268,18 +262,15 @@ describe('mil: padded bags', function () {
         assert.ok(ga.every(Number.isFinite), `grad.${name} is finite`);
         assertCloseScaled(gb, ga, `grad.${name}`, 1e-4);
       }
-      for (const name of buffers.names) assertClose(data(b, `new.${name}`), data(a, `new.${name}`), `new.${name}`, { rtol: 1e-5, atol: 1e-6 });
-      if (pooling !== 'max') {
-        const ra = realAttention(data(a, 'attention'), BAGS, L0, 'train');
-        const rb = realAttention(data(b, 'attention'), BAGS, L0 + 5, 'train');
-        assertClose(rb.flat(), ra.flat(), 'attention (training)', { rtol: 1e-5, atol: 1e-6 });
-      }
-      // the check has teeth: with the padding marked as real (mask all ones), the statistics and the loss change
+      // no BatchNorm and no dropout: the training graph computes what the eval graph does
+      const e = await runOnce(buildMilGraph(pooling, BAGS.length, L0, false, 0), { ...w, ...packed(test, BAGS, L0) });
+      assertClose(data(a, 'probability'), data(e, 'probability'), 'training vs eval probability', { rtol: 1e-5, atol: 1e-6 });
+      // the check has teeth: with the padding marked as real (mask all ones), the bag probabilities change
       const f = packed(test, BAGS, L0 + 5);
       f.mask = f32(new Float32Array(BAGS.length * (L0 + 5)).fill(1), [BAGS.length, L0 + 5]);
-      const c = await runOnce(buildMilTrainNoDropout(pooling, BAGS.length, L0 + 5), { ...w, ...f });
-      const dm = Math.max(...data(c, 'new.bn1.running_mean').map((v, i) => Math.abs(v - data(a, 'new.bn1.running_mean')[i])));
-      assert.ok(dm > 1e-3, `padding counted as real should move the BatchNorm statistics (max change ${dm})`);
+      const c = await runOnce(buildMilGraph(pooling, BAGS.length, L0 + 5, true, 0), { ...w, ...f });
+      const dp = Math.max(...data(c, 'probability').map((v, i) => Math.abs(v - data(a, 'probability')[i])));
+      assert.ok(dp > 1e-4, `padding counted as real should change some bag's probability (max change ${dp})`);
     });
   }
 });
@@ -339,7 +330,7 @@ describe('mil: training on a few bags and the exported model', function () {
     r.test.predictions.forEach(p => assert.equal(p.attention!.length, p.digits.length));
   });
 
-  it('an interrupted run resumed from its checkpoint is bit-identical to the uninterrupted one (dropout included)', async () => {
+  it('an interrupted run resumed from its checkpoint is bit-identical to the uninterrupted one', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-mil-resume-'));
     try {
       const straight = await trainMil({ ...base('attention'), epochs: 3, checkpointDir: dir });

@@ -1,21 +1,34 @@
-// Attention-based deep multiple instance learning (Ilse et al. 2018) on MNIST bags:
-// conv encoder -> Linear 2048 -> 500 -> ReLU -> pooling over the bag's instances -> Linear 500 -> 1 -> sigmoid.
+// Attention-based deep multiple instance learning (Ilse et al. 2018) on MNIST bags, with the paper's encoder:
+// conv 5x5 20 -> ReLU -> MaxPool 2 -> conv 5x5 50 -> ReLU -> MaxPool 2 -> Linear 800 -> 500 -> ReLU,
+// then pooling over the bag's instances -> Linear 500 -> 1 -> sigmoid.
 // Pooling: attention (tanh branch, D = 128), gated attention (tanh * sigmoid branches), mean or max.
-// Bags of different lengths share one graph: instances are padded to a fixed length and a mask marks the
-// real ones (padded instances get zero attention and do not enter the BatchNorm statistics).
+// No BatchNorm and no dropout: with one bag per step, BatchNorm's statistics come from the ~10 instances of one
+// bag (whose mix of digits differs from bag to bag and from the running averages used at test time), and on
+// seeds where that mismatch was large the CNN's encoder learned poorly (issue 19; README "Multiple instance
+// learning"). Each instance is encoded on its own, so bags of different lengths share one graph: instances are
+// padded to a fixed length and a mask gives the padded ones zero attention (and no gradient).
 import { Graph, type Value } from '../graph/graph.ts';
-import { encoderParams, encoderBuffers, linearParams, linear, FEATURES, CHANNELS, BN_EPS, BN_MOMENTUM, DROPOUT, bakeEncoder, bakeLinear, type TrainContext } from './cnn.ts';
+import { linearParams, linear, bakeLinear, type TrainContext } from './cnn.ts';
 import { conv2dCNHW } from '../ops/conv.ts';
-import { batchNormTrainingCNHW, batchNormInferenceCNHW } from '../ops/batchnorm.ts';
-import type { TensorSet, TensorSpec } from './params.ts';
+import { fanInUniform, type TensorSet, type TensorSpec } from './params.ts';
 
 export const POOLINGS = ['attention', 'gated', 'mean', 'max'] as const;
 export type Pooling = typeof POOLINGS[number];
+/** The encoder's two convolutions: output channels, 5x5 kernels, no padding (28 -> 24 -> 12 -> 8 -> 4). */
+export const MIL_CONVS = [{ name: 'conv1', in: 1, out: 20 }, { name: 'conv2', in: 20, out: 50 }] as const;
+const KERNEL = 5;
+export const MIL_FEATURES = 50 * 4 * 4;
 export const MIL_HIDDEN = 500;
 export const ATTENTION_DIM = 128;
+/** Names the architecture in results files, so results of another model are never mixed in (bench mil-grid). */
+export const MIL_MODEL = 'ilse2018: conv5x5 20, pool 2, conv5x5 50, pool 2, fc 800-500, no BatchNorm or dropout';
 
 export function milParams(pooling: Pooling): TensorSpec[] {
-  const specs = [...encoderParams(), ...linearParams('fc', FEATURES, MIL_HIDDEN)];
+  const specs: TensorSpec[] = MIL_CONVS.flatMap(c => [
+    { name: `${c.name}.weight`, shape: [c.out, c.in, KERNEL, KERNEL], init: fanInUniform(c.in * KERNEL * KERNEL), decay: true },
+    { name: `${c.name}.bias`, shape: [c.out], init: fanInUniform(c.in * KERNEL * KERNEL) },
+  ]);
+  specs.push(...linearParams('fc', MIL_FEATURES, MIL_HIDDEN));
   if (pooling === 'attention' || pooling === 'gated') {
     specs.push(...linearParams('attention.v', MIL_HIDDEN, ATTENTION_DIM));
     if (pooling === 'gated') specs.push(...linearParams('attention.u', MIL_HIDDEN, ATTENTION_DIM));
@@ -24,30 +37,31 @@ export function milParams(pooling: Pooling): TensorSpec[] {
   specs.push(...linearParams('classifier', MIL_HIDDEN, 1));
   return specs;
 }
-export const milBuffers = encoderBuffers;
+/** The model has no buffers (no BatchNorm running statistics); kept so checkpoints and graphs share one shape. */
+export const milBuffers = (): TensorSpec[] => [];
 
-/** The encoder with a mask over the batch: padded instances do not enter the BatchNorm batch statistics. */
-function maskedEncoder(ctx: TrainContext, x: Value, mask: Value): Value {
+/** The encoder for a training graph, in CNHW: x [N, 1, 28, 28] -> features [N, 800]. */
+function encoder(ctx: TrainContext, x: Value): Value {
   const { g } = ctx;
   const N = x.shape[0];
-  let h = g.reshape(x, [1, N, 28, 28]);
-  CHANNELS.forEach((_, i) => {
-    const k = i + 1;
-    h = conv2dCNHW(g, h, ctx.param(`conv${k}.weight`), null, { pad: 1 });
-    const [gamma, beta, rm, rv] = [ctx.param(`bn${k}.weight`), ctx.param(`bn${k}.bias`), ctx.buffer(`bn${k}.running_mean`), ctx.buffer(`bn${k}.running_var`)];
-    if (ctx.training) {
-      const bn = batchNormTrainingCNHW(g, h, gamma, beta, rm, rv, { eps: BN_EPS, momentum: BN_MOMENTUM, mask });
-      ctx.updateBuffer(`bn${k}.running_mean`, bn.mean);
-      ctx.updateBuffer(`bn${k}.running_var`, bn.variance);
-      h = bn.y;
-    } else {
-      h = batchNormInferenceCNHW(g, h, gamma, beta, rm, rv, { eps: BN_EPS });
-    }
-    const p = i === 2 ? 1 : 0;
-    h = g.relu(g.maxPool(h, [2, 2], [2, 2], [p, p, p, p])[0]);
-    h = ctx.dropout(h, DROPOUT);
-  });
-  return g.reshape(g.transpose(h, [1, 0, 2, 3]), [N, FEATURES]);
+  let h = g.reshape(x, [1, N, 28, 28]); // NCHW with C=1 is already CNHW
+  for (const c of MIL_CONVS) {
+    h = conv2dCNHW(g, h, ctx.param(`${c.name}.weight`), ctx.param(`${c.name}.bias`));
+    h = g.relu(g.maxPool(h, [2, 2], [2, 2], [0, 0, 0, 0])[0]); // ReLU after MaxPool: the same, on a quarter of the data
+  }
+  return g.reshape(g.transpose(h, [1, 0, 2, 3]), [N, MIL_FEATURES]);
+}
+
+/** The encoder baked into an inference graph: x [N, 1, 28, 28] -> features [N, 800] (NCHW Conv). */
+function bakeMilEncoder(g: Graph, x: Value, params: TensorSet): Value {
+  let h = x;
+  for (const c of MIL_CONVS) {
+    const w = g.initializer(`${c.name}.weight`, params.get(`${c.name}.weight`).slice(), [c.out, c.in, KERNEL, KERNEL]);
+    const b = g.initializer(`${c.name}.bias`, params.get(`${c.name}.bias`).slice(), [c.out]);
+    h = g.relu(g.conv(h, w, b, { pads: [0, 0, 0, 0] }));
+    h = g.node('MaxPool', [h], { kernel_shape: { ints: [2, 2] }, strides: { ints: [2, 2] }, pads: { ints: [0, 0, 0, 0] } });
+  }
+  return g.flatten(h, 1);
 }
 
 /** Attention weights [bags, L] from instance embeddings h [bags * L, 500]; masked softmax over each bag. */
@@ -77,8 +91,7 @@ function pool(g: Graph, h: Value, mask: Value, pooling: Pooling, param: (n: stri
 export function milForward(ctx: TrainContext, x: Value, mask: Value, pooling: Pooling): { prob: Value; weights: Value | null } {
   const { g } = ctx;
   const [bags, L] = mask.shape;
-  const f = maskedEncoder(ctx, x, g.reshape(mask, [bags * L]));
-  const h = ctx.dropout(g.relu(linear(ctx, f, 'fc')), DROPOUT);
+  const h = g.relu(linear(ctx, encoder(ctx, x), 'fc'));
   const { m, weights } = pool(g, h, mask, pooling, ctx.param, bags, L);
   const prob = g.reshape(g.sigmoid(linear(ctx, m, 'classifier')), [bags]);
   return { prob, weights };
@@ -87,12 +100,13 @@ export function milForward(ctx: TrainContext, x: Value, mask: Value, pooling: Po
 /**
  * Inference model for one bag of any length: input "input" [L, 1, 28, 28] -> "probability" [1] and
  * "attention" [L] (instance weights, summing to 1; for max pooling the share of the 500 pooled features each
- * instance supplies, a tie splitting a feature equally).
+ * instance supplies, a tie splitting a feature equally). The model has no buffers: `_buffers` (empty) keeps
+ * the call the same as the other models' exports.
  */
-export function exportMil(params: TensorSet, buffers: TensorSet, pooling: Pooling, metadata: Record<string, string> = {}): Uint8Array {
+export function exportMil(params: TensorSet, _buffers: TensorSet, pooling: Pooling, metadata: Record<string, string> = {}): Uint8Array {
   const g = new Graph(`fleet_mil_${pooling}`);
   const x = g.input('input', [4, 1, 28, 28], 'float32', { dynamicBatch: true });
-  const h = g.relu(bakeLinear(g, bakeEncoder(g, x, params, buffers), params, 'fc'));
+  const h = g.relu(bakeLinear(g, bakeMilEncoder(g, x, params), params, 'fc'));
   let m: Value, weights: Value;
   if (pooling === 'max') {
     m = g.reduceMax(h, [0], true);
