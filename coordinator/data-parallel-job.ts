@@ -110,7 +110,6 @@ interface Slot {
   issued?: Map<string, string>;
   shard: number;
   worker?: string;
-  workId?: string;
   assignedAt?: number;
   failures: number;
   result?: Float32Array;
@@ -501,11 +500,11 @@ export class DataParallelJobs {
     }
     slot.worker = worker;
     slot.assignedAt = now;
-    slot.workId = `${job.record.id}-${t}-${phase}-${slot.shard}-${randomBytes(8).toString('hex')}`;
-    (slot.issued ??= new Map()).set(slot.workId, worker);
+    const workId = `${job.record.id}-${t}-${phase}-${slot.shard}-${randomBytes(8).toString('hex')}`;
+    (slot.issued ??= new Map()).set(workId, worker);
     const work: DataParallelWorkBody = {
       jobId: job.record.id,
-      workId: slot.workId,
+      workId,
       step: t,
       phase,
       shard: slot.shard,
