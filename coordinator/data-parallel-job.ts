@@ -11,7 +11,6 @@
 // fails is assigned to another worker; a shard's result is the same on any worker, the first result for
 // (step, phase, shard) is taken and later duplicates are ignored, so no step is applied twice or skipped.
 // Job state (parameters, optimizer state, step, history) is persisted through a StateStore.
-import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, dpWorkSubject, dpParamsSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
@@ -30,6 +29,7 @@ import { sendChunked, Reassembler } from '../bus/chunking.ts';
 import { countingTransport } from '../bus/counting-transport.ts';
 import { receive, Rejections } from '../bus/receive.ts';
 import { ParameterServer } from './parameter-server.ts';
+import { evaluateCnn, runOutputs, writeOutputs } from './data-parallel-outputs.ts';
 import * as D from './defaults.ts';
 import type { StateStore } from './state-store.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
@@ -40,18 +40,14 @@ import {
   contrastiveOptions,
   type DataParallelSpec,
 } from '../engine/train/data-parallel.ts';
-import { buildContrastiveLossGraph, linearEvaluation, type SimclrEpoch } from '../engine/train/train-simclr.ts';
-import { evaluate, type EpochMetrics, type Evaluation } from '../engine/train/train-classifier.ts';
-import { cnnRunOutputs, simclrRunOutputs, type RunOutputs } from '../engine/train/run-outputs.ts';
-import { ClassifierRunner } from '../engine/train/classifier-runner.ts';
+import { buildContrastiveLossGraph, type SimclrEpoch } from '../engine/train/train-simclr.ts';
+import type { EpochMetrics } from '../engine/train/train-classifier.ts';
 import { ModelRunner } from '../engine/train/model-runner.ts';
 import { TensorSet } from '../engine/model/params.ts';
-import { CNN } from '../engine/model/classifiers.ts';
 import { PROJECTION_DIM } from '../engine/model/simclr.ts';
 import { loadDatasetCached, type loadDataset } from '../engine/data/datasets.ts';
 import { gatherLabels } from '../engine/data/split.ts';
 import { ort, type RuntimeOptions } from '../engine/runtime.ts';
-import { writeFileAtomic } from '../engine/util/atomic.ts';
 import {
   wallClock,
   summariseStep,
@@ -192,14 +188,6 @@ const emptyTimeline = (): StepTimeline => {
     end: now,
   };
 };
-
-/** A finished run's model and time, for its output files. */
-interface RunTotals {
-  params: TensorSet;
-  buffers: TensorSet;
-  seconds: number;
-  imagesPerSecond: number;
-}
 
 /** The wire code of each phase. */
 const PHASE_CODE = {
@@ -724,7 +712,7 @@ export class DataParallelJobs {
             seconds: e.seconds,
             train_loss: e.lossSum / e.seen,
             train_accuracy: e.correct / e.seen,
-            ...(await this.evaluateCnn(job)),
+            ...(await evaluateCnn(job, this.o.runtime)),
           }
         : { epoch, lr, seconds: e.seconds, train_loss: e.lossSum / e.seen };
     job.progress.history.push(m);
@@ -734,34 +722,13 @@ export class DataParallelJobs {
     this.progressEvent(job, { event: 'epoch', ...m }, epoch, job.plan.itersPerEpoch, m.train_loss);
   }
 
-  private async evaluateCnn(job: Active): Promise<Partial<EpochMetrics> & { test?: Evaluation }> {
-    const { ps, plan, data, record } = job;
-    const runner = new ClassifierRunner(CNN, ps.state.params, ps.state.buffers, this.o.runtime ?? {});
-    try {
-      const B = record.spec.batchSize;
-      const val = plan.val.length ? await evaluate(runner, data.train, plan.val, B) : undefined;
-      const testCount = Math.min(data.test.count, record.spec.limitTest ?? Infinity);
-      const test = await evaluate(
-        runner,
-        data.test,
-        Uint32Array.from({ length: testCount }, (_, i) => i),
-        B,
-      );
-      return {
-        ...(val ? { val_loss: val.loss, val_accuracy: val.accuracy } : {}),
-        test_loss: test.loss,
-        test_accuracy: test.accuracy,
-      };
-    } finally {
-      await runner.release();
-    }
-  }
-
   /** Writes the model files and metrics, as a local run of the same model would. */
   private async finish(job: Active) {
     const { record } = job;
-    const outputs = await this.runOutputs(job);
-    const summary = this.writeOutputs(job, outputs);
+    const outputs = await runOutputs(job, this.o.runtime, line =>
+      this.host.log(`data-parallel job ${record.id}: ${line}`),
+    );
+    const summary = writeOutputs(job, outputs, this.host.outDir(record.id));
     record.summary = { ...summary, headline: outputs.headline };
     record.state = 'done';
     record.finishedAt = Date.now();
@@ -769,83 +736,6 @@ export class DataParallelJobs {
     this.retire(job);
     this.host.log(`data-parallel job ${record.id}: finished: ${outputs.headline}`);
     this.host.bus.publish(jobDoneSubject(record.id), jsonField({ ok: true, summary: record.summary }));
-  }
-
-  /** The model files, summary and headline a local run of the job's model writes (SimCLR: after its probe). */
-  private async runOutputs(job: Active): Promise<RunOutputs> {
-    const { params, buffers } = job.ps.state;
-    const seconds = job.progress.trainSeconds,
-      imagesPerSecond = job.progress.trainImages / Math.max(seconds, 1e-9);
-    return job.record.spec.model === 'cnn'
-      ? this.cnnOutputs(job, { params, buffers, seconds, imagesPerSecond })
-      : this.simclrOutputs(job, { params, buffers, seconds, imagesPerSecond });
-  }
-
-  private cnnOutputs(job: Active, run: RunTotals): RunOutputs {
-    const spec = job.record.spec,
-      history = job.progress.history as EpochMetrics[];
-    const last = history.at(-1)!;
-    const bestIndex = history.reduce(
-      (bi, m, i) => ((m.val_loss ?? Infinity) < (history[bi].val_loss ?? Infinity) ? i : bi),
-      0,
-    );
-    return cnnRunOutputs({
-      ...run,
-      history,
-      recipe: spec.recipe.name,
-      dataset: spec.dataset,
-      test: { loss: last.test_loss!, accuracy: last.test_accuracy!, probabilities: new Float32Array(0) },
-      bestEpoch: history[bestIndex].epoch,
-      stoppedEarly: false,
-    });
-  }
-
-  private async simclrOutputs(job: Active, run: RunTotals): Promise<RunOutputs> {
-    const { record, data, plan } = job,
-      spec = record.spec;
-    const probe = {
-      epochs: spec.epochs,
-      batchSize: spec.batchSize,
-      seed: spec.seed,
-      supervised: !!spec.supervised,
-      train: data.train,
-      test: data.test,
-      limitTrain: spec.limitTrain,
-      limitTest: spec.limitTest,
-      probeEpochs: spec.probeEpochs,
-      runtime: this.o.runtime,
-    };
-    const lin = await linearEvaluation(run.params, run.buffers, probe, plan.trainCount, line =>
-      this.host.log(`data-parallel job ${record.id}: ${line}`),
-    );
-    return simclrRunOutputs({
-      ...run,
-      probe: lin.probe,
-      history: job.progress.history as SimclrEpoch[],
-      linearEval: lin,
-      supervised: !!spec.supervised,
-      dataset: spec.dataset,
-    });
-  }
-
-  /** Writes the job's model files and metrics.json to its output folder; returns the summary fields it adds. */
-  private writeOutputs(job: Active, outputs: RunOutputs) {
-    const { record, progress, plan } = job,
-      spec = record.spec;
-    const out = this.host.outDir(record.id);
-    for (const [name, content] of Object.entries(outputs.files)) writeFileAtomic(path.join(out, name), content);
-    const summary = {
-      model: spec.model,
-      members: 1,
-      ...outputs.summary,
-      data_parallel: true,
-      shards: spec.shards,
-      steps: plan.totalSteps,
-      out,
-    };
-    const metrics = { ...summary, job: record.id, config: spec, history: progress.history };
-    writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify(metrics, null, 2) + '\n');
-    return summary;
   }
 
   private async fail(job: Active, error: string) {
