@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { MessageChannel, type MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import type { BusMessage, PublishOptions, SubscribeOptions, Subscription, Transport } from './transport.ts';
 import { subjectMatches, validateSubject } from './subjects.ts';
+import { HandlerErrors } from './handler-errors.ts';
 
 export interface InprocOptions {
   /** Largest payload per message; defaults to 1 MiB (the NATS server default) so chunking is exercised. */
@@ -20,10 +21,7 @@ const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 /** Status of the empty message the broker sends to a request's inbox when nobody listens (as NATS does). */
 const NO_RESPONDERS = 503;
 
-interface Delivery {
-  subject: string;
-  data: Uint8Array;
-  reply?: string;
+interface Delivery extends BusMessage {
   status?: number;
 }
 
@@ -116,8 +114,6 @@ class Broker {
 
 /** What both client flavours (same thread / worker thread) share: handlers, request/reply, error capture. */
 abstract class InprocClient implements Transport {
-  /** Number of handler exceptions caught so far. */
-  handlerErrors = 0;
   protected closed = false;
   private handlers = new Map<number, (d: Delivery) => void>();
   private nextSid = 1;
@@ -125,10 +121,19 @@ abstract class InprocClient implements Transport {
   private nextRequest = 1;
   private pendingRequests = new Set<(err: Error) => void>();
 
+  private readonly errors: HandlerErrors;
+
   constructor(
     readonly maxPayload: number,
-    private onError?: (err: unknown, subject: string) => void,
-  ) {}
+    onError?: (err: unknown, subject: string) => void,
+  ) {
+    this.errors = new HandlerErrors(onError);
+  }
+
+  /** Number of handler exceptions caught so far. */
+  get handlerErrors(): number {
+    return this.errors.count;
+  }
 
   protected abstract sendSub(sid: number, subject: string, queue?: string): void;
   protected abstract sendUnsub(sid: number): void;
@@ -158,7 +163,7 @@ abstract class InprocClient implements Transport {
       if (d.status !== undefined) return; // status messages only concern requests
       const msg: BusMessage = { subject: d.subject, data: d.data };
       if (d.reply !== undefined) msg.reply = d.reply;
-      this.runHandler(handler, msg);
+      this.errors.run(handler, msg);
     });
     return { unsubscribe: () => this.removeSub(sid) };
   }
@@ -213,26 +218,6 @@ abstract class InprocClient implements Transport {
   private removeSub(sid: number): void {
     if (!this.handlers.delete(sid) || this.closed) return;
     this.sendUnsub(sid);
-  }
-
-  private runHandler(handler: (msg: BusMessage) => void, msg: BusMessage): void {
-    try {
-      const r = handler(msg) as unknown;
-      // Async handlers: a rejected promise is reported the same way as a throw.
-      if (r instanceof Promise) r.catch((err) => this.report(err, msg.subject));
-    } catch (err) {
-      this.report(err, msg.subject);
-    }
-  }
-
-  private report(err: unknown, subject: string): void {
-    this.handlerErrors++;
-    try {
-      if (this.onError) this.onError(err, subject);
-      else console.error(`bus: handler for ${subject} failed: ${err instanceof Error ? err.message : String(err)}`);
-    } catch {
-      // A failing error hook must not break delivery either.
-    }
   }
 
   protected checkOpen(): void {

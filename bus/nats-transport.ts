@@ -15,6 +15,7 @@ import {
 } from '@nats-io/transport-node';
 import type { BusMessage, PublishOptions, SubscribeOptions, Subscription, Transport } from './transport.ts';
 import { redactUrls, urlSecrets } from '../util/redact.ts';
+import { HandlerErrors } from './handler-errors.ts';
 
 export interface NatsOptions {
   /** Connection name shown by the server (monitoring). */
@@ -101,8 +102,8 @@ export async function connectNats(url: string, opts: NatsOptions = {}): Promise<
 }
 
 class NatsClient implements Transport {
-  handlerErrors = 0;
   private readonly initialMaxPayload: number;
+  private readonly errors: HandlerErrors;
 
   constructor(
     private nc: NatsConnection,
@@ -110,7 +111,12 @@ class NatsClient implements Transport {
     private redact: (s: string) => string,
   ) {
     this.initialMaxPayload = nc.info?.max_payload ?? 1024 * 1024;
+    this.errors = new HandlerErrors(opts.onError);
     if (opts.onStatus) void this.watchStatus(opts.onStatus);
+  }
+
+  get handlerErrors(): number {
+    return this.errors.count;
   }
 
   get connection(): NatsConnection {
@@ -133,15 +139,10 @@ class NatsClient implements Transport {
       queue: opts?.queue,
       // The callback must never throw: nats.js would tear the subscription down.
       callback: (err, m) => {
-        if (err) return this.report(err, subject);
+        if (err) return this.errors.report(err, subject);
         const msg: BusMessage = { subject: m.subject, data: m.data };
         if (m.reply) msg.reply = m.reply;
-        try {
-          const r = handler(msg) as unknown;
-          if (r instanceof Promise) r.catch((e) => this.report(e, m.subject));
-        } catch (e) {
-          this.report(e, m.subject);
-        }
+        this.errors.run(handler, msg);
       },
     });
     return { unsubscribe: () => sub.unsubscribe() };
@@ -187,16 +188,6 @@ class NatsClient implements Transport {
       } catch {
         // a failing status hook must not stop the watcher
       }
-    }
-  }
-
-  private report(err: unknown, subject: string): void {
-    this.handlerErrors++;
-    try {
-      if (this.opts.onError) this.opts.onError(err, subject);
-      else console.error(`bus: handler for ${subject} failed: ${errorText(err)}`);
-    } catch {
-      // A failing error hook must not break delivery either.
     }
   }
 }

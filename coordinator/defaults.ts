@@ -29,3 +29,9 @@ export const FORGET_LOST_WORKER_MS = 60 * 60_000;
 /** Store writes: attempts, and the first retry delay, doubled on each retry (ms). */
 export const WRITE_ATTEMPTS = 5;
 export const WRITE_RETRY_MS = 500;
+/** Data-parallel jobs: the parameter server is persisted every this many steps (and always at an epoch's end). */
+export const DP_PERSIST_EVERY_STEPS = 20;
+/** A data-parallel shard not answered for this long is assigned to another worker (ms). */
+export const DP_SHARD_TIMEOUT_MS = 10 * 60_000;
+/** Completed shard-result transfers kept while their DataParallelResult is awaited (the oldest go first). */
+export const DP_RESULT_TRANSFERS = 256;

@@ -9,7 +9,12 @@ import { encodeCheckpoint, decodeCheckpoint } from '../engine/checkpoint.ts';
 import type { StateStore } from './state-store.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 
-interface SavedMeta<M> { format: 'fleet-parameter-server-1'; step: number; optimizer: OptimizerMeta; job: M }
+interface SavedMeta<M> {
+  format: 'fleet-parameter-server-1';
+  step: number;
+  optimizer: OptimizerMeta;
+  job: M;
+}
 
 export class ParameterServer {
   readonly state: TrainState<unknown>;
@@ -24,7 +29,10 @@ export class ParameterServer {
   /** Where the last apply() spent its time (ms), for the step timeline. */
   readonly lastApply = { sumMs: 0, buffersMs: 0, optimizerMs: 0 };
 
-  constructor(readonly spec: DataParallelSpec, private readonly metrics?: Metrics) {
+  constructor(
+    spec: DataParallelSpec,
+    private readonly metrics?: Metrics,
+  ) {
     const specs = modelSpecs(spec.model);
     this.state = new TrainState(`dp-${spec.model}`, specs.params, specs.buffers, spec.recipe, spec.seed);
     this.paramSizes = this.state.params.data.map(d => d.length);
@@ -47,19 +55,15 @@ export class ParameterServer {
    */
   apply(grads: Float32Array[], buffers: Float32Array[], lr: number): Float32Array {
     const t0 = performance.now();
-    if (grads.some(g => g.length !== this.paramCount)) throw new Error(`parameter server: a gradient does not have ${this.paramCount} values`);
-    if (buffers.some(b => b.length !== this.bufferCount)) throw new Error(`parameter server: a buffer update does not have ${this.bufferCount} values`);
-    const sum = this.sum;
-    sum.set(grads[0]);
-    for (let s = 1; s < grads.length; s++) {
-      const g = grads[s];
-      for (let i = 0; i < sum.length; i++) sum[i] += g[i];
+    if (grads.some(g => g.length !== this.paramCount)) {
+      throw new Error(`parameter server: a gradient does not have ${this.paramCount} values`);
     }
+    if (buffers.some(b => b.length !== this.bufferCount)) {
+      throw new Error(`parameter server: a buffer update does not have ${this.bufferCount} values`);
+    }
+    const sum = this.sumGradients(grads);
     const t1 = performance.now();
-    // running statistics are linear in the batch statistics: the mean of the shards' updates
-    const bufs = flatten(this.state.buffers.data).fill(0);
-    for (const b of buffers) for (let i = 0; i < bufs.length; i++) bufs[i] += b[i] / buffers.length;
-    unflatten(bufs, this.bufferSizes).forEach((v, i) => this.state.buffers.data[i].set(v));
+    this.averageBuffers(buffers);
     const t2 = performance.now();
     this.state.optimizer.step(this.state.params.data, unflatten(sum, this.paramSizes), lr);
     this.step++;
@@ -69,7 +73,25 @@ export class ParameterServer {
     return sum;
   }
 
-  /** Parameters, buffers, optimizer state and step with `job` (the caller's own metadata), encoded now (a copy) for a store. */
+  /** The shards' gradients summed in shard order (so the sum does not depend on the order they arrived in). */
+  private sumGradients(grads: Float32Array[]): Float32Array {
+    const sum = this.sum;
+    sum.set(grads[0]);
+    for (let s = 1; s < grads.length; s++) {
+      const g = grads[s];
+      for (let i = 0; i < sum.length; i++) sum[i] += g[i];
+    }
+    return sum;
+  }
+
+  /** Sets the running statistics to the mean of the shards' updates (they are linear in the batch statistics). */
+  private averageBuffers(buffers: Float32Array[]): void {
+    const bufs = flatten(this.state.buffers.data).fill(0);
+    for (const b of buffers) for (let i = 0; i < bufs.length; i++) bufs[i] += b[i] / buffers.length;
+    unflatten(bufs, this.bufferSizes).forEach((v, i) => this.state.buffers.data[i].set(v));
+  }
+
+  /** Parameters, buffers, optimizer state and step with `job` (the caller's metadata), encoded now (a copy). */
   encodeState<M>(job: M): Uint8Array {
     const { tensors, optimizer } = this.state.snapshot();
     const meta: SavedMeta<M> = { format: 'fleet-parameter-server-1', step: this.step, optimizer, job };
@@ -82,7 +104,9 @@ export class ParameterServer {
     if (!bytes) return null;
     const what = `${store.description}: ${key}`;
     const ck = decodeCheckpoint<SavedMeta<M>>(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), what);
-    if (ck.meta?.format !== 'fleet-parameter-server-1' || !Number.isSafeInteger(ck.meta.step)) throw new Error(`${what}: not a parameter server state`);
+    if (ck.meta?.format !== 'fleet-parameter-server-1' || !Number.isSafeInteger(ck.meta.step)) {
+      throw new Error(`${what}: not a parameter server state`);
+    }
     this.state.restoreSnapshot(what, ck.tensors, ck.meta.optimizer);
     this.step = ck.meta.step;
     return ck.meta.job;
