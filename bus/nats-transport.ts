@@ -52,8 +52,8 @@ export interface NatsOptions {
 }
 
 const RECONNECT_WAIT_MS = 250;
-/** Each start-up try waits at most this long for the server (nats.js would wait 20 s for a silent host). */
-const CONNECT_TRY_MS = 2000;
+/** The least a start-up try waits for the server's handshake (nats.js would wait 20 s for a silent host). */
+const CONNECT_TRY_MS = 5000;
 
 export type NatsTransport = Transport & {
   readonly handlerErrors: number;
@@ -87,7 +87,9 @@ export async function connectNats(url: string, opts: NatsOptions = {}): Promise<
   const deadline = started + Math.max(0, opts.connectWaitMs ?? 0);
   for (let tries = 1; ; tries++) {
     try {
-      co.timeout = Math.max(250, Math.min(CONNECT_TRY_MS, deadline - Date.now()));
+      // a try waits at least CONNECT_TRY_MS: a busy event loop (a worker building graphs in this process) delays
+      // the handshake, and a shorter wait failed connections to a healthy server
+      co.timeout = Math.max(CONNECT_TRY_MS, deadline - Date.now());
       return new NatsClient(await connect(co), opts, redact);
     } catch (err) {
       if (retryable(err) && Date.now() + RECONNECT_WAIT_MS < deadline) {
