@@ -29,3 +29,11 @@ export const FORGET_LOST_WORKER_MS = 60 * 60_000;
 /** Store writes: attempts, and the first retry delay, doubled on each retry (ms). */
 export const WRITE_ATTEMPTS = 5;
 export const WRITE_RETRY_MS = 500;
+/** A job's history kept for `fleet jobs logs`: lines per job, and jobs whose history is kept. */
+export const JOB_EVENTS = 200;
+export const JOB_EVENT_JOBS = 200;
+/** Jobs in one `fleet jobs list` answer (the newest), and the largest answer to an operator's question (bytes). */
+export const JOBS_LISTED = 200;
+export const JOBS_REPLY_BYTES = 256 * 1024;
+/** An operator's question larger than this is dropped (bytes). */
+export const JOBS_REQUEST_BYTES = 4096;
