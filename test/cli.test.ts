@@ -9,6 +9,7 @@ import { OPTIONS as TRAIN_OPTIONS } from '../cli/train.ts';
 import { OPTIONS as BENCH_OPTIONS } from '../cli/bench.ts';
 import { OPTIONS as COORDINATOR_OPTIONS } from '../cli/coordinator.ts';
 import { OPTIONS as WORKER_OPTIONS } from '../cli/worker.ts';
+import { OPTIONS as JOBS_OPTIONS } from '../cli/jobs.ts';
 import { writeIdx } from '../engine/data/idx.ts';
 import { FILES } from '../engine/data/datasets.ts';
 import { readCheckpoint } from '../engine/checkpoint.ts';
@@ -60,6 +61,7 @@ describe('cli: fleet', function () {
     const commands: [string[], Record<string, { type: string; short?: string }>][] = [
       [['train', 'cnn'], TRAIN_OPTIONS.cnn], [['train', 'simclr'], TRAIN_OPTIONS.simclr], [['train', 'mil'], TRAIN_OPTIONS.mil],
       [['bench'], BENCH_OPTIONS], [['coordinator'], COORDINATOR_OPTIONS], [['worker'], WORKER_OPTIONS],
+      [['jobs'], JOBS_OPTIONS],
     ];
     for (const [cmd, declared] of commands) {
       it(`fleet ${cmd.join(' ')} --help lists exactly the options the command accepts`, async () => {
