@@ -15,6 +15,10 @@ import { voting, submit } from './helpers/jobs.ts';
 import { InprocHub } from '../bus/inproc-transport.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { serveHttp } from '../coordinator/http.ts';
+import { bounded } from '../coordinator/jobs-api.ts';
+import { taskCancelSubject } from '../bus/subjects.ts';
+import { jsonField } from '../bus/codec.ts';
+import { startEmbedded, tinyJob, waitJobDone } from './helpers/embedded.ts';
 
 const TOKEN = 'jobs-test-token-0123456789abcdef';
 const show = (r: CliResult) => `exit ${r.code}\n[stdout]\n${r.stdout}\n[stderr]\n${r.stderr}`;
@@ -219,6 +223,7 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
     const id = (await p.waitForLog(/submitted job (\S+)/, 120_000))[1];
     await waitFor(() => workers.some(x => training(x, id)), 60_000, `a worker training ${id}`);
     p.child.kill('SIGINT');
+    await waitFor(() => !p.alive, 60_000, 'fleet train to exit after Ctrl-C');
     const exit = await p.exited;
     assert.equal(exit.code, 130, p.describe());
     assert.match(p.stderr, new RegExp(`interrupted: asking the coordinator to cancel job ${id}`));
@@ -238,5 +243,64 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
     assert.equal(a.members, 1);
     assert.equal(a.test_accuracy, b.test_accuracy);
     assert.ok(Math.abs(a.test_loss - b.test_loss) < 1e-5, `test loss ${a.test_loss} vs ${b.test_loss}`);
+  });
+});
+
+describe('cancel on the in-process bus: the worker checks the lease; answers and histories are bounded', function () {
+  this.timeout(180_000);
+
+  it('a cancel naming the wrong token or attempt is dropped and counted; the coordinator\'s stops the task', async () => {
+    const e = startEmbedded(1, { workerIds: ['cw1'] });
+    try {
+      const job = e.c.submit({ ...tinyJob('voting', 1, 200, 2000, 100) });
+      const w = e.workers[0];
+      await waitFor(() => w.stats.samples > 0, 60_000, 'the worker training');
+      const t = job.tasks[0] as unknown as { task: { id: string }; attempts: number; token: string };
+      const forged = (over: object) => e.hub.transport().publish(taskCancelSubject('cw1'),
+        jsonField({ jobId: job.id, taskId: t.task.id, attempt: t.attempts, leaseToken: t.token, ...over }));
+      const before = w.stats.malformed;
+      forged({ leaseToken: 'f'.repeat(32) });
+      forged({ attempt: t.attempts + 1 });
+      forged({ taskId: 'member-9' });
+      e.hub.transport().publish(taskCancelSubject('cw1'), new TextEncoder().encode('not json'));
+      await waitFor(() => w.stats.malformed >= before + 4, 10_000, 'the forged cancels counted');
+      const samples = w.stats.samples;
+      await waitFor(() => w.stats.samples > samples, 30_000, 'the worker still training');
+      assert.equal(w.stats.cancelled, 0);
+      assert.deepEqual(e.c.cancel(job.id, 'the test'), { ok: true, state: 'cancelled' });
+      await waitFor(() => w.stats.cancelled === 1, 30_000, 'the task stopped');
+      assert.equal(job.state, 'cancelled');
+      assert.deepEqual(job.tasks.map(x => x.state), ['cancelled']);
+      assert.match(String(e.c.outcome(job.id)?.error), /cancelled by the test/);
+      // the freed worker takes the next job
+      const next = e.c.submit(tinyJob('voting', 1, 1, 64, 50));
+      await waitJobDone(e.c, next);
+      assert.equal(w.stats.completed, 1);
+    } finally {
+      await e.stop();
+    }
+  });
+
+  it('an answer over the size bound keeps the newest events (or the first jobs) and says it was truncated', () => {
+    const events = Array.from({ length: 1000 }, (_, i) => ({ at: i, text: `event ${i} ${'x'.repeat(40)}` }));
+    const out = JSON.parse(new TextDecoder().decode(bounded({ ok: true, events }, 4096)));
+    assert.ok(out.truncated && out.events.length > 0 && out.events.length < 1000);
+    assert.equal(out.events.at(-1).text, events.at(-1)!.text);
+    const jobs = Array.from({ length: 1000 }, (_, i) => ({ id: `job-${i}` }));
+    const list = JSON.parse(new TextDecoder().decode(bounded({ ok: true, jobs }, 2048)));
+    assert.ok(list.truncated && list.jobs.length < 1000);
+    assert.equal(list.jobs[0].id, 'job-0');
+    assert.ok(new TextEncoder().encode(JSON.stringify(list)).length <= 2048);
+  });
+
+  it('a job keeps its last 200 events', () => {
+    const hub = new InprocHub();
+    const c = new Coordinator(hub.transport(), { stateDir: fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-events-')) });
+    for (let i = 0; i < 250; i++) c.jobEvent('job-x', `line ${i}`);
+    const ev = c.jobEvents('job-x');
+    assert.equal(ev.length, 200);
+    assert.equal(ev[0].text, 'line 50');
+    assert.equal(ev.at(-1)!.text, 'line 249');
+    hub.close();
   });
 });
