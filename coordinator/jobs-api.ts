@@ -7,13 +7,21 @@ import type { Coordinator } from './coordinator.ts';
 import * as D from './defaults.ts';
 
 /** What every question may carry: its deadline (ms since the epoch), and who asks (for the log; free text, bounded). */
-export interface JobsQuestion { deadline?: number; by?: string }
+export interface JobsQuestion {
+  deadline?: number;
+  by?: string;
+}
 
 export function serveJobsApi(c: Coordinator): Subscription[] {
   const answer = (msg: BusMessage, what: (q: JobsQuestion) => object | null) => {
     if (!msg.reply) return;
     const q = question(msg.data);
-    if (!q) return c.rejections.reject('jobs', 'malformed', `on ${msg.subject}: not a JSON object of at most ${D.JOBS_REQUEST_BYTES} bytes`);
+    if (!q)
+      return c.rejections.reject(
+        'jobs',
+        'malformed',
+        `on ${msg.subject}: not a JSON object of at most ${D.JOBS_REQUEST_BYTES} bytes`,
+      );
     if (typeof q.deadline === 'number' && Date.now() > q.deadline) return;
     const body = what(q);
     if (body) c.bus.respond(msg, bounded(body, Math.min(c.bus.maxPayload, D.JOBS_REPLY_BYTES)));
@@ -21,28 +29,42 @@ export function serveJobsApi(c: Coordinator): Subscription[] {
   const jobOf = (msg: BusMessage, prefix: string) => msg.subject.slice(prefix.length + 1);
   const owned = (id: string) => c.jobs.has(id) || c.dataParallel.view().some(j => j.id === id);
   return [
-    c.bus.subscribe(SUBJECTS.jobsList, msg => answer(msg, () => {
-      const jobs = c.jobsView().sort((a, b) => Number(b.submittedAt ?? 0) - Number(a.submittedAt ?? 0));
-      return { ok: true, jobs: jobs.slice(0, D.JOBS_LISTED), more: Math.max(0, jobs.length - D.JOBS_LISTED) };
-    })),
-    c.bus.subscribe(`${SUBJECTS.jobsStatusPrefix}.*`, msg => answer(msg, () => {
-      const job = c.jobStatus(jobOf(msg, SUBJECTS.jobsStatusPrefix));
-      return job && { ok: true, job };
-    })),
-    c.bus.subscribe(`${SUBJECTS.jobsLogsPrefix}.*`, msg => answer(msg, () => {
-      const id = jobOf(msg, SUBJECTS.jobsLogsPrefix);
-      return owned(id) ? { ok: true, job: id, events: c.jobEvents(id) } : null;
-    })),
-    c.bus.subscribe(`${SUBJECTS.jobsCancelPrefix}.*`, msg => answer(msg, q => {
-      const id = jobOf(msg, SUBJECTS.jobsCancelPrefix);
-      return owned(id) ? c.cancel(id, requester(q.by)) : null;
-    })),
+    c.bus.subscribe(SUBJECTS.jobsList, msg =>
+      answer(msg, () => {
+        const jobs = c.jobsView().sort((a, b) => Number(b.submittedAt ?? 0) - Number(a.submittedAt ?? 0));
+        return { ok: true, jobs: jobs.slice(0, D.JOBS_LISTED), more: Math.max(0, jobs.length - D.JOBS_LISTED) };
+      }),
+    ),
+    c.bus.subscribe(`${SUBJECTS.jobsStatusPrefix}.*`, msg =>
+      answer(msg, () => {
+        const job = c.jobStatus(jobOf(msg, SUBJECTS.jobsStatusPrefix));
+        return job && { ok: true, job };
+      }),
+    ),
+    c.bus.subscribe(`${SUBJECTS.jobsLogsPrefix}.*`, msg =>
+      answer(msg, () => {
+        const id = jobOf(msg, SUBJECTS.jobsLogsPrefix);
+        return owned(id) ? { ok: true, job: id, events: c.jobEvents(id) } : null;
+      }),
+    ),
+    c.bus.subscribe(`${SUBJECTS.jobsCancelPrefix}.*`, msg =>
+      answer(msg, q => {
+        const id = jobOf(msg, SUBJECTS.jobsCancelPrefix);
+        return owned(id) ? c.cancel(id, requester(q.by)) : null;
+      }),
+    ),
   ];
 }
 
 /** The asker's name as the log shows it: printable, short. */
 export function requester(by: unknown): string {
-  const s = typeof by === 'string' ? by.replace(/[^\w .@:/-]/g, '').slice(0, 64).trim() : '';
+  const s =
+    typeof by === 'string'
+      ? by
+          .replace(/[^\w .@:/-]/g, '')
+          .slice(0, 64)
+          .trim()
+      : '';
   return s || 'an operator';
 }
 

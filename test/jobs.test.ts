@@ -24,14 +24,24 @@ const TOKEN = 'jobs-test-token-0123456789abcdef';
 const show = (r: CliResult) => `exit ${r.code}\n[stdout]\n${r.stdout}\n[stderr]\n${r.stderr}`;
 
 /** A request with a method and headers; resolves with the status and parsed JSON body. */
-function call(url: string, method: string, headers: Record<string, string> = {}, body?: string)
-  : Promise<{ status: number; body: any }> {
+function call(
+  url: string,
+  method: string,
+  headers: Record<string, string> = {},
+  body?: string,
+): Promise<{ status: number; body: any }> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method, headers, timeout: 10_000 }, res => {
       let text = '';
-      res.setEncoding('utf8').on('data', (d: string) => { text += d; });
+      res.setEncoding('utf8').on('data', (d: string) => {
+        text += d;
+      });
       res.on('end', () => {
-        try { resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }); } catch (e) { reject(new Error(`${method} ${url}: ${text}`)); }
+        try {
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) });
+        } catch (e) {
+          reject(new Error(`${method} ${url}: ${text}`));
+        }
       });
     });
     req.on('error', reject);
@@ -42,7 +52,8 @@ function call(url: string, method: string, headers: Record<string, string> = {},
 describe('fleet jobs: list, status, watch, cancel and logs against a coordinator on a real nats-server', function () {
   this.timeout(300_000);
   if (!natsServerAvailable()) {
-    it('needs nats-server on the PATH (apt-get install nats-server)', () => assert.fail('nats-server is not installed'));
+    it('needs nats-server on the PATH (apt-get install nats-server)', () =>
+      assert.fail('nats-server is not installed'));
     return;
   }
   let nats: NatsServerHandle;
@@ -55,7 +66,8 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
   /** A job that would train for minutes: 2 members, many epochs. */
   const long = () => ({ ...voting(2, 2000), epochs: 200 });
   const tiny = () => voting(1, 128);
-  const training = (w: FleetProc, jobId: string) => new RegExp(`task member-\\d of job ${jobId} \\(attempt \\d+\\): training`).test(w.stderr);
+  const training = (w: FleetProc, jobId: string) =>
+    new RegExp(`task member-\\d of job ${jobId} \\(attempt \\d+\\): training`).test(w.stderr);
 
   before(async () => {
     nats = await startNatsServer();
@@ -75,7 +87,10 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
   it('with no coordinator on the bus: a clear error naming the NATS URL, exit 1', async () => {
     const r = await runFleet(['jobs', 'list', '--nats', nats.url, '--timeout-ms', '500']);
     assert.equal(r.code, 1, show(r));
-    assert.match(r.stderr, new RegExp(`${nats.url.replace(/[.]/g, '\\.')}: no coordinator answered on fleet\\.jobs\\.list`));
+    assert.match(
+      r.stderr,
+      new RegExp(`${nats.url.replace(/[.]/g, '\\.')}: no coordinator answered on fleet\\.jobs\\.list`),
+    );
   });
 
   it('usage: an unknown action or a bad job id is a usage error (exit 2)', async () => {
@@ -93,7 +108,9 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
     bus = await connectNats(nats.url, { name: 'jobs-test' });
   });
 
-  let finished = '', cancelled = '', waiting = '';
+  let finished = '',
+    cancelled = '',
+    waiting = '';
   it('list shows running and finished jobs; watch of a finished job exits 0; status and logs tell its story', async () => {
     finished = await submit(bus, tiny());
     const w = await jobs('watch', finished);
@@ -103,12 +120,21 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
     await waitFor(() => workers.every(x => training(x, cancelled)), 60_000, 'both workers training the long job');
     const l = await jobs('list');
     assert.equal(l.code, 0, show(l));
-    const row = (id: string) => lines(l.stdout).find(x => x.startsWith(id))?.split(/\s+/);
+    const row = (id: string) =>
+      lines(l.stdout)
+        .find(x => x.startsWith(id))
+        ?.split(/\s+/);
     assert.deepEqual(row(finished)?.slice(1, 5), ['done', 'voting', '1', '1/1'], l.stdout);
     assert.deepEqual(row(cancelled)?.slice(1, 5), ['running', 'voting', '2', '0/2'], l.stdout);
     const json = await jobs('list', '--json');
     const listed = JSON.parse(json.stdout).jobs as { id: string; state: string }[];
-    assert.deepEqual(listed.map(j => [j.id, j.state]), [[cancelled, 'running'], [finished, 'done']]);
+    assert.deepEqual(
+      listed.map(j => [j.id, j.state]),
+      [
+        [cancelled, 'running'],
+        [finished, 'done'],
+      ],
+    );
     const logs = await jobs('logs', finished);
     assert.equal(logs.code, 0, show(logs));
     assert.match(logs.stdout, /submitted: cnn voting ensemble of 1/);
@@ -119,21 +145,27 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
     assert.match(none.stderr, /no coordinator answered on fleet\.jobs\.status\.job-none/);
   });
 
-  it('cancel stops both workers\' tasks within seconds; they take the next job; cancelled in CLI, API, metrics, state', async () => {
+  it("cancel stops both workers' tasks within seconds; they take the next job; cancelled in CLI, API, metrics, state", async () => {
     waiting = await submit(bus, tiny()); // queued behind the long job's two tasks
     const t0 = Date.now();
     const c = await jobs('cancel', cancelled);
     assert.equal(c.code, 0, show(c));
     assert.equal(c.stdout.trim(), `job ${cancelled}: cancelled`);
     for (const w of workers) {
-      await w.waitForLog(new RegExp(`task member-\\d of job ${cancelled}: stopped \\(the job was cancelled\\)`), 30_000);
+      await w.waitForLog(
+        new RegExp(`task member-\\d of job ${cancelled}: stopped \\(the job was cancelled\\)`),
+        30_000,
+      );
     }
     const stoppedAfter = Date.now() - t0;
     assert.ok(stoppedAfter < 30_000, `stopped after ${stoppedAfter} ms`);
     // a freed worker trains the job that waited
     await waitFor(() => readJob(coord.stateDir, waiting)?.state === 'done', 120_000, `job ${waiting} to finish`);
     assert.equal(readJob(coord.stateDir, cancelled)?.state, 'cancelled');
-    assert.deepEqual(readJob(coord.stateDir, cancelled)?.tasks.map(t => t.state), ['cancelled', 'cancelled']);
+    assert.deepEqual(
+      readJob(coord.stateDir, cancelled)?.tasks.map(t => t.state),
+      ['cancelled', 'cancelled'],
+    );
     const s = await jobs('status', cancelled);
     assert.equal(s.code, 0, show(s));
     assert.match(s.stdout, new RegExp(`^job ${cancelled}: cancelled`));
@@ -148,9 +180,19 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
     assert.equal(api.body.state, 'cancelled');
     const all = await getJson(`${coord.api}/api/jobs`);
     assert.equal(all.body.find((j: { id: string }) => j.id === cancelled).state, 'cancelled');
-    const metrics = await new Promise<string>((resolve, reject) => http.get(`${coord.api}/metrics`, res => {
-      let t = ''; res.setEncoding('utf8').on('data', d => { t += d; }).on('end', () => resolve(t));
-    }).on('error', reject));
+    const metrics = await new Promise<string>((resolve, reject) =>
+      http
+        .get(`${coord.api}/metrics`, res => {
+          let t = '';
+          res
+            .setEncoding('utf8')
+            .on('data', d => {
+              t += d;
+            })
+            .on('end', () => resolve(t));
+        })
+        .on('error', reject),
+    );
     assert.match(metrics, /^fleet_jobs\{state="cancelled"\} 1$/m);
     // a second cancel is harmless; a finished job cannot be cancelled
     assert.equal((await jobs('cancel', cancelled)).code, 0);
@@ -170,13 +212,27 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     assert.equal(ok.body.state, 'cancelled');
     await waitFor(() => readJob(coord.stateDir, id)?.state === 'cancelled', 10_000, 'the cancel persisted');
-    assert.equal((await call(`${coord.api}/api/jobs/${finished}`, 'DELETE', { authorization: `Bearer ${TOKEN}` })).status, 409);
-    assert.equal((await call(`${coord.api}/api/jobs/job-none`, 'DELETE', { authorization: `Bearer ${TOKEN}` })).status, 404);
+    assert.equal(
+      (await call(`${coord.api}/api/jobs/${finished}`, 'DELETE', { authorization: `Bearer ${TOKEN}` })).status,
+      409,
+    );
+    assert.equal(
+      (await call(`${coord.api}/api/jobs/job-none`, 'DELETE', { authorization: `Bearer ${TOKEN}` })).status,
+      404,
+    );
     assert.equal((await getJson(`${coord.api}/api/jobs/job-none`)).status, 404);
-    const posted = await call(`${coord.api}/api/jobs`, 'POST', { authorization: `Bearer ${TOKEN}` }, JSON.stringify(tiny()));
+    const posted = await call(
+      `${coord.api}/api/jobs`,
+      'POST',
+      { authorization: `Bearer ${TOKEN}` },
+      JSON.stringify(tiny()),
+    );
     assert.equal(posted.status, 201, JSON.stringify(posted.body));
     assert.equal((await call(`${coord.api}/api/jobs`, 'POST', {}, JSON.stringify(tiny()))).status, 401);
-    assert.equal((await call(`${coord.api}/api/jobs`, 'POST', { authorization: `Bearer ${TOKEN}` }, '{"kind":"x"}')).status, 400);
+    assert.equal(
+      (await call(`${coord.api}/api/jobs`, 'POST', { authorization: `Bearer ${TOKEN}` }, '{"kind":"x"}')).status,
+      400,
+    );
     await waitFor(() => readJob(coord.stateDir, posted.body.jobId)?.state === 'done', 120_000, 'the posted job');
     assert.ok(!coord.proc.stderr.includes(TOKEN), 'the token is never logged');
   });
@@ -205,8 +261,25 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
 
   it('fleet train --nats --detach prints the job id and how to follow it, exits, and leaves no local folder', async () => {
     const out = path.join(tmp, 'detached');
-    const r = await runFleet(['train', 'cnn', '--members', '1', '--nats', nats.url, '--detach', '--epochs', '1', '--batch-size', '64',
-      '--limit-train', '128', '--limit-test', '100', '--out', out]);
+    const r = await runFleet([
+      'train',
+      'cnn',
+      '--members',
+      '1',
+      '--nats',
+      nats.url,
+      '--detach',
+      '--epochs',
+      '1',
+      '--batch-size',
+      '64',
+      '--limit-train',
+      '128',
+      '--limit-test',
+      '100',
+      '--out',
+      out,
+    ]);
     assert.equal(r.code, 0, show(r));
     const id = /^submitted job (\S+)$/m.exec(r.stdout)?.[1];
     assert.ok(id, r.stdout);
@@ -218,8 +291,24 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
 
   it('Ctrl-C on a submitting fleet train --nats cancels the job, says so, and leaves no local folder', async () => {
     const out = path.join(tmp, 'interrupted');
-    const p = group.spawn('train-sigint', ['train', 'cnn', '--members', '2', '--nats', nats.url, '--epochs', '200',
-      '--batch-size', '64', '--limit-train', '2000', '--limit-test', '100', '--out', out]);
+    const p = group.spawn('train-sigint', [
+      'train',
+      'cnn',
+      '--members',
+      '2',
+      '--nats',
+      nats.url,
+      '--epochs',
+      '200',
+      '--batch-size',
+      '64',
+      '--limit-train',
+      '2000',
+      '--limit-test',
+      '100',
+      '--out',
+      out,
+    ]);
     const id = (await p.waitForLog(/submitted job (\S+)/, 120_000))[1];
     await waitFor(() => workers.some(x => training(x, id)), 60_000, `a worker training ${id}`);
     p.child.kill('SIGINT');
@@ -234,12 +323,41 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
   });
 
   it('fleet train cnn --nats without --members trains one model as a 1-member job, the same as the local run', async () => {
-    const common = ['--epochs', '1', '--batch-size', '64', '--limit-train', '256', '--limit-test', '100', '--seed', '3', '--json'];
-    const cluster = await runFleet(['train', 'cnn', '--nats', nats.url, ...common, '--out', path.join(tmp, 'single-cluster')]);
+    const common = [
+      '--epochs',
+      '1',
+      '--batch-size',
+      '64',
+      '--limit-train',
+      '256',
+      '--limit-test',
+      '100',
+      '--seed',
+      '3',
+      '--json',
+    ];
+    const cluster = await runFleet([
+      'train',
+      'cnn',
+      '--nats',
+      nats.url,
+      ...common,
+      '--out',
+      path.join(tmp, 'single-cluster'),
+    ]);
     assert.equal(cluster.code, 0, show(cluster));
-    const local = await runFleet(['train', 'cnn', '--threads', '1', ...common, '--out', path.join(tmp, 'single-local')]);
+    const local = await runFleet([
+      'train',
+      'cnn',
+      '--threads',
+      '1',
+      ...common,
+      '--out',
+      path.join(tmp, 'single-local'),
+    ]);
     assert.equal(local.code, 0, show(local));
-    const a = JSON.parse(lines(cluster.stdout).at(-1)!), b = JSON.parse(lines(local.stdout).at(-1)!);
+    const a = JSON.parse(lines(cluster.stdout).at(-1)!),
+      b = JSON.parse(lines(local.stdout).at(-1)!);
     assert.equal(a.members, 1);
     assert.equal(a.test_accuracy, b.test_accuracy);
     assert.ok(Math.abs(a.test_loss - b.test_loss) < 1e-5, `test loss ${a.test_loss} vs ${b.test_loss}`);
@@ -249,15 +367,20 @@ describe('fleet jobs: list, status, watch, cancel and logs against a coordinator
 describe('cancel on the in-process bus: the worker checks the lease; answers and histories are bounded', function () {
   this.timeout(180_000);
 
-  it('a cancel naming the wrong token or attempt is dropped and counted; the coordinator\'s stops the task', async () => {
+  it("a cancel naming the wrong token or attempt is dropped and counted; the coordinator's stops the task", async () => {
     const e = startEmbedded(1, { workerIds: ['cw1'] });
     try {
       const job = e.c.submit({ ...tinyJob('voting', 1, 200, 2000, 100) });
       const w = e.workers[0];
       await waitFor(() => w.stats.samples > 0, 60_000, 'the worker training');
       const t = job.tasks[0] as unknown as { task: { id: string }; attempts: number; token: string };
-      const forged = (over: object) => e.hub.transport().publish(taskCancelSubject('cw1'),
-        jsonField({ jobId: job.id, taskId: t.task.id, attempt: t.attempts, leaseToken: t.token, ...over }));
+      const forged = (over: object) =>
+        e.hub
+          .transport()
+          .publish(
+            taskCancelSubject('cw1'),
+            jsonField({ jobId: job.id, taskId: t.task.id, attempt: t.attempts, leaseToken: t.token, ...over }),
+          );
       const before = w.stats.malformed;
       forged({ leaseToken: 'f'.repeat(32) });
       forged({ attempt: t.attempts + 1 });
@@ -270,7 +393,10 @@ describe('cancel on the in-process bus: the worker checks the lease; answers and
       assert.deepEqual(e.c.cancel(job.id, 'the test'), { ok: true, state: 'cancelled' });
       await waitFor(() => w.stats.cancelled === 1, 30_000, 'the task stopped');
       assert.equal(job.state, 'cancelled');
-      assert.deepEqual(job.tasks.map(x => x.state), ['cancelled']);
+      assert.deepEqual(
+        job.tasks.map(x => x.state),
+        ['cancelled'],
+      );
       assert.match(String(e.c.outcome(job.id)?.error), /cancelled by the test/);
       // the freed worker takes the next job
       const next = e.c.submit(tinyJob('voting', 1, 1, 64, 50));
