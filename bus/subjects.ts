@@ -27,10 +27,11 @@ export const SUBJECTS = {
   jobDonePrefix: 'fleet.job.done',
   /** fleet.job.result.<jobId>: a submitter asks for a job's outcome (request/reply; only its owner answers). */
   jobResultPrefix: 'fleet.job.result',
-  /** fleet.task.cancel.<workerId>: the coordinator stops a task of a cancelled job on its lease holder (JSON: job, task,
-   *  attempt, lease token; the worker checks them against the lease it runs). */
+  /** fleet.task.cancel.<workerId>: the coordinator stops a task of a cancelled job on its lease holder (JSON: job,
+   *  task, attempt, lease token; the worker checks them against the lease it runs). */
   taskCancelPrefix: 'fleet.task.cancel',
-  /** Operators' questions to the coordinators (request/reply, JSON; see coordinator/jobs-api.ts): the jobs they own ... */
+  /** Operators' questions to the coordinators (request/reply, JSON; see coordinator/jobs-api.ts): the jobs they
+   *  own ... */
   jobsList: 'fleet.jobs.list',
   /** ... fleet.jobs.status.<jobId>: one job's state; only its owner answers ... */
   jobsStatusPrefix: 'fleet.jobs.status',

@@ -61,7 +61,8 @@ export default async function coordinator(argv: string[]): Promise<void> {
   try { if (values.grpc && values.grpc !== 'off') grpcAt = parseHostPort(values.grpc as string, '--grpc'); } catch (e) { throw new UsageError((e as Error).message); }
   const workerTimeoutMs = intOption(values, 'worker-timeout-ms', 10_000, 100, 3_600_000);
   const maxAttempts = intOption(values, 'max-attempts', 3, 1, 100);
-  const apiToken = values['api-token-file'] === undefined ? undefined : readApiToken(values['api-token-file'] as string);
+  const tokenFile = values['api-token-file'] as string | undefined;
+  const apiToken = tokenFile === undefined ? undefined : readApiToken(tokenFile); // a bad file fails before connecting
   const nats = natsSettings(values);
   checkNatsFiles(nats); // a bad TLS or credentials file fails before anything else starts
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);

@@ -34,7 +34,8 @@ import { parseHostPort } from '../coordinator/http.ts';
 import { dataParallelRun, DATA_PARALLEL_HELP } from './train-data-parallel.ts';
 
 const MODELS = ['cnn', 'simclr', 'mil'] as const;
-const DETACH_HELP = `  --detach            with --nats, for ensemble jobs: print the job id and how to follow it, and exit
+const DETACH_HELP = `  --detach            with --nats, for ensemble jobs: print the job id and how to follow it,
+                      and exit
 `;
 type Model = typeof MODELS[number];
 
@@ -292,7 +293,10 @@ const trainCnnRun: ModelRun = async (values, run) => {
     return dataParallelRun(values, run, 'cnn');
   }
   if (values.shards !== undefined) throw new UsageError('--shards: only for data-parallel training (add --data-parallel --nats URL)');
-  if (values.members !== undefined || values.ensemble !== undefined || values.nats) return trainEnsembleRun(values, run, 'cnn');
+  // on a cluster, one model is a job of one member
+  if (values.members !== undefined || values.ensemble !== undefined || values.nats) {
+    return trainEnsembleRun(values, run, 'cnn');
+  }
   if (values.detach) throw new UsageError('--detach: only with --nats URL');
   for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', ...Object.keys(NATS_OPTIONS)]) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
@@ -340,7 +344,8 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   if (!(valFraction >= 0 && valFraction < 1)) throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
   if (kind === 'selection' && valFraction === 0) throw new UsageError('--val-fraction: selection needs a validation split (> 0)');
   for (const name of ['patience', 'min-delta']) {
-    if (values[name] !== undefined) throw new UsageError(`--${name}: not available for ensembles${single ? ' or on a cluster' : ''}`);
+    const where = single ? ' or on a cluster' : '';
+    if (values[name] !== undefined) throw new UsageError(`--${name}: not available for ensembles${where}`);
   }
   const selectionOnly = ['objective', 'init-size', 'max-iter', 'selection-bags'];
   if (kind !== 'selection') for (const name of selectionOnly) if (values[name] !== undefined) throw new UsageError(`--${name}: only for --ensemble selection`);
