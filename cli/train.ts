@@ -298,8 +298,11 @@ const trainCnnRun: ModelRun = async (values, run) => {
     return trainEnsembleRun(values, run, 'cnn');
   }
   if (values.detach) throw new UsageError('--detach: only with --nats URL');
-  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', ...Object.keys(NATS_OPTIONS)]) {
+  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags']) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
+  }
+  for (const name of Object.keys(NATS_OPTIONS)) {
+    if (values[name] !== undefined) throw new UsageError(`--${name}: only with --nats URL`);
   }
   const recipeName = choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet');
   const recipe = { ...RECIPES[recipeName] };
