@@ -27,6 +27,18 @@ export const SUBJECTS = {
   jobDonePrefix: 'fleet.job.done',
   /** fleet.job.result.<jobId>: a submitter asks for a job's outcome (request/reply; only its owner answers). */
   jobResultPrefix: 'fleet.job.result',
+  /** fleet.task.cancel.<workerId>: the coordinator stops a task of a cancelled job on its lease holder (JSON: job,
+   *  task, attempt, lease token; the worker checks them against the lease it runs). */
+  taskCancelPrefix: 'fleet.task.cancel',
+  /** Operators' questions to the coordinators (request/reply, JSON; see coordinator/jobs-api.ts): the jobs they
+   *  own ... */
+  jobsList: 'fleet.jobs.list',
+  /** ... fleet.jobs.status.<jobId>: one job's state; only its owner answers ... */
+  jobsStatusPrefix: 'fleet.jobs.status',
+  /** ... fleet.jobs.logs.<jobId>: the job's recent events (bounded) ... */
+  jobsLogsPrefix: 'fleet.jobs.logs',
+  /** ... fleet.jobs.cancel.<jobId>: cancels the job (its queued tasks dropped, its running ones stopped). */
+  jobsCancelPrefix: 'fleet.jobs.cancel',
   /** fleet.tensor.<transferId>: the chunks of one large tensor/model transfer (see bus/chunking.ts). */
   tensorPrefix: 'fleet.tensor',
   /** fleet.infer.<model>: inference requests for one model, answered by a queue group of servers. */
@@ -63,6 +75,10 @@ export const taskLeaseSubject = (workerId: string) => `${SUBJECTS.taskLeasePrefi
 export const jobProgressSubject = (jobId: string) => `${SUBJECTS.jobProgressPrefix}.${subjectToken(jobId)}`;
 export const jobDoneSubject = (jobId: string) => `${SUBJECTS.jobDonePrefix}.${subjectToken(jobId)}`;
 export const jobResultSubject = (jobId: string) => `${SUBJECTS.jobResultPrefix}.${subjectToken(jobId)}`;
+export const taskCancelSubject = (workerId: string) => `${SUBJECTS.taskCancelPrefix}.${subjectToken(workerId)}`;
+export const jobsStatusSubject = (jobId: string) => `${SUBJECTS.jobsStatusPrefix}.${subjectToken(jobId)}`;
+export const jobsLogsSubject = (jobId: string) => `${SUBJECTS.jobsLogsPrefix}.${subjectToken(jobId)}`;
+export const jobsCancelSubject = (jobId: string) => `${SUBJECTS.jobsCancelPrefix}.${subjectToken(jobId)}`;
 export const tensorSubject = (transferId: string) => `${SUBJECTS.tensorPrefix}.${subjectToken(transferId)}`;
 export const dpWorkSubject = (workerId: string) => `${SUBJECTS.dpWorkPrefix}.${subjectToken(workerId)}`;
 export const dpParamsSubject = (jobId: string) => `${SUBJECTS.dpParamsPrefix}.${subjectToken(jobId)}`;

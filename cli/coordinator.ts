@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { parse, intOption, UsageError } from '../util/args.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli, natsSettings, checkNatsFiles } from './nats.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
-import { serveHttp, parseHostPort } from '../coordinator/http.ts';
+import { serveHttp, parseHostPort, readApiToken } from '../coordinator/http.ts';
 import { createMetrics } from '../telemetry/metrics.ts';
 import { listenError } from '../telemetry/listen.ts';
 import { InferenceServer } from '../serving/grpc-server.ts';
@@ -28,6 +28,8 @@ ${NATS_HELP}  --state DIR         keep job state in this directory instead of Je
   --state-bucket NAME JetStream bucket for job state (default ${DEFAULT_STATE_BUCKET}; the server needs -js)
   --out-dir DIR       where finished jobs' outputs go (default ./fleet-out, or <state>/jobs/<id>/out)
   --http HOST:PORT    the dashboard at /, /metrics, /api/cluster, /api/jobs (default 127.0.0.1:8080; "off" to disable)
+  --api-token-file FILE  allow job changes over HTTP (POST /api/jobs, DELETE /api/jobs/<id>) with the
+                      bearer token in FILE (default off: HTTP only reads)
   --runs DIR          also show the fleet train runs under DIR on the dashboard (e.g. ./runs; default: only jobs)
   --grpc HOST:PORT    serve every finished job's model (published to <models>/<job-id>/1, <models> being
                       <state>/models, or <out-dir>/models with JetStream state) over KServe v2 gRPC, like
@@ -38,7 +40,7 @@ ${NATS_HELP}  --state DIR         keep job state in this directory instead of Je
 `;
 
 export const OPTIONS = {
-  ...NATS_OPTIONS, state: { type: 'string' }, 'state-bucket': { type: 'string' }, 'out-dir': { type: 'string' }, http: { type: 'string' }, grpc: { type: 'string' }, runs: { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
+  ...NATS_OPTIONS, state: { type: 'string' }, 'state-bucket': { type: 'string' }, 'out-dir': { type: 'string' }, http: { type: 'string' }, grpc: { type: 'string' }, runs: { type: 'string' }, 'api-token-file': { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
   'max-attempts': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -59,6 +61,8 @@ export default async function coordinator(argv: string[]): Promise<void> {
   try { if (values.grpc && values.grpc !== 'off') grpcAt = parseHostPort(values.grpc as string, '--grpc'); } catch (e) { throw new UsageError((e as Error).message); }
   const workerTimeoutMs = intOption(values, 'worker-timeout-ms', 10_000, 100, 3_600_000);
   const maxAttempts = intOption(values, 'max-attempts', 3, 1, 100);
+  const tokenFile = values['api-token-file'] as string | undefined;
+  const apiToken = tokenFile === undefined ? undefined : readApiToken(tokenFile); // a bad file fails before connecting
   const nats = natsSettings(values);
   checkNatsFiles(nats); // a bad TLS or credentials file fails before anything else starts
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
@@ -86,7 +90,7 @@ export default async function coordinator(argv: string[]): Promise<void> {
   // Listen before the coordinator takes part on the bus: a port in use must not leave a half-started coordinator
   // that already accepted jobs or leased tasks.
   const runsDir = values.runs === undefined ? undefined : path.resolve(values.runs as string);
-  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir });
+  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir, apiToken });
   let inference: InferenceServer | null = null;
   if (grpcAt) {
     fs.mkdirSync(modelsDir, { recursive: true });

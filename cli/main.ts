@@ -17,6 +17,7 @@ usage:
   fleet bench scale               cluster scaling: ensemble speedup, data-parallel step overhead
   fleet bench mil-grid            MIL test AUC over training-set sizes, seeds and poolings
   fleet coordinator --nats URL    the cluster's coordinator (jobs, leases, state, dashboard, /metrics)
+  fleet jobs list|status|watch|cancel|logs --nats URL   the cluster's jobs (fleet jobs --help)
   fleet worker --nats URL         a cluster worker (trains leased ensemble members; --http HOST:PORT)
   fleet serve --models DIR        KServe v2 gRPC inference over a model repository (fleet serve --help)
   fleet models add|list|remove    manage a model repository (fleet models --help)
@@ -34,6 +35,7 @@ const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Prom
   bench: () => import('./bench.ts'),
   coordinator: () => import('./coordinator.ts'),
   worker: () => import('./worker.ts'),
+  jobs: () => import('./jobs.ts'),
   serve: () => import('./serve.ts'),
   models: () => import('./models.ts'),
   predict: () => import('./predict.ts'),

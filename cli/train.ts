@@ -28,12 +28,15 @@ import { ENSEMBLE_KINDS } from '../engine/ensemble/train-ensemble.ts';
 import type { JobSpec } from '../coordinator/coordinator.ts';
 import { NATS_OPTIONS, NATS_HELP, connectFromCli, natsSettings } from './nats.ts';
 import { redactUrl } from '../util/redact.ts';
-import { submitJob } from '../coordinator/client.ts';
+import { submitOnly, followJob, cancelJob, JobCancelled } from '../coordinator/client.ts';
 import { runEmbedded } from './embedded.ts';
 import { parseHostPort } from '../coordinator/http.ts';
 import { dataParallelRun, DATA_PARALLEL_HELP } from './train-data-parallel.ts';
 
 const MODELS = ['cnn', 'simclr', 'mil'] as const;
+const DETACH_HELP = `  --detach            with --nats, for ensemble jobs: print the job id and how to follow it,
+                      and exit
+`;
 type Model = typeof MODELS[number];
 
 const COMMON_HELP = `
@@ -89,10 +92,11 @@ ensembles (model.onnx is then ONE graph: every member plus the weighted vote; me
   --max-iter N        selection: greedy steps, with replacement (default 50)
   --selection-bags N  selection: bagged selection over N random halves of the pool (default 1: off)
 
-on a cluster (fleet coordinator + fleet worker): the ensemble job is submitted to the coordinator, which
-leases one task per member to the workers; the outputs are written on the coordinator's machine (its
---out-dir, or <state>/jobs/<id>/out) and the summary printed here names the directory:
-${NATS_HELP}
+on a cluster (fleet coordinator + fleet worker): the job is submitted to the coordinator, which leases one
+task per member to the workers (without --members: one model, a job of one member trained as it would be
+here); the outputs are written on the coordinator's machine (its --out-dir, or <state>/jobs/<id>/out) and the
+summary printed here names the directory. Ctrl-C asks the coordinator to cancel the job:
+${NATS_HELP}${DETACH_HELP}
 data-parallel on a cluster (one model; the coordinator is the parameter server, every worker computes shards
 of each global batch, the gradients are summed and the optimizer steps once; outputs under its --state):
   --data-parallel     with --nats URL: train this CNN data-parallel (no --members)
@@ -129,7 +133,7 @@ on a cluster: with --members K the ensemble's members are tasks for the workers;
 ONE model data-parallel with global negatives: every worker computes its shards' projections, the coordinator
 computes the NT-Xent loss over all 2B projections and sends each shard its gradient to back-propagate, the
 gradients are summed and the optimizer steps once per step (outputs under the coordinator's --state):
-${NATS_HELP}${DATA_PARALLEL_HELP}`,
+${NATS_HELP}${DETACH_HELP}${DATA_PARALLEL_HELP}`,
   mil: `usage: fleet train mil [options]
 
 Attention-based multiple instance learning (Ilse et al. 2018) on bags of MNIST digits: a bag is positive
@@ -156,10 +160,10 @@ const COMMON: OptionSpec = {
 };
 const LIMITS: OptionSpec = { 'limit-train': { type: 'string' }, 'limit-test': { type: 'string' } };
 export const OPTIONS: Record<Model, OptionSpec> = {
-  cnn: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, 'data-parallel': { type: 'boolean' }, shards: { type: 'string' }, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' },
+  cnn: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, detach: { type: 'boolean' }, 'data-parallel': { type: 'boolean' }, shards: { type: 'string' }, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' },
     members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, http: { type: 'string' }, objective: { type: 'string' },
     'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
-  simclr: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, shards: { type: 'string' }, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' },
+  simclr: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, detach: { type: 'boolean' }, shards: { type: 'string' }, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' },
     members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, http: { type: 'string' }, 'val-fraction': { type: 'string' },
     objective: { type: 'string' }, 'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
   mil: { ...COMMON, pooling: { type: 'string' }, bags: { type: 'string' }, 'test-bags': { type: 'string' }, 'bag-mean': { type: 'string' },
@@ -216,6 +220,7 @@ export default async function train(argv: string[]): Promise<void> {
   const data = loadDataset(dataset, values['data-dir'] as string | undefined);
   const log = (line: string) => process.stderr.write(`${line}\n`);
   log(`fleet train ${m}: ${dataset} from ${data.dir}, ${device} x${runtime.threads} threads, out ${out}`);
+  const existed = fs.existsSync(out);
   fs.mkdirSync(out, { recursive: true });
   const checkpoints = path.join(out, 'checkpoints');
   // a resumed single model trains again after its newest checkpoint; a resumed ensemble keeps its whole log
@@ -240,7 +245,20 @@ export default async function train(argv: string[]): Promise<void> {
     },
   };
   const started = performance.now();
-  const result = await trainRun(values, run);
+  let result: RunResult | null;
+  try {
+    result = await trainRun(values, run);
+  } catch (e) {
+    // a cluster job that failed or was cancelled leaves no local run folder behind
+    if (values.nats && !existed) fs.rmSync(out, { recursive: true, force: true });
+    if (e instanceof InterruptedRun) { log(`fleet train: ${e.message}`); process.exit(130); }
+    throw e;
+  }
+  if (result?.detached) {
+    if (!existed) fs.rmSync(out, { recursive: true, force: true });
+    process.stdout.write(values.json ? `${JSON.stringify(result.summary)}\n` : `${result.headline}\n`);
+    return;
+  }
   if (single) {
     pruneCheckpoints(checkpoints, keep, history());
     if (runLog.steps.length) Object.assign(result!.files, stepCurves(runLog.steps, runLog.epochs));
@@ -257,6 +275,8 @@ export interface RunResult {
   details: Record<string, unknown>;
   files: Record<string, string | Uint8Array>;
   headline: string;
+  /** A job submitted with --detach: nothing to write here. */
+  detached?: boolean;
 }
 
 /** Each model's run: with run === null it only validates the options (so usage errors come before any work). */
@@ -268,11 +288,21 @@ const limits = (values: Values) => ({
 });
 
 const trainCnnRun: ModelRun = async (values, run) => {
-  if (values['data-parallel']) return dataParallelRun(values, run, 'cnn');
+  if (values['data-parallel']) {
+    if (values.detach) throw new UsageError('--detach: not for data-parallel training');
+    return dataParallelRun(values, run, 'cnn');
+  }
   if (values.shards !== undefined) throw new UsageError('--shards: only for data-parallel training (add --data-parallel --nats URL)');
-  if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'cnn');
-  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', ...Object.keys(NATS_OPTIONS)]) {
+  // on a cluster, one model is a job of one member
+  if (values.members !== undefined || values.ensemble !== undefined || values.nats) {
+    return trainEnsembleRun(values, run, 'cnn');
+  }
+  if (values.detach) throw new UsageError('--detach: only with --nats URL');
+  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags']) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
+  }
+  for (const name of Object.keys(NATS_OPTIONS)) {
+    if (values[name] !== undefined) throw new UsageError(`--${name}: only with --nats URL`);
   }
   const recipeName = choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet');
   const recipe = { ...RECIPES[recipeName] };
@@ -298,11 +328,14 @@ const trainCnnRun: ModelRun = async (values, run) => {
 const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 'simclr'): Promise<RunResult | null> => {
   const kinds = model === 'cnn' ? ENSEMBLE_KINDS : (['voting', 'selection'] as const);
   const kind = choiceOption(values, 'ensemble', kinds, 'voting');
+  // one model on a cluster (cnn --nats without --members) is a job of one member, trained as it would be here
+  const single = values.members === undefined && values.ensemble === undefined && !!values.nats;
   // no silent default: an ensemble of several full trainings is too costly to start by omission
-  if (values.members === undefined) {
+  if (values.members === undefined && !single) {
     throw new UsageError(`--ensemble ${kind}: needs --members K (the number of members)`);
   }
-  const members = intOption(values, 'members', 0, 1, OPTION_MAX.members);
+  const members = single ? 1 : intOption(values, 'members', 0, 1, OPTION_MAX.members);
+  if (values.detach && !values.nats) throw new UsageError('--detach: only with --nats URL');
   const recipeName = model === 'cnn' ? choiceOption(values, 'recipe', Object.keys(RECIPES), 'fleet') : 'simclr';
   const recipe = { ...(model === 'cnn' ? RECIPES[recipeName] : SIMCLR_RECIPE) };
   recipe.lr = positive(values, 'lr', recipe.lr, OPTION_MAX.lr);
@@ -310,10 +343,13 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   if (kind === 'snapshot' && epochs % members !== 0) throw new UsageError(`--epochs: a snapshot ensemble needs a multiple of --members (${members}), got ${epochs}`);
   const batchSize = intOption(values, 'batch-size', recipe.batchSize, model === 'simclr' ? 2 : 1, OPTION_MAX.batchSize);
   recipe.batchSize = batchSize;
-  const valFraction = numberOption(values, 'val-fraction', kind === 'selection' ? 0.15 : 0);
+  const valFraction = numberOption(values, 'val-fraction', kind === 'selection' || single ? 0.15 : 0);
   if (!(valFraction >= 0 && valFraction < 1)) throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
   if (kind === 'selection' && valFraction === 0) throw new UsageError('--val-fraction: selection needs a validation split (> 0)');
-  for (const name of ['patience', 'min-delta']) if (values[name] !== undefined) throw new UsageError(`--${name}: not available for ensembles`);
+  for (const name of ['patience', 'min-delta']) {
+    const where = single ? ' or on a cluster' : '';
+    if (values[name] !== undefined) throw new UsageError(`--${name}: not available for ensembles${where}`);
+  }
   const selectionOnly = ['objective', 'init-size', 'max-iter', 'selection-bags'];
   if (kind !== 'selection') for (const name of selectionOnly) if (values[name] !== undefined) throw new UsageError(`--${name}: only for --ensemble selection`);
   const selection = {
@@ -341,19 +377,11 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   }
   if (!run) return null;
   // the job as a coordinator receives it (runtime, data directory and outputs are the workers' and the run's)
-  const spec: JobSpec = { kind, model, ...simclr, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, limitTrain, limitTest, selection };
-  if (values.nats) {
-    // the job runs on the cluster: submit it, follow its progress, report where the coordinator wrote the outputs
-    const bus = await connectFromCli(values, 'fleet-train', run.log);
-    try {
-      const done = await submitJob(bus, spec, run.log);
-      const summary = { ...done.summary, coordinator_out: done.summary.out, cluster: redactUrl(String(values.nats)) };
-      return { summary, details: { job: done.jobId }, files: {},
-        headline: `${kind} ensemble of ${done.summary.members} on the cluster (job ${done.jobId}): test accuracy ${pct(done.summary.test_accuracy as number)}; outputs in ${done.summary.out} on the coordinator` };
-    } finally {
-      await bus.close();
-    }
-  }
+  const spec: JobSpec = {
+    kind, model, ...simclr, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, limitTrain, limitTest,
+    selection, ...(single ? { single: true } : {}),
+  };
+  if (values.nats) return clusterRun(values, run, spec, single);
   // embedded: a coordinator and `workers` worker threads in this process; the coordinator writes the outputs to --out
   const done = await runEmbedded({
     spec, workers, runtime: run.runtime, out: run.out, dataDir: values['data-dir'] as string | undefined, resume: !!values.resume, http, log: run.log,
@@ -369,8 +397,54 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   };
 };
 
+/** The job runs on the cluster: submit it, follow its progress (or not: --detach), report where its outputs are. */
+async function clusterRun(values: Values, run: Run, spec: JobSpec, single: boolean): Promise<RunResult> {
+  const bus = await connectFromCli(values, 'fleet-train', run.log);
+  const cluster = redactUrl(String(values.nats));
+  let stopping: Promise<void> | null = null;
+  let onInterrupt = () => {};
+  try {
+    const jobId = await submitOnly(bus, spec);
+    run.log(`submitted job ${jobId}`);
+    const follow = `fleet jobs watch ${jobId} --nats ${cluster}`;
+    if (values.detach) {
+      run.log(`follow it with: ${follow}; cancel it with: fleet jobs cancel ${jobId} --nats ${cluster}`);
+      return { summary: { job: jobId, state: 'submitted', cluster }, details: { job: jobId }, files: {}, headline: `submitted job ${jobId}`,
+        detached: true };
+    }
+    // Ctrl-C: the job is not left running unseen; the coordinator is asked to cancel it (a second Ctrl-C exits at once)
+    onInterrupt = () => {
+      if (stopping) process.exit(130);
+      run.log(`interrupted: asking the coordinator to cancel job ${jobId} (Ctrl-C again to exit at once)`);
+      stopping = cancelJob(bus, jobId, `${os.userInfo().username} (Ctrl-C on fleet train)`).then(a => {
+        run.log(a.ok ? `job ${jobId}: cancelled` : `job ${jobId}: not cancelled: ${String(a.error)}`);
+      }, e => {
+        run.log(`job ${jobId}: the cancel request failed (${(e as Error).message}); the job may still run: ${follow}`);
+        process.exit(130);
+      });
+    };
+    process.on('SIGINT', onInterrupt);
+    const done = await followJob(bus, jobId, run.log);
+    const summary = { ...done.summary, coordinator_out: done.summary.out, cluster };
+    const what = single ? `${spec.model ?? 'cnn'} model` : `${spec.kind} ensemble of ${done.summary.members}`;
+    return { summary, details: { job: done.jobId }, files: {},
+      headline: `${what} on the cluster (job ${done.jobId}): test accuracy ${pct(done.summary.test_accuracy as number)}; ` +
+        `outputs in ${done.summary.out} on the coordinator` };
+  } catch (e) {
+    if (e instanceof JobCancelled && stopping) throw new InterruptedRun(e.message);
+    throw e;
+  } finally {
+    process.off('SIGINT', onInterrupt);
+    await bus.close();
+  }
+}
+
+/** A cluster run that ended because the user interrupted it (exit 130, no local run folder left behind). */
+export class InterruptedRun extends Error {}
+
 const trainSimclrRun: ModelRun = async (values, run) => {
   if (values.members !== undefined || values.ensemble !== undefined) return trainEnsembleRun(values, run, 'simclr');
+  if (values.detach) throw new UsageError('--detach: only for ensemble jobs on a cluster (--members K --nats URL)');
   if (values.nats) return dataParallelRun(values, run, 'simclr');
   if (values.shards !== undefined) throw new UsageError('--shards: only for data-parallel training (add --nats URL)');
   for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', 'val-fraction', ...Object.keys(NATS_OPTIONS)]) {

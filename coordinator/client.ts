@@ -3,6 +3,7 @@
 // the content of a message anyone could publish: a done message on fleet.job.done.<id> only says "ask now".
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, jobProgressSubject, jobDoneSubject, jobResultSubject } from '../bus/subjects.ts';
+import { jobsStatusSubject, jobsLogsSubject, jobsCancelSubject } from '../bus/subjects.ts';
 import { parseJsonField, type TaskProgressBody } from '../bus/codec.ts';
 import { receive, Rejections } from '../bus/receive.ts';
 import type { JobSpec } from './coordinator.ts';
@@ -31,6 +32,13 @@ export async function submitJob(
   onProgress?: (p: TaskProgressBody, metrics: Record<string, unknown>) => void,
   follow: FollowOptions = {},
 ): Promise<JobDone> {
+  const jobId = await submitOnly(bus, spec, submitTimeoutMs);
+  log(`submitted job ${jobId}`);
+  return followJob(bus, jobId, log, onProgress, follow);
+}
+
+/** Submits a job and returns its id (the coordinator has stored it by then). */
+export async function submitOnly(bus: Transport, spec: JobSpec | DataParallelSpec, submitTimeoutMs = 10_000): Promise<string> {
   const reply = await bus
     .request(SUBJECTS.jobSubmit, new TextEncoder().encode(JSON.stringify(spec)), submitTimeoutMs)
     .catch(e => {
@@ -40,8 +48,17 @@ export async function submitJob(
   const answer = (parsed.ok ? parsed.value : null) as { ok?: boolean; jobId?: unknown; error?: string } | null;
   if (!answer?.ok || typeof answer.jobId !== 'string')
     throw new Error(`the coordinator refused the job: ${answer?.error ?? (parsed.ok ? 'no job id' : parsed.reason)}`);
-  const jobId = answer.jobId;
-  log(`submitted job ${jobId}`);
+  return answer.jobId;
+}
+
+/** Follows a submitted job's progress until it ends: its summary, or an error if it failed or was cancelled. */
+export async function followJob(
+  bus: Transport,
+  jobId: string,
+  log: (line: string) => void,
+  onProgress?: (p: TaskProgressBody, metrics: Record<string, unknown>) => void,
+  follow: FollowOptions = {},
+): Promise<JobDone> {
   const rejections = new Rejections(); // progress is informative: what does not decode is skipped
   const progress = receive(bus, jobProgressSubject(jobId), ['progress'], rejections, ({ value: p }) => {
     const m = parseJsonField(p.metricsJson, 'metrics_json');
@@ -106,6 +123,7 @@ async function awaitOutcome(
     if (r?.state === 'done' && typeof r.summary === 'object' && r.summary)
       return { jobId, summary: r.summary as JobDone['summary'] };
     if (r?.state === 'failed') throw new Error(`job ${jobId} failed: ${String(r.error)}`);
+    if (r?.state === 'cancelled') throw new JobCancelled(jobId, String(r.error));
     if (Date.now() - lastAnswer > goneMs) {
       throw new Error(
         `the coordinator that owns job ${jobId} has not answered for ${Math.round(goneMs / 1000)} s (${lastError}); ` +
@@ -114,3 +132,32 @@ async function awaitOutcome(
     }
   }
 }
+
+export class JobCancelled extends Error {
+  constructor(readonly jobId: string, why: string) { super(`job ${jobId} was ${why}`); }
+}
+
+/** Deadline of an operator's question (ms). */
+export const JOBS_REQUEST_MS = 5000;
+
+/**
+ * Asks the coordinators an operator's question (fleet.jobs.*): the parsed answer, or an error naming the subject
+ * when none answered in time. The question carries its deadline, so a coordinator does not answer a late one.
+ */
+export async function askJobs(bus: Transport, subject: string, body: object = {}, timeoutMs = JOBS_REQUEST_MS)
+  : Promise<Record<string, unknown>> {
+  const q = new TextEncoder().encode(JSON.stringify({ ...body, deadline: Date.now() + timeoutMs }));
+  const reply = await bus.request(subject, q, timeoutMs).catch(e => {
+    throw new Error(`no coordinator answered on ${subject} within ${timeoutMs} ms (${(e as Error).message})`);
+  });
+  const parsed = parseJsonField(reply.data, `the answer on ${subject}`);
+  if (!parsed.ok) throw new Error(parsed.reason);
+  if (typeof parsed.value !== 'object' || parsed.value === null) throw new Error(`the answer on ${subject} is not an object`);
+  return parsed.value as Record<string, unknown>;
+}
+
+export const listJobs = (bus: Transport, timeoutMs?: number) => askJobs(bus, SUBJECTS.jobsList, {}, timeoutMs);
+export const jobStatus = (bus: Transport, jobId: string, timeoutMs?: number) => askJobs(bus, jobsStatusSubject(jobId), {}, timeoutMs);
+export const jobLogs = (bus: Transport, jobId: string, timeoutMs?: number) => askJobs(bus, jobsLogsSubject(jobId), {}, timeoutMs);
+export const cancelJob = (bus: Transport, jobId: string, by: string, timeoutMs?: number) =>
+  askJobs(bus, jobsCancelSubject(jobId), { by }, timeoutMs);

@@ -6,6 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
+import { taskCancelSubject } from '../bus/subjects.ts';
+import { serveJobsApi } from './jobs-api.ts';
 import { randomBytes } from 'node:crypto';
 import { encodeEnvelope, parseJsonField, jsonField, Device, type BodyKind, type BodyMap } from '../bus/codec.ts';
 import { receive, Rejections, type RejectReason } from '../bus/receive.ts';
@@ -30,7 +32,7 @@ import { specChecker } from '../engine/util/spec-check.ts';
 /** What a client submits: the ensemble to train (runtime settings are the workers'). */
 export type JobSpec = Omit<EnsembleOptions, 'runtime' | 'workers' | 'out' | 'onBatch' | 'onEpoch' | 'log'>;
 
-type TaskState = 'queued' | 'leased' | 'done' | 'failed';
+type TaskState = 'queued' | 'leased' | 'done' | 'failed' | 'cancelled';
 interface TaskRecord {
   task: MemberTask; state: TaskState; attempts: number; worker?: string; leasedAt?: number; error?: string;
   /** The current lease's secret: only messages carrying it count (persisted, so a restarted coordinator knows it). */
@@ -43,9 +45,12 @@ interface TaskRecord {
   transferId?: string; resultSha256?: string; resultAt?: number;
 }
 export interface JobRecord {
-  id: string; spec: JobSpec; state: 'running' | 'done' | 'failed'; submittedAt: number; finishedAt?: number;
+  id: string; spec: JobSpec; state: JobState; submittedAt: number; finishedAt?: number;
   tasks: TaskRecord[]; error?: string; summary?: Record<string, unknown>;
 }
+export type JobState = 'running' | 'done' | 'failed' | 'cancelled';
+/** One line of a job's history, as `fleet jobs logs` shows it. */
+export interface JobEvent { at: number; text: string }
 interface WorkerRecord {
   id: string; device: 'cpu' | 'cuda'; gpu: string; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost';
   /** Its last heartbeat: a worker that only announced itself is never leased a task. */
@@ -116,6 +121,8 @@ export class Coordinator {
   /** Fair scheduling: the job that got the last lease (the next one goes to the job after it). */
   private lastLeasedJob = '';
   private lastTick = Date.now();
+  /** Each job's recent events (bounded per job, and in the number of jobs kept), for `fleet jobs logs`. */
+  private readonly events = new Map<string, JobEvent[]>();
 
   constructor(bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
@@ -181,6 +188,7 @@ export class Coordinator {
       const outcome = this.outcome(msg.subject.slice(SUBJECTS.jobResultPrefix.length + 1));
       if (outcome && msg.reply) this.bus.respond(msg, jsonField(outcome));
     }));
+    this.subs.push(...serveJobsApi(this));
     this.timer = setInterval(() => this.tick(), this.o.tickMs ?? D.TICK_MS);
     this.monitor = new ClusterMonitor(this);
     this.monitor.start();
@@ -211,8 +219,54 @@ export class Coordinator {
     const j = this.jobs.get(jobId) ?? this.dataParallel.view().find(x => x.id === jobId);
     if (!j) return null;
     if (j.state === 'running') return { state: 'running' };
-    return j.state === 'done' ? { state: 'done', ok: true, summary: j.summary } : { state: 'failed', ok: false, error: j.error };
+    if (j.state === 'done') return { state: 'done', ok: true, summary: j.summary };
+    return { state: j.state === 'cancelled' ? 'cancelled' : 'failed', ok: false, error: j.error };
   }
+
+  /**
+   * Cancels a running ensemble job: the job record says cancelled (persisted), its queued tasks are dropped, and
+   * each lease holder is told to stop (the message names the lease and its token; the worker checks them).
+   */
+  cancel(jobId: string, by: string): { ok: true; state: 'cancelled' } | { ok: false; error: string } {
+    const job = this.jobs.get(jobId);
+    if (!job) {
+      const dp = this.dataParallel.view().find(x => x.id === jobId);
+      return { ok: false, error: dp ? `job ${jobId} is data-parallel: cancelling it is not supported` : `no such job: ${jobId}` };
+    }
+    if (job.state === 'cancelled') return { ok: true, state: 'cancelled' };
+    if (job.state !== 'running') return { ok: false, error: `job ${jobId} is already ${job.state}` };
+    job.state = 'cancelled';
+    job.error = `cancelled by ${by}`;
+    job.finishedAt = Date.now();
+    for (const t of job.tasks) {
+      if (t.state === 'leased' && t.worker && t.token) {
+        this.bus.publish(taskCancelSubject(t.worker), jsonField({ jobId, taskId: t.task.id, attempt: t.attempts, leaseToken: t.token }));
+        this.jobEvent(jobId, `${t.task.id}: stop sent to ${t.worker}`);
+      }
+      if (t.state === 'queued' || t.state === 'leased') t.state = 'cancelled';
+      this.stored.delete(resultKey(job.id, t.task.id));
+    }
+    this.rows.delete(job.id);
+    this.save(job);
+    this.log(`job ${jobId}: cancelled by ${by}`);
+    this.jobEvent(jobId, `cancelled by ${by}`);
+    this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: false, error: job.error }));
+    return { ok: true, state: 'cancelled' };
+  }
+
+  /** Adds a line to a job's history (the oldest lines, and the oldest jobs' histories, go first). */
+  jobEvent(jobId: string, text: string): void {
+    let list = this.events.get(jobId);
+    if (!list) {
+      this.events.set(jobId, list = []);
+      if (this.events.size > D.JOB_EVENT_JOBS) this.events.delete(this.events.keys().next().value!);
+    }
+    list.push({ at: Date.now(), text });
+    if (list.length > D.JOB_EVENTS) list.splice(0, list.length - D.JOB_EVENTS);
+  }
+
+  /** A job's recent events (empty for a job this coordinator saw nothing of since it started). */
+  jobEvents(jobId: string): JobEvent[] { return this.events.get(jobId) ?? []; }
 
   /** Validates a submitted spec (untrusted JSON) and queues its tasks; throws naming the first bad field. */
   submit(spec: JobSpec): JobRecord {
@@ -224,6 +278,7 @@ export class Coordinator {
     this.jobs.set(id, job);
     this.save(job);
     this.log(`job ${id}: ${spec.kind} ensemble of ${spec.members}, ${tasks.length} task(s)`);
+    this.jobEvent(id, `submitted: ${spec.model ?? 'cnn'} ${spec.kind} ensemble of ${spec.members}, ${spec.epochs} epoch(s), ${tasks.length} task(s)`);
     this.tick();
     this.warm(job);
     return job;
@@ -242,10 +297,24 @@ export class Coordinator {
 
   /** The jobs served at /api/jobs. */
   jobsView() {
-    return [...this.jobs.values()].map(j => ({
+    return [...this.jobs.values()].map(j => this.jobView(j)).concat(this.dataParallel.view());
+  }
+
+  /** One job as /api/jobs/<id> and `fleet jobs status` show it (null when this coordinator does not own it). */
+  jobStatus(jobId: string): Record<string, unknown> | null {
+    const j = this.jobs.get(jobId);
+    if (j) {
+      const tasks = j.tasks.map(t => ({ task: t.task.id, state: t.state, worker: t.worker, attempts: t.attempts }));
+      return { ...this.jobView(j), epochs: j.spec?.epochs, model: j.spec?.model ?? 'cnn', progress: this.monitor?.progressOf(j.id), taskStates: tasks };
+    }
+    return this.dataParallel.view().find(x => x.id === jobId) ?? null;
+  }
+
+  private jobView(j: JobRecord): Record<string, unknown> {
+    return {
       id: j.id, state: j.state, kind: j.spec?.kind, members: j.spec?.members, submittedAt: j.submittedAt, finishedAt: j.finishedAt,
       done: j.tasks.filter(t => t.state === 'done').length, tasks: j.tasks.length, error: j.error, summary: j.summary,
-    } as Record<string, unknown>)).concat(this.dataParallel.view());
+    };
   }
 
   private onAnnounce(a: BodyMap['announce'], sender: string) {
@@ -318,6 +387,7 @@ export class Coordinator {
     const bad = this.leaseCheck(p.jobId, p.taskId, sender, p.attempt, p.leaseToken);
     if (bad) return this.rejections.reject('progress', bad.reason, bad.detail);
     const checked = { ...p, attempt: undefined, leaseToken: undefined };
+    if (p.batches === 0) this.jobEvent(p.jobId, `${p.taskId}: epoch ${p.epoch} done, train loss ${p.loss.toFixed(4)}`);
     this.monitor?.onProgress(checked);
     this.bus.publish(jobProgressSubject(p.jobId), encodeEnvelope({ kind: 'progress', value: checked }, 'coordinator'));
   }
@@ -465,7 +535,9 @@ export class Coordinator {
     t.state = 'done';
     this.stored.set(resultKey(job.id, t.task.id), result);
     this.save(job);
-    this.log(`job ${job.id}: ${t.task.id} done (${job.tasks.filter(x => x.state === 'done').length}/${job.tasks.length})`);
+    const count = `${job.tasks.filter(x => x.state === 'done').length}/${job.tasks.length}`;
+    this.log(`job ${job.id}: ${t.task.id} done (${count})`);
+    this.jobEvent(job.id, `${t.task.id}: done (${count})`);
     if (job.tasks.every(x => x.state === 'done')) await this.complete(job);
     else {
       try { this.writeMemberFiles(job, result); } catch (e) { this.log(`job ${job.id}: writing ${t.task.id}'s model failed (retried at the end): ${(e as Error).message}`); }
@@ -508,12 +580,14 @@ export class Coordinator {
       for (const [name, content] of Object.entries(files)) writes.push(writeFileAtomicAsync(outputPath(out, name), content));
       writes.push(writeFileAtomicAsync(outputPath(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n'));
       await Promise.all(writes);
+      if (job.state !== 'running') return; // cancelled while its outputs were written
       job.summary = { ...summary, out };
       job.state = 'done';
       job.finishedAt = Date.now();
       this.rows.delete(job.id);
       this.save(job);
       this.log(`job ${job.id}: finished, test accuracy ${summary.test_accuracy}`);
+      this.jobEvent(job.id, `finished: test accuracy ${summary.test_accuracy}`);
       try { this.o.onJobDone?.(job.id, out); } catch (e) { this.log(`job ${job.id}: onJobDone failed: ${(e as Error).message}`); }
       this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: true, summary: job.summary }));
     } catch (e) {
@@ -529,6 +603,7 @@ export class Coordinator {
     job.finishedAt = Date.now();
     this.save(job);
     this.log(`job ${job.id}: failed: ${error}`);
+    this.jobEvent(job.id, `failed: ${error}`);
     this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: false, error }));
   }
 
@@ -614,6 +689,7 @@ export class Coordinator {
     this.stats.leases++;
     this.save(job);
     this.log(`job ${job.id}: ${t.task.id} leased to ${w.id} (attempt ${t.attempts})`);
+    this.jobEvent(job.id, `${t.task.id}: leased to ${w.id} (attempt ${t.attempts})`);
     this.bus.publish(taskLeaseSubject(w.id), encodeEnvelope({ kind: 'lease', value: {
       taskId: t.task.id, jobId: job.id, attempt: t.attempts, leaseMs: timeout, taskJson: jsonField(t.task), leaseToken: t.token } }, 'coordinator'));
     const leased: BodyMap['progress'] = {
@@ -700,6 +776,9 @@ export function validateJobSpec(spec: unknown): asserts spec is JobSpec {
   if (!(ENSEMBLE_KINDS as readonly unknown[]).includes(o.kind)) throw bad('kind', o.kind, `one of ${ENSEMBLE_KINDS.join('|')}`);
   if (o.model !== undefined && o.model !== 'cnn' && o.model !== 'simclr') throw bad('model', o.model, 'cnn or simclr');
   int('members', 1, LIMITS.members);
+  if (o.single !== undefined && (o.single !== true || o.members !== 1 || o.kind !== 'voting')) {
+    throw bad('single', o.single, 'absent, or true for a voting job of 1 member');
+  }
   int('epochs', 1, LIMITS.epochs);
   int('batchSize', 1, LIMITS.batchSize);
   int('seed', 0, 2 ** 31);

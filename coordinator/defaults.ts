@@ -35,3 +35,11 @@ export const DP_PERSIST_EVERY_STEPS = 20;
 export const DP_SHARD_TIMEOUT_MS = 10 * 60_000;
 /** Completed shard-result transfers kept while their DataParallelResult is awaited (the oldest go first). */
 export const DP_RESULT_TRANSFERS = 256;
+/** A job's history kept for `fleet jobs logs`: lines per job, and jobs whose history is kept. */
+export const JOB_EVENTS = 200;
+export const JOB_EVENT_JOBS = 200;
+/** Jobs in one `fleet jobs list` answer (the newest), and the largest answer to an operator's question (bytes). */
+export const JOBS_LISTED = 200;
+export const JOBS_REPLY_BYTES = 256 * 1024;
+/** An operator's question larger than this is dropped (bytes). */
+export const JOBS_REQUEST_BYTES = 4096;

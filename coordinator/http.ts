@@ -4,9 +4,11 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { Coordinator } from './coordinator.ts';
+import { isDataParallelSpec } from './data-parallel-job.ts';
 import { metricsResponse } from '../telemetry/metrics-http.ts';
 import { listen } from '../telemetry/listen.ts';
 import { redactUrls } from '../util/redact.ts';
@@ -15,7 +17,12 @@ import { runsIn, runSummary, runDetails, runErrors, milBag, RunError, type RunRe
 export interface HttpOptions {
   /** A directory of `fleet train --out` runs (e.g. ./runs) the dashboard may show, besides the jobs' outputs. */
   runsDir?: string;
+  /** The bearer token that allows job mutations (POST /api/jobs, DELETE /api/jobs/<id>); without one they are off. */
+  apiToken?: string;
 }
+
+/** A submitted job spec over HTTP: at most this many bytes. */
+const MAX_SUBMIT_BYTES = 64 * 1024;
 
 const WEB = path.join(path.dirname(fileURLToPath(import.meta.url)), '../dashboard/web');
 const UPLOT = path.dirname(createRequire(import.meta.url).resolve('uplot/package.json'));
@@ -28,7 +35,7 @@ const ASSETS: Record<string, [file: string, type: string]> = {
   '/vendor/uPlot.iife.min.js': [path.join(UPLOT, 'dist/uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
   '/vendor/uPlot.min.css': [path.join(UPLOT, 'dist/uPlot.min.css'), 'text/css; charset=utf-8'],
 };
-const API_PATHS = ['/api/cluster', '/api/jobs', '/api/events', '/api/runs', '/api/runs/<id>', '/api/runs/<id>/errors', '/api/runs/<id>/bags/<n>', '/metrics', '/'];
+const API_PATHS = ['/api/cluster', '/api/jobs', '/api/jobs/<id>', '/api/events', '/api/runs', '/api/runs/<id>', '/api/runs/<id>/errors', '/api/runs/<id>/bags/<n>', '/metrics', '/'];
 /** Server-sent event streams at once, and the unsent bytes a slow one may hold before it is closed (it reconnects). */
 const MAX_STREAMS = 64;
 const MAX_STREAM_BACKLOG = 4 * 1024 * 1024;
@@ -46,9 +53,12 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
       // no secret in an answer, e.g. a run's metrics.json written before fleet redacted URLs
       res.end(redactUrls(JSON.stringify(body, null, 2)));
     };
-    if (req.method !== 'GET') return send(405, { error: `method ${req.method} not allowed` });
     const url = new URL(req.url ?? '/', 'http://localhost');
     const p = url.pathname;
+    if (req.method !== 'GET') {
+      if (/^\/api\/jobs(\/[^/]+)?$/.test(p) && (req.method === 'POST' || req.method === 'DELETE')) return mutateJobs(c, req, p, opts.apiToken, send);
+      return send(405, { error: `method ${req.method} not allowed` });
+    }
     const asset = ASSETS[p === '/index.html' ? '/' : p];
     try {
       if (asset) {
@@ -60,6 +70,11 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
       }
       if (p === '/api/cluster') return send(200, c.clusterView());
       if (p === '/api/jobs') return send(200, c.jobsView());
+      const job = /^\/api\/jobs\/([^/]+)$/.exec(p);
+      if (job) {
+        const status = c.jobStatus(decodeURIComponent(job[1]));
+        return status ? send(200, status) : send(404, { error: `no such job: ${decodeURIComponent(job[1])}` });
+      }
       if (p === '/metrics') {
         c.monitor?.refresh();
         return void metricsResponse(c.metrics, req, res).catch(e => send(500, { error: `metrics failed: ${(e as Error).message}` }));
@@ -88,6 +103,65 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
     }
   });
   return listen(server, host, port, '--http');
+}
+
+/**
+ * POST /api/jobs (submit a job spec) and DELETE /api/jobs/<id> (cancel): only with the bearer token the coordinator
+ * was given (--api-token-file); off without one. The token is compared in constant time and never logged.
+ */
+function mutateJobs(c: Coordinator, req: http.IncomingMessage, p: string, token: string | undefined,
+  send: (status: number, body: unknown) => void) {
+  if (!token) {
+    req.resume();
+    return send(405, { error: `${req.method} ${p}: job changes over HTTP are off (start the coordinator with --api-token-file FILE)` });
+  }
+  const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '');
+  if (!m) { req.resume(); return send(401, { error: 'an Authorization: Bearer <token> header is required' }); }
+  if (!sameToken(m[1], token)) { req.resume(); return send(403, { error: 'wrong token' }); }
+  if (req.method === 'DELETE') {
+    req.resume();
+    const id = /^\/api\/jobs\/([^/]+)$/.exec(p)?.[1];
+    if (!id) return send(405, { error: 'DELETE needs a job: /api/jobs/<id>' });
+    let jobId: string;
+    try { jobId = decodeURIComponent(id); } catch { return send(400, { error: `bad path: ${p}` }); }
+    const r = c.cancel(jobId, 'the HTTP API');
+    if (r.ok) return send(200, { ok: true, job: jobId, state: r.state });
+    return send(/^no such job/.test(r.error) ? 404 : 409, { ok: false, error: r.error });
+  }
+  if (p !== '/api/jobs') { req.resume(); return send(405, { error: 'POST a job spec to /api/jobs' }); }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on('data', (b: Buffer) => {
+    size += b.length;
+    if (size <= MAX_SUBMIT_BYTES) chunks.push(b);
+  });
+  req.on('end', () => {
+    if (size > MAX_SUBMIT_BYTES) return send(413, { error: `a job spec is at most ${MAX_SUBMIT_BYTES} bytes` });
+    try {
+      const spec = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      const jobId = isDataParallelSpec(spec) ? c.dataParallel.submit(spec).id : c.submit(spec).id;
+      void c.persisted().then(() => send(201, { ok: true, jobId }));
+    } catch (e) {
+      send(400, { ok: false, error: (e as Error).message });
+    }
+  });
+}
+
+/** Constant-time comparison (of digests, so that the lengths match too). */
+function sameToken(given: string, token: string): boolean {
+  const h = (s: string) => createHash('sha256').update(s).digest();
+  return timingSafeEqual(h(given), h(token));
+}
+
+/** Reads the API token file: one line, at least 16 characters; throws naming the file. */
+export function readApiToken(file: string): string {
+  let text: string;
+  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
+    throw new Error(`--api-token-file ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const token = text.trim();
+  if (token.length < 16 || /\s/.test(token)) throw new Error(`--api-token-file ${file}: the token must be one word of at least 16 characters`);
+  return token;
 }
 
 /** text/event-stream: a `hello` with the cluster and every curve so far, then `progress`, `cluster` and `job` events. */

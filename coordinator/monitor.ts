@@ -44,7 +44,7 @@ export class ClusterMonitor {
     this.subs.push(this.c.bus.subscribe(`${SUBJECTS.jobDonePrefix}.*`, msg => {
       const job = msg.subject.slice(SUBJECTS.jobDonePrefix.length + 1);
       const state = this.c.outcome(job)?.state;
-      if (state !== 'done' && state !== 'failed') return;
+      if (state !== 'done' && state !== 'failed' && state !== 'cancelled') return;
       this.refresh();
       this.emit({ type: 'job', job, ok: state === 'done' });
       this.emit({ type: 'cluster', cluster: this.snapshot() });
@@ -124,7 +124,7 @@ export class ClusterMonitor {
     const tasks = countBy(jobs.filter(j => j.state === 'running').flatMap(j => j.tasks.map(t => t.state)), ['queued', 'leased', 'done', 'failed']);
     for (const [state, n] of Object.entries(tasks)) m.tasks.set({ state }, n);
     m.jobs.reset();
-    for (const [state, n] of Object.entries(countBy(jobs.map(j => j.state), ['running', 'done', 'failed']))) m.jobs.set({ state }, n);
+    for (const [state, n] of Object.entries(countBy(jobs.map(j => j.state), ['running', 'done', 'failed', 'cancelled']))) m.jobs.set({ state }, n);
     m.jobProgress.reset();
     for (const j of jobs) if (j.state === 'running') m.jobProgress.set({ fleet_job: j.id }, this.progressOf(j.id));
     m.workerHeartbeatAge.reset(); m.workerBusy.reset(); m.workerSamples.reset();

@@ -31,7 +31,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<
     // cluster (coordinator)
     workersConnected: gauge('fleet_workers_connected', 'Workers currently connected (heartbeating), by device.', ['device'] as const),
     tasks: gauge('fleet_tasks', 'Tasks of live jobs by state (queued, leased, done, failed).', ['state'] as const),
-    jobs: gauge('fleet_jobs', 'Jobs by state (running, done, failed).', ['state'] as const),
+    jobs: gauge('fleet_jobs', 'Jobs by state (running, done, failed, cancelled).', ['state'] as const),
     taskRetries: counter('fleet_task_retries_total', 'Tasks leased again after their worker was lost or their attempt failed.'),
     // fleet's job id is `fleet_job`: Prometheus reserves `job` for the scrape job (and renames ours exported_job)
     jobProgress: gauge('fleet_job_progress_ratio', 'Fraction of a running job that is done (0-1).', ['fleet_job'] as const),

@@ -9,6 +9,7 @@ import { OPTIONS as TRAIN_OPTIONS } from '../cli/train.ts';
 import { OPTIONS as BENCH_OPTIONS } from '../cli/bench.ts';
 import { OPTIONS as COORDINATOR_OPTIONS } from '../cli/coordinator.ts';
 import { OPTIONS as WORKER_OPTIONS } from '../cli/worker.ts';
+import { OPTIONS as JOBS_OPTIONS } from '../cli/jobs.ts';
 import { writeIdx } from '../engine/data/idx.ts';
 import { FILES } from '../engine/data/datasets.ts';
 import { readCheckpoint } from '../engine/checkpoint.ts';
@@ -60,6 +61,7 @@ describe('cli: fleet', function () {
     const commands: [string[], Record<string, { type: string; short?: string }>][] = [
       [['train', 'cnn'], TRAIN_OPTIONS.cnn], [['train', 'simclr'], TRAIN_OPTIONS.simclr], [['train', 'mil'], TRAIN_OPTIONS.mil],
       [['bench'], BENCH_OPTIONS], [['coordinator'], COORDINATOR_OPTIONS], [['worker'], WORKER_OPTIONS],
+      [['jobs'], JOBS_OPTIONS],
     ];
     for (const [cmd, declared] of commands) {
       it(`fleet ${cmd.join(' ')} --help lists exactly the options the command accepts`, async () => {
@@ -146,6 +148,10 @@ describe('cli: fleet', function () {
       ['simclr bagging', ['train', 'simclr', '--members', '2', '--ensemble', 'bagging'], [/--ensemble/, /"bagging"/, /voting\|selection/]],
       ['coordinator without --nats', ['coordinator'], [/--nats URL is required/]],
       ['worker without --nats', ['worker'], [/--nats URL is required/]],
+      ['jobs without --nats', ['jobs', 'list'], [/jobs: --nats URL is required/]],
+      ['--detach without --nats', ['train', 'cnn', '--members', '2', '--detach'], [/--detach: only with --nats URL/]],
+      ['--detach for data-parallel', ['train', 'simclr', '--nats', 'nats://127.0.0.1:1', '--detach'], [/--detach: only for ensemble jobs/]],
+      ['a NATS option without --nats', ['train', 'cnn', '--nats-ca', 'ca.pem'], [/--nats-ca: only with --nats URL/]],
       ['coordinator bad --http', ['coordinator', '--nats', 'nats://127.0.0.1:1', '--http', 'nowhere'], [/--http/, /HOST:PORT/]],
       ['simclr ensemble option without members', ['train', 'simclr', '--val-fraction', '0.1'], [/--val-fraction/, /--members/]],
       ['--http without members', ['train', 'cnn', '--http', '127.0.0.1:0'], [/--http/, /--members/]],

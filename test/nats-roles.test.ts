@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
+import { taskCancelSubject, jobsStatusSubject, jobsLogsSubject, jobsCancelSubject } from '../bus/subjects.ts';
 import {
   SUBJECTS, jobDoneSubject, jobProgressSubject, taskLeaseSubject, tensorSubject, workerHeartbeatSubject, inferSubject,
   dpUpSubject, dpWorkSubject, dpParamsSubject,
@@ -162,6 +163,34 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     assert.equal(await delivered('worker', 'worker', taskLeaseSubject('w2')), false);
     await violation('worker', 'Publish', taskLeaseSubject('w2'));
     assert.equal(await delivered('server', 'coordinator', SUBJECTS.taskResult), false);
+  });
+
+  it('jobs: a submitter asks the coordinator list/status/logs/cancel, a worker cannot; only the coordinator stops tasks', async () => {
+    for (const subject of [SUBJECTS.jobsList, jobsStatusSubject('job-1'), jobsLogsSubject('job-1'), jobsCancelSubject('job-1')]) {
+      assert.equal(await delivered('submitter', 'coordinator', subject), true, `submitter -> coordinator on ${subject}`);
+    }
+    for (const subject of [SUBJECTS.jobsList, jobsCancelSubject('job-1')]) {
+      assert.equal(await delivered('worker', 'coordinator', subject), false, `worker -> coordinator on ${subject}`);
+      await violation('worker', 'Publish', subject);
+    }
+    // the coordinator answers on the fleet jobs command's own inbox
+    const sub = conns.coordinator.subscribe(SUBJECTS.jobsList, m => conns.coordinator.respond(m, enc.encode('{"ok":true}')));
+    await conns.coordinator.flush();
+    const asker = await connectNats(server.url, {
+      name: 'fleet-jobs', user: 'submitter', pass: PASSWORD.submitter, inboxPrefix: inboxPrefix('fleet-jobs'), reconnect: false,
+    });
+    try {
+      const r = await asker.request(SUBJECTS.jobsList, enc.encode('{}'), 5000);
+      assert.equal(new TextDecoder().decode(r.data), '{"ok":true}');
+    } finally {
+      sub.unsubscribe();
+      await asker.close();
+    }
+    assert.equal(await delivered('coordinator', 'worker', taskCancelSubject('w1')), true);
+    assert.equal(await delivered('submitter', 'worker', taskCancelSubject('w1')), false);
+    await violation('submitter', 'Publish', taskCancelSubject('w1'));
+    assert.equal(await delivered('worker', 'worker', taskCancelSubject('w2')), false);
+    await violation('worker', 'Publish', taskCancelSubject('w2'));
   });
 
   it('progress: workers report task progress to the coordinator only; job progress comes from the coordinator', async () => {

@@ -3,6 +3,7 @@
 import * as os from 'node:os';
 import { randomBytes, createHash } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
+import { taskCancelSubject } from '../bus/subjects.ts';
 import { SUBJECTS, workerHeartbeatSubject, taskLeaseSubject, jobProgressSubject, tensorSubject, subjectToken } from '../bus/subjects.ts';
 import { encodeEnvelope, parseJsonField, jsonField, Device, DType, type TaskLeaseBody } from '../bus/codec.ts';
 import { receive, Rejections } from '../bus/receive.ts';
@@ -41,7 +42,7 @@ export interface WorkerOptions {
 export interface WorkerHandle {
   id: string;
   /** Counters of what the worker saw (malformed messages are dropped, never fatal). */
-  stats: { leases: number; completed: number; failed: number; malformed: number; samples: number };
+  stats: { leases: number; completed: number; failed: number; malformed: number; samples: number; cancelled: number };
   dataParallel: DataParallelStats;
   metrics: Metrics;
   stop(): Promise<void>;
@@ -55,9 +56,11 @@ export function startWorker(rawBus: Transport, o: WorkerOptions): WorkerHandle {
   const id = subjectToken(checkId('worker id', o.id ?? `${host}-${process.pid}-${randomBytes(3).toString('hex')}`));
   const log = o.log ?? (() => {});
   const started = Date.now();
-  const stats = { leases: 0, completed: 0, failed: 0, malformed: 0, samples: 0 };
+  const stats = { leases: 0, completed: 0, failed: 0, malformed: 0, samples: 0, cancelled: 0 };
   // the lease this worker runs (one at a time), with its token
   let running: TaskLeaseBody | null = null;
+  // set when the coordinator cancelled the running lease's job: training stops at the next batch
+  let stopRequested: TaskLeaseBody | null = null;
   const rejections = new Rejections({ counters: metrics, log, onReject: () => { stats.malformed++; } });
   const send = (subject: string, body: Parameters<typeof encodeEnvelope>[0]) => bus.publish(subject, encodeEnvelope(body, id));
   const announce = () => send(SUBJECTS.workerAnnounce, { kind: 'announce', value: {
@@ -89,6 +92,7 @@ export function startWorker(rawBus: Transport, o: WorkerOptions): WorkerHandle {
     try {
       const r = await runMemberTask({ ...task, dataDir: o.dataDir, checkpointDir: o.checkpointDir?.(jobId, taskId) }, o.runtime, {
         onBatch: (_t, b) => {
+          if (stopRequested === lease) throw new TaskCancelled();
           const now = performance.now();
           if (b.batch > 1) metrics.trainingStep.observe({ model }, (now - lastBatch) / 1000);
           lastBatch = now;
@@ -99,7 +103,10 @@ export function startWorker(rawBus: Transport, o: WorkerOptions): WorkerHandle {
             progress(b.epoch, b.batch, b.batches, b.loss, jsonField({ event: 'batch', images_per_second: b.imagesPerSecond }));
           }
         },
-        onEpoch: (_t, m) => progress(m.epoch, 0, 0, m.train_loss, jsonField(m)),
+        onEpoch: (_t, m) => {
+          if (stopRequested === lease) throw new TaskCancelled();
+          progress(m.epoch, 0, 0, m.train_loss, jsonField(m));
+        },
         log: line => log(line),
       });
       const transferId = `${taskId}-${attempt}-${randomBytes(8).toString('hex')}`;
@@ -109,11 +116,18 @@ export function startWorker(rawBus: Transport, o: WorkerOptions): WorkerHandle {
       stats.completed++;
       log(`task ${taskId}: done`);
     } catch (e) {
+      if (e instanceof TaskCancelled) {
+        // its job is over: no result to send, the worker is free for other work
+        stats.cancelled++;
+        log(`task ${taskId} of job ${jobId}: stopped (the job was cancelled)`);
+        return;
+      }
       stats.failed++;
       log(`task ${taskId}: failed: ${(e as Error).message}`);
       result(false, (e as Error).message, new Uint8Array(0), []);
     } finally {
       running = null;
+      stopRequested = null;
       heartbeat(); // tell the coordinator at once that this worker is free
     }
   };
@@ -138,6 +152,24 @@ export function startWorker(rawBus: Transport, o: WorkerOptions): WorkerHandle {
     void run(lease, { ...(task.value as MemberTask), id: lease.taskId });
   }, { label: 'lease' });
 
+  // a cancelled job's task: only the coordinator may publish here (nats.conf), and the message must name the lease
+  // this worker runs, with its token
+  const cancelSub = bus.subscribe(taskCancelSubject(id), msg => {
+    const parsed = msg.data.length <= 1024 ? parseJsonField(msg.data, 'cancel') : { ok: false as const, reason: 'too large' };
+    const c = (parsed.ok && typeof parsed.value === 'object' && parsed.value ? parsed.value : null) as Record<string, unknown> | null;
+    if (!c) return rejections.reject('cancel', 'malformed', parsed.ok ? 'not an object' : parsed.reason);
+    const lease = running as TaskLeaseBody | null;
+    if (!lease || c.jobId !== lease.jobId || c.taskId !== lease.taskId) {
+      return rejections.reject('cancel', 'not_leased', `${String(c.jobId)}/${String(c.taskId)} is not running here`);
+    }
+    if (c.attempt !== lease.attempt) return rejections.reject('cancel', 'stale_attempt', `${lease.jobId}/${lease.taskId}`);
+    if (typeof c.leaseToken !== 'string' || c.leaseToken !== lease.leaseToken) {
+      return rejections.reject('cancel', 'wrong_token', `${lease.jobId}/${lease.taskId}`);
+    }
+    log(`task ${lease.taskId} of job ${lease.jobId}: the job was cancelled, stopping at the next batch`);
+    stopRequested = lease;
+  });
+
   announce();
   heartbeat();
   const timer = setInterval(heartbeat, o.heartbeatMs ?? 1000);
@@ -146,8 +178,14 @@ export function startWorker(rawBus: Transport, o: WorkerOptions): WorkerHandle {
     async stop() {
       clearInterval(timer);
       sub.unsubscribe();
+      cancelSub.unsubscribe();
       await dp.stop();
       await bus.flush().catch(() => {});
     },
   };
+}
+
+/** Thrown from the training callbacks when the task's job was cancelled. */
+class TaskCancelled extends Error {
+  constructor() { super('the job was cancelled'); }
 }

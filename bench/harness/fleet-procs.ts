@@ -155,8 +155,8 @@ export function getJson(url: string, method = 'GET'): Promise<{ status: number; 
 
 // ---- the coordinator's persisted job state (<state>/jobs/<id>/job.json)
 
-export interface TaskState { task: { id: string }; state: 'queued' | 'leased' | 'done' | 'failed'; attempts: number; worker?: string; leasedAt?: number }
-export interface JobState { id: string; state: 'running' | 'done' | 'failed'; tasks: TaskState[]; error?: string; summary?: Record<string, any> }
+export interface TaskState { task: { id: string }; state: 'queued' | 'leased' | 'done' | 'failed' | 'cancelled'; attempts: number; worker?: string; leasedAt?: number }
+export interface JobState { id: string; state: 'running' | 'done' | 'failed' | 'cancelled'; tasks: TaskState[]; error?: string; summary?: Record<string, any> }
 
 export function jobIds(stateDir: string): string[] {
   const dir = path.join(stateDir, 'jobs');

@@ -86,6 +86,7 @@ function renderJobs(cluster) {
   $('job-list').replaceChildren(...(jobs.length ? jobs.map(j => {
     const meta = j.state === 'running' ? `${j.done}/${j.tasks} tasks · ${Math.round(100 * j.progress)}% · ETA ${duration(j.etaSeconds)}`
       : j.state === 'done' ? `${j.tasks} tasks · test accuracy ${pct(j.summary?.test_accuracy)} (best member ${pct(j.summary?.best_member_test_accuracy)}, average ${pct(j.summary?.average_test_accuracy)}) · ${duration((j.finishedAt - j.submittedAt) / 1000)}`
+      : j.state === 'cancelled' ? `cancelled after ${j.done}/${j.tasks} tasks · ${duration((j.finishedAt - j.submittedAt) / 1000)}`
       : `failed: ${j.error}`;
     return el('div', { class: `job ${j.state}` },
       el('div', { class: 'row' }, el('span', { class: 'id', onclick: () => selectJob(j.id, true) }, j.id), el('span', { class: `state ${j.state}` }, j.state),

@@ -26,6 +26,8 @@ export interface EnsembleOptions {
   batchSize: number;
   recipe: Recipe;
   seed: number;
+  /** One model as a job of one member: the member trains with `seed` itself, as `fleet train cnn` does locally. */
+  single?: boolean;
   /** Validation share: selection needs one (default 0.15); voting, bagging and snapshot use the full training split (0). */
   valFraction: number;
   dataset: DatasetName;
@@ -70,7 +72,7 @@ export function ensembleTasks(o: EnsembleOptions): MemberTask[] {
   return Array.from({ length: count }, (_, i) => {
     const id = o.kind === 'snapshot' ? 'snapshot-run' : `member-${i + 1}`;
     // every member shares the validation split (seeded by o.seed) but has its own initialisation and data order
-    return { ...base, id, seed: o.seed + 1000 * (i + 1), checkpointDir: o.out ? taskCheckpointDir(o.out, id) : undefined };
+    return { ...base, id, seed: o.single ? o.seed : o.seed + 1000 * (i + 1), checkpointDir: o.out ? taskCheckpointDir(o.out, id) : undefined };
   });
 }
 
