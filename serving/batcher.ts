@@ -14,7 +14,8 @@ export interface BatcherOptions {
   maxQueueDelayMs: number;
   maxQueueImages: number;
   /** Runs the model on n images (n * 784 normalised values). */
-  run: (x: Float32Array, n: number) => Promise<BatchResult>;
+  /** Runs one batch; deadline is the earliest deadline of its requests (epoch ms, Infinity for none). */
+  run: (x: Float32Array, n: number, deadline: number) => Promise<BatchResult>;
   onBatch?: (images: number) => void;
   onQueued?: (seconds: number) => void;
   onRun?: (images: number, seconds: number) => void;
@@ -89,7 +90,7 @@ export class Batcher {
     try {
       const x = batch.length === 1 ? batch[0].x : concat(batch, images);
       const t0 = performance.now();
-      const r = await this.o.run(x, images);
+      const r = await this.o.run(x, images, Math.min(...batch.map(it => it.deadline)));
       this.o.onRun?.(images, (performance.now() - t0) / 1000);
       let row = 0;
       for (const it of batch) {

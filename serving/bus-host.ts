@@ -7,10 +7,13 @@ import { inferSubject } from '../bus/subjects.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import { forClient, quote } from './errors.ts';
 import type { Inference } from './inference.ts';
-import { decodeInferRequest, encodeStreamResponse, type ModelInferRequest } from './protocol.ts';
+import { decodeInferRequest, encodeStreamResponse, paramValue, type ModelInferRequest } from './protocol.ts';
+import { DEADLINE_PARAM } from './ensemble.ts';
 import type { ModelRepository } from './repository.ts';
 
 export const INFER_QUEUE_GROUP = 'fleet-serve';
+/** The longest a request over the bus may wait for its answer here (ms). */
+const MAX_BUS_REQUEST_MS = 60_000;
 
 export class BusHost {
   private readonly subs = new Map<string, Subscription>();
@@ -53,7 +56,11 @@ export class BusHost {
       if (req.model_name !== name) {
         throw new Error(`a request for model ${quote(req.model_name)} on the subject of "${name}"`);
       }
-      const res = await this.inference.infer(req);
+      // the asker's deadline (a fan-out ensemble sends it), capped so that a request cannot hold a batcher slot
+      const asked = Number(paramValue(req.parameters?.[DEADLINE_PARAM]));
+      const deadline = Math.min(Date.now() + MAX_BUS_REQUEST_MS, Number.isFinite(asked) && asked > 0 ? asked : Infinity);
+      if (deadline <= Date.now()) throw new Error('the asker\'s deadline has passed');
+      const res = await this.inference.infer(req, deadline);
       reply = encodeStreamResponse({ error_message: '', infer_response: res });
     } catch (e) {
       reply = encodeStreamResponse({ error_message: forClient((e as Error).message), infer_response: null });

@@ -17,6 +17,9 @@ import type { ServedModel, ServingHooks } from './served-model.ts';
 import { readOutput, type OutputTensor } from './outputs.ts';
 import { decodeStreamResponse, encodeInferRequest, intParam, stringParam, type Parameters } from './protocol.ts';
 
+/** The request parameter that carries a bus request's deadline (epoch ms) to the server that answers it. */
+export const DEADLINE_PARAM = 'fleet_deadline_ms';
+
 export const PLATFORM_ENSEMBLE = 'ensemble';
 
 export interface EnsembleDeps {
@@ -44,17 +47,19 @@ export class FanOutEnsemble implements ServedModel {
     if (this.e.members.some(m => m.remote) && !deps.bus) {
       throw new Error(`has remote members (${this.e.members.filter(m => m.remote).map(m => m.name).join(', ')}) but the server has no bus (start it with --nats URL)`);
     }
-    if (this.e.members.some(m => !m.remote && m.name === name)) throw new Error('lists itself as a member');
+    if (this.e.members.some(m => m.name === name)) throw new Error('lists itself as a member (a remote member of its own name asks this server again)');
     this.batcher = new Batcher({
       maxBatchSize: config.maxBatchSize, maxQueueDelayMs: config.maxQueueDelayMs, maxQueueImages: config.maxQueueImages,
-      run: (x, n) => this.run(x, n),
+      run: (x, n, deadline) => this.run(x, n, deadline),
       onBatch: images => deps.hooks?.onBatch?.(name, images), onQueued: s => deps.hooks?.onQueued?.(name, s, version),
       onRun: (images, s) => deps.hooks?.onRun?.(name, version, images, s),
     });
   }
 
-  private async run(x: Float32Array, n: number): Promise<BatchResult> {
-    const deadline = Date.now() + this.e.deadlineMs;
+  private async run(x: Float32Array, n: number, requestDeadline = Infinity): Promise<BatchResult> {
+    // never later than the requests' own deadline: a request that came over the bus carries its asker's, so a
+    // loop of ensembles asking each other ends when the first deadline passes
+    const deadline = Math.min(Date.now() + this.e.deadlineMs, requestDeadline);
     const answers = await Promise.all(this.e.members.map(m => this.ask(m, x, n, deadline)));
     const answered = this.e.members.flatMap((m, i) => answers[i].ok ? [{ m, probs: (answers[i] as { probs: Float32Array }).probs }] : []);
     const missing = this.e.members.flatMap((m, i) => {
@@ -115,7 +120,7 @@ export class FanOutEnsemble implements ServedModel {
       const rows = Math.min(per, n - start);
       const slice = x.subarray(start * IMAGE_SIZE, (start + rows) * IMAGE_SIZE);
       const req = encodeInferRequest({
-        model_name: m.name, model_version: m.version, id: '', parameters: {},
+        model_name: m.name, model_version: m.version, id: '', parameters: { [DEADLINE_PARAM]: intParam(deadline) },
         inputs: [{ name: 'input', datatype: 'FP32', shape: [rows, 1, 28, 28], parameters: { input_range: stringParam('normalised') } }],
         outputs: [{ name: 'probabilities' }],
         raw_input_contents: [new Uint8Array(slice.buffer, slice.byteOffset, slice.byteLength)],

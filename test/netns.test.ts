@@ -105,7 +105,7 @@ describe('multi-host: coordinator, workers and NATS in separate network namespac
     assert.equal(l.linkUp('w2'), false);
 
     await coord.waitForLog(new RegExp(`worker w2 lost \\(no heartbeat`), 60_000);
-    await coord.waitForLog(new RegExp(`task ${victim}: back in the queue \\(worker w2 lost\\)`), 10_000);
+    await coord.waitForLog(new RegExp(`task ${victim}: back in the queue \\((worker w2 lost|no heartbeat of w2 listed it)`), 10_000);
     const exit = await waitFor(() => {
       if (!coord.alive || !workers.w1.alive) throw new WaitAbort('the coordinator or w1 died');
       return client.exit;

@@ -104,7 +104,7 @@ describe('Prometheus scrapes a coordinator and a worker with the shipped configu
     }, 30_000, 'prometheus to be ready');
     // two tiny jobs, one after the other, submitted as a user would
     for (const [i, members] of [[1, 1], [2, 2]]) {
-      const p = group.spawn(`submit ${i}`, ['train', 'cnn', '--members', String(members), '--epochs', '1', '--limit-train', '256',
+      const p = group.spawn(`submit ${i}`, ['train', 'cnn', '--members', String(members), '--epochs', '1', '--limit-train', '1024',
         '--limit-test', '64', '--batch-size', '64', '--seed', String(i), '--nats', nats.url, '--out', path.join(tmp, `run-${i}`)]);
       assert.equal((await p.exited).code, 0, p.stderr);
       jobIds.push(/submitted job (\S+)/.exec(p.stderr)![1]);

@@ -55,6 +55,9 @@ describe('serve: fan-out ensembles with remote members over NATS', function () {
     model(repoA, 'ens-strict', undefined, ensemble(abc, '  quorum: 3\n  deadline_ms: 5000\n'));
     model(repoA, 'ens-hung', undefined, ensemble('    - { name: a }\n    - { name: h, remote: true }\n', '  deadline_ms: 400\n'));
     model(repoA, 'ens-hard', undefined, ensemble('    - { name: a, weight: 0.6 }\n    - { name: b, weight: 0.4, remote: true }\n', '  aggregation: hard\n'));
+    // two ensembles that ask each other over the bus: a loop that only the propagated deadline ends
+    model(repoA, 'loop-x', undefined, ensemble('    - { name: a }\n    - { name: loop-y, remote: true }\n', '  deadline_ms: 1500\n'));
+    model(repoA, 'loop-y', undefined, ensemble('    - { name: loop-x, remote: true }\n', '  deadline_ms: 1500\n'));
     model(repoA, 'ens-soft', undefined, ensemble('    - { name: a, weight: 0.9 }\n    - { name: b, weight: 0.1, remote: true }\n', '  aggregation: soft\n'));
     const old = new Date(Date.now() - 60_000);
     for (const r of [repoA, repoB]) for (const f of fs.readdirSync(r, { recursive: true }) as string[]) fs.utimesSync(path.join(r, f), old, old);
@@ -113,6 +116,23 @@ describe('serve: fan-out ensembles with remote members over NATS', function () {
   it('a member that takes the request and never answers: DEADLINE_EXCEEDED after deadline_ms', async () => {
     await expectStatus(infer('ens-hung', images(1, 5).pixels, 1), S.DEADLINE_EXCEEDED, /missing: h \(.*(400 ms|timed out)/);
     assert.ok(await unavailableCount('ens-hung') >= 1);
+  });
+
+  it('ensembles that ask each other in a loop: the asker\'s deadline travels with each request, so the loop stops', async () => {
+    let asked = 0;
+    const spy = hung.subscribe(inferSubject('loop-x'), () => { asked++; });
+    await hung.flush();
+    try {
+      const t0 = Date.now();
+      await expectStatus(infer('loop-x', images(1, 8).pixels, 1), S.DEADLINE_EXCEEDED, /loop-y/);
+      assert.ok(Date.now() - t0 < 5000, `answered after ${Date.now() - t0} ms`);
+      await new Promise(r => setTimeout(r, 300));
+      const after = asked;
+      await new Promise(r => setTimeout(r, 2000));
+      assert.equal(asked, after, 'requests went on circling after the first one was answered');
+    } finally {
+      spy.unsubscribe();
+    }
   });
 
   it('a malformed request on fleet.infer.b gets an error answer; then the remote server goes down and the ensemble loses its quorum', async () => {
