@@ -10,12 +10,13 @@ import { Rng } from '../engine/util/random.ts';
 export function benchAugment(batch = 256, iters = 20): { images_per_second: number } {
   const { train } = loadDataset('mnist');
   const rng = new Rng(1);
-  const outA = new Float32Array(batch * IMAGE_SIZE), outB = new Float32Array(batch * IMAGE_SIZE);
+  const outA = new Float32Array(batch * IMAGE_SIZE),
+    outB = new Float32Array(batch * IMAGE_SIZE);
   const batchAt = (i: number) => {
-    const start = (i * batch) % (train.count - batch + 1);  // walk through the set so the cache is not unrealistically hot
+    const start = (i * batch) % (train.count - batch + 1); // walk through the set so the cache is not unrealistically hot
     return train.images.subarray(start * IMAGE_SIZE, (start + batch) * IMAGE_SIZE);
   };
-  for (let i = 0; i < 3; i++) twoViews(batchAt(i), batch, rng, outA, outB);  // let the JIT optimise first
+  for (let i = 0; i < 3; i++) twoViews(batchAt(i), batch, rng, outA, outB); // let the JIT optimise first
   const t0 = performance.now();
   for (let i = 0; i < iters; i++) twoViews(batchAt(i), batch, rng, outA, outB);
   const seconds = (performance.now() - t0) / 1000;

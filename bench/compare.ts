@@ -49,7 +49,6 @@ export function numberField(obj: Json, ...keys: string[]): number | undefined {
   return undefined;
 }
 
-
 function requireNumber(obj: Json, what: string, ...keys: string[]): number {
   const n = numberField(obj, ...keys);
   if (n === undefined) {
@@ -73,12 +72,14 @@ export function runJson(cmd: string, args: string[], cwd = ROOT): Promise<Json> 
     let errTail = '';
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (d: string) => { out += d; });
+    child.stdout.on('data', (d: string) => {
+      out += d;
+    });
     child.stderr.on('data', (d: string) => {
       process.stderr.write(d);
       errTail = (errTail + d).slice(-2000);
     });
-    child.on('error', (e) => reject(new Error(`could not start "${shown}": ${e.message}`)));
+    child.on('error', e => reject(new Error(`could not start "${shown}": ${e.message}`)));
     child.on('close', (code, signal) => {
       if (code !== 0) {
         const why = signal ? `was killed by ${signal}` : `exited with code ${code}`;
@@ -88,7 +89,11 @@ export function runJson(cmd: string, args: string[], cwd = ROOT): Promise<Json> 
       }
       const obj = lastJsonObject(out);
       if (!obj) {
-        reject(new Error(`"${shown}" printed no JSON object on stdout; last output: ${out.trim().split('\n').slice(-3).join(' | ').slice(0, 500)}`));
+        reject(
+          new Error(
+            `"${shown}" printed no JSON object on stdout; last output: ${out.trim().split('\n').slice(-3).join(' | ').slice(0, 500)}`,
+          ),
+        );
         return;
       }
       resolve(obj);
@@ -98,7 +103,9 @@ export function runJson(cmd: string, args: string[], cwd = ROOT): Promise<Json> 
 
 function onnxruntimeVersion(): string | null {
   try {
-    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8'));
+    const pkg = JSON.parse(
+      fs.readFileSync(path.join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8'),
+    );
     return typeof pkg.version === 'string' ? pkg.version : null;
   } catch {
     return null;
@@ -117,7 +124,9 @@ export async function main(argv: string[]): Promise<Json> {
   const rounds = intOption(values, 'rounds', 3, 1);
   const batch = intOption(values, 'batch-size', 256, 1);
   const threads = intOption(values, 'threads', 2, 1);
-  const out = path.resolve(typeof values.out === 'string' ? values.out : path.join(ROOT, 'bench', 'results', 'compare.json'));
+  const out = path.resolve(
+    typeof values.out === 'string' ? values.out : path.join(ROOT, 'bench', 'results', 'compare.json'),
+  );
   const python = typeof values.python === 'string' ? values.python : '/usr/bin/python3';
 
   const common = ['--json', '--batch-size', String(batch), '--threads', String(threads)];
@@ -134,18 +143,30 @@ export async function main(argv: string[]): Promise<Json> {
   }
 
   const fleet = {
-    train_images_per_second: round(median(fleetTrain.map((o) => requireNumber(o, 'fleet bench train', 'train_images_per_second', 'images_per_second'))), 2),
-    step_ms_median: round(median(fleetTrain.map((o) => requireNumber(o, 'fleet bench train', 'step_ms_median')))),
-    infer_images_per_second: round(median(fleetInfer.map((o) => requireNumber(o, 'fleet bench infer', 'infer_images_per_second', 'images_per_second'))), 2),
-    infer_ms_median: round(median(fleetInfer.map((o) => requireNumber(o, 'fleet bench infer', 'infer_ms_median', 'step_ms_median')))),
+    train_images_per_second: round(
+      median(
+        fleetTrain.map(o => requireNumber(o, 'fleet bench train', 'train_images_per_second', 'images_per_second')),
+      ),
+      2,
+    ),
+    step_ms_median: round(median(fleetTrain.map(o => requireNumber(o, 'fleet bench train', 'step_ms_median')))),
+    infer_images_per_second: round(
+      median(
+        fleetInfer.map(o => requireNumber(o, 'fleet bench infer', 'infer_images_per_second', 'images_per_second')),
+      ),
+      2,
+    ),
+    infer_ms_median: round(
+      median(fleetInfer.map(o => requireNumber(o, 'fleet bench infer', 'infer_ms_median', 'step_ms_median'))),
+    ),
     rounds: { train: fleetTrain, infer: fleetInfer },
   };
   const pytorch = {
-    version: torch.map((o) => o.version).find((v) => typeof v === 'string') ?? null,
-    train_images_per_second: round(median(torch.map((o) => requireNumber(o, 'pytorch', 'train_images_per_second'))), 2),
-    step_ms_median: round(median(torch.map((o) => requireNumber(o, 'pytorch', 'step_ms_median')))),
-    infer_images_per_second: round(median(torch.map((o) => requireNumber(o, 'pytorch', 'infer_images_per_second'))), 2),
-    infer_ms_median: round(median(torch.map((o) => requireNumber(o, 'pytorch', 'infer_ms_median')))),
+    version: torch.map(o => o.version).find(v => typeof v === 'string') ?? null,
+    train_images_per_second: round(median(torch.map(o => requireNumber(o, 'pytorch', 'train_images_per_second'))), 2),
+    step_ms_median: round(median(torch.map(o => requireNumber(o, 'pytorch', 'step_ms_median')))),
+    infer_images_per_second: round(median(torch.map(o => requireNumber(o, 'pytorch', 'infer_images_per_second'))), 2),
+    infer_ms_median: round(median(torch.map(o => requireNumber(o, 'pytorch', 'infer_ms_median')))),
     rounds: torch,
   };
   const cpus = os.cpus();
@@ -161,7 +182,7 @@ export async function main(argv: string[]): Promise<Json> {
       node: process.version,
       onnxruntime_node: onnxruntimeVersion(),
       torch: pytorch.version,
-      python: torch.map((o) => o.python).find((v) => typeof v === 'string') ?? null,
+      python: torch.map(o => o.python).find(v => typeof v === 'string') ?? null,
     },
     fleet,
     pytorch,
@@ -174,8 +195,8 @@ export async function main(argv: string[]): Promise<Json> {
   writeFileAtomic(out, JSON.stringify(result, null, 2) + '\n');
   process.stderr.write(
     `train: fleet ${fleet.train_images_per_second} img/s vs pytorch ${pytorch.train_images_per_second} img/s (x${(result.ratios as Json).train})\n` +
-    `infer: fleet ${fleet.infer_images_per_second} img/s vs pytorch ${pytorch.infer_images_per_second} img/s (x${(result.ratios as Json).infer})\n` +
-    `wrote ${path.relative(process.cwd(), out).startsWith('..') ? out : path.relative(process.cwd(), out)}\n`,
+      `infer: fleet ${fleet.infer_images_per_second} img/s vs pytorch ${pytorch.infer_images_per_second} img/s (x${(result.ratios as Json).infer})\n` +
+      `wrote ${path.relative(process.cwd(), out).startsWith('..') ? out : path.relative(process.cwd(), out)}\n`,
   );
   process.stdout.write(JSON.stringify(result) + '\n');
   return result;

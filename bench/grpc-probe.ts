@@ -7,7 +7,12 @@
 import * as http2 from 'node:http2';
 
 export class GrpcStatusError extends Error {
-  constructor(readonly code: number, message: string) { super(message); }
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export interface GrpcProbe {
@@ -31,29 +36,48 @@ export function connectProbe(address: string): GrpcProbe {
     return f;
   };
   return {
-    call: (path, request) => new Promise((resolve, reject) => {
-      const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
-      const parts: Buffer[] = [];
-      let status: string | undefined, message = '';
-      const take = (h: http2.IncomingHttpHeaders) => {
-        if (h['grpc-status'] !== undefined) { status = String(h['grpc-status']); message = decodeURIComponent(String(h['grpc-message'] ?? '')); }
-      };
-      stream.on('response', headers => {
-        if (headers[':status'] !== 200) { stream.close(); reject(new Error(`${path}: HTTP status ${headers[':status']}`)); }
-        take(headers);
-      });
-      stream.on('trailers', take);
-      stream.on('data', (d: Buffer) => parts.push(d));
-      stream.on('error', reject);
-      stream.on('end', () => {
-        if (status !== '0') { reject(new GrpcStatusError(Number(status ?? 2), `${path}: gRPC status ${status ?? '(none)'}: ${message}`)); return; }
-        const body = parts.length === 1 ? parts[0] : Buffer.concat(parts);
-        const length = body.length >= 5 ? body.readUInt32BE(1) : -1;
-        if (body[0] !== 0 || length !== body.length - 5) { reject(new Error(`${path}: expected one uncompressed message, got ${body.length} bytes`)); return; }
-        resolve(body.subarray(5));
-      });
-      stream.end(framed(request));
-    }),
+    call: (path, request) =>
+      new Promise((resolve, reject) => {
+        const stream = session.request({
+          ':method': 'POST',
+          ':path': path,
+          'content-type': 'application/grpc',
+          te: 'trailers',
+        });
+        const parts: Buffer[] = [];
+        let status: string | undefined,
+          message = '';
+        const take = (h: http2.IncomingHttpHeaders) => {
+          if (h['grpc-status'] !== undefined) {
+            status = String(h['grpc-status']);
+            message = decodeURIComponent(String(h['grpc-message'] ?? ''));
+          }
+        };
+        stream.on('response', headers => {
+          if (headers[':status'] !== 200) {
+            stream.close();
+            reject(new Error(`${path}: HTTP status ${headers[':status']}`));
+          }
+          take(headers);
+        });
+        stream.on('trailers', take);
+        stream.on('data', (d: Buffer) => parts.push(d));
+        stream.on('error', reject);
+        stream.on('end', () => {
+          if (status !== '0') {
+            reject(new GrpcStatusError(Number(status ?? 2), `${path}: gRPC status ${status ?? '(none)'}: ${message}`));
+            return;
+          }
+          const body = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+          const length = body.length >= 5 ? body.readUInt32BE(1) : -1;
+          if (body[0] !== 0 || length !== body.length - 5) {
+            reject(new Error(`${path}: expected one uncompressed message, got ${body.length} bytes`));
+            return;
+          }
+          resolve(body.subarray(5));
+        });
+        stream.end(framed(request));
+      }),
     close: () => session.close(),
   };
 }

@@ -17,7 +17,14 @@ import { versions } from '../util/versions.ts';
 import { formatDuration } from '../util/format.ts';
 
 /** One finished training run: `size` training bags, seed, pooling; test bag AUC and accuracy, wall seconds. */
-export interface MilGridCell { size: number; seed: number; pooling: Pooling; auc: number | null; accuracy: number; seconds: number }
+export interface MilGridCell {
+  size: number;
+  seed: number;
+  pooling: Pooling;
+  auc: number | null;
+  accuracy: number;
+  seconds: number;
+}
 
 /** What makes results comparable: a results file is resumed only when these match exactly. */
 export interface MilGridSettings {
@@ -43,7 +50,11 @@ export interface MilGridFile {
 }
 
 /** Mean and sample standard deviation (n - 1; 0 for one seed) of the finite AUCs of one (size, pooling) cell. */
-export interface MilGridStat { mean: number | null; std: number | null; n: number }
+export interface MilGridStat {
+  mean: number | null;
+  std: number | null;
+  n: number;
+}
 
 export interface MilGridSummary {
   bench: 'mil-grid';
@@ -94,13 +105,21 @@ export async function runMilGrid(o: MilGridOptions): Promise<MilGridSummary> {
   checkList('sizes', o.sizes, 1);
   checkList('seeds', o.seeds, 0);
   if (o.poolings.length === 0) throw new RangeError('mil-grid: poolings is empty');
-  for (const p of o.poolings) if (!(POOLINGS as readonly string[]).includes(p)) throw new RangeError(`mil-grid: unknown pooling "${p}"`);
+  for (const p of o.poolings)
+    if (!(POOLINGS as readonly string[]).includes(p)) throw new RangeError(`mil-grid: unknown pooling "${p}"`);
   if (new Set(o.poolings).size !== o.poolings.length) throw new RangeError('mil-grid: a pooling is listed twice');
-  if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new RangeError(`mil-grid: epochs must be a positive integer, got ${o.epochs}`);
+  if (!Number.isInteger(o.epochs) || o.epochs < 1)
+    throw new RangeError(`mil-grid: epochs must be a positive integer, got ${o.epochs}`);
 
   const settings: MilGridSettings = {
-    dataset: 'mnist', model: MIL_MODEL, epochs: o.epochs, testBags: o.testBags ?? 250, bagMean: o.bagMean ?? 10, bagStd: o.bagStd ?? 2,
-    target: o.target ?? 9, recipe: MIL_RECIPE,
+    dataset: 'mnist',
+    model: MIL_MODEL,
+    epochs: o.epochs,
+    testBags: o.testBags ?? 250,
+    bagMean: o.bagMean ?? 10,
+    bagStd: o.bagStd ?? 2,
+    target: o.target ?? 9,
+    recipe: MIL_RECIPE,
   };
   const out = path.resolve(o.out);
   const threads = o.threads ?? null;
@@ -121,7 +140,8 @@ export async function runMilGrid(o: MilGridOptions): Promise<MilGridSummary> {
   // smallest sizes first: a partial sweep already gives whole rows of the table
   const grid = o.sizes.flatMap(size => o.seeds.flatMap(seed => o.poolings.map(pooling => ({ size, seed, pooling }))));
   let data = o.data ?? null;
-  let trained = 0, skipped = 0;
+  let trained = 0,
+    skipped = 0;
   const started = performance.now();
   for (const [i, cell] of grid.entries()) {
     const name = `cell ${i + 1}/${grid.length}: ${cell.size} bags, seed ${cell.seed}, ${cell.pooling}`;
@@ -134,21 +154,41 @@ export async function runMilGrid(o: MilGridOptions): Promise<MilGridSummary> {
     data ??= loadDataset('mnist');
     const t0 = performance.now();
     const r = await trainMil({
-      pooling: cell.pooling, epochs: o.epochs, seed: cell.seed, bags: cell.size, testBags: settings.testBags,
-      bagMean: settings.bagMean, bagStd: settings.bagStd, target: settings.target, recipe: settings.recipe,
-      train: data.train, test: data.test, runtime: { threads: o.threads, device: o.device }, evaluateEachEpoch: false,
-      onEpoch: e => { if (o.epochs > 1) log(`  ${name}: epoch ${e.epoch}/${o.epochs}, train loss ${e.train_loss.toFixed(4)}, ${e.seconds.toFixed(1)}s`); },
+      pooling: cell.pooling,
+      epochs: o.epochs,
+      seed: cell.seed,
+      bags: cell.size,
+      testBags: settings.testBags,
+      bagMean: settings.bagMean,
+      bagStd: settings.bagStd,
+      target: settings.target,
+      recipe: settings.recipe,
+      train: data.train,
+      test: data.test,
+      runtime: { threads: o.threads, device: o.device },
+      evaluateEachEpoch: false,
+      onEpoch: e => {
+        if (o.epochs > 1)
+          log(
+            `  ${name}: epoch ${e.epoch}/${o.epochs}, train loss ${e.train_loss.toFixed(4)}, ${e.seconds.toFixed(1)}s`,
+          );
+      },
     });
     const seconds = (performance.now() - t0) / 1000;
     const result: MilGridCell = {
-      ...cell, auc: Number.isFinite(r.test.auc) ? r.test.auc : null, accuracy: r.test.accuracy, seconds: Math.round(seconds * 100) / 100,
+      ...cell,
+      auc: Number.isFinite(r.test.auc) ? r.test.auc : null,
+      accuracy: r.test.accuracy,
+      seconds: Math.round(seconds * 100) / 100,
     };
     file.cells.push(result);
     done.set(key(cell), result);
     file.machine = versions();
     writeFileAtomic(out, JSON.stringify(file, null, 2) + '\n');
     trained++;
-    log(`${name}: AUC ${fmt(result.auc)}, accuracy ${(result.accuracy * 100).toFixed(1)}%, ${seconds.toFixed(1)}s (elapsed ${formatDuration((performance.now() - started) / 1000)})`);
+    log(
+      `${name}: AUC ${fmt(result.auc)}, accuracy ${(result.accuracy * 100).toFixed(1)}%, ${seconds.toFixed(1)}s (elapsed ${formatDuration((performance.now() - started) / 1000)})`,
+    );
   }
 
   // the table and chart show every finished run of the file (earlier calls' sizes and poolings too), so a grid
@@ -161,19 +201,37 @@ export async function runMilGrid(o: MilGridOptions): Promise<MilGridSummary> {
   writeFileAtomic(paths.svg, gridChart(table, sizes, poolings, settings));
   log(`mil-grid: ${trained} trained, ${skipped} skipped; wrote ${out}, ${paths.markdown}, ${paths.svg}`);
   return {
-    bench: 'mil-grid', out, markdown: paths.markdown, svg: paths.svg, settings, sizes, seeds: o.seeds, poolings,
-    trained, skipped, table,
+    bench: 'mil-grid',
+    out,
+    markdown: paths.markdown,
+    svg: paths.svg,
+    settings,
+    sizes,
+    seeds: o.seeds,
+    poolings,
+    trained,
+    skipped,
+    table,
   };
 }
 
 /** AUC mean and standard deviation per (size, pooling) over the given seeds' finished runs. */
-export function summarise(cells: MilGridCell[], sizes: number[], poolings: Pooling[], seeds: number[]): Record<string, Record<string, MilGridStat>> {
+export function summarise(
+  cells: MilGridCell[],
+  sizes: number[],
+  poolings: Pooling[],
+  seeds: number[],
+): Record<string, Record<string, MilGridStat>> {
   const wanted = new Set(seeds);
   const table: Record<string, Record<string, MilGridStat>> = {};
   for (const size of sizes) {
     table[size] = {};
     for (const pooling of poolings) {
-      const aucs = cells.filter(c => c.size === size && c.pooling === pooling && wanted.has(c.seed) && c.auc !== null && Number.isFinite(c.auc))
+      const aucs = cells
+        .filter(
+          c =>
+            c.size === size && c.pooling === pooling && wanted.has(c.seed) && c.auc !== null && Number.isFinite(c.auc),
+        )
         .map(c => c.auc as number);
       table[size][pooling] = stat(aucs);
     }
@@ -190,7 +248,12 @@ export function stat(xs: number[]): MilGridStat {
 }
 
 /** Rows: training bags; columns: poolings; cells "mean ± std (n seeds)". */
-export function markdownTable(table: Record<string, Record<string, MilGridStat>>, sizes: number[], poolings: Pooling[], s: MilGridSettings): string {
+export function markdownTable(
+  table: Record<string, Record<string, MilGridStat>>,
+  sizes: number[],
+  poolings: Pooling[],
+  s: MilGridSettings,
+): string {
   const lines = [
     '# MIL on MNIST-bags: test bag AUC',
     '',
@@ -203,7 +266,9 @@ export function markdownTable(table: Record<string, Record<string, MilGridStat>>
   for (const size of sizes) {
     const row = poolings.map(p => {
       const c = table[size][p];
-      return c.mean === null ? '—' : `${c.mean.toFixed(3)} ± ${(c.std ?? 0).toFixed(3)} (${c.n} seed${c.n === 1 ? '' : 's'})`;
+      return c.mean === null
+        ? '—'
+        : `${c.mean.toFixed(3)} ± ${(c.std ?? 0).toFixed(3)} (${c.n} seed${c.n === 1 ? '' : 's'})`;
     });
     lines.push(`| ${size} | ${row.join(' | ')} |`);
   }
@@ -211,11 +276,21 @@ export function markdownTable(table: Record<string, Record<string, MilGridStat>>
 }
 
 /** Mean AUC against the number of training bags, one line per pooling. */
-export function gridChart(table: Record<string, Record<string, MilGridStat>>, sizes: number[], poolings: Pooling[], s: MilGridSettings): string {
+export function gridChart(
+  table: Record<string, Record<string, MilGridStat>>,
+  sizes: number[],
+  poolings: Pooling[],
+  s: MilGridSettings,
+): string {
   const order = [...sizes].sort((a, b) => a - b);
   return lineChart({
-    title: `MNIST-bags: test AUC (mean over seeds, ${plural(s.epochs, 'epoch')})`, xLabel: 'training bags', yLabel: 'test AUC',
-    series: poolings.map(p => ({ name: p, points: order.map(size => [size, table[size][p].mean ?? NaN] as [number, number]) })),
+    title: `MNIST-bags: test AUC (mean over seeds, ${plural(s.epochs, 'epoch')})`,
+    xLabel: 'training bags',
+    yLabel: 'test AUC',
+    series: poolings.map(p => ({
+      name: p,
+      points: order.map(size => [size, table[size][p].mean ?? NaN] as [number, number]),
+    })),
   });
 }
 
@@ -225,7 +300,9 @@ function readResults(file: string): MilGridFile | null {
   try {
     parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as MilGridFile;
   } catch (e) {
-    throw new Error(`mil-grid: ${file} is not a results file (${(e as Error).message}); move it away or choose another --out`);
+    throw new Error(
+      `mil-grid: ${file} is not a results file (${(e as Error).message}); move it away or choose another --out`,
+    );
   }
   if (parsed?.bench !== 'mil-grid' || !Array.isArray(parsed.cells) || typeof parsed.settings !== 'object') {
     throw new Error(`mil-grid: ${file} is not a mil-grid results file; move it away or choose another --out`);
@@ -238,7 +315,8 @@ function settingsDiff(a: MilGridSettings, b: MilGridSettings): string[] {
   const names = new Set([...Object.keys(a ?? {}), ...Object.keys(b)]);
   const diff: string[] = [];
   for (const n of names) {
-    const x = JSON.stringify((a as unknown as Record<string, unknown>)?.[n]), y = JSON.stringify((b as unknown as Record<string, unknown>)[n]);
+    const x = JSON.stringify((a as unknown as Record<string, unknown>)?.[n]),
+      y = JSON.stringify((b as unknown as Record<string, unknown>)[n]);
     if (x !== y) diff.push(`${n} ${x} -> ${y}`);
   }
   return diff;
@@ -246,7 +324,8 @@ function settingsDiff(a: MilGridSettings, b: MilGridSettings): string[] {
 
 function checkList(name: string, xs: number[], min: number): void {
   if (xs.length === 0) throw new RangeError(`mil-grid: ${name} is empty`);
-  for (const x of xs) if (!Number.isInteger(x) || x < min) throw new RangeError(`mil-grid: ${name} must be integers >= ${min}, got ${x}`);
+  for (const x of xs)
+    if (!Number.isInteger(x) || x < min) throw new RangeError(`mil-grid: ${name} must be integers >= ${min}, got ${x}`);
   if (new Set(xs).size !== xs.length) throw new RangeError(`mil-grid: a value of ${name} is listed twice`);
 }
 

@@ -27,9 +27,20 @@ const outFile = (values.out as string | undefined) ?? 'bench/results/state-store
 
 const RESULT_BYTES = (1_380_000 + 1000) * 4 + 2 * 10_000 * 10 * 4; // parameters + buffers + val/test probabilities
 const result = randomBytes(RESULT_BYTES);
-const record = JSON.stringify({ id: 'job-x', tasks: Array.from({ length: 5 }, (_, i) => ({ task: { id: `member-${i + 1}` }, state: 'done', attempts: 1 })) }, null, 2);
+const record = JSON.stringify(
+  {
+    id: 'job-x',
+    tasks: Array.from({ length: 5 }, (_, i) => ({ task: { id: `member-${i + 1}` }, state: 'done', attempts: 1 })),
+  },
+  null,
+  2,
+);
 
-const ms = async (fn: () => Promise<unknown>) => { const t0 = performance.now(); await fn(); return performance.now() - t0; };
+const ms = async (fn: () => Promise<unknown>) => {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+};
 
 async function measure(s: StateStore, round: number) {
   const key = `jobs/bench/results/member-${round}.result`;
@@ -49,17 +60,42 @@ try {
     jetstream: await JetStreamStateStore.open(bus.connection, { bucket: 'bench' }),
   };
   const runs: Record<string, Array<Awaited<ReturnType<typeof measure>>>> = { directory: [], jetstream: [] };
-  await measure(stores.directory, 0); await measure(stores.jetstream, 0); // warm-up
-  for (let r = 1; r <= rounds; r++) for (const name of Object.keys(stores)) runs[name].push(await measure(stores[name], r));
-  const summary = (name: string) => Object.fromEntries((['result_put_ms', 'result_get_ms', 'record_put_ms'] as const).map(k => [k, Math.round(median(runs[name].map(x => x[k])) * 10) / 10]));
-  const dir = summary('directory'), js = summary('jetstream');
+  await measure(stores.directory, 0);
+  await measure(stores.jetstream, 0); // warm-up
+  for (let r = 1; r <= rounds; r++)
+    for (const name of Object.keys(stores)) runs[name].push(await measure(stores[name], r));
+  const summary = (name: string) =>
+    Object.fromEntries(
+      (['result_put_ms', 'result_get_ms', 'record_put_ms'] as const).map(k => [
+        k,
+        Math.round(median(runs[name].map(x => x[k])) * 10) / 10,
+      ]),
+    );
+  const dir = summary('directory'),
+    js = summary('jetstream');
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-  const natsJs = (JSON.parse(fs.readFileSync(path.join(root, 'node_modules', '@nats-io', 'jetstream', 'package.json'), 'utf8')) as { version: string }).version;
+  const natsJs = (
+    JSON.parse(fs.readFileSync(path.join(root, 'node_modules', '@nats-io', 'jetstream', 'package.json'), 'utf8')) as {
+      version: string;
+    }
+  ).version;
   const natsServer = spawnSync('nats-server', ['--version'], { encoding: 'utf8' }).stdout.trim();
   const out = {
-    bench: 'state-store', rounds, result_bytes: RESULT_BYTES, record_bytes: Buffer.byteLength(record), directory: dir, jetstream: js,
-    jetstream_over_directory: Object.fromEntries(Object.keys(dir).map(k => [k, Math.round((js[k] / dir[k]) * 10) / 10])),
-    machine: { ...versions(), nats_js: natsJs, nats_server: natsServer, load_average: os.loadavg().map(x => Math.round(x * 10) / 10) },
+    bench: 'state-store',
+    rounds,
+    result_bytes: RESULT_BYTES,
+    record_bytes: Buffer.byteLength(record),
+    directory: dir,
+    jetstream: js,
+    jetstream_over_directory: Object.fromEntries(
+      Object.keys(dir).map(k => [k, Math.round((js[k] / dir[k]) * 10) / 10]),
+    ),
+    machine: {
+      ...versions(),
+      nats_js: natsJs,
+      nats_server: natsServer,
+      load_average: os.loadavg().map(x => Math.round(x * 10) / 10),
+    },
   };
   writeFileAtomic(outFile, JSON.stringify(out, null, 2) + '\n');
   process.stdout.write(`${JSON.stringify(out)}\n`);

@@ -14,9 +14,14 @@ const down = new Reassembler({
     bus.publish(FLOOR_SUBJECTS.ack, new TextEncoder().encode(id));
     void sendChunked(bus, FLOOR_SUBJECTS.up, payload, { sender: id }); // the same bytes back: the sender checks them
   },
-  onError: (_, reason) => { process.stderr.write(`${id}: ${reason}\n`); process.exit(1); },
+  onError: (_, reason) => {
+    process.stderr.write(`${id}: ${reason}\n`);
+    process.exit(1);
+  },
 });
 bus.subscribe(FLOOR_SUBJECTS.down, chunksTo(down));
 await bus.flush();
 bus.publish(FLOOR_SUBJECTS.ready, new TextEncoder().encode(id));
-process.on('SIGTERM', () => { void bus.close().then(() => process.exit(0)); });
+process.on('SIGTERM', () => {
+  void bus.close().then(() => process.exit(0));
+});

@@ -6,7 +6,10 @@ import type { Transport } from './transport.ts';
 
 /** Splits payload into chunk envelopes that each fit in transport.maxPayload and publishes them on subject. */
 export async function sendChunked(
-  transport: Transport, subject: string, payload: Uint8Array, opts: { transferId?: string; sender?: string } = {},
+  transport: Transport,
+  subject: string,
+  payload: Uint8Array,
+  opts: { transferId?: string; sender?: string } = {},
 ): Promise<{ transferId: string; chunks: number }> {
   const transferId = opts.transferId ?? randomUUID();
   const sender = opts.sender ?? '';
@@ -15,8 +18,12 @@ export async function sendChunked(
   const count = Math.max(1, Math.ceil(payload.length / room)); // an empty payload is still one chunk
   for (let index = 0; index < count; index++) {
     const data = payload.subarray(index * room, (index + 1) * room); // a view: encoding copies it anyway
-    const msg = encodeEnvelope({ kind: 'chunk', value: { transferId, index, count, totalBytes: payload.length, sha256, data } }, sender);
-    if (msg.length > transport.maxPayload) throw new Error(`chunk of ${msg.length} bytes exceeds maxPayload ${transport.maxPayload}`);
+    const msg = encodeEnvelope(
+      { kind: 'chunk', value: { transferId, index, count, totalBytes: payload.length, sha256, data } },
+      sender,
+    );
+    if (msg.length > transport.maxPayload)
+      throw new Error(`chunk of ${msg.length} bytes exceeds maxPayload ${transport.maxPayload}`);
     transport.publish(subject, msg, { owned: true }); // a fresh envelope: no defensive copy
   }
   await transport.flush();
@@ -24,20 +31,34 @@ export async function sendChunked(
 }
 
 /** Data bytes that fit in one chunk envelope: maxPayload minus the measured envelope overhead. */
-export function chunkRoom(maxPayload: number, transferId: string, sender: string, totalBytes: number, sha256: Uint8Array): number {
+export function chunkRoom(
+  maxPayload: number,
+  transferId: string,
+  sender: string,
+  totalBytes: number,
+  sha256: Uint8Array,
+): number {
   // Encode a chunk without data and with the largest index/count varints: the header can only be smaller in practice.
-  const header = encodeEnvelope({
-    kind: 'chunk', value: { transferId, index: 0xfffffffe, count: 0xffffffff, totalBytes, sha256, data: new Uint8Array(0) },
-  }, sender).length;
+  const header = encodeEnvelope(
+    {
+      kind: 'chunk',
+      value: { transferId, index: 0xfffffffe, count: 0xffffffff, totalBytes, sha256, data: new Uint8Array(0) },
+    },
+    sender,
+  ).length;
   // Data adds its tag (1 byte) and length varint, and the chunk's own length prefix grows by at most as many bytes.
   const room = maxPayload - header - 1 - 2 * varintSize(maxPayload);
-  if (room < 1) throw new Error(`maxPayload ${maxPayload} leaves no room for chunk data (the chunk header takes ${header} bytes)`);
+  if (room < 1)
+    throw new Error(`maxPayload ${maxPayload} leaves no room for chunk data (the chunk header takes ${header} bytes)`);
   return room;
 }
 
 function varintSize(n: number): number {
   let size = 1;
-  while (n >= 128) { n = Math.floor(n / 128); size++; }
+  while (n >= 128) {
+    n = Math.floor(n / 128);
+    size++;
+  }
   return size;
 }
 
@@ -53,7 +74,10 @@ interface Transfer {
 }
 
 /** What a completed transfer came with: who sent it (the chunks' envelope sender) and the checked SHA-256. */
-export interface TransferInfo { sender: string; sha256: Uint8Array }
+export interface TransferInfo {
+  sender: string;
+  sha256: Uint8Array;
+}
 
 export interface ReassemblerOptions {
   /** Refuse transfers larger than this (default 256 MiB). */
@@ -90,7 +114,11 @@ export class Reassembler {
   constructor(private readonly opts: ReassemblerOptions) {
     this.maxBytes = opts.maxBytes ?? 256 * 1024 * 1024;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
-    this.caps = { sender: opts.maxBytesPerSender ?? 512 * 1024 * 1024, total: opts.maxBytesTotal ?? 2 * 1024 ** 3, transfers: opts.maxTransfers ?? 1024 };
+    this.caps = {
+      sender: opts.maxBytesPerSender ?? 512 * 1024 * 1024,
+      total: opts.maxBytesTotal ?? 2 * 1024 ** 3,
+      transfers: opts.maxTransfers ?? 1024,
+    };
   }
 
   get stats(): { completed: number; failed: number; dropped: number; pending: number } {
@@ -118,22 +146,41 @@ export class Reassembler {
     let t = this.pending.get(key);
     if (!t) {
       const mine = this.reserved.get(sender) ?? 0;
-      const over = this.pending.size >= this.caps.transfers ? `${this.caps.transfers} unfinished transfers`
-        : mine + c.totalBytes > this.caps.sender ? `${mine} bytes in flight from ${JSON.stringify(sender)} (cap ${this.caps.sender})`
-        : this.reservedTotal + c.totalBytes > this.caps.total ? `${this.reservedTotal} bytes in flight (cap ${this.caps.total})` : null;
+      const over =
+        this.pending.size >= this.caps.transfers
+          ? `${this.caps.transfers} unfinished transfers`
+          : mine + c.totalBytes > this.caps.sender
+            ? `${mine} bytes in flight from ${JSON.stringify(sender)} (cap ${this.caps.sender})`
+            : this.reservedTotal + c.totalBytes > this.caps.total
+              ? `${this.reservedTotal} bytes in flight (cap ${this.caps.total})`
+              : null;
       if (over) {
         this.counts.refused++;
         this.finish(key, now);
         this.opts.onError?.(id, `refused a transfer of ${c.totalBytes} bytes: ${over}`, 'over_capacity');
         return;
       }
-      t = { sender, count: c.count, totalBytes: c.totalBytes, sha256: c.sha256, parts: new Array(c.count), received: 0, bytes: 0, lastSeen: now };
+      t = {
+        sender,
+        count: c.count,
+        totalBytes: c.totalBytes,
+        sha256: c.sha256,
+        parts: new Array(c.count),
+        received: 0,
+        bytes: 0,
+        lastSeen: now,
+      };
       this.pending.set(key, t);
       this.reserve(sender, c.totalBytes);
     } else {
-      const diff = t.count !== c.count ? `count ${c.count} != ${t.count}`
-        : t.totalBytes !== c.totalBytes ? `total_bytes ${c.totalBytes} != ${t.totalBytes}`
-        : !Buffer.from(t.sha256).equals(c.sha256) ? 'sha256 differs' : null;
+      const diff =
+        t.count !== c.count
+          ? `count ${c.count} != ${t.count}`
+          : t.totalBytes !== c.totalBytes
+            ? `total_bytes ${c.totalBytes} != ${t.totalBytes}`
+            : !Buffer.from(t.sha256).equals(c.sha256)
+              ? 'sha256 differs'
+              : null;
       if (diff) return this.fail(key, `inconsistent chunk header (${diff})`);
     }
     t.lastSeen = now;
@@ -152,7 +199,11 @@ export class Reassembler {
       this.drop(key, t);
       this.finish(key, now);
       this.counts.dropped++;
-      this.opts.onError?.(idOf(key), `timed out after ${this.timeoutMs} ms with ${t.received} of ${t.count} chunks`, 'timeout');
+      this.opts.onError?.(
+        idOf(key),
+        `timed out after ${this.timeoutMs} ms with ${t.received} of ${t.count} chunks`,
+        'timeout',
+      );
     }
     for (const [id, at] of this.finished) if (now - at >= this.timeoutMs) this.finished.delete(id);
   }
@@ -165,7 +216,10 @@ export class Reassembler {
     this.drop(key, t);
     this.finish(key, Date.now());
     this.counts.completed++;
-    this.opts.onComplete(idOf(key), new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength), { sender: t.sender, sha256: sha });
+    this.opts.onComplete(idOf(key), new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength), {
+      sender: t.sender,
+      sha256: sha,
+    });
   }
 
   private fail(key: string, reason: string): void {
@@ -180,7 +234,8 @@ export class Reassembler {
 
   private reserve(sender: string, bytes: number): void {
     const left = (this.reserved.get(sender) ?? 0) + bytes;
-    if (left > 0) this.reserved.set(sender, left); else this.reserved.delete(sender);
+    if (left > 0) this.reserved.set(sender, left);
+    else this.reserved.delete(sender);
     this.reservedTotal += bytes;
   }
 
@@ -201,7 +256,8 @@ const idOf = (key: string) => key.slice(key.indexOf('\u0000') + 1);
 /** Checks one chunk on its own; consistency with the other chunks of its transfer is checked in accept. */
 function checkChunk(c: any, maxBytes: number): string | null {
   if (!Number.isSafeInteger(c.count) || c.count < 1) return `invalid count ${c.count}`;
-  if (!Number.isSafeInteger(c.index) || c.index < 0 || c.index >= c.count) return `index ${c.index} out of range for count ${c.count}`;
+  if (!Number.isSafeInteger(c.index) || c.index < 0 || c.index >= c.count)
+    return `index ${c.index} out of range for count ${c.count}`;
   if (!Number.isSafeInteger(c.totalBytes) || c.totalBytes < 0) return `invalid total_bytes ${c.totalBytes}`;
   if (c.totalBytes > maxBytes) return `transfer of ${c.totalBytes} bytes exceeds the limit of ${maxBytes}`;
   // Every chunk carries at least one byte (except the single chunk of an empty payload), so count <= total_bytes.

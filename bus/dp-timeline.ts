@@ -40,7 +40,9 @@ export interface StepTimeline {
   phases: PhaseTimeline[];
   lossMs: number;
   /** Summation of the gradients that had not been summed as they arrived, BatchNorm mean, optimizer step. */
-  sumMs: number; buffersMs: number; optimizerMs: number;
+  sumMs: number;
+  buffersMs: number;
+  optimizerMs: number;
   end: number;
 }
 
@@ -50,8 +52,11 @@ export interface StepTimeline {
  * coordinator per phase, which overlaps the transit intervals.
  */
 export function summariseStep(t: StepTimeline): { path: Record<string, number>; bus: Record<string, number> } {
-  const out: Record<string, number> = {}, bus: Record<string, number> = {};
-  const add = (k: string, v: number) => { out[k] = (out[k] ?? 0) + v; };
+  const out: Record<string, number> = {},
+    bus: Record<string, number> = {};
+  const add = (k: string, v: number) => {
+    out[k] = (out[k] ?? 0) + v;
+  };
   add('params_flatten', t.flattened - t.start);
   add('params_publish', t.published - t.flattened);
   let at = t.published;
@@ -73,7 +78,10 @@ export function summariseStep(t: StepTimeline): { path: Record<string, number>; 
     }
     bus[`${p.phase}_coordinator`] = p.busMs;
     at = last.arrived;
-    if (p.phase === 'forward') { add('loss', t.lossMs); at += t.lossMs; }
+    if (p.phase === 'forward') {
+      add('loss', t.lossMs);
+      at += t.lossMs;
+    }
   }
   add('aggregate_sum', t.sumMs);
   add('aggregate_buffers', t.buffersMs);

@@ -32,7 +32,8 @@ type ToHub =
   | { t: 'pub'; subject: string; data: Uint8Array; reply?: string }
   | { t: 'flush'; id: number }
   | { t: 'close' };
-type ToClient = { t: 'hello'; maxPayload: number } | ({ t: 'msg'; sid: number } & Delivery) | { t: 'flushed'; id: number };
+type ToClient =
+  { t: 'hello'; maxPayload: number } | ({ t: 'msg'; sid: number } & Delivery) | { t: 'flushed'; id: number };
 
 /** One connected client as the broker sees it. */
 interface Endpoint {
@@ -60,11 +61,11 @@ class Broker {
   }
 
   remove(ep: Endpoint, sid: number): void {
-    this.subs = this.subs.filter((s) => !(s.ep === ep && s.sid === sid));
+    this.subs = this.subs.filter(s => !(s.ep === ep && s.sid === sid));
   }
 
   drop(ep: Endpoint): void {
-    this.subs = this.subs.filter((s) => s.ep !== ep);
+    this.subs = this.subs.filter(s => s.ep !== ep);
   }
 
   /** Routes one message. `owned`: the broker may hand `data` itself to one receiver (no one else holds it). */
@@ -83,7 +84,8 @@ class Broker {
     }
     if (targets.length === 0) {
       // Like the NATS server: a request nobody can answer gets an immediate "no responders" status.
-      if (reply !== undefined && status === undefined) this.route(reply, new Uint8Array(0), undefined, true, NO_RESPONDERS);
+      if (reply !== undefined && status === undefined)
+        this.route(reply, new Uint8Array(0), undefined, true, NO_RESPONDERS);
       return;
     }
     targets.forEach((s, i) => {
@@ -159,7 +161,7 @@ abstract class InprocClient implements Transport {
   subscribe(subject: string, handler: (msg: BusMessage) => void, opts?: SubscribeOptions): Subscription {
     this.checkOpen();
     validateSubject(subject, true);
-    const sid = this.addSub(subject, opts?.queue, (d) => {
+    const sid = this.addSub(subject, opts?.queue, d => {
       if (d.status !== undefined) return; // status messages only concern requests
       const msg: BusMessage = { subject: d.subject, data: d.data };
       if (d.reply !== undefined) msg.reply = d.reply;
@@ -180,10 +182,13 @@ abstract class InprocClient implements Transport {
         else resolve(msg!);
       };
       const fail = (err: Error) => finish(err);
-      const timer = setTimeout(() => finish(new Error(`request to ${subject} timed out after ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => finish(new Error(`request to ${subject} timed out after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       try {
         this.checkOpen();
-        sid = this.addSub(inbox, undefined, (d) => {
+        sid = this.addSub(inbox, undefined, d => {
           if (d.status === NO_RESPONDERS) finish(new Error(`no responders for ${subject}`));
           else finish(null, { subject: d.subject, data: d.data });
         });

@@ -5,7 +5,9 @@ import type { BusMessage, PublishOptions, SubscribeOptions, Subscription, Transp
 import { SUBJECTS } from './subjects.ts';
 
 const KIND_BY_SUBJECT: Record<string, string> = {
-  [SUBJECTS.workerAnnounce]: 'announce', [SUBJECTS.taskResult]: 'result', [SUBJECTS.jobSubmit]: 'submit',
+  [SUBJECTS.workerAnnounce]: 'announce',
+  [SUBJECTS.taskResult]: 'result',
+  [SUBJECTS.jobSubmit]: 'submit',
   [SUBJECTS.taskProgress]: 'progress',
 };
 const KIND_BY_PREFIX: [string, string][] = [
@@ -46,7 +48,9 @@ export function meteredTransport(inner: Transport, metrics: BusMeter): Transport
     return handler(msg);
   };
   return {
-    get maxPayload() { return inner.maxPayload; },
+    get maxPayload() {
+      return inner.maxPayload;
+    },
     publish(subject: string, data: Uint8Array, opts?: PublishOptions) {
       inner.publish(subject, data, opts);
       count('out', subject, data.byteLength); // after: a refused publish (too large, closed) sent nothing

@@ -93,7 +93,7 @@ export async function connectNats(url: string, opts: NatsOptions = {}): Promise<
       return new NatsClient(await connect(co), opts, redact);
     } catch (err) {
       if (retryable(err) && Date.now() + RECONNECT_WAIT_MS < deadline) {
-        await new Promise((r) => setTimeout(r, RECONNECT_WAIT_MS));
+        await new Promise(r => setTimeout(r, RECONNECT_WAIT_MS));
         continue;
       }
       const spent = tries > 1 ? ` (${tries} tries in ${((Date.now() - started) / 1000).toFixed(1)} s)` : '';
@@ -176,7 +176,7 @@ class NatsClient implements Transport {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.nc.flush().catch(() => {}),
-      new Promise<void>((resolve) => (timer = setTimeout(resolve, 1000))),
+      new Promise<void>(resolve => (timer = setTimeout(resolve, 1000))),
     ]);
     clearTimeout(timer);
     await this.nc.close();
@@ -242,7 +242,7 @@ function errorText(err: unknown): string {
  */
 function urlCredentials(url: string): { servers: string[]; user?: string; pass?: string; token?: string } {
   const found = new Set<string>();
-  const servers = url.split(',').map((server) => {
+  const servers = url.split(',').map(server => {
     const m = /^\s*([a-z][a-z0-9+.-]*:\/\/)([^\s/?#]*)@(.*)$/i.exec(server);
     if (!m) return server.trim();
     found.add(m[2]);
@@ -251,7 +251,13 @@ function urlCredentials(url: string): { servers: string[]; user?: string; pass?:
   if (found.size > 1) throw new Error('NATS server list: every server URL must carry the same credentials');
   const info = [...found][0];
   if (info === undefined) return { servers };
-  const decode = (s: string) => { try { return decodeURIComponent(s); } catch { return s; } };
+  const decode = (s: string) => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return s;
+    }
+  };
   const colon = info.indexOf(':');
   if (colon < 0) return { servers, token: decode(info) };
   return { servers, user: decode(info.slice(0, colon)), pass: decode(info.slice(colon + 1)) };

@@ -98,14 +98,33 @@ To compare with PyTorch on the same machine: npx tsx bench/compare.ts (see the R
 `;
 
 export const OPTIONS = {
-  'batch-size': { type: 'string' }, threads: { type: 'string' }, device: { type: 'string' }, warmup: { type: 'string' },
-  iters: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-  sizes: { type: 'string' }, seeds: { type: 'string' }, 'seed-list': { type: 'string' }, poolings: { type: 'string' },
-  epochs: { type: 'string' }, 'test-bags': { type: 'string' },
-  'member-steps': { type: 'string' }, rounds: { type: 'string' }, 'dp-steps': { type: 'string' }, 'dp-batch': { type: 'string' },
-  quick: { type: 'boolean' }, full: { type: 'boolean' }, only: { type: 'string' }, list: { type: 'boolean' }, 'out-dir': { type: 'string' },
+  'batch-size': { type: 'string' },
+  threads: { type: 'string' },
+  device: { type: 'string' },
+  warmup: { type: 'string' },
+  iters: { type: 'string' },
+  out: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  sizes: { type: 'string' },
+  seeds: { type: 'string' },
+  'seed-list': { type: 'string' },
+  poolings: { type: 'string' },
+  epochs: { type: 'string' },
+  'test-bags': { type: 'string' },
+  'member-steps': { type: 'string' },
+  rounds: { type: 'string' },
+  'dp-steps': { type: 'string' },
+  'dp-batch': { type: 'string' },
+  quick: { type: 'boolean' },
+  full: { type: 'boolean' },
+  only: { type: 'string' },
+  list: { type: 'boolean' },
+  'out-dir': { type: 'string' },
   readme: { type: 'boolean' },
-  inputs: { type: 'string' }, 'latency-ms': { type: 'string' }, 'per-worker-batch': { type: 'string' },
+  inputs: { type: 'string' },
+  'latency-ms': { type: 'string' },
+  'per-worker-batch': { type: 'string' },
   docs: { type: 'boolean' },
 } as const;
 
@@ -119,16 +138,29 @@ export const MIL_GRID_SIZES = [50, 100, 150, 200, 300, 400, 500];
 
 export default async function bench(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
-  if (values.help) { process.stdout.write(HELP); return; }
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
   const kind = positionals[0];
-  if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`bench: expected train, infer or augment (throughput), mil-grid (MIL sweep), serve (gRPC serving), scale (cluster), simulate (a model of scale), gpu (the GPU check) or results (the README's experiments), got ${kind ? `"${kind}"` : 'nothing'}`);
+  if (!(KINDS as readonly string[]).includes(kind))
+    throw new UsageError(
+      `bench: expected train, infer or augment (throughput), mil-grid (MIL sweep), serve (gRPC serving), scale (cluster), simulate (a model of scale), gpu (the GPU check) or results (the README's experiments), got ${kind ? `"${kind}"` : 'nothing'}`,
+    );
   if (positionals.length > 1) throw new UsageError(`bench: unexpected argument "${positionals[1]}"`);
-  const foreign = kind === 'gpu' ? [...MIL_GRID_ONLY, ...SCALE_ONLY]
-    : kind === 'mil-grid' ? [...THROUGHPUT_ONLY, ...SCALE_ONLY] : kind === 'scale' ? [...THROUGHPUT_ONLY, ...MIL_GRID_ONLY, 'threads', 'device'] : [...MIL_GRID_ONLY, ...SCALE_ONLY];
+  const foreign =
+    kind === 'gpu'
+      ? [...MIL_GRID_ONLY, ...SCALE_ONLY]
+      : kind === 'mil-grid'
+        ? [...THROUGHPUT_ONLY, ...SCALE_ONLY]
+        : kind === 'scale'
+          ? [...THROUGHPUT_ONLY, ...MIL_GRID_ONLY, 'threads', 'device']
+          : [...MIL_GRID_ONLY, ...SCALE_ONLY];
   if (kind === 'results') return results(values);
   if (kind === 'simulate') return simulateBench(values);
   for (const name of [...foreign, ...RESULTS_ONLY, ...SIMULATE_ONLY]) {
-    if (values[name as keyof typeof values] !== undefined) throw new UsageError(`--${name}: not an option of fleet bench ${kind}`);
+    if (values[name as keyof typeof values] !== undefined)
+      throw new UsageError(`--${name}: not an option of fleet bench ${kind}`);
   }
   if (kind === 'mil-grid') return milGrid(values);
   if (kind === 'scale') return scale(values);
@@ -139,15 +171,26 @@ export default async function bench(argv: string[]): Promise<void> {
   const o = {
     batchSize: intOption(values, 'batch-size', 256, 1, OPTION_MAX.batchSize),
     warmup: intOption(values, 'warmup', 3, 0, OPTION_MAX.steps),
-    iters: intOption(values, 'iters', 20, 1, OPTION_MAX.steps), runtime: { threads, device },
+    iters: intOption(values, 'iters', 20, 1, OPTION_MAX.steps),
+    runtime: { threads, device },
   };
-  const r = kind === 'train' ? await benchTrain(o) : kind === 'infer' ? await benchInfer(o) : await benchAugmentShare(o);
+  const r =
+    kind === 'train' ? await benchTrain(o) : kind === 'infer' ? await benchInfer(o) : await benchAugmentShare(o);
   const result = { bench: kind, threads, device, ...r, machine: versions() };
   if (values.out) writeFileAtomic(values.out, JSON.stringify(result, null, 2) + '\n');
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-  else if ('augment_share_of_step' in r) process.stdout.write(`augment: ${r.augment_images_per_second} img/s (${r.augment_ms_per_batch} ms per batch of ${r.batch_size}), SimCLR step ${r.simclr_step_ms_median} ms: ${(100 * r.augment_share_of_step).toFixed(1)}% of a step\n`);
-  else if ('train_images_per_second' in r) process.stdout.write(`train: ${r.train_images_per_second} img/s, step ${r.step_ms_median} ms (batch ${r.batch_size}, ${threads} threads)\n`);
-  else process.stdout.write(`infer: ${r.infer_images_per_second} img/s, ${r.infer_ms_median} ms per batch of ${r.batch_size} (${threads} threads)\n`);
+  else if ('augment_share_of_step' in r)
+    process.stdout.write(
+      `augment: ${r.augment_images_per_second} img/s (${r.augment_ms_per_batch} ms per batch of ${r.batch_size}), SimCLR step ${r.simclr_step_ms_median} ms: ${(100 * r.augment_share_of_step).toFixed(1)}% of a step\n`,
+    );
+  else if ('train_images_per_second' in r)
+    process.stdout.write(
+      `train: ${r.train_images_per_second} img/s, step ${r.step_ms_median} ms (batch ${r.batch_size}, ${threads} threads)\n`,
+    );
+  else
+    process.stdout.write(
+      `infer: ${r.infer_images_per_second} img/s, ${r.infer_ms_median} ms per batch of ${r.batch_size} (${threads} threads)\n`,
+    );
 }
 
 type Values = Record<string, string | boolean | undefined>;
@@ -156,7 +199,8 @@ async function scale(values: Values): Promise<void> {
   const o = {
     memberSteps: intOption(values, 'member-steps', 20, 1, OPTION_MAX.steps),
     rounds: intOption(values, 'rounds', 4, 0, OPTION_MAX.steps),
-    dpSteps: intOption(values, 'dp-steps', 8, 3, OPTION_MAX.steps), warmupSteps: 2,
+    dpSteps: intOption(values, 'dp-steps', 8, 3, OPTION_MAX.steps),
+    warmupSteps: 2,
     dpBatch: intOption(values, 'dp-batch', 256, 2, OPTION_MAX.batchSize),
   };
   const out = path.resolve((values.out as string | undefined) ?? path.join('bench', 'results', 'scale.json'));
@@ -166,10 +210,13 @@ async function scale(values: Values): Promise<void> {
   writeFileAtomic(out, JSON.stringify(result, null, 2) + '\n');
   const d = r.data_parallel_simclr;
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-  else process.stdout.write(`scale: ensemble of 4 on 2 workers ${r.ensemble.speedup}x faster than on 1 (target 1.8x; ceiling from the members' ` +
-    `own seconds ${r.ensemble.speedup_ceiling_from_member_seconds}x); data-parallel SimCLR step ${d.step_ms_median} ms, ` +
-    `${(100 * d.outside_compute_share_median).toFixed(1)}% outside compute (target 10%; the same bytes alone through nats-server: ` +
-    `${(100 * d.transport_floor.share_of_step).toFixed(1)}%), ${(d.bytes_per_step / 2 ** 20).toFixed(1)} MiB per step; wrote ${out}\n`);
+  else
+    process.stdout.write(
+      `scale: ensemble of 4 on 2 workers ${r.ensemble.speedup}x faster than on 1 (target 1.8x; ceiling from the members' ` +
+        `own seconds ${r.ensemble.speedup_ceiling_from_member_seconds}x); data-parallel SimCLR step ${d.step_ms_median} ms, ` +
+        `${(100 * d.outside_compute_share_median).toFixed(1)}% outside compute (target 10%; the same bytes alone through nats-server: ` +
+        `${(100 * d.transport_floor.share_of_step).toFixed(1)}%), ${(d.bytes_per_step / 2 ** 20).toFixed(1)} MiB per step; wrote ${out}\n`,
+    );
 }
 
 /** fleet bench simulate: the scale model on measured inputs (bench/simulate-report.ts), or only its docs table. */
@@ -193,22 +240,26 @@ async function simulateBench(values: Values): Promise<void> {
   }
   const latencyMs = numberOption(values, 'latency-ms', 0.05);
   if (latencyMs < 0) throw new UsageError(`--latency-ms: must be at least 0, got ${latencyMs}`);
-  const perWorkerBatch = values['per-worker-batch'] === undefined
-    ? undefined : intOption(values, 'per-worker-batch', 1, 1);
+  const perWorkerBatch =
+    values['per-worker-batch'] === undefined ? undefined : intOption(values, 'per-worker-batch', 1, 1);
   const inputs = path.resolve(
-    (values.inputs as string | undefined) ?? path.join(root, 'bench', 'results', 'scale.json'));
+    (values.inputs as string | undefined) ?? path.join(root, 'bench', 'results', 'scale.json'),
+  );
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const r = await benchSimulate({ inputs, out, latencyMs, perWorkerBatch, root, log });
   if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
   else {
     const at = (design: string, w: number) =>
-      r.predictions.find(p => p.design === design && p.workers === w && 
-        p.gbit_per_second === 10 && p.transport === 'wire');
+      r.predictions.find(
+        p => p.design === design && p.workers === w && p.gbit_per_second === 10 && p.transport === 'wire',
+      );
     const line = (design: string) =>
       [2, 256].map(w => `${w} workers ${Math.round(100 * (at(design, w)?.efficiency ?? NaN))}%`).join(', ');
-    process.stdout.write(`simulate: efficiency at 10 Gbit/s (wire transport): parameter server ${line('ps')}; ` +
-      `ring all-reduce overlapped ${line('allreduce-overlap')}; ` +
-      `wrote ${out} and ${out.replace(/\.json$/, '')}.md\n`);
+    process.stdout.write(
+      `simulate: efficiency at 10 Gbit/s (wire transport): parameter server ${line('ps')}; ` +
+        `ring all-reduce overlapped ${line('allreduce-overlap')}; ` +
+        `wrote ${out} and ${out.replace(/\.json$/, '')}.md\n`,
+    );
   }
 }
 
@@ -217,7 +268,9 @@ async function gpuBench(values: Values): Promise<void> {
   if (values.warmup !== undefined) throw new UsageError('--warmup: not an option of fleet bench gpu');
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cuda');
   const o = {
-    device, batchSize: intOption(values, 'batch-size', 64, 2), iters: intOption(values, 'iters', 10, 1),
+    device,
+    batchSize: intOption(values, 'batch-size', 64, 2),
+    iters: intOption(values, 'iters', 10, 1),
     threads: intOption(values, 'threads', os.availableParallelism(), 1),
     log: (l: string) => process.stderr.write(`${l}\n`),
   };
@@ -227,10 +280,13 @@ async function gpuBench(values: Values): Promise<void> {
   writeFileAtomic(out, JSON.stringify(result, null, 2) + '\n');
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else {
-    const d = r.data_parallel_simclr, m = r.ensemble_member_cnn;
-    process.stdout.write(`gpu: ${device} against CPU: data-parallel SimCLR gradients within ` +
-      `${d.worst_gradient_error.toExponential(1)}, ` +
-      `member CNN within ${m.worst_gradient_error.toExponential(1)} (tolerance ${r.tolerance}); wrote ${out}\n`);
+    const d = r.data_parallel_simclr,
+      m = r.ensemble_member_cnn;
+    process.stdout.write(
+      `gpu: ${device} against CPU: data-parallel SimCLR gradients within ` +
+        `${d.worst_gradient_error.toExponential(1)}, ` +
+        `member CNN within ${m.worst_gradient_error.toExponential(1)} (tolerance ${r.tolerance}); wrote ${out}\n`,
+    );
   }
   if (!r.ok) throw new Error(`gpu: gradients differ from the CPU's by more than ${r.tolerance} (see ${out})`);
 }
@@ -239,24 +295,30 @@ async function gpuBench(values: Values): Promise<void> {
 async function serveBench(values: Values): Promise<void> {
   const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
   const r = await benchServe({
-    threads, iters: intOption(values, 'iters', 500, 10, OPTION_MAX.steps),
+    threads,
+    iters: intOption(values, 'iters', 500, 10, OPTION_MAX.steps),
     warmup: intOption(values, 'warmup', 30, 0, OPTION_MAX.steps),
     batchSize: intOption(values, 'batch-size', 64, 1, OPTION_MAX.batchSize),
   });
   const result = { bench: 'serve', ...r, machine: versions() };
   if (values.out) writeFileAtomic(values.out as string, JSON.stringify(result, null, 2) + '\n');
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-  else process.stdout.write(`serve: concurrency 1 p50 ${r.concurrency_1.p50_ms} ms, p99 ${r.concurrency_1.p99_ms} ms (grpc-js client), ` +
-    `p50 ${r.concurrency_1_minimal_client.p50_ms} ms, p99 ${r.concurrency_1_minimal_client.p99_ms} ms (minimal client); batch ${r.batch_size}: ` +
-    `${r.batch.images_per_second} img/s served, ${r.served_over_in_process_throughput}x in-process\n`);
+  else
+    process.stdout.write(
+      `serve: concurrency 1 p50 ${r.concurrency_1.p50_ms} ms, p99 ${r.concurrency_1.p99_ms} ms (grpc-js client), ` +
+        `p50 ${r.concurrency_1_minimal_client.p50_ms} ms, p99 ${r.concurrency_1_minimal_client.p99_ms} ms (minimal client); batch ${r.batch_size}: ` +
+        `${r.batch.images_per_second} img/s served, ${r.served_over_in_process_throughput}x in-process\n`,
+    );
 }
 
 async function milGrid(values: Values): Promise<void> {
   const sizes = listOption(values, 'sizes', MIL_GRID_SIZES, 1);
-  if (values.seeds !== undefined && values['seed-list'] !== undefined) throw new UsageError('--seeds and --seed-list: give one or the other');
-  const seeds = values['seed-list'] !== undefined
-    ? listOption(values, 'seed-list', [], 0)
-    : Array.from({ length: intOption(values, 'seeds', 5, 1, OPTION_MAX.steps) }, (_, i) => i + 1);
+  if (values.seeds !== undefined && values['seed-list'] !== undefined)
+    throw new UsageError('--seeds and --seed-list: give one or the other');
+  const seeds =
+    values['seed-list'] !== undefined
+      ? listOption(values, 'seed-list', [], 0)
+      : Array.from({ length: intOption(values, 'seeds', 5, 1, OPTION_MAX.steps) }, (_, i) => i + 1);
   const poolings = poolingsOption(values);
   const epochs = intOption(values, 'epochs', 40, 1, OPTION_MAX.epochs);
   const testBags = intOption(values, 'test-bags', 250, 1, OPTION_MAX.items);
@@ -266,20 +328,30 @@ async function milGrid(values: Values): Promise<void> {
   if (device === 'cuda') checkCuda();
   const runs = sizes.length * seeds.length * poolings.length;
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  log(`fleet bench mil-grid: ${runs} runs (${sizes.length} sizes x ${seeds.length} seeds x ${poolings.length} poolings), ` +
-    `${epochs} epoch${epochs === 1 ? '' : 's'}, ${testBags} test bags, ${device} x${threads} threads, results ${out}`);
+  log(
+    `fleet bench mil-grid: ${runs} runs (${sizes.length} sizes x ${seeds.length} seeds x ${poolings.length} poolings), ` +
+      `${epochs} epoch${epochs === 1 ? '' : 's'}, ${testBags} test bags, ${device} x${threads} threads, results ${out}`,
+  );
   const summary = await runMilGrid({ sizes, seeds, poolings, epochs, testBags, threads, device, out, log });
   if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-  else process.stdout.write(`mil-grid: ${summary.trained} runs trained, ${summary.skipped} skipped; table ${summary.markdown}, chart ${summary.svg}\n`);
+  else
+    process.stdout.write(
+      `mil-grid: ${summary.trained} runs trained, ${summary.skipped} skipped; table ${summary.markdown}, chart ${summary.svg}\n`,
+    );
 }
 
 /** A comma-separated list of distinct integers >= min, or def when the option is absent. */
 function listOption(values: Values, name: string, def: number[], min: number): number[] {
   const raw = values[name];
   if (raw === undefined) return def;
-  const items = String(raw).split(',').map(s => s.trim());
+  const items = String(raw)
+    .split(',')
+    .map(s => s.trim());
   const xs = items.map(s => {
-    if (!/^\d+$/.test(s)) throw new UsageError(`--${name}: expected comma-separated ${min > 0 ? 'positive' : 'non-negative'} integers, got "${s}" in "${raw}"`);
+    if (!/^\d+$/.test(s))
+      throw new UsageError(
+        `--${name}: expected comma-separated ${min > 0 ? 'positive' : 'non-negative'} integers, got "${s}" in "${raw}"`,
+      );
     const n = Number(s);
     if (n < min) throw new UsageError(`--${name}: must be at least ${min}, got ${n} in "${raw}"`);
     const max = OPTION_MAX.items;
@@ -294,9 +366,12 @@ function listOption(values: Values, name: string, def: number[], min: number): n
 function poolingsOption(values: Values): Pooling[] {
   const raw = values.poolings;
   if (raw === undefined) return [...POOLINGS];
-  const items = String(raw).split(',').map(s => s.trim());
+  const items = String(raw)
+    .split(',')
+    .map(s => s.trim());
   for (const p of items) {
-    if (!(POOLINGS as readonly string[]).includes(p)) throw new UsageError(`--poolings: expected some of ${POOLINGS.join('|')}, got "${p}" in "${raw}"`);
+    if (!(POOLINGS as readonly string[]).includes(p))
+      throw new UsageError(`--poolings: expected some of ${POOLINGS.join('|')}, got "${p}" in "${raw}"`);
   }
   const dup = items.find((x, i) => items.indexOf(x) !== i);
   if (dup !== undefined) throw new UsageError(`--poolings: ${dup} is listed twice in "${raw}"`);
@@ -324,10 +399,16 @@ async function results(values: Values): Promise<void> {
     }
     const changed = updateReadme();
     if (values.json) process.stdout.write(`${JSON.stringify({ bench: 'results', readme: 'README.md', changed })}\n`);
-    else process.stdout.write(changed.length ? `README.md: regenerated ${changed.join(', ')}\n` : 'README.md: every table is up to date\n');
+    else
+      process.stdout.write(
+        changed.length ? `README.md: regenerated ${changed.join(', ')}\n` : 'README.md: every table is up to date\n',
+      );
     return;
   }
-  if (values.list) { process.stdout.write(listExperiments(experiments, mode)); return; }
+  if (values.list) {
+    process.stdout.write(listExperiments(experiments, mode));
+    return;
+  }
   const outDir = values['out-dir'] === undefined ? undefined : path.resolve(values['out-dir'] as string);
   // stopped from outside (Ctrl-C, kill): take the running child along; finished runs are already in their files
   let current: ChildProcess | undefined;
@@ -337,7 +418,14 @@ async function results(values: Values): Promise<void> {
     process.exit(130);
   };
   process.once('SIGINT', stop).once('SIGTERM', stop);
-  const outcomes = await runExperiments({ experiments, mode, outDir, onSpawn: child => { current = child; } });
+  const outcomes = await runExperiments({
+    experiments,
+    mode,
+    outDir,
+    onSpawn: child => {
+      current = child;
+    },
+  });
   process.off('SIGINT', stop).off('SIGTERM', stop);
   const failed = outcomes.filter(o => o.error);
   if (values.json) process.stdout.write(`${JSON.stringify({ bench: 'results', mode, experiments: outcomes })}\n`);

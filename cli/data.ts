@@ -28,17 +28,20 @@ const OPTIONS = {
 } as const;
 
 // parse() is not generic, so narrow the string options here.
-const str = (values: Record<string, unknown>, name: string) => (values[name] === undefined ? undefined : String(values[name]));
+const str = (values: Record<string, unknown>, name: string) =>
+  values[name] === undefined ? undefined : String(values[name]);
 
 function progressPrinter(): (p: DownloadProgress) => void {
   let lastStep = -1;
   const mb = (n: number) => (n / 1e6).toFixed(1);
-  return (p) => {
+  return p => {
     const log = (s: string) => process.stderr.write(`${p.file}: ${s}\n`);
     if (p.phase === 'present') log('already present, verified');
     else if (p.phase === 'start' || p.phase === 'resume') {
       lastStep = -1;
-      log(`${p.phase === 'resume' ? `resuming at ${mb(p.received)} MB` : 'downloading'}${p.total !== null ? ` (${mb(p.total)} MB)` : ''}`);
+      log(
+        `${p.phase === 'resume' ? `resuming at ${mb(p.received)} MB` : 'downloading'}${p.total !== null ? ` (${mb(p.total)} MB)` : ''}`,
+      );
     } else if (p.phase === 'verified') log('verified');
     else {
       // one line per 25% (or per 5 MB when the size is unknown), not one per chunk
@@ -73,23 +76,30 @@ export async function dataCommand(argv: string[]): Promise<void> {
       try {
         text = fs.readFileSync(sumFile, 'utf8');
       } catch (e) {
-        throw new UsageError(`--sha256-file: cannot read ${sumFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+        throw new UsageError(
+          `--sha256-file: cannot read ${sumFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+        );
       }
       checksums = parseChecksums(text, sumFile);
     }
     const mirror = str(values, 'mirror');
-    if (mirror !== undefined && !/^https?:\/\/\S+$/.test(mirror)) throw new UsageError(`--mirror: expected an http(s) URL, got "${mirror}"`);
+    if (mirror !== undefined && !/^https?:\/\/\S+$/.test(mirror))
+      throw new UsageError(`--mirror: expected an http(s) URL, got "${mirror}"`);
     process.stderr.write(`${dataset}: downloading into ${dir} from ${mirror ?? DEFAULT_MIRRORS[dataset]}\n`);
     const files = await downloadDataset({ dataset, dir, mirror, checksums, onProgress: progressPrinter() });
     for (const f of files) {
-      if (f.verifiedBy === 'idx-only') process.stderr.write(`${f.file}: warning: no known SHA-256, checked gzip + IDX structure only\n`);
+      if (f.verifiedBy === 'idx-only')
+        process.stderr.write(`${f.file}: warning: no known SHA-256, checked gzip + IDX structure only\n`);
     }
     process.stderr.write(`${dataset}: ${files.length} files ready in ${dir} (use --data-dir ${dir})\n`);
   } else if (sub === 'info') {
-    if (values.mirror !== undefined || values['sha256-file'] !== undefined) throw new UsageError('fleet data info: --mirror and --sha256-file only apply to download');
+    if (values.mirror !== undefined || values['sha256-file'] !== undefined)
+      throw new UsageError('fleet data info: --mirror and --sha256-file only apply to download');
     const dir = resolveDataDir(dataset, dataDir);
     const { train, test } = loadDataset(dataset, dir);
-    process.stdout.write(`dataset: ${dataset}\ndirectory: ${dir}\ntrain: ${train.count} images, 28x28\ntest: ${test.count} images, 28x28\n`);
+    process.stdout.write(
+      `dataset: ${dataset}\ndirectory: ${dir}\ntrain: ${train.count} images, 28x28\ntest: ${test.count} images, 28x28\n`,
+    );
   } else {
     throw new UsageError(`fleet data: unknown subcommand "${sub}" (expected download or info)`);
   }

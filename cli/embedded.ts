@@ -36,14 +36,23 @@ export interface EmbeddedOptions {
   log?: (line: string) => void;
 }
 
-export interface EmbeddedResult { jobId: string; summary: Record<string, unknown>; resumed: boolean }
+export interface EmbeddedResult {
+  jobId: string;
+  summary: Record<string, unknown>;
+  resumed: boolean;
+}
 
 export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
   const log = o.log ?? (() => {});
   const stateDir = path.join(o.out, 'state');
   const hub = new InprocHub();
   const bus = hub.transport();
-  const c = new Coordinator(bus, { store: new DirStateStore(stateDir), outputDir: () => o.out, dataDir: o.dataDir, log });
+  const c = new Coordinator(bus, {
+    store: new DirStateStore(stateDir),
+    outputDir: () => o.out,
+    dataDir: o.dataDir,
+    log,
+  });
   const threads: Worker[] = [];
   let stopping = false;
   let server: http.Server | null = null;
@@ -54,7 +63,9 @@ export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
     const resumed = !!o.resume;
     if (o.http) {
       server = await serveHttp(c, o.http.host, o.http.port);
-      log(`embedded coordinator: http://${o.http.host}:${(server.address() as { port: number }).port}/ (dashboard, /metrics, /api/cluster, /api/jobs)`);
+      log(
+        `embedded coordinator: http://${o.http.host}:${(server.address() as { port: number }).port}/ (dashboard, /metrics, /api/cluster, /api/jobs)`,
+      );
     }
     // subscribed before anything runs, so that no progress and not the end are missed
     const lastBatch = new Map<string, Omit<BatchInfo, 'images'>>();
@@ -72,7 +83,13 @@ export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
         const m = parseJsonField(p.metricsJson, 'metrics_json');
         const e = (m.ok ? m.value : {}) as { event?: string; images_per_second?: number };
         if (e.event === 'batch') {
-          const b = { epoch: p.epoch, batch: p.batch, batches: p.batches, loss: p.loss, imagesPerSecond: e.images_per_second ?? 0 };
+          const b = {
+            epoch: p.epoch,
+            batch: p.batch,
+            batches: p.batches,
+            loss: p.loss,
+            imagesPerSecond: e.images_per_second ?? 0,
+          };
           lastBatch.set(p.taskId, b);
           o.onBatch?.(p.taskId, b);
         } else if (e.event === undefined) {
@@ -86,12 +103,25 @@ export async function runEmbedded(o: EmbeddedOptions): Promise<EmbeddedResult> {
       const share = Math.max(1, Math.floor((o.runtime.threads ?? os.availableParallelism()) / o.workers));
       for (let i = 0; i < o.workers; i++) {
         const hubPort = hub.port();
-        const data: ThreadWorkerData = { port: hubPort, id: `embedded-${i + 1}`, runtime: { ...o.runtime, threads: share }, dataDir: o.dataDir,
-          checkpointRoot: o.out, heartbeatMs: 1000 };
-        const w = new Worker(new URL('../worker/thread.js', import.meta.url), { workerData: data, transferList: [hubPort] });
-        w.on('message', (m: { kind?: string; line?: string }) => { if (m.kind === 'log' && m.line) log(m.line); });
+        const data: ThreadWorkerData = {
+          port: hubPort,
+          id: `embedded-${i + 1}`,
+          runtime: { ...o.runtime, threads: share },
+          dataDir: o.dataDir,
+          checkpointRoot: o.out,
+          heartbeatMs: 1000,
+        };
+        const w = new Worker(new URL('../worker/thread.js', import.meta.url), {
+          workerData: data,
+          transferList: [hubPort],
+        });
+        w.on('message', (m: { kind?: string; line?: string }) => {
+          if (m.kind === 'log' && m.line) log(m.line);
+        });
         w.on('error', e => reject(new Error(`worker thread ${data.id} failed: ${e.message}`)));
-        w.on('exit', code => { if (!stopping) reject(new Error(`worker thread ${data.id} exited (code ${code}) before the job finished`)); });
+        w.on('exit', code => {
+          if (!stopping) reject(new Error(`worker thread ${data.id} exited (code ${code}) before the job finished`));
+        });
         threads.push(w);
       }
     });
@@ -112,22 +142,38 @@ function pickJob(c: Coordinator, o: EmbeddedOptions, stateDir: string): JobRecor
   const jobs = [...c.jobs.values()];
   const unfinished = jobs.filter(j => j.state === 'running');
   if (!o.resume) {
-    if (unfinished.length) throw new Error(`${o.out} holds an unfinished ensemble run (job ${unfinished[0].id}): continue it with --resume, or use another --out`);
+    if (unfinished.length)
+      throw new Error(
+        `${o.out} holds an unfinished ensemble run (job ${unfinished[0].id}): continue it with --resume, or use another --out`,
+      );
     return c.submit(o.spec);
   }
   const same = jobs.filter(j => canonical(j.spec) === canonical(o.spec)).sort((a, b) => b.submittedAt - a.submittedAt);
   const pick = same.find(j => j.state === 'running') ?? same.find(j => j.state === 'done');
   if (pick) return pick;
-  if (same.length) throw new Error(`--resume: the run in ${o.out} failed (job ${same[0].id}: ${same[0].error}); run it again with --overwrite`);
+  if (same.length)
+    throw new Error(
+      `--resume: the run in ${o.out} failed (job ${same[0].id}: ${same[0].error}); run it again with --overwrite`,
+    );
   const other = unfinished[0] ?? jobs[0];
   if (!other) throw new Error(`--resume: no ensemble run to continue in ${stateDir}`);
-  const field = Object.keys({ ...other.spec, ...o.spec }).find(k => canonical((other.spec as Record<string, unknown>)[k]) !== canonical((o.spec as Record<string, unknown>)[k]));
-  throw new Error(`--resume: the run in ${o.out} (job ${other.id}) has other settings (${field}: ${canonical((other.spec as Record<string, unknown>)[field!])} there, ${canonical((o.spec as Record<string, unknown>)[field!])} now)`);
+  const field = Object.keys({ ...other.spec, ...o.spec }).find(
+    k => canonical((other.spec as Record<string, unknown>)[k]) !== canonical((o.spec as Record<string, unknown>)[k]),
+  );
+  throw new Error(
+    `--resume: the run in ${o.out} (job ${other.id}) has other settings (${field}: ${canonical((other.spec as Record<string, unknown>)[field!])} there, ${canonical((o.spec as Record<string, unknown>)[field!])} now)`,
+  );
 }
 
 /** JSON with sorted keys and without undefined fields: equal settings give equal strings. */
 function canonical(v: unknown): string {
-  return JSON.stringify(v, (_k, x) => (x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => a.localeCompare(b))) : x)) ?? 'undefined';
+  return (
+    JSON.stringify(v, (_k, x) =>
+      x && typeof x === 'object' && !Array.isArray(x)
+        ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => a.localeCompare(b)))
+        : x,
+    ) ?? 'undefined'
+  );
 }
 
 /** Asks a worker thread to stop and waits for it to end (terminated if it does not within 10 s). */

@@ -9,8 +9,12 @@ import { intOption, UsageError, type OptionSpec } from '../util/args.ts';
 import { redactUrl } from '../util/redact.ts';
 
 export const NATS_OPTIONS = {
-  nats: { type: 'string' }, 'nats-creds': { type: 'string' }, 'nats-ca': { type: 'string' },
-  'nats-cert': { type: 'string' }, 'nats-key': { type: 'string' }, 'nats-wait-ms': { type: 'string' },
+  nats: { type: 'string' },
+  'nats-creds': { type: 'string' },
+  'nats-ca': { type: 'string' },
+  'nats-cert': { type: 'string' },
+  'nats-key': { type: 'string' },
+  'nats-wait-ms': { type: 'string' },
 } as const satisfies OptionSpec;
 
 /** --nats-wait-ms: the default start-up retry budget, and its bound. */
@@ -34,7 +38,11 @@ export function natsSettings(values: Record<string, unknown>, env: NodeJS.Proces
   const url = String(values.nats);
   for (const server of url.split(',')) {
     let u: URL | null = null;
-    try { u = new URL(server.trim()); } catch { /* reported below */ }
+    try {
+      u = new URL(server.trim());
+    } catch {
+      /* reported below */
+    }
     if (!u || !SCHEMES.includes(u.protocol) || !u.hostname) {
       throw new UsageError(`--nats: expected nats://HOST:PORT or tls://HOST:PORT, got "${redactUrl(server)}"`);
     }
@@ -51,7 +59,9 @@ export function natsSettings(values: Record<string, unknown>, env: NodeJS.Proces
   if (cert !== undefined && key === undefined) throw new UsageError('--nats-cert: needs --nats-key');
   const tlsFiles = ca !== undefined || cert !== undefined ? { caFile: ca, certFile: cert, keyFile: key } : undefined;
   return {
-    url, tls: tlsFiles, credsFile: values['nats-creds'] as string | undefined,
+    url,
+    tls: tlsFiles,
+    credsFile: values['nats-creds'] as string | undefined,
     waitMs: intOption(values, 'nats-wait-ms', WAIT_DEFAULT_MS, 0, WAIT_MAX_MS),
   };
 }
@@ -62,7 +72,8 @@ function readOptionFile(flag: string, file: string): Buffer {
     return fs.readFileSync(file);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const why = { ENOENT: 'no such file', EACCES: 'permission denied', EISDIR: 'is a directory' }[err.code ?? ''] ?? err.message;
+    const why =
+      { ENOENT: 'no such file', EACCES: 'permission denied', EISDIR: 'is a directory' }[err.code ?? ''] ?? err.message;
     throw new Error(`--${flag} ${file}: cannot read it (${why})`);
   }
 }
@@ -73,12 +84,19 @@ export function checkNatsFiles(s: ReturnType<typeof natsSettings>): void {
     const ca = readOptionFile('nats-ca', s.tls.caFile);
     // Node.js skips text that is no PEM certificate without a word: look for one
     let why = /-----BEGIN CERTIFICATE-----/.test(ca.toString('latin1')) ? '' : 'no PEM certificate in it';
-    try { if (!why) tls.createSecureContext({ ca }); } catch (e) { why = (e as Error).message; }
+    try {
+      if (!why) tls.createSecureContext({ ca });
+    } catch (e) {
+      why = (e as Error).message;
+    }
     if (why) throw new Error(`--nats-ca ${s.tls.caFile}: not a usable CA certificate (${why})`);
   }
   if (s.tls?.certFile && s.tls.keyFile) {
-    const cert = readOptionFile('nats-cert', s.tls.certFile), key = readOptionFile('nats-key', s.tls.keyFile);
-    try { tls.createSecureContext({ cert, key }); } catch (e) {
+    const cert = readOptionFile('nats-cert', s.tls.certFile),
+      key = readOptionFile('nats-key', s.tls.keyFile);
+    try {
+      tls.createSecureContext({ cert, key });
+    } catch (e) {
       const files = `--nats-cert ${s.tls.certFile} / --nats-key ${s.tls.keyFile}`;
       throw new Error(`${files}: not a usable certificate and key (${(e as Error).message})`);
     }
@@ -99,8 +117,15 @@ export function connectFromCli(values: Record<string, unknown>, name: string, lo
   const s = natsSettings(values, env);
   checkNatsFiles(s);
   return connectNats(s.url, {
-    name, user: env.NATS_USER, pass: env.NATS_PASSWORD, token: env.NATS_TOKEN, nkeySeed: env.NATS_NKEY_SEED,
-    credsFile: s.credsFile, tls: s.tls, connectWaitMs: s.waitMs, onStatus: e => log(`nats: ${e}`),
+    name,
+    user: env.NATS_USER,
+    pass: env.NATS_PASSWORD,
+    token: env.NATS_TOKEN,
+    nkeySeed: env.NATS_NKEY_SEED,
+    credsFile: s.credsFile,
+    tls: s.tls,
+    connectWaitMs: s.waitMs,
+    onStatus: e => log(`nats: ${e}`),
     inboxPrefix: inboxPrefix(name),
   });
 }

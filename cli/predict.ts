@@ -38,13 +38,24 @@ options:
 `;
 
 export const OPTIONS = {
-  server: { type: 'string' }, model: { type: 'string' }, version: { type: 'string' }, image: { type: 'string' }, idx: { type: 'string' },
-  index: { type: 'string' }, 'timeout-ms': { type: 'string' }, 'tls-ca': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
-  json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  server: { type: 'string' },
+  model: { type: 'string' },
+  version: { type: 'string' },
+  image: { type: 'string' },
+  idx: { type: 'string' },
+  index: { type: 'string' },
+  'timeout-ms': { type: 'string' },
+  'tls-ca': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
 } as const;
 
 export function clientCredentials(values: Record<string, unknown>): grpc.ChannelCredentials {
-  const ca = values['tls-ca'] as string | undefined, cert = values['tls-cert'] as string | undefined, key = values['tls-key'] as string | undefined;
+  const ca = values['tls-ca'] as string | undefined,
+    cert = values['tls-cert'] as string | undefined,
+    key = values['tls-key'] as string | undefined;
   if (!ca && !cert && !key) return grpc.credentials.createInsecure();
   if (!!cert !== !!key) throw new UsageError('--tls-cert and --tls-key go together');
   const read = (f: string | undefined) => (f ? fs.readFileSync(f) : null);
@@ -52,7 +63,8 @@ export function clientCredentials(values: Record<string, unknown>): grpc.Channel
 }
 
 function loadImage(values: Record<string, unknown>): Uint8Array {
-  const image = values.image as string | undefined, idx = values.idx as string | undefined;
+  const image = values.image as string | undefined,
+    idx = values.idx as string | undefined;
   if (!!image === !!idx) throw new UsageError('predict: give --image FILE.png or --idx FILE --index I');
   if (image) {
     if (values.index !== undefined) throw new UsageError('--index goes with --idx');
@@ -68,21 +80,37 @@ function loadImage(values: Record<string, unknown>): Uint8Array {
 
 export default async function predict(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
-  if (values.help) { process.stdout.write(HELP); return; }
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
   if (positionals.length) throw new UsageError(`predict: unexpected argument "${positionals[0]}"`);
   if (!values.model) throw new UsageError('predict: --model NAME is required');
   const [host, port] = hostPort((values.server as string | undefined) ?? DEFAULT_SERVER, '--server');
   const timeoutMs = intOption(values, 'timeout-ms', 10_000, 1);
   const pixels = loadImage(values);
   const client = new InferenceClient(`${host}:${port}`, clientCredentials(values)) as unknown as {
-    ModelInfer(req: object, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: ModelInferResponse) => void): void; close(): void;
+    ModelInfer(
+      req: object,
+      opts: grpc.CallOptions,
+      cb: (e: grpc.ServiceError | null, r: ModelInferResponse) => void,
+    ): void;
+    close(): void;
   };
   let res: ModelInferResponse;
   try {
-    res = await new Promise((resolve, reject) => client.ModelInfer({
-      model_name: values.model, model_version: values.version ?? '',
-      inputs: [{ name: 'input', datatype: 'UINT8', shape: [1, IMAGE_SIZE] }], raw_input_contents: [pixels],
-    }, { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r))));
+    res = await new Promise((resolve, reject) =>
+      client.ModelInfer(
+        {
+          model_name: values.model,
+          model_version: values.version ?? '',
+          inputs: [{ name: 'input', datatype: 'UINT8', shape: [1, IMAGE_SIZE] }],
+          raw_input_contents: [pixels],
+        },
+        { deadline: Date.now() + timeoutMs },
+        (e, r) => (e ? reject(e) : resolve(r)),
+      ),
+    );
   } catch (e) {
     const err = e as grpc.ServiceError;
     // the server's own answers (NOT_FOUND, INVALID_ARGUMENT, ...) as they are; no answer names where it was asked
@@ -97,7 +125,9 @@ export default async function predict(argv: string[]): Promise<void> {
   const isMil = res.outputs.some(o => o.name === 'probability');
   const probabilities = Array.from(readOutput(res, isMil ? 'probability' : 'probabilities').data as ArrayLike<number>);
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ model: res.model_name, version: res.model_version, class: cls, probabilities, parameters })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ model: res.model_name, version: res.model_version, class: cls, probabilities, parameters })}\n`,
+    );
     return;
   }
   process.stdout.write(`class ${cls} (model ${res.model_name} version ${res.model_version})\n`);

@@ -180,7 +180,8 @@ export class Progress {
 
   private fields(t: number): string[] {
     const parts: string[] = [];
-    if (this.total > 0) parts.push(`${String(Math.floor(Math.min(1, this.count / this.total) * 100)).padStart(this.tty ? 3 : 0)}%`);
+    if (this.total > 0)
+      parts.push(`${String(Math.floor(Math.min(1, this.count / this.total) * 100)).padStart(this.tty ? 3 : 0)}%`);
     parts.push(this.countText());
     const rate = this.rate(t);
     if (rate !== undefined) parts.push(`${formatRate(rate)} ${this.unit}/s`);

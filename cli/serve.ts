@@ -55,18 +55,33 @@ ${NATS_HELP}                        with --nats: every ready model answers fleet
 `;
 
 export const OPTIONS = {
-  ...NATS_OPTIONS, models: { type: 'string' }, grpc: { type: 'string' }, http: { type: 'string' }, threads: { type: 'string' },
-  device: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-message-bytes': { type: 'string' },
-  'model-control': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
-  'tls-client-ca': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  ...NATS_OPTIONS,
+  models: { type: 'string' },
+  grpc: { type: 'string' },
+  http: { type: 'string' },
+  threads: { type: 'string' },
+  device: { type: 'string' },
+  'poll-ms': { type: 'string' },
+  'max-message-bytes': { type: 'string' },
+  'model-control': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-client-ca': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
 } as const;
 
 export function hostPort(value: string, flag: string): [string, number] {
-  try { return parseHostPort(value, flag); } catch (e) { throw new UsageError((e as Error).message); }
+  try {
+    return parseHostPort(value, flag);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 export function tlsOption(values: Record<string, unknown>): TlsFiles | undefined {
-  const cert = values['tls-cert'] as string | undefined, key = values['tls-key'] as string | undefined, ca = values['tls-client-ca'] as string | undefined;
+  const cert = values['tls-cert'] as string | undefined,
+    key = values['tls-key'] as string | undefined,
+    ca = values['tls-client-ca'] as string | undefined;
   if (!cert && !key && !ca) return undefined;
   if (!cert || !key) throw new UsageError('--tls-cert and --tls-key go together');
   return { certFile: cert, keyFile: key, clientCaFile: ca };
@@ -74,13 +89,19 @@ export function tlsOption(values: Record<string, unknown>): TlsFiles | undefined
 
 export default async function serve(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
-  if (values.help) { process.stdout.write(HELP); return; }
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
   if (positionals.length) throw new UsageError(`serve: unexpected argument "${positionals[0]}"`);
   if (!values.models) throw new UsageError('serve: --models DIR is required');
   const [grpcHost, grpcPort] = hostPort((values.grpc as string | undefined) ?? '127.0.0.1:8001', '--grpc');
   const httpAt = (values.http as string | undefined) ?? '127.0.0.1:8002';
   const http = httpAt === 'off' ? null : hostPort(httpAt, '--http');
-  const runtime = { threads: intOption(values, 'threads', os.availableParallelism(), 1), device: choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu') };
+  const runtime = {
+    threads: intOption(values, 'threads', os.availableParallelism(), 1),
+    device: choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu'),
+  };
   const pollMs = intOption(values, 'poll-ms', 1000, 10);
   const modelControl = choiceOption(values, 'model-control', MODEL_CONTROL, 'poll');
   const maxMessageBytes = intOption(values, 'max-message-bytes', 16 * 1024 * 1024, 1024);
@@ -90,7 +111,15 @@ export default async function serve(argv: string[]): Promise<void> {
   const metrics = createMetrics();
   const bus: Transport | undefined = values.nats ? await connectFromCli(values, 'fleet-serve', log) : undefined;
   const server = new InferenceServer({
-    models: path.resolve(values.models as string), pollMs, runtime, bus, metrics, tls, log, maxMessageBytes, modelControl,
+    models: path.resolve(values.models as string),
+    pollMs,
+    runtime,
+    bus,
+    metrics,
+    tls,
+    log,
+    maxMessageBytes,
+    modelControl,
   });
   let httpServer: Awaited<ReturnType<typeof listenHttp>> | null = null;
   let port: number;
@@ -105,8 +134,10 @@ export default async function serve(argv: string[]): Promise<void> {
     throw e;
   }
   const httpUrl = httpServer && `http://${http![0]}:${(httpServer.address() as { port: number }).port}`;
-  log(`serve: gRPC${tls ? ' (TLS)' : ''} on ${grpcHost}:${port}, ${server.repo.readyModels().length} model(s) ready` +
-    `${httpUrl ? `, metrics on ${httpUrl}/metrics, REST on ${httpUrl}/v2` : ''}${bus ? ', hosting on the bus' : ''}`);
+  log(
+    `serve: gRPC${tls ? ' (TLS)' : ''} on ${grpcHost}:${port}, ${server.repo.readyModels().length} model(s) ready` +
+      `${httpUrl ? `, metrics on ${httpUrl}/metrics, REST on ${httpUrl}/v2` : ''}${bus ? ', hosting on the bus' : ''}`,
+  );
   await new Promise<void>(resolve => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());

@@ -19,7 +19,10 @@ import { writeFileAtomic } from '../engine/util/atomic.ts';
 import { trainingCurves, lineChart, stepCurves } from '../engine/report/plots.ts';
 import { RunLog, LOG_FILES } from '../engine/train/run-log.ts';
 import {
-  KEEP_CHECKPOINTS, checkpointEpochs, pruneCheckpoints, type EpochLosses,
+  KEEP_CHECKPOINTS,
+  checkpointEpochs,
+  pruneCheckpoints,
+  type EpochLosses,
 } from '../engine/train/checkpoint-retention.ts';
 import { versions } from '../util/versions.ts';
 import { pathUnder } from '../util/ids.ts';
@@ -37,7 +40,7 @@ const MODELS = ['cnn', 'simclr', 'mil'] as const;
 const DETACH_HELP = `  --detach            with --nats, for ensemble jobs: print the job id and how to follow it,
                       and exit
 `;
-type Model = typeof MODELS[number];
+type Model = (typeof MODELS)[number];
 
 const COMMON_HELP = `
 common options:
@@ -153,21 +156,71 @@ mil options:
 };
 
 const COMMON: OptionSpec = {
-  epochs: { type: 'string' }, 'batch-size': { type: 'string' }, lr: { type: 'string' }, seed: { type: 'string' },
-  dataset: { type: 'string' }, 'data-dir': { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
-  out: { type: 'string' }, resume: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-  overwrite: { type: 'boolean' }, 'keep-checkpoints': { type: 'string' },
+  epochs: { type: 'string' },
+  'batch-size': { type: 'string' },
+  lr: { type: 'string' },
+  seed: { type: 'string' },
+  dataset: { type: 'string' },
+  'data-dir': { type: 'string' },
+  device: { type: 'string' },
+  threads: { type: 'string' },
+  out: { type: 'string' },
+  resume: { type: 'boolean' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  overwrite: { type: 'boolean' },
+  'keep-checkpoints': { type: 'string' },
 };
 const LIMITS: OptionSpec = { 'limit-train': { type: 'string' }, 'limit-test': { type: 'string' } };
 export const OPTIONS: Record<Model, OptionSpec> = {
-  cnn: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, detach: { type: 'boolean' }, 'data-parallel': { type: 'boolean' }, shards: { type: 'string' }, recipe: { type: 'string' }, 'val-fraction': { type: 'string' }, patience: { type: 'string' }, 'min-delta': { type: 'string' },
-    members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, http: { type: 'string' }, objective: { type: 'string' },
-    'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
-  simclr: { ...COMMON, ...LIMITS, ...NATS_OPTIONS, detach: { type: 'boolean' }, shards: { type: 'string' }, supervised: { type: 'boolean' }, temperature: { type: 'string' }, 'probe-epochs': { type: 'string' },
-    members: { type: 'string' }, ensemble: { type: 'string' }, workers: { type: 'string' }, http: { type: 'string' }, 'val-fraction': { type: 'string' },
-    objective: { type: 'string' }, 'init-size': { type: 'string' }, 'max-iter': { type: 'string' }, 'selection-bags': { type: 'string' } },
-  mil: { ...COMMON, pooling: { type: 'string' }, bags: { type: 'string' }, 'test-bags': { type: 'string' }, 'bag-mean': { type: 'string' },
-    'bag-std': { type: 'string' }, target: { type: 'string' } },
+  cnn: {
+    ...COMMON,
+    ...LIMITS,
+    ...NATS_OPTIONS,
+    detach: { type: 'boolean' },
+    'data-parallel': { type: 'boolean' },
+    shards: { type: 'string' },
+    recipe: { type: 'string' },
+    'val-fraction': { type: 'string' },
+    patience: { type: 'string' },
+    'min-delta': { type: 'string' },
+    members: { type: 'string' },
+    ensemble: { type: 'string' },
+    workers: { type: 'string' },
+    http: { type: 'string' },
+    objective: { type: 'string' },
+    'init-size': { type: 'string' },
+    'max-iter': { type: 'string' },
+    'selection-bags': { type: 'string' },
+  },
+  simclr: {
+    ...COMMON,
+    ...LIMITS,
+    ...NATS_OPTIONS,
+    detach: { type: 'boolean' },
+    shards: { type: 'string' },
+    supervised: { type: 'boolean' },
+    temperature: { type: 'string' },
+    'probe-epochs': { type: 'string' },
+    members: { type: 'string' },
+    ensemble: { type: 'string' },
+    workers: { type: 'string' },
+    http: { type: 'string' },
+    'val-fraction': { type: 'string' },
+    objective: { type: 'string' },
+    'init-size': { type: 'string' },
+    'max-iter': { type: 'string' },
+    'selection-bags': { type: 'string' },
+  },
+  mil: {
+    ...COMMON,
+    pooling: { type: 'string' },
+    bags: { type: 'string' },
+    'test-bags': { type: 'string' },
+    'bag-mean': { type: 'string' },
+    'bag-std': { type: 'string' },
+    target: { type: 'string' },
+  },
 };
 
 export type Values = Record<string, string | boolean | undefined>;
@@ -181,8 +234,10 @@ export interface Run {
   out: string;
   seed: number;
   log: (line: string) => void;
-  onBatch: (b: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond?: number; lr?: number },
-    label?: string) => void;
+  onBatch: (
+    b: { epoch: number; batch: number; batches: number; loss: number; imagesPerSecond?: number; lr?: number },
+    label?: string,
+  ) => void;
   /** Every finished epoch (of a member: label), for the run's log and checkpoint retention. */
   onEpoch: (m: { epoch: number }, label?: string) => void;
 }
@@ -190,20 +245,28 @@ export interface Run {
 export default async function train(argv: string[]): Promise<void> {
   const model = argv.find(a => !a.startsWith('-'));
   if (!model) {
-    if (argv.includes('--help') || argv.includes('-h')) { process.stdout.write(Object.values(HELP).join('\n') + COMMON_HELP); return; }
+    if (argv.includes('--help') || argv.includes('-h')) {
+      process.stdout.write(Object.values(HELP).join('\n') + COMMON_HELP);
+      return;
+    }
     throw new UsageError('train: which model? (fleet train cnn|simclr|mil)');
   }
-  if (!(MODELS as readonly string[]).includes(model)) throw new UsageError(`train: unknown model "${model}" (expected one of ${MODELS.join('|')})`);
+  if (!(MODELS as readonly string[]).includes(model))
+    throw new UsageError(`train: unknown model "${model}" (expected one of ${MODELS.join('|')})`);
   const m = model as Model;
   const { values, positionals } = parse(argv, OPTIONS[m]);
-  if (values.help) { process.stdout.write(HELP[m] + COMMON_HELP); return; }
+  if (values.help) {
+    process.stdout.write(HELP[m] + COMMON_HELP);
+    return;
+  }
   if (positionals.length > 1) throw new UsageError(`train: unexpected argument "${positionals[1]}"`);
   if (values.resume && !values.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
   if (values.resume && values.overwrite) {
     throw new UsageError('--overwrite: not with --resume (one replaces the run in --out, the other continues it)');
   }
   const keep = choiceOption(values, 'keep-checkpoints', KEEP_CHECKPOINTS, 'all');
-  const single = values.members === undefined && values.ensemble === undefined && !values.nats && !values['data-parallel'];
+  const single =
+    values.members === undefined && values.ensemble === undefined && !values.nats && !values['data-parallel'];
   if (values['keep-checkpoints'] !== undefined && !single) {
     throw new UsageError('--keep-checkpoints: only for a single model trained here (not ensembles or cluster jobs)');
   }
@@ -212,7 +275,9 @@ export default async function train(argv: string[]): Promise<void> {
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   const runtime = { device, threads: intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads) };
   const seed = intOption(values, 'seed', 1, 0, OPTION_MAX.seed);
-  const out = path.resolve((values.out as string | undefined) ?? path.join('runs', `${m}-${new Date().toISOString().replace(/[:.]/g, '-')}`));
+  const out = path.resolve(
+    (values.out as string | undefined) ?? path.join('runs', `${m}-${new Date().toISOString().replace(/[:.]/g, '-')}`),
+  );
   const trainRun = m === 'cnn' ? trainCnnRun : m === 'simclr' ? trainSimclrRun : trainMilRun;
   await trainRun(values, null); // validates every option before data is loaded or anything is written
   prepareOut(out, !!values.resume, !!values.overwrite);
@@ -224,11 +289,20 @@ export default async function train(argv: string[]): Promise<void> {
   fs.mkdirSync(out, { recursive: true });
   const checkpoints = path.join(out, 'checkpoints');
   // a resumed single model trains again after its newest checkpoint; a resumed ensemble keeps its whole log
-  const runLog = new RunLog(out, !values.resume ? undefined : single ? (checkpointEpochs(checkpoints).at(-1) ?? 0) : Infinity);
+  const runLog = new RunLog(
+    out,
+    !values.resume ? undefined : single ? (checkpointEpochs(checkpoints).at(-1) ?? 0) : Infinity,
+  );
   const history = () => runLog.epochs.filter(e => e.member === undefined) as EpochLosses[];
   let progress: Progress | null = null;
   const run: Run = {
-    values, dataset, data, runtime, out, seed, log,
+    values,
+    dataset,
+    data,
+    runtime,
+    out,
+    seed,
+    log,
     onEpoch: (m, label) => {
       runLog.epoch(m, label);
       // before this epoch's checkpoint is written: the newest on disk stays, so a crash here loses nothing
@@ -237,7 +311,8 @@ export default async function train(argv: string[]): Promise<void> {
     onBatch: (b, label) => {
       runLog.step(b, label);
       const name = `${label ? `${label} ` : ''}epoch ${b.epoch}`;
-      if (!progress || progress.label !== name) progress = new Progress({ label: name, total: b.batches, unit: 'step' });
+      if (!progress || progress.label !== name)
+        progress = new Progress({ label: name, total: b.batches, unit: 'step' });
       const info: Record<string, string | number> = { loss: b.loss.toFixed(4) };
       if (b.imagesPerSecond !== undefined) info['img/s'] = Math.round(b.imagesPerSecond);
       progress!.update(b.batch, info);
@@ -251,7 +326,10 @@ export default async function train(argv: string[]): Promise<void> {
   } catch (e) {
     // a cluster job that failed or was cancelled leaves no local run folder behind
     if (values.nats && !existed) fs.rmSync(out, { recursive: true, force: true });
-    if (e instanceof InterruptedRun) { log(`fleet train: ${e.message}`); process.exit(130); }
+    if (e instanceof InterruptedRun) {
+      log(`fleet train: ${e.message}`);
+      process.exit(130);
+    }
     throw e;
   }
   if (result?.detached) {
@@ -263,9 +341,20 @@ export default async function train(argv: string[]): Promise<void> {
     pruneCheckpoints(checkpoints, keep, history());
     if (runLog.steps.length) Object.assign(result!.files, stepCurves(runLog.steps, runLog.epochs));
   }
-  const summary = { model: m, members: 1, ...result!.summary, wall_seconds: round((performance.now() - started) / 1000, 2), dataset, out };
-  for (const [name, content] of Object.entries(result!.files)) writeFileAtomic(pathUnder(out, ...name.split('/')), content);
-  writeFileAtomic(path.join(out, 'metrics.json'), JSON.stringify({ ...summary, ...result!.details, machine: versions() }, null, 2) + '\n');
+  const summary = {
+    model: m,
+    members: 1,
+    ...result!.summary,
+    wall_seconds: round((performance.now() - started) / 1000, 2),
+    dataset,
+    out,
+  };
+  for (const [name, content] of Object.entries(result!.files))
+    writeFileAtomic(pathUnder(out, ...name.split('/')), content);
+  writeFileAtomic(
+    path.join(out, 'metrics.json'),
+    JSON.stringify({ ...summary, ...result!.details, machine: versions() }, null, 2) + '\n',
+  );
   if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
   else process.stdout.write(`${result!.headline}; wrote ${out}\n`);
 }
@@ -283,7 +372,8 @@ export interface RunResult {
 type ModelRun = (values: Values, run: Run | null) => Promise<RunResult | null>;
 
 const limits = (values: Values) => ({
-  limitTrain: values['limit-train'] === undefined ? undefined : intOption(values, 'limit-train', 0, 1, OPTION_MAX.items),
+  limitTrain:
+    values['limit-train'] === undefined ? undefined : intOption(values, 'limit-train', 0, 1, OPTION_MAX.items),
   limitTest: values['limit-test'] === undefined ? undefined : intOption(values, 'limit-test', 0, 1, OPTION_MAX.items),
 });
 
@@ -292,7 +382,8 @@ const trainCnnRun: ModelRun = async (values, run) => {
     if (values.detach) throw new UsageError('--detach: not for data-parallel training');
     return dataParallelRun(values, run, 'cnn');
   }
-  if (values.shards !== undefined) throw new UsageError('--shards: only for data-parallel training (add --data-parallel --nats URL)');
+  if (values.shards !== undefined)
+    throw new UsageError('--shards: only for data-parallel training (add --data-parallel --nats URL)');
   // on a cluster, one model is a job of one member
   if (values.members !== undefined || values.ensemble !== undefined || values.nats) {
     return trainEnsembleRun(values, run, 'cnn');
@@ -310,22 +401,57 @@ const trainCnnRun: ModelRun = async (values, run) => {
   const epochs = intOption(values, 'epochs', 1, 1, OPTION_MAX.epochs);
   const batchSize = intOption(values, 'batch-size', recipe.batchSize, 1, OPTION_MAX.batchSize);
   const valFraction = numberOption(values, 'val-fraction', 0.15);
-  if (!(valFraction >= 0 && valFraction < 1)) throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
+  if (!(valFraction >= 0 && valFraction < 1))
+    throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
   const patience = values.patience === undefined ? undefined : intOption(values, 'patience', 0, 0, OPTION_MAX.epochs);
   const minDelta = numberOption(values, 'min-delta', 0, 0, OPTION_MAX.real);
   const { limitTrain, limitTest } = limits(values);
   if (!run) return null;
   const r = await trainClassifier({
-    def: CNN, recipe, epochs, batchSize, seed: run.seed, valFraction, train: run.data.train, test: run.data.test, limitTrain, limitTest,
-    runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, patience, minDelta, log: run.log,
-    onBatch: run.onBatch, onEpoch: e => { run.log(epochLine(e, epochs)); run.onEpoch(e); },
+    def: CNN,
+    recipe,
+    epochs,
+    batchSize,
+    seed: run.seed,
+    valFraction,
+    train: run.data.train,
+    test: run.data.test,
+    limitTrain,
+    limitTest,
+    runtime: run.runtime,
+    checkpointDir: path.join(run.out, 'checkpoints'),
+    resume: !!values.resume,
+    patience,
+    minDelta,
+    log: run.log,
+    onBatch: run.onBatch,
+    onEpoch: e => {
+      run.log(epochLine(e, epochs));
+      run.onEpoch(e);
+    },
   });
   const outputs = cnnRunOutputs({ ...r, recipe: recipe.name, dataset: run.dataset });
-  return { ...outputs, details: { config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime }, history: r.history,
-    test_errors: r.test ? testErrors(r.test.probabilities, run.data.test.labels.subarray(0, r.test.probabilities.length / CLASSES), CLASSES) : undefined } };
+  return {
+    ...outputs,
+    details: {
+      config: { epochs, batchSize, seed: run.seed, valFraction, recipe, limitTrain, limitTest, runtime: run.runtime },
+      history: r.history,
+      test_errors: r.test
+        ? testErrors(
+            r.test.probabilities,
+            run.data.test.labels.subarray(0, r.test.probabilities.length / CLASSES),
+            CLASSES,
+          )
+        : undefined,
+    },
+  };
 };
 
-const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 'simclr'): Promise<RunResult | null> => {
+const trainEnsembleRun = async (
+  values: Values,
+  run: Run | null,
+  model: 'cnn' | 'simclr',
+): Promise<RunResult | null> => {
   const kinds = model === 'cnn' ? ENSEMBLE_KINDS : (['voting', 'selection'] as const);
   const kind = choiceOption(values, 'ensemble', kinds, 'voting');
   // one model on a cluster (cnn --nats without --members) is a job of one member, trained as it would be here
@@ -340,59 +466,101 @@ const trainEnsembleRun = async (values: Values, run: Run | null, model: 'cnn' | 
   const recipe = { ...(model === 'cnn' ? RECIPES[recipeName] : SIMCLR_RECIPE) };
   recipe.lr = positive(values, 'lr', recipe.lr, OPTION_MAX.lr);
   const epochs = intOption(values, 'epochs', kind === 'snapshot' ? members : 1, 1, OPTION_MAX.epochs);
-  if (kind === 'snapshot' && epochs % members !== 0) throw new UsageError(`--epochs: a snapshot ensemble needs a multiple of --members (${members}), got ${epochs}`);
+  if (kind === 'snapshot' && epochs % members !== 0)
+    throw new UsageError(`--epochs: a snapshot ensemble needs a multiple of --members (${members}), got ${epochs}`);
   const batchSize = intOption(values, 'batch-size', recipe.batchSize, model === 'simclr' ? 2 : 1, OPTION_MAX.batchSize);
   recipe.batchSize = batchSize;
   const valFraction = numberOption(values, 'val-fraction', kind === 'selection' || single ? 0.15 : 0);
-  if (!(valFraction >= 0 && valFraction < 1)) throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
-  if (kind === 'selection' && valFraction === 0) throw new UsageError('--val-fraction: selection needs a validation split (> 0)');
+  if (!(valFraction >= 0 && valFraction < 1))
+    throw new UsageError(`--val-fraction: must be in [0, 1), got ${valFraction}`);
+  if (kind === 'selection' && valFraction === 0)
+    throw new UsageError('--val-fraction: selection needs a validation split (> 0)');
   for (const name of ['patience', 'min-delta']) {
     const where = single ? ' or on a cluster' : '';
     if (values[name] !== undefined) throw new UsageError(`--${name}: not available for ensembles${where}`);
   }
   const selectionOnly = ['objective', 'init-size', 'max-iter', 'selection-bags'];
-  if (kind !== 'selection') for (const name of selectionOnly) if (values[name] !== undefined) throw new UsageError(`--${name}: only for --ensemble selection`);
+  if (kind !== 'selection')
+    for (const name of selectionOnly)
+      if (values[name] !== undefined) throw new UsageError(`--${name}: only for --ensemble selection`);
   const selection = {
     objective: choiceOption(values, 'objective', ['loss', 'accuracy'] as const, 'loss'),
     initSize: intOption(values, 'init-size', 0, 0, OPTION_MAX.members),
     maxIter: intOption(values, 'max-iter', 50, 1, OPTION_MAX.steps),
     bags: intOption(values, 'selection-bags', 1, 1, 10_000),
   };
-  if (selection.initSize > members) throw new UsageError(`--init-size: at most --members (${members}), got ${selection.initSize}`);
-  const simclr = model === 'simclr'
-    ? { supervised: !!values.supervised, probeEpochs: intOption(values, 'probe-epochs', 10, 1, OPTION_MAX.epochs),
-      temperature: positive(values, 'temperature', 0.07) }
-    : {};
+  if (selection.initSize > members)
+    throw new UsageError(`--init-size: at most --members (${members}), got ${selection.initSize}`);
+  const simclr =
+    model === 'simclr'
+      ? {
+          supervised: !!values.supervised,
+          probeEpochs: intOption(values, 'probe-epochs', 10, 1, OPTION_MAX.epochs),
+          temperature: positive(values, 'temperature', 0.07),
+        }
+      : {};
   const workers = intOption(values, 'workers', 1, 1, OPTION_MAX.workers);
-  if (values.nats && values['data-dir'] !== undefined) throw new UsageError('--data-dir: not with --nats (cluster workers read their own data)');
+  if (values.nats && values['data-dir'] !== undefined)
+    throw new UsageError('--data-dir: not with --nats (cluster workers read their own data)');
   let http: { host: string; port: number } | undefined;
   if (values.http !== undefined) {
-    if (values.nats) throw new UsageError('--http: only for the embedded run (a cluster\'s coordinator serves its own)');
-    try { const [host, port] = parseHostPort(values.http as string, '--http'); http = { host, port }; } catch (e) { throw new UsageError((e as Error).message); }
+    if (values.nats) throw new UsageError("--http: only for the embedded run (a cluster's coordinator serves its own)");
+    try {
+      const [host, port] = parseHostPort(values.http as string, '--http');
+      http = { host, port };
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
   }
   const { limitTrain, limitTest } = limits(values);
   if (values.nats) natsSettings(values);
-  else for (const name of Object.keys(NATS_OPTIONS)) {
-    if (values[name] !== undefined) throw new UsageError(`--${name}: only with --nats URL`);
-  }
+  else
+    for (const name of Object.keys(NATS_OPTIONS)) {
+      if (values[name] !== undefined) throw new UsageError(`--${name}: only with --nats URL`);
+    }
   if (!run) return null;
   // the job as a coordinator receives it (runtime, data directory and outputs are the workers' and the run's)
   const spec: JobSpec = {
-    kind, model, ...simclr, members, epochs, batchSize, recipe, seed: run.seed, valFraction, dataset: run.dataset, limitTrain, limitTest,
-    selection, ...(single ? { single: true } : {}),
+    kind,
+    model,
+    ...simclr,
+    members,
+    epochs,
+    batchSize,
+    recipe,
+    seed: run.seed,
+    valFraction,
+    dataset: run.dataset,
+    limitTrain,
+    limitTest,
+    selection,
+    ...(single ? { single: true } : {}),
   };
   if (values.nats) return clusterRun(values, run, spec, single);
   // embedded: a coordinator and `workers` worker threads in this process; the coordinator writes the outputs to --out
   const done = await runEmbedded({
-    spec, workers, runtime: run.runtime, out: run.out, dataDir: values['data-dir'] as string | undefined, resume: !!values.resume, http, log: run.log,
+    spec,
+    workers,
+    runtime: run.runtime,
+    out: run.out,
+    dataDir: values['data-dir'] as string | undefined,
+    resume: !!values.resume,
+    http,
+    log: run.log,
     onBatch: (id, b) => run.onBatch(b, id),
-    onEpoch: (id, e) => { run.log(`${id}: ${epochLine(e, epochs)}`); run.onEpoch(e, id); },
+    onEpoch: (id, e) => {
+      run.log(`${id}: ${epochLine(e, epochs)}`);
+      run.onEpoch(e, id);
+    },
   });
   const s = done.summary as Record<string, number>;
   const written = JSON.parse(fs.readFileSync(path.join(run.out, 'metrics.json'), 'utf8')) as Record<string, unknown>;
   return {
-    summary: done.summary, details: { ...written, runtime: run.runtime, workers }, files: {},
-    headline: `${kind} ensemble of ${s.members}: test accuracy ${pct(s.test_accuracy)} (hard vote ${pct(s.hard_vote_test_accuracy)}), ` +
+    summary: done.summary,
+    details: { ...written, runtime: run.runtime, workers },
+    files: {},
+    headline:
+      `${kind} ensemble of ${s.members}: test accuracy ${pct(s.test_accuracy)} (hard vote ${pct(s.hard_vote_test_accuracy)}), ` +
       `best member ${pct(s.best_member_test_accuracy)}, equal average ${pct(s.average_test_accuracy)}, ${round(s.seconds, 1)}s`,
   };
 };
@@ -409,27 +577,42 @@ async function clusterRun(values: Values, run: Run, spec: JobSpec, single: boole
     const follow = `fleet jobs watch ${jobId} --nats ${cluster}`;
     if (values.detach) {
       run.log(`follow it with: ${follow}; cancel it with: fleet jobs cancel ${jobId} --nats ${cluster}`);
-      return { summary: { job: jobId, state: 'submitted', cluster }, details: { job: jobId }, files: {}, headline: `submitted job ${jobId}`,
-        detached: true };
+      return {
+        summary: { job: jobId, state: 'submitted', cluster },
+        details: { job: jobId },
+        files: {},
+        headline: `submitted job ${jobId}`,
+        detached: true,
+      };
     }
     // Ctrl-C: the job is not left running unseen; the coordinator is asked to cancel it (a second Ctrl-C exits at once)
     onInterrupt = () => {
       if (stopping) process.exit(130);
       run.log(`interrupted: asking the coordinator to cancel job ${jobId} (Ctrl-C again to exit at once)`);
-      stopping = cancelJob(bus, jobId, `${os.userInfo().username} (Ctrl-C on fleet train)`).then(a => {
-        run.log(a.ok ? `job ${jobId}: cancelled` : `job ${jobId}: not cancelled: ${String(a.error)}`);
-      }, e => {
-        run.log(`job ${jobId}: the cancel request failed (${(e as Error).message}); the job may still run: ${follow}`);
-        process.exit(130);
-      });
+      stopping = cancelJob(bus, jobId, `${os.userInfo().username} (Ctrl-C on fleet train)`).then(
+        a => {
+          run.log(a.ok ? `job ${jobId}: cancelled` : `job ${jobId}: not cancelled: ${String(a.error)}`);
+        },
+        e => {
+          run.log(
+            `job ${jobId}: the cancel request failed (${(e as Error).message}); the job may still run: ${follow}`,
+          );
+          process.exit(130);
+        },
+      );
     };
     process.on('SIGINT', onInterrupt);
     const done = await followJob(bus, jobId, run.log);
     const summary = { ...done.summary, coordinator_out: done.summary.out, cluster };
     const what = single ? `${spec.model ?? 'cnn'} model` : `${spec.kind} ensemble of ${done.summary.members}`;
-    return { summary, details: { job: done.jobId }, files: {},
-      headline: `${what} on the cluster (job ${done.jobId}): test accuracy ${pct(done.summary.test_accuracy as number)}; ` +
-        `outputs in ${done.summary.out} on the coordinator` };
+    return {
+      summary,
+      details: { job: done.jobId },
+      files: {},
+      headline:
+        `${what} on the cluster (job ${done.jobId}): test accuracy ${pct(done.summary.test_accuracy as number)}; ` +
+        `outputs in ${done.summary.out} on the coordinator`,
+    };
   } catch (e) {
     if (e instanceof JobCancelled && stopping) throw new InterruptedRun(e.message);
     throw e;
@@ -447,20 +630,43 @@ const trainSimclrRun: ModelRun = async (values, run) => {
   if (values.detach) throw new UsageError('--detach: only for ensemble jobs on a cluster (--members K --nats URL)');
   if (values.nats) return dataParallelRun(values, run, 'simclr');
   if (values.shards !== undefined) throw new UsageError('--shards: only for data-parallel training (add --nats URL)');
-  for (const name of ['workers', 'http', 'objective', 'init-size', 'max-iter', 'selection-bags', 'val-fraction', ...Object.keys(NATS_OPTIONS)]) {
+  for (const name of [
+    'workers',
+    'http',
+    'objective',
+    'init-size',
+    'max-iter',
+    'selection-bags',
+    'val-fraction',
+    ...Object.keys(NATS_OPTIONS),
+  ]) {
     if (values[name] !== undefined) throw new UsageError(`--${name}: only for ensembles (add --members K)`);
   }
   const epochs = intOption(values, 'epochs', 1, 0, OPTION_MAX.epochs);
   const batchSize = intOption(values, 'batch-size', SIMCLR_RECIPE.batchSize, 0, OPTION_MAX.batchSize);
-  if (batchSize < 2) throw new UsageError(`--batch-size: contrastive training needs at least 2 images per batch, got ${batchSize}`);
+  if (batchSize < 2)
+    throw new UsageError(`--batch-size: contrastive training needs at least 2 images per batch, got ${batchSize}`);
   const recipe = { ...SIMCLR_RECIPE, batchSize, lr: positive(values, 'lr', SIMCLR_RECIPE.lr, OPTION_MAX.lr) };
   const temperature = positive(values, 'temperature', 0.07);
   const probeEpochs = intOption(values, 'probe-epochs', 10, 1, OPTION_MAX.epochs);
   const { limitTrain, limitTest } = limits(values);
   if (!run) return null;
   const r = await trainSimclr({
-    epochs, batchSize, recipe, seed: run.seed, supervised: !!values.supervised, loss: { temperature }, train: run.data.train, test: run.data.test,
-    limitTrain, limitTest, probeEpochs, runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, log: run.log,
+    epochs,
+    batchSize,
+    recipe,
+    seed: run.seed,
+    supervised: !!values.supervised,
+    loss: { temperature },
+    train: run.data.train,
+    test: run.data.test,
+    limitTrain,
+    limitTest,
+    probeEpochs,
+    runtime: run.runtime,
+    checkpointDir: path.join(run.out, 'checkpoints'),
+    resume: !!values.resume,
+    log: run.log,
     onBatch: run.onBatch,
     onEpoch: e => {
       run.log(`epoch ${e.epoch}/${epochs}, contrastive loss ${e.train_loss.toFixed(4)}, ${e.seconds.toFixed(1)}s`);
@@ -470,8 +676,26 @@ const trainSimclrRun: ModelRun = async (values, run) => {
   const lin = r.linearEval;
   return {
     ...simclrRunOutputs({ ...r, supervised: !!values.supervised, dataset: run.dataset }),
-    details: { config: { epochs, batchSize, seed: run.seed, recipe, temperature, probeEpochs, limitTrain, limitTest, runtime: run.runtime },
-      history: r.history, linear_eval: { train_accuracy: lin.trainAccuracy, test_accuracy: lin.testAccuracy, test_loss: lin.testLoss, seconds: lin.seconds } },
+    details: {
+      config: {
+        epochs,
+        batchSize,
+        seed: run.seed,
+        recipe,
+        temperature,
+        probeEpochs,
+        limitTrain,
+        limitTest,
+        runtime: run.runtime,
+      },
+      history: r.history,
+      linear_eval: {
+        train_accuracy: lin.trainAccuracy,
+        test_accuracy: lin.testAccuracy,
+        test_loss: lin.testLoss,
+        seconds: lin.seconds,
+      },
+    },
   };
 };
 
@@ -488,21 +712,65 @@ const trainMilRun: ModelRun = async (values, run) => {
   const recipe = { ...MIL_RECIPE, batchSize: bagsPerStep, lr: positive(values, 'lr', MIL_RECIPE.lr, OPTION_MAX.lr) };
   if (!run) return null;
   const r = await trainMil({
-    pooling, epochs, seed: run.seed, bags, testBags, bagMean, bagStd, target, bagsPerStep, recipe, train: run.data.train, test: run.data.test,
-    runtime: run.runtime, checkpointDir: path.join(run.out, 'checkpoints'), resume: !!values.resume, log: run.log, onBatch: run.onBatch,
+    pooling,
+    epochs,
+    seed: run.seed,
+    bags,
+    testBags,
+    bagMean,
+    bagStd,
+    target,
+    bagsPerStep,
+    recipe,
+    train: run.data.train,
+    test: run.data.test,
+    runtime: run.runtime,
+    checkpointDir: path.join(run.out, 'checkpoints'),
+    resume: !!values.resume,
+    log: run.log,
+    onBatch: run.onBatch,
     onEpoch: e => {
-      run.log(`epoch ${e.epoch}/${epochs}, train loss ${e.train_loss.toFixed(4)} acc ${pct(e.train_accuracy)}, test loss ${e.test_loss.toFixed(4)} acc ${pct(e.test_accuracy)} auc ${e.test_auc.toFixed(4)}, ${e.seconds.toFixed(1)}s`);
+      run.log(
+        `epoch ${e.epoch}/${epochs}, train loss ${e.train_loss.toFixed(4)} acc ${pct(e.train_accuracy)}, test loss ${e.test_loss.toFixed(4)} acc ${pct(e.test_accuracy)} auc ${e.test_auc.toFixed(4)}, ${e.seconds.toFixed(1)}s`,
+      );
       run.onEpoch(e);
     },
   });
   return {
-    summary: { epochs: r.history.length, seconds: round(r.seconds, 2), test_auc: r.test.auc, test_accuracy: r.test.accuracy, test_loss: r.test.loss, pooling },
-    details: { config: { epochs, bagsPerStep, seed: run.seed, pooling, bags, testBags, bagMean, bagStd, target, recipe, runtime: run.runtime },
-      history: r.history, test_bags: r.test.predictions },
+    summary: {
+      epochs: r.history.length,
+      seconds: round(r.seconds, 2),
+      test_auc: r.test.auc,
+      test_accuracy: r.test.accuracy,
+      test_loss: r.test.loss,
+      pooling,
+    },
+    details: {
+      config: {
+        epochs,
+        bagsPerStep,
+        seed: run.seed,
+        pooling,
+        bags,
+        testBags,
+        bagMean,
+        bagStd,
+        target,
+        recipe,
+        runtime: run.runtime,
+      },
+      history: r.history,
+      test_bags: r.test.predictions,
+    },
     files: {
       'model.onnx': exportMil(r.params, r.buffers, pooling, { dataset: run.dataset, target: String(target) }),
       ...trainingCurves(r.history),
-      'auc.svg': lineChart({ title: 'Test bag AUC per epoch', xLabel: 'epoch', yLabel: 'AUC', series: [{ name: 'test', points: r.history.map(h => [h.epoch, h.test_auc]) }] }),
+      'auc.svg': lineChart({
+        title: 'Test bag AUC per epoch',
+        xLabel: 'epoch',
+        yLabel: 'AUC',
+        series: [{ name: 'test', points: r.history.map(h => [h.epoch, h.test_auc]) }],
+      }),
     },
     headline: `test bag AUC ${r.test.auc.toFixed(4)}, accuracy ${pct(r.test.accuracy)} after ${r.history.length} epoch(s) (${pooling} pooling)`,
   };
@@ -522,7 +790,9 @@ function prepareOut(out: string, resume: boolean, overwrite: boolean): void {
     throw new UsageError(`--out ${out} is not empty: ${how}`);
   }
   if (!RUN_MARKERS.some(m => entries.includes(m))) {
-    throw new UsageError(`--overwrite: ${out} is not a fleet run folder (no ${RUN_MARKERS.join(', ')}): not deleting it`);
+    throw new UsageError(
+      `--overwrite: ${out} is not a fleet run folder (no ${RUN_MARKERS.join(', ')}): not deleting it`,
+    );
   }
   for (const e of entries) fs.rmSync(path.join(out, e), { recursive: true, force: true });
 }
@@ -530,8 +800,23 @@ function prepareOut(out: string, resume: boolean, overwrite: boolean): void {
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
 const pct = (x?: number) => (x === undefined ? 'n/a' : `${(100 * x).toFixed(2)}%`);
 
-function epochLine(m: { epoch: number; train_loss: number; train_accuracy: number; val_loss?: number; val_accuracy?: number; test_loss?: number; test_accuracy?: number; seconds: number }, epochs: number): string {
-  const parts = [`epoch ${m.epoch}/${epochs}`, `train loss ${m.train_loss.toFixed(4)}${Number.isFinite(m.train_accuracy) ? ` acc ${pct(m.train_accuracy)}` : ''}`];
+function epochLine(
+  m: {
+    epoch: number;
+    train_loss: number;
+    train_accuracy: number;
+    val_loss?: number;
+    val_accuracy?: number;
+    test_loss?: number;
+    test_accuracy?: number;
+    seconds: number;
+  },
+  epochs: number,
+): string {
+  const parts = [
+    `epoch ${m.epoch}/${epochs}`,
+    `train loss ${m.train_loss.toFixed(4)}${Number.isFinite(m.train_accuracy) ? ` acc ${pct(m.train_accuracy)}` : ''}`,
+  ];
   if (m.val_loss !== undefined) parts.push(`val loss ${m.val_loss.toFixed(4)} acc ${pct(m.val_accuracy)}`);
   if (m.test_loss !== undefined) parts.push(`test loss ${m.test_loss.toFixed(4)} acc ${pct(m.test_accuracy)}`);
   parts.push(`${m.seconds.toFixed(1)}s`);

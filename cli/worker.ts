@@ -25,20 +25,35 @@ ${NATS_HELP}  --device cpu|cuda   execution provider (default cpu)
 `;
 
 export const OPTIONS = {
-  ...NATS_OPTIONS, device: { type: 'string' }, threads: { type: 'string' }, id: { type: 'string' }, 'heartbeat-ms': { type: 'string' }, http: { type: 'string' }, metrics: { type: 'string' },
+  ...NATS_OPTIONS,
+  device: { type: 'string' },
+  threads: { type: 'string' },
+  id: { type: 'string' },
+  'heartbeat-ms': { type: 'string' },
+  http: { type: 'string' },
+  metrics: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
 export default async function worker(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
-  if (values.help) { process.stdout.write(HELP); return; }
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
   if (positionals.length) throw new UsageError(`worker: unexpected argument "${positionals[0]}"`);
   if (!values.nats) throw new UsageError('worker: --nats URL is required');
   const device = choiceOption(values, 'device', ['cpu', 'cuda'] as const, 'cpu');
   let metricsAt: [string, number] | null = null;
   const [flag, at] = metricsFlag(values);
-  try { if (at !== undefined) metricsAt = parseHostPort(at, flag); } catch (e) { throw new UsageError((e as Error).message); }
-  try { if (values.id !== undefined) subjectToken(values.id as string); } catch (e) {
+  try {
+    if (at !== undefined) metricsAt = parseHostPort(at, flag);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  try {
+    if (values.id !== undefined) subjectToken(values.id as string);
+  } catch (e) {
     throw new UsageError(`--id: ${(e as Error).message}`);
   }
   const threads = intOption(values, 'threads', os.availableParallelism(), 1, OPTION_MAX.threads);
@@ -55,8 +70,13 @@ export default async function worker(argv: string[]): Promise<void> {
   const bus = await connectFromCli(values, 'fleet-worker', log);
   const id = values.id as string | undefined;
   const w = startWorker(bus, { id, runtime: { device, threads }, heartbeatMs, log, gpuName, metrics });
-  log(`worker ${w.id}: ready (${device}${gpuName ? `, ${gpuName}` : ''})${server ? `, metrics at http://${metricsAt![0]}:${(server.address() as { port: number }).port}/metrics` : ''}`);
-  await new Promise<void>(resolve => { process.once('SIGINT', () => resolve()); process.once('SIGTERM', () => resolve()); });
+  log(
+    `worker ${w.id}: ready (${device}${gpuName ? `, ${gpuName}` : ''})${server ? `, metrics at http://${metricsAt![0]}:${(server.address() as { port: number }).port}/metrics` : ''}`,
+  );
+  await new Promise<void>(resolve => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
   server?.close();
   await w.stop();
   await bus.close();

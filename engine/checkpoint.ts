@@ -10,14 +10,24 @@ const MAGIC = Buffer.from('FLEETCKPT1\n');
 
 export class CheckpointError extends Error {}
 
-interface TensorEntry { name: string; offset: number; length: number }
+interface TensorEntry {
+  name: string;
+  offset: number;
+  length: number;
+}
 
-export interface Checkpoint<M = Record<string, unknown>> { meta: M; tensors: Map<string, Float32Array> }
+export interface Checkpoint<M = Record<string, unknown>> {
+  meta: M;
+  tensors: Map<string, Float32Array>;
+}
 
 export function encodeCheckpoint(meta: unknown, tensors: Map<string, Float32Array>): Buffer {
   const entries: TensorEntry[] = [];
   let offset = 0;
-  for (const [name, t] of tensors) { entries.push({ name, offset, length: t.length }); offset += t.length * 4; }
+  for (const [name, t] of tensors) {
+    entries.push({ name, offset, length: t.length });
+    offset += t.length * 4;
+  }
   const body = Buffer.alloc(offset);
   for (const e of entries) {
     const t = tensors.get(e.name)!;
@@ -38,19 +48,34 @@ export function decodeCheckpoint<M>(buf: Buffer, file = 'checkpoint'): Checkpoin
   const start = MAGIC.length + 4 + hlen;
   if (start > buf.length) throw new CheckpointError(`${file}: truncated header (${buf.length} bytes)`);
   let header: { meta: M; tensors: TensorEntry[]; bytes: number; sha256: string };
-  try { header = JSON.parse(buf.subarray(MAGIC.length + 4, start).toString('utf8')); } catch {
+  try {
+    header = JSON.parse(buf.subarray(MAGIC.length + 4, start).toString('utf8'));
+  } catch {
     throw new CheckpointError(`${file}: corrupt header`);
   }
   const body = buf.subarray(start);
   if (!header || typeof header !== 'object') throw new CheckpointError(`${file}: corrupt header`);
-  if (body.length !== header.bytes) throw new CheckpointError(`${file}: truncated: expected ${header.bytes} data bytes, found ${body.length}`);
-  if (createHash('sha256').update(body).digest('hex') !== header.sha256) throw new CheckpointError(`${file}: checksum mismatch (corrupt data)`);
+  if (body.length !== header.bytes)
+    throw new CheckpointError(`${file}: truncated: expected ${header.bytes} data bytes, found ${body.length}`);
+  if (createHash('sha256').update(body).digest('hex') !== header.sha256)
+    throw new CheckpointError(`${file}: checksum mismatch (corrupt data)`);
   // the header is untrusted too (checkpoints and task results arrive from other hosts): every entry must lie in the body
-  if (!header || typeof header !== 'object' || !Array.isArray(header.tensors)) throw new CheckpointError(`${file}: corrupt header (no tensor table)`);
+  if (!header || typeof header !== 'object' || !Array.isArray(header.tensors))
+    throw new CheckpointError(`${file}: corrupt header (no tensor table)`);
   for (const e of header.tensors) {
-    const ok = e && typeof e === 'object' && typeof e.name === 'string' && Number.isSafeInteger(e.offset) && Number.isSafeInteger(e.length)
-      && e.offset >= 0 && e.length >= 0 && e.offset + e.length * 4 <= body.length;
-    if (!ok) throw new CheckpointError(`${file}: corrupt header (tensor entry ${JSON.stringify(e)?.slice(0, 100)} outside the data)`);
+    const ok =
+      e &&
+      typeof e === 'object' &&
+      typeof e.name === 'string' &&
+      Number.isSafeInteger(e.offset) &&
+      Number.isSafeInteger(e.length) &&
+      e.offset >= 0 &&
+      e.length >= 0 &&
+      e.offset + e.length * 4 <= body.length;
+    if (!ok)
+      throw new CheckpointError(
+        `${file}: corrupt header (tensor entry ${JSON.stringify(e)?.slice(0, 100)} outside the data)`,
+      );
   }
   const tensors = new Map<string, Float32Array>();
   for (const e of header.tensors) {
@@ -67,6 +92,10 @@ export function writeCheckpoint(file: string, meta: unknown, tensors: Map<string
 
 export function readCheckpoint<M>(file: string): Checkpoint<M> {
   let buf: Buffer;
-  try { buf = fs.readFileSync(file); } catch (e) { throw new CheckpointError(`${file}: ${(e as Error).message}`); }
+  try {
+    buf = fs.readFileSync(file);
+  } catch (e) {
+    throw new CheckpointError(`${file}: ${(e as Error).message}`);
+  }
   return decodeCheckpoint<M>(buf, file);
 }

@@ -17,7 +17,13 @@ export function binaryCrossEntropy(g: Graph, probs: Value, targets: Value): Valu
   const p = g.clip(probs, BCE_CLAMP, 1 - BCE_CLAMP);
   const one = g.scalar(1);
   const ll = g.add(g.mul(targets, g.log(p)), g.mul(g.sub(one, targets), g.log(g.sub(one, p))));
-  return g.neg(g.reduceMean(ll, probs.shape.map((_, i) => i), false));
+  return g.neg(
+    g.reduceMean(
+      ll,
+      probs.shape.map((_, i) => i),
+      false,
+    ),
+  );
 }
 
 /** Number of rows whose argmax equals the label, as a float scalar. */
@@ -42,7 +48,8 @@ export interface ContrastiveOptions {
  * exp() from overflowing at low temperatures without a data-dependent max.
  */
 export function supConLoss(g: Graph, z: Value, labels: Value | null, opts: ContrastiveOptions = {}): Value {
-  const T = opts.temperature ?? 0.07, baseT = opts.baseTemperature ?? 0.07;
+  const T = opts.temperature ?? 0.07,
+    baseT = opts.baseTemperature ?? 0.07;
   const n = z.shape[0];
   if (n < 4 || n % 2 !== 0) throw new Error(`contrastive loss needs 2B projections with B >= 2, got ${n}`);
   const B = n / 2;
@@ -53,7 +60,10 @@ export function supConLoss(g: Graph, z: Value, labels: Value | null, opts: Contr
     const same = g.cast(g.equal(g.reshape(labels, [n, 1]), g.reshape(labels, [1, n])), 'float32');
     positives = g.mul(same, logitsMask);
   } else {
-    positives = g.constant(Array.from({ length: n * n }, (_, k) => (k % n === (Math.floor(k / n) + B) % n ? 1 : 0)), [n, n]);
+    positives = g.constant(
+      Array.from({ length: n * n }, (_, k) => (k % n === (Math.floor(k / n) + B) % n ? 1 : 0)),
+      [n, n],
+    );
   }
   const zT = g.transpose(z, [1, 0]);
   const logits = g.mul(g.sub(g.matmul(z, zT), g.scalar(1)), g.scalar(1 / T));

@@ -20,7 +20,8 @@ export function rocAuc(scores: ArrayLike<number>, labels: ArrayLike<number>): nu
     pos += l;
   }
   const neg = n - pos;
-  if (pos === 0 || neg === 0) throw new RangeError(`rocAuc: needs both classes, got ${pos} positive and ${neg} negative labels`);
+  if (pos === 0 || neg === 0)
+    throw new RangeError(`rocAuc: needs both classes, got ${pos} positive and ${neg} negative labels`);
 
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[a] - scores[b]);
   let rankSumPos = 0;
@@ -35,14 +36,21 @@ export function rocAuc(scores: ArrayLike<number>, labels: ArrayLike<number>): nu
 }
 
 function argmaxRow(p: Float32Array, row: number, classes: number): number {
-  let best = 0, bestV = p[row * classes];
-  for (let c = 1; c < classes; c++) if (p[row * classes + c] > bestV) { bestV = p[row * classes + c]; best = c; }
+  let best = 0,
+    bestV = p[row * classes];
+  for (let c = 1; c < classes; c++)
+    if (p[row * classes + c] > bestV) {
+      bestV = p[row * classes + c];
+      best = c;
+    }
   return best;
 }
 
 function rows(what: string, probabilities: Float32Array, labels: ArrayLike<number>, classes: number): number {
-  if (!Number.isInteger(classes) || classes < 1) throw new RangeError(`${what}: classes must be an integer >= 1, got ${classes}`);
-  if (probabilities.length % classes !== 0) throw new RangeError(`${what}: ${probabilities.length} values is not a multiple of ${classes} classes`);
+  if (!Number.isInteger(classes) || classes < 1)
+    throw new RangeError(`${what}: classes must be an integer >= 1, got ${classes}`);
+  if (probabilities.length % classes !== 0)
+    throw new RangeError(`${what}: ${probabilities.length} values is not a multiple of ${classes} classes`);
   const n = probabilities.length / classes;
   checkLengths(what, n, labels.length);
   return n;
@@ -70,25 +78,42 @@ export function confusionMatrix(probabilities: Float32Array, labels: ArrayLike<n
   const m = Array.from({ length: classes }, () => new Array<number>(classes).fill(0));
   for (let i = 0; i < n; i++) {
     const t = Number(labels[i]);
-    if (!Number.isInteger(t) || t < 0 || t >= classes) throw new RangeError(`confusionMatrix: label ${t} at ${i} is not in 0..${classes - 1}`);
+    if (!Number.isInteger(t) || t < 0 || t >= classes)
+      throw new RangeError(`confusionMatrix: label ${t} at ${i} is not in 0..${classes - 1}`);
     m[t][argmaxRow(probabilities, i, classes)]++;
   }
   return m;
 }
 
-export interface Misclassified { index: number; label: number; predicted: number; confidence: number }
+export interface Misclassified {
+  index: number;
+  label: number;
+  predicted: number;
+  confidence: number;
+}
 
 /**
  * The confusion matrix and the misclassified rows (test-set index, true and predicted class, the predicted
  * class's probability), most confident mistakes first, at most `max` of them: what the dashboard shows.
  */
-export function testErrors(probabilities: Float32Array, labels: ArrayLike<number>, classes: number, max = 64): { confusion: number[][]; errors: number; misclassified: Misclassified[] } {
+export function testErrors(
+  probabilities: Float32Array,
+  labels: ArrayLike<number>,
+  classes: number,
+  max = 64,
+): { confusion: number[][]; errors: number; misclassified: Misclassified[] } {
   const confusion = confusionMatrix(probabilities, labels, classes);
   const wrong: Misclassified[] = [];
   for (let i = 0; i < labels.length; i++) {
     const predicted = argmaxRow(probabilities, i, classes);
     const label = Number(labels[i]);
-    if (predicted !== label) wrong.push({ index: i, label, predicted, confidence: Math.round(probabilities[i * classes + predicted] * 1e4) / 1e4 });
+    if (predicted !== label)
+      wrong.push({
+        index: i,
+        label,
+        predicted,
+        confidence: Math.round(probabilities[i * classes + predicted] * 1e4) / 1e4,
+      });
   }
   wrong.sort((a, b) => b.confidence - a.confidence || a.index - b.index);
   return { confusion, errors: wrong.length, misclassified: wrong.slice(0, max) };

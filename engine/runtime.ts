@@ -5,7 +5,11 @@ import { createRequire } from 'node:module';
 import * as ort from 'onnxruntime-node';
 
 export type Device = 'cpu' | 'cuda';
-export interface RuntimeOptions { device?: Device; threads?: number; /** ONNX Runtime's profiler, writing to this file prefix (bench/profile-train.ts) */ profileFilePrefix?: string }
+export interface RuntimeOptions {
+  device?: Device;
+  threads?: number;
+  /** ONNX Runtime's profiler, writing to this file prefix (bench/profile-train.ts) */ profileFilePrefix?: string;
+}
 export type Feeds = Record<string, ort.Tensor>;
 
 const require = createRequire(import.meta.url);
@@ -19,7 +23,10 @@ function ortBinDir(): string {
 
 /** What onnxruntime-node's CUDA 12 execution provider loads at run time, and where each library comes from. */
 export const CUDA_LIBRARIES: readonly { lib: string; from: string }[] = [
-  { lib: 'libcuda.so.1', from: 'the NVIDIA driver (in a container: run it with the NVIDIA container toolkit, e.g. docker run --gpus all)' },
+  {
+    lib: 'libcuda.so.1',
+    from: 'the NVIDIA driver (in a container: run it with the NVIDIA container toolkit, e.g. docker run --gpus all)',
+  },
   { lib: 'libcudart.so.12', from: 'the CUDA 12 runtime' },
   { lib: 'libcublas.so.12', from: 'the CUDA 12 runtime (cuBLAS)' },
   { lib: 'libcublasLt.so.12', from: 'the CUDA 12 runtime (cuBLAS)' },
@@ -28,7 +35,8 @@ export const CUDA_LIBRARIES: readonly { lib: string; from: string }[] = [
   { lib: 'libcudnn.so.9', from: 'cuDNN 9 for CUDA 12' },
 ];
 
-const INSTALL_HINT = 'Reinstall onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12 (it downloads the CUDA provider), ' +
+const INSTALL_HINT =
+  'Reinstall onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12 (it downloads the CUDA provider), ' +
   'on a host with the CUDA 12 and cuDNN 9 runtime libraries, or use the GPU image (deploy/docker/Dockerfile.cuda).';
 let cudaChecked = false;
 
@@ -39,11 +47,15 @@ let cudaChecked = false;
 export function checkCuda(probe: { binDir?: string; libraries?: readonly { lib: string; from: string }[] } = {}): void {
   if (cudaChecked && !probe.binDir && !probe.libraries) return;
   const dir = probe.binDir ?? ortBinDir();
-  const providers = process.platform === 'win32' ? ['onnxruntime_providers_cuda.dll', 'onnxruntime_providers_shared.dll']
-    : ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so'];
+  const providers =
+    process.platform === 'win32'
+      ? ['onnxruntime_providers_cuda.dll', 'onnxruntime_providers_shared.dll']
+      : ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so'];
   for (const lib of providers) {
     if (!fs.existsSync(path.join(dir, lib))) {
-      throw new Error(`--device cuda: the CUDA execution provider is not installed (${lib} not found in ${dir}). ${INSTALL_HINT}`);
+      throw new Error(
+        `--device cuda: the CUDA execution provider is not installed (${lib} not found in ${dir}). ${INSTALL_HINT}`,
+      );
     }
   }
   if (process.platform === 'linux') {
@@ -67,7 +79,10 @@ function dlopenError(lib: string): string | null {
   }
 }
 
-export async function createSession(model: Uint8Array | string, opts: RuntimeOptions = {}): Promise<ort.InferenceSession> {
+export async function createSession(
+  model: Uint8Array | string,
+  opts: RuntimeOptions = {},
+): Promise<ort.InferenceSession> {
   if (opts.device === 'cuda') checkCuda();
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: opts.device === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
@@ -81,12 +96,19 @@ export async function createSession(model: Uint8Array | string, opts: RuntimeOpt
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
   if (opts.threads) options.intraOpNumThreads = opts.threads;
-  if (opts.profileFilePrefix) { options.enableProfiling = true; options.profileFilePrefix = opts.profileFilePrefix; }
+  if (opts.profileFilePrefix) {
+    options.enableProfiling = true;
+    options.profileFilePrefix = opts.profileFilePrefix;
+  }
   try {
-    return typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+    return typeof model === 'string'
+      ? await ort.InferenceSession.create(model, options)
+      : await ort.InferenceSession.create(model, options);
   } catch (e) {
     if (opts.device !== 'cuda') throw e;
-    throw new Error(`--device cuda: ONNX Runtime could not create a session with the CUDA execution provider: ${(e as Error).message}`);
+    throw new Error(
+      `--device cuda: ONNX Runtime could not create a session with the CUDA execution provider: ${(e as Error).message}`,
+    );
   }
 }
 

@@ -6,7 +6,10 @@ import { weightedAverage, hardVote, predictions } from '../engine/ensemble/combi
 import { CLASSES } from '../engine/model/cnn.ts';
 import type { Aggregation } from './model-config.ts';
 
-export interface Aggregated { probabilities: Float32Array; predicted: Int32Array }
+export interface Aggregated {
+  probabilities: Float32Array;
+  predicted: Int32Array;
+}
 
 export function aggregate(members: Float32Array[], weights: number[], how: Aggregation): Aggregated {
   if (how === 'soft' || how === 'weighted') {

@@ -7,7 +7,13 @@ import { IMAGE_SIZE } from '../engine/data/datasets.ts';
 
 /** What one run over n images returns: per-image rows (row-major, `rowSize` values per image) by output name. */
 export type BatchRows = Record<string, { data: Float32Array | Int32Array; rowSize: number }>;
-export interface BatchResult { rows: BatchRows; /** Parameters every request of the batch reports (ensembles: missing members). */ info?: Record<string, string | number> }
+export interface BatchResult {
+  rows: BatchRows;
+  /** Parameters every request of the batch reports (ensembles: missing members). */ info?: Record<
+    string,
+    string | number
+  >;
+}
 
 export interface BatcherOptions {
   maxBatchSize: number;
@@ -21,7 +27,14 @@ export interface BatcherOptions {
   onRun?: (images: number, seconds: number) => void;
 }
 
-interface Item { x: Float32Array; n: number; enqueued: number; deadline: number; resolve: (r: BatchResult) => void; reject: (e: Error) => void }
+interface Item {
+  x: Float32Array;
+  n: number;
+  enqueued: number;
+  deadline: number;
+  resolve: (r: BatchResult) => void;
+  reject: (e: Error) => void;
+}
 
 export class Batcher {
   private queue: Item[] = [];
@@ -38,7 +51,11 @@ export class Batcher {
   submit(x: Float32Array, n: number, deadline = Infinity): Promise<BatchResult> {
     if (this.closed) return Promise.reject(unavailable('this model version is being unloaded; retry'));
     if (this.queuedImages + n > this.o.maxQueueImages) {
-      return Promise.reject(tooLarge(`the queue is full (${this.queuedImages} images waiting, at most ${this.o.maxQueueImages}); retry later`));
+      return Promise.reject(
+        tooLarge(
+          `the queue is full (${this.queuedImages} images waiting, at most ${this.o.maxQueueImages}); retry later`,
+        ),
+      );
     }
     return new Promise((resolve, reject) => {
       this.queue.push({ x, n, enqueued: Date.now(), deadline, resolve, reject });
@@ -51,7 +68,9 @@ export class Batcher {
   close(): Promise<void> {
     this.closed = true;
     if (!this.running && this.queue.length === 0) return Promise.resolve();
-    return new Promise(resolve => { this.idle = resolve; });
+    return new Promise(resolve => {
+      this.idle = resolve;
+    });
   }
 
   private schedule(): void {
@@ -60,7 +79,10 @@ export class Batcher {
     const delay = this.queuedImages >= this.o.maxBatchSize ? 0 : Math.max(0, this.o.maxQueueDelayMs - waited);
     this.scheduled = true;
     // setImmediate even for 0: requests that arrived in the same turn of the event loop join this batch
-    const go = () => { this.scheduled = false; void this.flush(); };
+    const go = () => {
+      this.scheduled = false;
+      void this.flush();
+    };
     if (delay === 0) setImmediate(go);
     else setTimeout(go, delay);
   }
@@ -73,20 +95,33 @@ export class Batcher {
     while (this.queue.length) {
       const it = this.queue[0];
       if (it.deadline <= now) {
-        this.queue.shift(); this.queuedImages -= it.n; this.stats.expired++;
-        it.reject(deadlineError(`the deadline passed after ${now - it.enqueued} ms in the queue, before the request's batch ran`));
+        this.queue.shift();
+        this.queuedImages -= it.n;
+        this.stats.expired++;
+        it.reject(
+          deadlineError(
+            `the deadline passed after ${now - it.enqueued} ms in the queue, before the request's batch ran`,
+          ),
+        );
         continue;
       }
       // a request larger than the batch size runs alone
       if (batch.length && images + it.n > this.o.maxBatchSize) break;
-      this.queue.shift(); this.queuedImages -= it.n;
-      batch.push(it); images += it.n;
+      this.queue.shift();
+      this.queuedImages -= it.n;
+      batch.push(it);
+      images += it.n;
     }
-    if (!batch.length) { if (this.closed) this.idle?.(); return; }
+    if (!batch.length) {
+      if (this.closed) this.idle?.();
+      return;
+    }
     this.running = true;
     for (const it of batch) this.o.onQueued?.((now - it.enqueued) / 1000);
     this.o.onBatch?.(images);
-    this.stats.batches++; this.stats.images += images; this.stats.largestBatch = Math.max(this.stats.largestBatch, images);
+    this.stats.batches++;
+    this.stats.images += images;
+    this.stats.largestBatch = Math.max(this.stats.largestBatch, images);
     try {
       const x = batch.length === 1 ? batch[0].x : concat(batch, images);
       const t0 = performance.now();
@@ -95,7 +130,8 @@ export class Batcher {
       let row = 0;
       for (const it of batch) {
         const rows: BatchRows = {};
-        for (const [k, v] of Object.entries(r.rows)) rows[k] = { data: v.data.slice(row * v.rowSize, (row + it.n) * v.rowSize), rowSize: v.rowSize };
+        for (const [k, v] of Object.entries(r.rows))
+          rows[k] = { data: v.data.slice(row * v.rowSize, (row + it.n) * v.rowSize), rowSize: v.rowSize };
         it.resolve({ rows, info: r.info });
         row += it.n;
       }
@@ -112,6 +148,9 @@ export class Batcher {
 function concat(items: Item[], images: number): Float32Array {
   const x = new Float32Array(images * IMAGE_SIZE);
   let at = 0;
-  for (const it of items) { x.set(it.x, at); at += it.x.length; }
+  for (const it of items) {
+    x.set(it.x, at);
+    at += it.x.length;
+  }
   return x;
 }

@@ -19,8 +19,13 @@ export class BusHost {
   private readonly subs = new Map<string, Subscription>();
   private readonly onChange = () => this.sync();
 
-  constructor(private readonly bus: Transport, private readonly repo: ModelRepository, private readonly inference: Inference,
-    private readonly metrics?: Metrics, private readonly log: (line: string) => void = () => {}) {}
+  constructor(
+    private readonly bus: Transport,
+    private readonly repo: ModelRepository,
+    private readonly inference: Inference,
+    private readonly metrics?: Metrics,
+    private readonly log: (line: string) => void = () => {},
+  ) {}
 
   start(): void {
     this.repo.on('change', this.onChange);
@@ -28,17 +33,32 @@ export class BusHost {
   }
 
   /** Models hosted on the bus right now. */
-  get hosted(): string[] { return [...this.subs.keys()].sort(); }
+  get hosted(): string[] {
+    return [...this.subs.keys()].sort();
+  }
 
   private sync(): void {
     const ready = new Set(this.repo.readyModels());
     for (const name of ready) {
       if (this.subs.has(name)) continue;
-      this.subs.set(name, this.bus.subscribe(inferSubject(name), msg => { void this.answer(name, msg); }, { queue: INFER_QUEUE_GROUP }));
+      this.subs.set(
+        name,
+        this.bus.subscribe(
+          inferSubject(name),
+          msg => {
+            void this.answer(name, msg);
+          },
+          { queue: INFER_QUEUE_GROUP },
+        ),
+      );
       this.log(`bus: hosting ${name} on ${inferSubject(name)}`);
     }
     for (const [name, sub] of this.subs) {
-      if (!ready.has(name)) { sub.unsubscribe(); this.subs.delete(name); this.log(`bus: no longer hosting ${name}`); }
+      if (!ready.has(name)) {
+        sub.unsubscribe();
+        this.subs.delete(name);
+        this.log(`bus: no longer hosting ${name}`);
+      }
     }
   }
 
@@ -58,14 +78,21 @@ export class BusHost {
       }
       // the asker's deadline (a fan-out ensemble sends it), capped so that a request cannot hold a batcher slot
       const asked = Number(paramValue(req.parameters?.[DEADLINE_PARAM]));
-      const deadline = Math.min(Date.now() + MAX_BUS_REQUEST_MS, Number.isFinite(asked) && asked > 0 ? asked : Infinity);
-      if (deadline <= Date.now()) throw new Error('the asker\'s deadline has passed');
+      const deadline = Math.min(
+        Date.now() + MAX_BUS_REQUEST_MS,
+        Number.isFinite(asked) && asked > 0 ? asked : Infinity,
+      );
+      if (deadline <= Date.now()) throw new Error("the asker's deadline has passed");
       const res = await this.inference.infer(req, deadline);
       reply = encodeStreamResponse({ error_message: '', infer_response: res });
     } catch (e) {
       reply = encodeStreamResponse({ error_message: forClient((e as Error).message), infer_response: null });
     }
-    try { this.bus.respond(msg as { subject: string; data: Uint8Array; reply: string }, reply); } catch (e) { this.log(`bus: answering on ${msg.subject} failed: ${(e as Error).message}`); }
+    try {
+      this.bus.respond(msg as { subject: string; data: Uint8Array; reply: string }, reply);
+    } catch (e) {
+      this.log(`bus: answering on ${msg.subject} failed: ${(e as Error).message}`);
+    }
   }
 
   stop(): void {

@@ -42,16 +42,30 @@ export class FanOutEnsemble implements ServedModel {
   private readonly batcher: Batcher;
   private readonly e: EnsembleConfig;
 
-  constructor(readonly name: string, readonly version: string, readonly config: ModelConfig, private readonly deps: EnsembleDeps) {
+  constructor(
+    readonly name: string,
+    readonly version: string,
+    readonly config: ModelConfig,
+    private readonly deps: EnsembleDeps,
+  ) {
     this.e = config.ensemble!;
     if (this.e.members.some(m => m.remote) && !deps.bus) {
-      throw new Error(`has remote members (${this.e.members.filter(m => m.remote).map(m => m.name).join(', ')}) but the server has no bus (start it with --nats URL)`);
+      throw new Error(
+        `has remote members (${this.e.members
+          .filter(m => m.remote)
+          .map(m => m.name)
+          .join(', ')}) but the server has no bus (start it with --nats URL)`,
+      );
     }
-    if (this.e.members.some(m => m.name === name)) throw new Error('lists itself as a member (a remote member of its own name asks this server again)');
+    if (this.e.members.some(m => m.name === name))
+      throw new Error('lists itself as a member (a remote member of its own name asks this server again)');
     this.batcher = new Batcher({
-      maxBatchSize: config.maxBatchSize, maxQueueDelayMs: config.maxQueueDelayMs, maxQueueImages: config.maxQueueImages,
+      maxBatchSize: config.maxBatchSize,
+      maxQueueDelayMs: config.maxQueueDelayMs,
+      maxQueueImages: config.maxQueueImages,
       run: (x, n, deadline) => this.run(x, n, deadline),
-      onBatch: images => deps.hooks?.onBatch?.(name, images), onQueued: s => deps.hooks?.onQueued?.(name, s, version),
+      onBatch: images => deps.hooks?.onBatch?.(name, images),
+      onQueued: s => deps.hooks?.onQueued?.(name, s, version),
       onRun: (images, s) => deps.hooks?.onRun?.(name, version, images, s),
     });
   }
@@ -61,7 +75,9 @@ export class FanOutEnsemble implements ServedModel {
     // loop of ensembles asking each other ends when the first deadline passes
     const deadline = Math.min(Date.now() + this.e.deadlineMs, requestDeadline);
     const answers = await Promise.all(this.e.members.map(m => this.ask(m, x, n, deadline)));
-    const answered = this.e.members.flatMap((m, i) => answers[i].ok ? [{ m, probs: (answers[i] as { probs: Float32Array }).probs }] : []);
+    const answered = this.e.members.flatMap((m, i) =>
+      answers[i].ok ? [{ m, probs: (answers[i] as { probs: Float32Array }).probs }] : [],
+    );
     const missing = this.e.members.flatMap((m, i) => {
       const a = answers[i];
       return a.ok ? [] : [{ m, reason: a.reason, timedOut: a.timedOut }];
@@ -69,17 +85,25 @@ export class FanOutEnsemble implements ServedModel {
     for (const x of missing) this.deps.hooks?.onMemberUnavailable?.(this.name, x.m.name);
     const report = missing.map(x => `${x.m.name} (${x.reason})`).join('; ');
     if (answered.length < this.e.quorum || !answered.some(a => a.m.weight > 0)) {
-      const msg = `ensemble ${this.name}: ${answered.length} of ${this.e.members.length} members answered within ${this.e.deadlineMs} ms, ` +
+      const msg =
+        `ensemble ${this.name}: ${answered.length} of ${this.e.members.length} members answered within ${this.e.deadlineMs} ms, ` +
         `the quorum is ${this.e.quorum}; missing: ${report}`;
       throw missing.some(x => x.timedOut) ? deadlineError(msg) : unavailable(msg);
     }
-    const { probabilities, predicted } = aggregate(answered.map(a => a.probs), answered.map(a => a.m.weight), this.e.aggregation);
+    const { probabilities, predicted } = aggregate(
+      answered.map(a => a.probs),
+      answered.map(a => a.m.weight),
+      this.e.aggregation,
+    );
     return {
       rows: { probabilities: { data: probabilities, rowSize: CLASSES }, predicted: { data: predicted, rowSize: 1 } },
       info: {
-        ensemble_members_total: this.e.members.length, ensemble_members_answered: answered.length,
-        ensemble_members_used: answered.map(a => a.m.name).join(','), ensemble_members_missing: report,
-        ensemble_quorum: this.e.quorum, ensemble_aggregation: this.e.aggregation,
+        ensemble_members_total: this.e.members.length,
+        ensemble_members_answered: answered.length,
+        ensemble_members_used: answered.map(a => a.m.name).join(','),
+        ensemble_members_missing: report,
+        ensemble_quorum: this.e.quorum,
+        ensemble_aggregation: this.e.aggregation,
       },
     };
   }
@@ -88,14 +112,19 @@ export class FanOutEnsemble implements ServedModel {
   private async ask(m: EnsembleMemberConfig, x: Float32Array, n: number, deadline: number): Promise<MemberAnswer> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<MemberAnswer>(resolve => {
-      timer = setTimeout(() => resolve({ ok: false, reason: `no answer within ${this.e.deadlineMs} ms`, timedOut: true }), Math.max(0, deadline - Date.now()));
+      timer = setTimeout(
+        () => resolve({ ok: false, reason: `no answer within ${this.e.deadlineMs} ms`, timedOut: true }),
+        Math.max(0, deadline - Date.now()),
+      );
     });
     const work = (async (): Promise<MemberAnswer> => {
       const probs = m.remote ? await this.askRemote(m, x, n, deadline) : await this.askLocal(m, x, n, deadline);
       if (probs.length !== n * CLASSES) throw new Error(`answered ${probs.length} probabilities for ${n} images`);
       return { ok: true, probs };
     })().catch((e: Error): MemberAnswer => ({
-      ok: false, reason: e.message, timedOut: (e instanceof ServeError && e.code === Status.DEADLINE_EXCEEDED) || /timed out/.test(e.message),
+      ok: false,
+      reason: e.message,
+      timedOut: (e instanceof ServeError && e.code === Status.DEADLINE_EXCEEDED) || /timed out/.test(e.message),
     }));
     try {
       return await Promise.race([work, timeout]);
@@ -107,12 +136,20 @@ export class FanOutEnsemble implements ServedModel {
   private askLocal(m: EnsembleMemberConfig, x: Float32Array, n: number, deadline: number): Promise<Float32Array> {
     const model = this.deps.local(m.name, m.version);
     // local fan-out ensembles of ensembles could wait on each other's batchers; ask those over the bus
-    if (!model.classProbabilities) throw new Error(`local model ${m.name} is a ${model.platform === PLATFORM_ENSEMBLE ? 'fan-out ensemble' : model.kind} model, not a classifier`);
+    if (!model.classProbabilities)
+      throw new Error(
+        `local model ${m.name} is a ${model.platform === PLATFORM_ENSEMBLE ? 'fan-out ensemble' : model.kind} model, not a classifier`,
+      );
     return model.classProbabilities(x, n, deadline);
   }
 
   /** Asks the bus; a batch larger than one message allows goes as several requests. */
-  private async askRemote(m: EnsembleMemberConfig, x: Float32Array, n: number, deadline: number): Promise<Float32Array> {
+  private async askRemote(
+    m: EnsembleMemberConfig,
+    x: Float32Array,
+    n: number,
+    deadline: number,
+  ): Promise<Float32Array> {
     const bus = this.deps.bus!;
     const per = Math.max(1, Math.floor((bus.maxPayload - 16 * 1024) / (IMAGE_SIZE * 4)));
     const parts: Promise<Float32Array>[] = [];
@@ -120,23 +157,38 @@ export class FanOutEnsemble implements ServedModel {
       const rows = Math.min(per, n - start);
       const slice = x.subarray(start * IMAGE_SIZE, (start + rows) * IMAGE_SIZE);
       const req = encodeInferRequest({
-        model_name: m.name, model_version: m.version, id: '', parameters: { [DEADLINE_PARAM]: intParam(deadline) },
-        inputs: [{ name: 'input', datatype: 'FP32', shape: [rows, 1, 28, 28], parameters: { input_range: stringParam('normalised') } }],
+        model_name: m.name,
+        model_version: m.version,
+        id: '',
+        parameters: { [DEADLINE_PARAM]: intParam(deadline) },
+        inputs: [
+          {
+            name: 'input',
+            datatype: 'FP32',
+            shape: [rows, 1, 28, 28],
+            parameters: { input_range: stringParam('normalised') },
+          },
+        ],
         outputs: [{ name: 'probabilities' }],
         raw_input_contents: [new Uint8Array(slice.buffer, slice.byteOffset, slice.byteLength)],
       });
-      parts.push(bus.request(inferSubject(m.name), req, Math.max(1, deadline - Date.now())).then(msg => {
-        const r = decodeStreamResponse(msg.data);
-        if (r.error_message) throw new Error(`remote: ${r.error_message}`);
-        if (!r.infer_response) throw new Error('remote: an empty answer');
-        return readOutput(r.infer_response, 'probabilities').data as Float32Array;
-      }));
+      parts.push(
+        bus.request(inferSubject(m.name), req, Math.max(1, deadline - Date.now())).then(msg => {
+          const r = decodeStreamResponse(msg.data);
+          if (r.error_message) throw new Error(`remote: ${r.error_message}`);
+          if (!r.infer_response) throw new Error('remote: an empty answer');
+          return readOutput(r.infer_response, 'probabilities').data as Float32Array;
+        }),
+      );
     }
     const got = await Promise.all(parts);
     if (got.length === 1) return got[0];
     const out = new Float32Array(n * CLASSES);
     let at = 0;
-    for (const g of got) { out.set(g, at); at += g.length; }
+    for (const g of got) {
+      out.set(g, at);
+      at += g.length;
+    }
     return out;
   }
 
@@ -147,9 +199,12 @@ export class FanOutEnsemble implements ServedModel {
       { name: 'predicted_class', datatype: 'INT64', shape: [images.n], data: r.rows.predicted.data },
     ];
     const parameters: Parameters = {};
-    for (const [k, v] of Object.entries(r.info ?? {})) parameters[k] = typeof v === 'number' ? intParam(v) : stringParam(v);
+    for (const [k, v] of Object.entries(r.info ?? {}))
+      parameters[k] = typeof v === 'number' ? intParam(v) : stringParam(v);
     return { outputs, parameters };
   }
 
-  close(): Promise<void> { return this.batcher.close(); }
+  close(): Promise<void> {
+    return this.batcher.close();
+  }
 }

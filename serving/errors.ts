@@ -6,7 +6,12 @@ import { status as Status } from '@grpc/grpc-js';
 export { Status };
 
 export class ServeError extends Error {
-  constructor(readonly code: Status, message: string) { super(message); }
+  constructor(
+    readonly code: Status,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export const notFound = (m: string) => new ServeError(Status.NOT_FOUND, m);

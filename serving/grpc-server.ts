@@ -13,7 +13,15 @@ import type { RuntimeOptions } from '../engine/runtime.ts';
 import { BusHost } from './bus-host.ts';
 import { ServeError, Status, forClient, notFound, quote } from './errors.ts';
 import { DEFAULT_MAX_RESPONSE_BYTES, Inference } from './inference.ts';
-import { HEALTH_SERVICE, INFERENCE_SERVICE, definition, healthService, inferenceService, type ModelInferRequest, type ModelMetadataResponse } from './protocol.ts';
+import {
+  HEALTH_SERVICE,
+  INFERENCE_SERVICE,
+  definition,
+  healthService,
+  inferenceService,
+  type ModelInferRequest,
+  type ModelMetadataResponse,
+} from './protocol.ts';
 import { ModelRepository, type ModelControl } from './repository.ts';
 import { ModelStatisticsBook } from './statistics.ts';
 import { tritonModelConfig } from './model-config-triton.ts';
@@ -24,7 +32,11 @@ export const FLEET_VERSION = (require('../package.json') as { version: string })
 /** What ServerMetadata lists (the REST binding's binary tensors are Triton's binary_tensor_data extension). */
 export const SERVER_EXTENSIONS = ['binary_tensor_data'];
 
-export interface TlsFiles { certFile: string; keyFile: string; clientCaFile?: string }
+export interface TlsFiles {
+  certFile: string;
+  keyFile: string;
+  clientCaFile?: string;
+}
 
 export interface InferenceServerOptions {
   /** The model repository directory. */
@@ -57,13 +69,21 @@ export class InferenceServer {
 
   constructor(private readonly o: InferenceServerOptions) {
     this.log = o.log ?? (() => {});
-    const m = o.metrics, stats = this.statistics;
+    const m = o.metrics,
+      stats = this.statistics;
     this.repo = new ModelRepository(o.models, {
-      pollMs: o.pollMs, settleMs: o.settleMs, runtime: o.runtime, bus: o.bus, log: this.log,
+      pollMs: o.pollMs,
+      settleMs: o.settleMs,
+      runtime: o.runtime,
+      bus: o.bus,
+      log: this.log,
       modelControl: o.modelControl,
       hooks: {
         onBatch: (model, images) => m?.inferBatchSize.observe({ model }, images),
-        onQueued: (model, s, version) => { m?.inferQueue.observe({ model }, s); stats.queued(model, version, s); },
+        onQueued: (model, s, version) => {
+          m?.inferQueue.observe({ model }, s);
+          stats.queued(model, version, s);
+        },
         onRun: (model, version, images, s) => stats.executed(model, version, images, s),
         onMemberUnavailable: model => m?.membersUnavailable.inc({ model }),
         onLoadFailure: model => m?.modelLoadFailures.inc({ model }),
@@ -84,7 +104,9 @@ export class InferenceServer {
   }
 
   /** Largest request in bytes (the REST binding bounds its bodies by the same number). */
-  get maxMessageBytes(): number { return this.o.maxMessageBytes ?? 16 * 1024 * 1024; }
+  get maxMessageBytes(): number {
+    return this.o.maxMessageBytes ?? 16 * 1024 * 1024;
+  }
 
   /**
    * Listens, then loads the repository; resolves with the bound port (port 0 picks a free one) once the models
@@ -120,7 +142,8 @@ export class InferenceServer {
       }
     };
     const ca = tls.clientCaFile ? read(tls.clientCaFile, 'client CA') : null;
-    const cert = read(tls.certFile, 'certificate'), key = read(tls.keyFile, 'key');
+    const cert = read(tls.certFile, 'certificate'),
+      key = read(tls.keyFile, 'key');
     try {
       return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], !!tls.clientCaFile);
     } catch (e) {
@@ -131,16 +154,26 @@ export class InferenceServer {
   async stop(): Promise<void> {
     this.busHost?.stop();
     await new Promise<void>(resolve => {
-      const timer = setTimeout(() => { this.server.forceShutdown(); resolve(); }, 2000);
-      this.server.tryShutdown(() => { clearTimeout(timer); resolve(); });
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, 2000);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
     });
     await this.repo.close();
   }
 
   /** Whether the server takes requests: the repository's first scan is done (ServerReady, /v2/health/ready). */
-  serving(): boolean { return this.repo.ready; }
+  serving(): boolean {
+    return this.repo.ready;
+  }
 
-  serverMetadata() { return { name: 'fleet', version: FLEET_VERSION, extensions: SERVER_EXTENSIONS }; }
+  serverMetadata() {
+    return { name: 'fleet', version: FLEET_VERSION, extensions: SERVER_EXTENSIONS };
+  }
 
   /** Whether a model (version) is ready; NOT_FOUND for unknown models and versions. */
   modelReady(name: string, version = ''): boolean {
@@ -148,11 +181,18 @@ export class InferenceServer {
     if (version && !this.repo.versionsOf(name).includes(version)) {
       throw notFound(`model ${quote(name)} has no version ${quote(version)}`);
     }
-    try { this.repo.get(name, version); return true; } catch { return false; }
+    try {
+      this.repo.get(name, version);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Triton's ModelConfig of a model (version). */
-  modelConfig(name: string, version = '') { return { config: tritonModelConfig(this.repo.get(name, version)) }; }
+  modelConfig(name: string, version = '') {
+    return { config: tritonModelConfig(this.repo.get(name, version)) };
+  }
 
   /** Triton's ModelStatistics: every model's when name is empty, every version's when version is empty. */
   modelStatistics(name = '', version = '') {
@@ -175,15 +215,26 @@ export class InferenceServer {
   modelMetadata(name: string, version = ''): ModelMetadataResponse {
     const model = this.repo.get(name, version);
     return {
-      name: model.name, versions: this.repo.versionsOf(model.name), platform: model.platform,
-      inputs: model.inputs, outputs: model.outputs,
+      name: model.name,
+      versions: this.repo.versionsOf(model.name),
+      platform: model.platform,
+      inputs: model.inputs,
+      outputs: model.outputs,
     };
   }
 
   private inferenceHandlers(): grpc.UntypedServiceImplementation {
-    const unary = (fn: (req: any) => unknown): Unary => (call, cb) => { // eslint-disable-line @typescript-eslint/no-explicit-any
-      Promise.resolve().then(() => fn(call.request)).then(r => cb(null, r), e => cb(toGrpc(e)));
-    };
+    const unary =
+      (fn: (req: any) => unknown): Unary =>
+      (call, cb) => {
+        // eslint-disable-line @typescript-eslint/no-explicit-any
+        Promise.resolve()
+          .then(() => fn(call.request))
+          .then(
+            r => cb(null, r),
+            e => cb(toGrpc(e)),
+          );
+      };
     return {
       ServerLive: unary(() => ({ live: true })),
       ServerReady: unary(() => ({ ready: this.serving() })),
@@ -196,20 +247,35 @@ export class InferenceServer {
       RepositoryModelLoad: unary((r: { model_name: string }) => this.repo.loadModel(r.model_name).then(() => ({}))),
       RepositoryModelUnload: unary((r: { model_name: string }) => this.repo.unloadModel(r.model_name).then(() => ({}))),
       ModelInfer: ((call: grpc.ServerUnaryCall<ModelInferRequest, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-        this.inference.infer(call.request, deadlineOf(call)).then(r => cb(null, r), e => cb(toGrpc(e)));
+        this.inference.infer(call.request, deadlineOf(call)).then(
+          r => cb(null, r),
+          e => cb(toGrpc(e)),
+        );
       }) as Unary,
       ModelStreamInfer: (call: grpc.ServerDuplexStream<ModelInferRequest, unknown>) => {
-        let pending = 0, ended = false;
-        const done = () => { if (ended && pending === 0) call.end(); };
+        let pending = 0,
+          ended = false;
+        const done = () => {
+          if (ended && pending === 0) call.end();
+        };
         call.on('data', (req: ModelInferRequest) => {
           pending++;
-          this.inference.infer(req, deadlineOf(call))
-            .then(r => call.write({ error_message: '', infer_response: r }),
-              e => call.write({ error_message: forClient((e as Error).message), infer_response: null }))
+          this.inference
+            .infer(req, deadlineOf(call))
+            .then(
+              r => call.write({ error_message: '', infer_response: r }),
+              e => call.write({ error_message: forClient((e as Error).message), infer_response: null }),
+            )
             .catch(() => {}) // the client went away
-            .finally(() => { pending--; done(); });
+            .finally(() => {
+              pending--;
+              done();
+            });
         });
-        call.on('end', () => { ended = true; done(); });
+        call.on('end', () => {
+          ended = true;
+          done();
+        });
         call.on('error', () => {});
       },
     };
@@ -217,12 +283,19 @@ export class InferenceServer {
 
   private healthHandlers(): grpc.UntypedServiceImplementation {
     const known = (service: string) => service === '' || service === INFERENCE_SERVICE || service === HEALTH_SERVICE;
-    const statusOf = (service: string) => !known(service) ? 'SERVICE_UNKNOWN' : this.serving() ? 'SERVING' : 'NOT_SERVING';
+    const statusOf = (service: string) =>
+      !known(service) ? 'SERVICE_UNKNOWN' : this.serving() ? 'SERVING' : 'NOT_SERVING';
     return {
       Check: ((call, cb) => {
         const service = String(call.request?.service ?? '');
         if (!known(service)) {
-          return cb(toGrpc(notFound(`unknown service ${quote(service)} (this server has "", "${INFERENCE_SERVICE}" and "${HEALTH_SERVICE}")`)));
+          return cb(
+            toGrpc(
+              notFound(
+                `unknown service ${quote(service)} (this server has "", "${INFERENCE_SERVICE}" and "${HEALTH_SERVICE}")`,
+              ),
+            ),
+          );
         }
         cb(null, { status: statusOf(service) });
       }) as Unary,
@@ -231,7 +304,10 @@ export class InferenceServer {
         let last = '';
         const send = () => {
           const s = statusOf(service);
-          if (s !== last) { last = s; call.write({ status: s }); }
+          if (s !== last) {
+            last = s;
+            call.write({ status: s });
+          }
         };
         send();
         const timer = setInterval(send, 500);
@@ -258,4 +334,3 @@ function bindCause(err: Error): string {
   const m = /errors: \[(.*)\]/.exec(err.message);
   return m ? m[1] : err.message;
 }
-

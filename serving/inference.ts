@@ -16,19 +16,28 @@ export const UNKNOWN_MODEL_LABEL = '_unknown';
 export const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
 
 export class Inference {
-  constructor(private readonly repo: ModelRepository, private readonly metrics?: Metrics,
-    readonly maxResponseBytes = DEFAULT_MAX_RESPONSE_BYTES, private readonly stats?: ModelStatisticsBook) {}
+  constructor(
+    private readonly repo: ModelRepository,
+    private readonly metrics?: Metrics,
+    readonly maxResponseBytes = DEFAULT_MAX_RESPONSE_BYTES,
+    private readonly stats?: ModelStatisticsBook,
+  ) {}
 
   /** Answers one request; deadline is an epoch time in ms (Infinity for none). Rejects with a ServeError. */
   async infer(req: ModelInferRequest, deadline = Infinity): Promise<ModelInferResponse> {
     const started = process.hrtime.bigint();
-    let label = UNKNOWN_MODEL_LABEL, version = '', images = 0;
+    let label = UNKNOWN_MODEL_LABEL,
+      version = '',
+      images = 0;
     try {
       if (typeof req?.model_name !== 'string' || req.model_name === '') throw invalid('model_name is empty');
       const model = this.repo.get(req.model_name, req.model_version ?? '');
       label = model.name;
       version = model.version;
-      checkRequestedOutputs(req, model.outputs.map(o => o.name));
+      checkRequestedOutputs(
+        req,
+        model.outputs.map(o => o.name),
+      );
       const decoded = decodeImages(req, model.config.maxRequestImages);
       images = decoded.n;
       // (for a MIL model the N images are the instances of one bag)
@@ -40,7 +49,9 @@ export class Inference {
       return res;
     } catch (e) {
       this.count(label, version, codeOf(e), started, 0);
-      throw e instanceof ServeError ? e : new ServeError(Status.INTERNAL, `inference failed: ${(e as Error)?.message ?? String(e)}`);
+      throw e instanceof ServeError
+        ? e
+        : new ServeError(Status.INTERNAL, `inference failed: ${(e as Error)?.message ?? String(e)}`);
     }
   }
 

@@ -12,7 +12,7 @@ import { paramValue, type ModelInferRequest } from './protocol.ts';
 
 export const INPUT_NAME = 'input';
 export const INPUT_RANGES = ['0-1', '0-255', 'normalised'] as const;
-type InputRange = typeof INPUT_RANGES[number];
+type InputRange = (typeof INPUT_RANGES)[number];
 /** The values each input_range allows, and x -> (x/scale - 0.5)/0.5 = x * a + b. */
 const RANGES: Record<InputRange, { lo: number; hi: number; a: number; b: number }> = {
   '0-1': { lo: 0, hi: 1, a: 2, b: -1 },
@@ -60,13 +60,16 @@ export function decodeImages(req: ModelInferRequest, maxImages: number): Decoded
   if (inputs.length > 1) throw invalid(`input "${INPUT_NAME}" is given ${inputs.length} times`);
   const t = inputs[0];
   const raw = raws.length > 0;
-  if (raw && raws.length !== inputs.length) throw invalid(`raw_input_contents has ${raws.length} entries for ${inputs.length} input(s)`);
+  if (raw && raws.length !== inputs.length)
+    throw invalid(`raw_input_contents has ${raws.length} entries for ${inputs.length} input(s)`);
   const contents = t.contents;
   const typedCount = contents ? Object.values(contents).reduce((s, v) => s + (Array.isArray(v) ? v.length : 0), 0) : 0;
-  if (raw && typedCount > 0) throw invalid(`input "${INPUT_NAME}": both contents and raw_input_contents are set; use one`);
+  if (raw && typedCount > 0)
+    throw invalid(`input "${INPUT_NAME}": both contents and raw_input_contents are set; use one`);
 
   const n = imageCount((t.shape ?? []).map(Number));
-  if (n > maxImages) throw tooLarge(`input "${INPUT_NAME}": ${n} images in one request; this model takes at most ${maxImages}`);
+  if (n > maxImages)
+    throw tooLarge(`input "${INPUT_NAME}": ${n} images in one request; this model takes at most ${maxImages}`);
   const count = n * IMAGE_SIZE;
   const data = new Float32Array(count);
 
@@ -74,10 +77,16 @@ export function decodeImages(req: ModelInferRequest, maxImages: number): Decoded
     let pixels: Uint8Array;
     if (raw) {
       pixels = raws[0];
-      if (pixels.length !== count) throw invalid(`input "${INPUT_NAME}": raw UINT8 contents hold ${pixels.length} bytes, shape [${t.shape.join(',')}] needs ${count}`);
+      if (pixels.length !== count)
+        throw invalid(
+          `input "${INPUT_NAME}": raw UINT8 contents hold ${pixels.length} bytes, shape [${t.shape.join(',')}] needs ${count}`,
+        );
     } else {
       const v = contents?.uint_contents ?? [];
-      if (v.length !== count) throw invalid(`input "${INPUT_NAME}": uint_contents holds ${v.length} values, shape [${t.shape.join(',')}] needs ${count}`);
+      if (v.length !== count)
+        throw invalid(
+          `input "${INPUT_NAME}": uint_contents holds ${v.length} values, shape [${t.shape.join(',')}] needs ${count}`,
+        );
       pixels = new Uint8Array(count);
       for (let i = 0; i < count; i++) {
         const p = v[i];
@@ -97,12 +106,21 @@ export function decodeImages(req: ModelInferRequest, maxImages: number): Decoded
   let values: ArrayLike<number>;
   if (raw) {
     const b = raws[0];
-    if (b.length !== count * 4) throw invalid(`input "${INPUT_NAME}": raw FP32 contents hold ${b.length} bytes, shape [${t.shape.join(',')}] needs ${count * 4}`);
+    if (b.length !== count * 4)
+      throw invalid(
+        `input "${INPUT_NAME}": raw FP32 contents hold ${b.length} bytes, shape [${t.shape.join(',')}] needs ${count * 4}`,
+      );
     // a view needs 4-byte alignment; protobuf decoding gives no such promise
-    values = b.byteOffset % 4 === 0 ? new Float32Array(b.buffer, b.byteOffset, count) : new Float32Array(new Uint8Array(b).buffer);
+    values =
+      b.byteOffset % 4 === 0
+        ? new Float32Array(b.buffer, b.byteOffset, count)
+        : new Float32Array(new Uint8Array(b).buffer);
   } else {
     values = contents?.fp32_contents ?? [];
-    if (values.length !== count) throw invalid(`input "${INPUT_NAME}": fp32_contents holds ${values.length} values, shape [${t.shape.join(',')}] needs ${count}`);
+    if (values.length !== count)
+      throw invalid(
+        `input "${INPUT_NAME}": fp32_contents holds ${values.length} values, shape [${t.shape.join(',')}] needs ${count}`,
+      );
   }
   const range = inputRange(req, t.parameters);
   const { lo, hi, a, b } = RANGES[range];
@@ -121,9 +139,10 @@ type Params = ModelInferRequest['parameters'];
 function outOfRange(i: number, x: number, range: InputRange, req: ModelInferRequest, tensorParams: Params) {
   const declared = paramValue(tensorParams?.input_range) ?? paramValue(req.parameters?.input_range);
   const { lo, hi } = RANGES[range];
-  const hint = declared === undefined
-    ? `no input_range was given, so ${range} applies; set the parameter input_range to "0-255" for pixel values ` +
-      'or "normalised" for (x/255-0.5)/0.5'
-    : `the parameter input_range is "${range}"`;
+  const hint =
+    declared === undefined
+      ? `no input_range was given, so ${range} applies; set the parameter input_range to "0-255" for pixel values ` +
+        'or "normalised" for (x/255-0.5)/0.5'
+      : `the parameter input_range is "${range}"`;
   return invalid(`input "${INPUT_NAME}": value ${i} is ${x}, outside ${lo} to ${hi} (${hint})`);
 }

@@ -20,10 +20,20 @@ import * as path from 'node:path';
 import YAML from 'yaml';
 
 export const AGGREGATIONS = ['soft', 'hard', 'weighted'] as const;
-export type Aggregation = typeof AGGREGATIONS[number];
+export type Aggregation = (typeof AGGREGATIONS)[number];
 
-export interface EnsembleMemberConfig { name: string; version: string; weight: number; remote: boolean }
-export interface EnsembleConfig { members: EnsembleMemberConfig[]; aggregation: Aggregation; deadlineMs: number; quorum: number }
+export interface EnsembleMemberConfig {
+  name: string;
+  version: string;
+  weight: number;
+  remote: boolean;
+}
+export interface EnsembleConfig {
+  members: EnsembleMemberConfig[];
+  aggregation: Aggregation;
+  deadlineMs: number;
+  quorum: number;
+}
 
 export interface ModelConfig {
   maxBatchSize: number;
@@ -36,7 +46,12 @@ export interface ModelConfig {
 
 export const CONFIG_FILES = ['config.yaml', 'config.yml', 'config.json'];
 
-export const DEFAULT_CONFIG: ModelConfig = { maxBatchSize: 64, maxQueueDelayMs: 0, maxRequestImages: 1024, maxQueueImages: 8192 };
+export const DEFAULT_CONFIG: ModelConfig = {
+  maxBatchSize: 64,
+  maxQueueDelayMs: 0,
+  maxRequestImages: 1024,
+  maxQueueImages: 8192,
+};
 
 /** The config file of a model folder, or undefined when it has none. */
 export function configFile(modelDir: string): string | undefined {
@@ -57,18 +72,21 @@ export function readModelConfig(modelDir: string): ModelConfig {
 }
 
 export function parseModelConfig(raw: unknown, where: string): ModelConfig {
-  const bad = (key: string, v: unknown, want: string) => new Error(`${where}: ${key} must be ${want}, got ${JSON.stringify(v)}`);
+  const bad = (key: string, v: unknown, want: string) =>
+    new Error(`${where}: ${key} must be ${want}, got ${JSON.stringify(v)}`);
   const obj = (v: unknown, key: string): Record<string, unknown> => {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(key, v, 'a mapping');
     return v as Record<string, unknown>;
   };
   const only = (o: Record<string, unknown>, keys: string[], at: string) => {
-    for (const k of Object.keys(o)) if (!keys.includes(k)) throw new Error(`${where}: unknown key ${at}${k} (expected one of ${keys.join(', ')})`);
+    for (const k of Object.keys(o))
+      if (!keys.includes(k)) throw new Error(`${where}: unknown key ${at}${k} (expected one of ${keys.join(', ')})`);
   };
   const int = (o: Record<string, unknown>, key: string, def: number, min: number, max: number) => {
     const v = o[key];
     if (v === undefined) return def;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(key, v, `an integer in [${min}, ${max}]`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+      throw bad(key, v, `an integer in [${min}, ${max}]`);
     return v;
   };
   const aggregation = (v: unknown, key: string): Aggregation => {
@@ -77,7 +95,11 @@ export function parseModelConfig(raw: unknown, where: string): ModelConfig {
   };
 
   const o = obj(raw, 'the config');
-  only(o, ['max_batch_size', 'max_queue_delay_ms', 'max_request_images', 'max_queue_images', 'aggregation', 'ensemble'], '');
+  only(
+    o,
+    ['max_batch_size', 'max_queue_delay_ms', 'max_request_images', 'max_queue_images', 'aggregation', 'ensemble'],
+    '',
+  );
   const config: ModelConfig = {
     maxBatchSize: int(o, 'max_batch_size', DEFAULT_CONFIG.maxBatchSize, 1, 4096),
     maxQueueDelayMs: int(o, 'max_queue_delay_ms', DEFAULT_CONFIG.maxQueueDelayMs, 0, 10_000),
@@ -86,22 +108,38 @@ export function parseModelConfig(raw: unknown, where: string): ModelConfig {
   };
   if (o.aggregation !== undefined) config.aggregation = aggregation(o.aggregation, 'aggregation');
   if (o.ensemble !== undefined) {
-    if (o.aggregation !== undefined) throw new Error(`${where}: aggregation belongs under ensemble: for a fan-out ensemble`);
+    if (o.aggregation !== undefined)
+      throw new Error(`${where}: aggregation belongs under ensemble: for a fan-out ensemble`);
     const e = obj(o.ensemble, 'ensemble');
     only(e, ['members', 'aggregation', 'deadline_ms', 'quorum'], 'ensemble.');
-    if (!Array.isArray(e.members) || e.members.length === 0) throw bad('ensemble.members', e.members, 'a non-empty list');
+    if (!Array.isArray(e.members) || e.members.length === 0)
+      throw bad('ensemble.members', e.members, 'a non-empty list');
     const members = e.members.map((m: unknown, i: number) => {
       const at = `ensemble.members[${i}]`;
       const mo = obj(m, at);
       only(mo, ['name', 'version', 'weight', 'remote'], `${at}.`);
-      if (typeof mo.name !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(mo.name)) throw bad(`${at}.name`, mo.name, 'a model name (letters, digits, _ and -)');
-      if (mo.version !== undefined && (typeof mo.version !== 'string' && typeof mo.version !== 'number')) throw bad(`${at}.version`, mo.version, 'a version number');
+      if (typeof mo.name !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(mo.name))
+        throw bad(`${at}.name`, mo.name, 'a model name (letters, digits, _ and -)');
+      if (mo.version !== undefined && typeof mo.version !== 'string' && typeof mo.version !== 'number')
+        throw bad(`${at}.version`, mo.version, 'a version number');
       const weight = mo.weight ?? 1;
-      if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0) throw bad(`${at}.weight`, mo.weight, 'a finite number >= 0');
-      if (mo.remote !== undefined && typeof mo.remote !== 'boolean') throw bad(`${at}.remote`, mo.remote, 'true or false');
-      return { name: mo.name, version: mo.version === undefined ? '' : String(mo.version), weight, remote: mo.remote === true };
+      if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0)
+        throw bad(`${at}.weight`, mo.weight, 'a finite number >= 0');
+      if (mo.remote !== undefined && typeof mo.remote !== 'boolean')
+        throw bad(`${at}.remote`, mo.remote, 'true or false');
+      return {
+        name: mo.name,
+        version: mo.version === undefined ? '' : String(mo.version),
+        weight,
+        remote: mo.remote === true,
+      };
     });
-    if (!members.some(m => m.weight > 0)) throw bad('ensemble.members[*].weight', members.map(m => m.weight), 'positive for at least one member');
+    if (!members.some(m => m.weight > 0))
+      throw bad(
+        'ensemble.members[*].weight',
+        members.map(m => m.weight),
+        'positive for at least one member',
+      );
     config.ensemble = {
       members,
       aggregation: e.aggregation === undefined ? 'weighted' : aggregation(e.aggregation, 'ensemble.aggregation'),

@@ -30,17 +30,27 @@ function metadataOf(bytes: Uint8Array): Record<string, string> {
 }
 
 /** Loads and checks an .onnx file; throws naming the file when it is not a model fleet can serve. */
-export async function loadOnnxModel(file: string, name: string, version: string, config: ModelConfig, runtime: RuntimeOptions, hooks: ServingHooks = {}): Promise<ServedModel> {
+export async function loadOnnxModel(
+  file: string,
+  name: string,
+  version: string,
+  config: ModelConfig,
+  runtime: RuntimeOptions,
+  hooks: ServingHooks = {},
+): Promise<ServedModel> {
   const bytes = fs.readFileSync(file);
   let session: ort.InferenceSession;
   try {
     session = await createSession(bytes, runtime);
   } catch (e) {
-    throw new Error(`${file}: not a loadable ONNX model (truncated or corrupt?): ${(e as Error).message.split('\n')[0]}`);
+    throw new Error(
+      `${file}: not a loadable ONNX model (truncated or corrupt?): ${(e as Error).message.split('\n')[0]}`,
+    );
   }
   try {
     const outs = session.outputNames;
-    if (!session.inputNames.includes('input')) throw new Error(`has inputs ${session.inputNames.join(', ')}; expected "input"`);
+    if (!session.inputNames.includes('input'))
+      throw new Error(`has inputs ${session.inputNames.join(', ')}; expected "input"`);
     let model: ServedModel;
     if (outs.includes('probability') && outs.includes('attention')) {
       model = new OnnxMil(session, name, version, config, hooks);
@@ -48,7 +58,9 @@ export async function loadOnnxModel(file: string, name: string, version: string,
       const meta = outs.includes('member_probabilities') ? metadataOf(bytes) : {};
       model = new OnnxClassifier(session, name, version, config, outs.includes('member_probabilities'), meta, hooks);
     } else {
-      throw new Error(`has outputs ${outs.join(', ')}; expected probabilities (a classifier or ensemble) or probability and attention (MIL)`);
+      throw new Error(
+        `has outputs ${outs.join(', ')}; expected probabilities (a classifier or ensemble) or probability and attention (MIL)`,
+      );
     }
     await (model as OnnxClassifier | OnnxMil).check();
     return model;
@@ -59,7 +71,8 @@ export async function loadOnnxModel(file: string, name: string, version: string,
 }
 
 const argmaxRows = (p: Float32Array): Int32Array => {
-  const n = p.length / CLASSES, out = new Int32Array(n);
+  const n = p.length / CLASSES,
+    out = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     let best = 0;
     for (let c = 1; c < CLASSES; c++) if (p[i * CLASSES + c] > p[i * CLASSES + best]) best = c;
@@ -79,22 +92,37 @@ class OnnxClassifier implements ServedModel {
   private readonly weights: number[];
   private readonly fetches: string[];
 
-  constructor(private readonly session: ort.InferenceSession, readonly name: string, readonly version: string, readonly config: ModelConfig,
-    private readonly hasMembers: boolean, private readonly meta: Record<string, string>, hooks: ServingHooks) {
+  constructor(
+    private readonly session: ort.InferenceSession,
+    readonly name: string,
+    readonly version: string,
+    readonly config: ModelConfig,
+    private readonly hasMembers: boolean,
+    private readonly meta: Record<string, string>,
+    hooks: ServingHooks,
+  ) {
     this.kind = hasMembers ? 'ensemble' : 'classifier';
     this.weights = hasMembers ? parseWeights(meta['ensemble.weights']) : [];
     this.memberCount = this.weights.length;
-    if (config.aggregation && !hasMembers) throw new Error(`config sets aggregation: ${config.aggregation}, but the model is not an ensemble (no member_probabilities output)`);
+    if (config.aggregation && !hasMembers)
+      throw new Error(
+        `config sets aggregation: ${config.aggregation}, but the model is not an ensemble (no member_probabilities output)`,
+      );
     this.fetches = hasMembers ? ['probabilities', 'member_probabilities'] : ['probabilities'];
     this.outputs = [
       { name: 'probabilities', datatype: 'FP32', shape: [-1, CLASSES] },
       { name: 'predicted_class', datatype: 'INT64', shape: [-1] },
-      ...(hasMembers ? [{ name: 'member_probabilities', datatype: 'FP32', shape: [this.memberCount, -1, CLASSES] }] : []),
+      ...(hasMembers
+        ? [{ name: 'member_probabilities', datatype: 'FP32', shape: [this.memberCount, -1, CLASSES] }]
+        : []),
     ];
     this.batcher = new Batcher({
-      maxBatchSize: config.maxBatchSize, maxQueueDelayMs: config.maxQueueDelayMs, maxQueueImages: config.maxQueueImages,
+      maxBatchSize: config.maxBatchSize,
+      maxQueueDelayMs: config.maxQueueDelayMs,
+      maxQueueImages: config.maxQueueImages,
       run: (x, n) => this.run(x, n),
-      onBatch: images => hooks.onBatch?.(name, images), onQueued: s => hooks.onQueued?.(name, s, version),
+      onBatch: images => hooks.onBatch?.(name, images),
+      onQueued: s => hooks.onQueued?.(name, s, version),
       onRun: (images, s) => hooks.onRun?.(name, version, images, s),
     });
   }
@@ -102,9 +130,14 @@ class OnnxClassifier implements ServedModel {
   /** Runs one image and checks the output shapes. */
   async check(): Promise<void> {
     const r = await this.run(new Float32Array(IMAGE_SIZE), 1);
-    if (r.rows.probabilities.data.length !== CLASSES) throw new Error(`probabilities has ${r.rows.probabilities.data.length} values for one image; expected ${CLASSES}`);
+    if (r.rows.probabilities.data.length !== CLASSES)
+      throw new Error(
+        `probabilities has ${r.rows.probabilities.data.length} values for one image; expected ${CLASSES}`,
+      );
     if (this.hasMembers && r.rows.members.data.length !== this.memberCount * CLASSES) {
-      throw new Error(`member_probabilities has ${r.rows.members.data.length} values for one image, but the metadata (ensemble.weights) lists ${this.memberCount} members`);
+      throw new Error(
+        `member_probabilities has ${r.rows.members.data.length} values for one image, but the metadata (ensemble.weights) lists ${this.memberCount} members`,
+      );
     }
   }
 
@@ -114,10 +147,13 @@ class OnnxClassifier implements ServedModel {
     let predicted: Int32Array | undefined;
     const rows: BatchResult['rows'] = {};
     if (this.hasMembers) {
-      const mp = out.member_probabilities.data as Float32Array, M = this.memberCount;
+      const mp = out.member_probabilities.data as Float32Array,
+        M = this.memberCount;
       // [M,n,10] -> per-image rows [n, M*10], so that the batcher can hand each request its own rows
       const t = new Float32Array(mp.length);
-      for (let m = 0; m < M; m++) for (let i = 0; i < n; i++) t.set(mp.subarray((m * n + i) * CLASSES, (m * n + i + 1) * CLASSES), (i * M + m) * CLASSES);
+      for (let m = 0; m < M; m++)
+        for (let i = 0; i < n; i++)
+          t.set(mp.subarray((m * n + i) * CLASSES, (m * n + i + 1) * CLASSES), (i * M + m) * CLASSES);
       rows.members = { data: t, rowSize: M * CLASSES };
       if (this.config.aggregation && this.config.aggregation !== 'weighted') {
         const members = Array.from({ length: M }, (_, m) => mp.subarray(m * n * CLASSES, (m + 1) * n * CLASSES));
@@ -143,10 +179,16 @@ class OnnxClassifier implements ServedModel {
     ];
     const parameters: Parameters = {};
     if (this.hasMembers) {
-      const M = this.memberCount, t = rows.members.data as Float32Array, mp = new Float32Array(t.length);
-      for (let i = 0; i < n; i++) for (let m = 0; m < M; m++) mp.set(t.subarray((i * M + m) * CLASSES, (i * M + m + 1) * CLASSES), (m * n + i) * CLASSES);
+      const M = this.memberCount,
+        t = rows.members.data as Float32Array,
+        mp = new Float32Array(t.length);
+      for (let i = 0; i < n; i++)
+        for (let m = 0; m < M; m++)
+          mp.set(t.subarray((i * M + m) * CLASSES, (i * M + m + 1) * CLASSES), (m * n + i) * CLASSES);
       outputs.push({ name: 'member_probabilities', datatype: 'FP32', shape: [M, n, CLASSES], data: mp });
-      parameters.ensemble_aggregation = stringParam(this.config.aggregation ?? `graph (${this.meta['ensemble.vote'] ?? 'soft'}, selection-weighted)`);
+      parameters.ensemble_aggregation = stringParam(
+        this.config.aggregation ?? `graph (${this.meta['ensemble.vote'] ?? 'soft'}, selection-weighted)`,
+      );
     }
     return { outputs, parameters };
   }
@@ -159,9 +201,15 @@ class OnnxClassifier implements ServedModel {
 
 function parseWeights(s: string | undefined): number[] {
   let w: unknown;
-  try { w = JSON.parse(s ?? ''); } catch { w = undefined; }
+  try {
+    w = JSON.parse(s ?? '');
+  } catch {
+    w = undefined;
+  }
   if (!Array.isArray(w) || !w.length || !w.every(x => typeof x === 'number' && x >= 0)) {
-    throw new Error(`has member_probabilities but its metadata ensemble.weights is ${JSON.stringify(s)}, not a list of weights`);
+    throw new Error(
+      `has member_probabilities but its metadata ensemble.weights is ${JSON.stringify(s)}, not a list of weights`,
+    );
   }
   return w as number[];
 }
@@ -178,12 +226,20 @@ class OnnxMil implements ServedModel {
   ];
   private chain: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly session: ort.InferenceSession, readonly name: string, readonly version: string,
-    readonly config: ModelConfig, private readonly hooks: ServingHooks = {}) {}
+  constructor(
+    private readonly session: ort.InferenceSession,
+    readonly name: string,
+    readonly version: string,
+    readonly config: ModelConfig,
+    private readonly hooks: ServingHooks = {},
+  ) {}
 
   async check(): Promise<void> {
     const r = await this.run(new Float32Array(2 * IMAGE_SIZE), 2);
-    if (r.probability.length !== 1 || r.attention.length !== 2) throw new Error(`a bag of 2 gave probability of ${r.probability.length} and attention of ${r.attention.length} values; expected 1 and 2`);
+    if (r.probability.length !== 1 || r.attention.length !== 2)
+      throw new Error(
+        `a bag of 2 gave probability of ${r.probability.length} and attention of ${r.attention.length} values; expected 1 and 2`,
+      );
   }
 
   private async run(x: Float32Array, n: number) {
@@ -200,7 +256,12 @@ class OnnxMil implements ServedModel {
       const outputs: OutputTensor[] = [
         { name: 'probability', datatype: 'FP32', shape: [1], data: r.probability },
         { name: 'attention', datatype: 'FP32', shape: [images.n], data: r.attention },
-        { name: 'predicted_class', datatype: 'INT64', shape: [1], data: Int32Array.of(r.probability[0] >= 0.5 ? 1 : 0) },
+        {
+          name: 'predicted_class',
+          datatype: 'INT64',
+          shape: [1],
+          data: Int32Array.of(r.probability[0] >= 0.5 ? 1 : 0),
+        },
       ];
       return { outputs, parameters: {} as Parameters };
     });

@@ -34,7 +34,10 @@ export function checkRequestedOutputs(req: ModelInferRequest, names: string[]): 
 
 /** The outputs the request asks for, in the order asked (all when none are named); checked as above. */
 export function selectOutputs(req: ModelInferRequest, available: OutputTensor[]): OutputTensor[] {
-  checkRequestedOutputs(req, available.map(o => o.name));
+  checkRequestedOutputs(
+    req,
+    available.map(o => o.name),
+  );
   const wanted = req.outputs ?? [];
   if (wanted.length === 0) return available;
   return wanted.map(w => available.find(o => o.name === w.name)!);
@@ -44,7 +47,9 @@ export function selectOutputs(req: ModelInferRequest, available: OutputTensor[])
 export function checkResponseSize(outputs: OutputTensor[], maxBytes: number): void {
   const bytes = outputs.reduce((s, t) => s + t.data.length * (t.datatype === 'INT64' ? 8 : 4), 0);
   if (bytes > maxBytes) {
-    throw tooLarge(`the response would hold ${bytes} bytes of tensors; at most ${maxBytes} are sent (ask for fewer images or outputs)`);
+    throw tooLarge(
+      `the response would hold ${bytes} bytes of tensors; at most ${maxBytes} are sent (ask for fewer images or outputs)`,
+    );
   }
 }
 
@@ -53,28 +58,49 @@ function rawBytes(t: OutputTensor): Uint8Array {
   return new Uint8Array(BigInt64Array.from(t.data as Int32Array, v => BigInt(v)).buffer);
 }
 
-export function buildResponse(req: ModelInferRequest, version: string, outputs: OutputTensor[], raw: boolean, parameters: Parameters = {}): ModelInferResponse {
+export function buildResponse(
+  req: ModelInferRequest,
+  version: string,
+  outputs: OutputTensor[],
+  raw: boolean,
+  parameters: Parameters = {},
+): ModelInferResponse {
   const tensors: InferOutputTensor[] = outputs.map(t => ({
-    name: t.name, datatype: t.datatype, shape: t.shape, parameters: {},
-    contents: raw ? null : t.datatype === 'FP32' ? { fp32_contents: Array.from(t.data) } : { int64_contents: Array.from(t.data) },
+    name: t.name,
+    datatype: t.datatype,
+    shape: t.shape,
+    parameters: {},
+    contents: raw
+      ? null
+      : t.datatype === 'FP32'
+        ? { fp32_contents: Array.from(t.data) }
+        : { int64_contents: Array.from(t.data) },
   }));
   return {
-    model_name: req.model_name, model_version: version, id: req.id ?? '', parameters,
-    outputs: tensors, raw_output_contents: raw ? outputs.map(rawBytes) : [],
+    model_name: req.model_name,
+    model_version: version,
+    id: req.id ?? '',
+    parameters,
+    outputs: tensors,
+    raw_output_contents: raw ? outputs.map(rawBytes) : [],
   };
 }
 
 /** Reads an output back from a response, typed or raw (clients: fleet predict, the ensemble's remote members, tests). */
 export function readOutput(res: ModelInferResponse, name: string): { shape: number[]; data: Float32Array | number[] } {
   const i = res.outputs.findIndex(o => o.name === name);
-  if (i < 0) throw new Error(`the response has no output "${name}" (it has ${res.outputs.map(o => o.name).join(', ') || 'none'})`);
+  if (i < 0)
+    throw new Error(
+      `the response has no output "${name}" (it has ${res.outputs.map(o => o.name).join(', ') || 'none'})`,
+    );
   const o = res.outputs[i];
   const shape = o.shape.map(Number);
   const raw = res.raw_output_contents?.[i];
   if (raw && raw.length) {
     const b = new Uint8Array(raw); // a copy: a Buffer's slice() is a view into a shared pool
     if (o.datatype === 'FP32') return { shape, data: new Float32Array(b.buffer, 0, b.length / 4) };
-    if (o.datatype === 'INT64') return { shape, data: Array.from(new BigInt64Array(b.buffer, 0, b.length / 8), Number) };
+    if (o.datatype === 'INT64')
+      return { shape, data: Array.from(new BigInt64Array(b.buffer, 0, b.length / 8), Number) };
     throw new Error(`output "${name}": datatype ${o.datatype} is not read here`);
   }
   if (o.datatype === 'FP32') return { shape, data: Float32Array.from(o.contents?.fp32_contents ?? []) };

@@ -28,7 +28,7 @@ export const MAX_VERSION = 999_999_999;
 export const VERSION_FOLDER = /^[1-9]\d{0,8}$/;
 
 export const MODEL_CONTROL = ['poll', 'explicit'] as const;
-export type ModelControl = typeof MODEL_CONTROL[number];
+export type ModelControl = (typeof MODEL_CONTROL)[number];
 
 export interface RepositoryOptions {
   pollMs?: number;
@@ -45,12 +45,30 @@ export interface RepositoryOptions {
 }
 
 type VersionState = 'waiting' | 'loading' | 'ready' | 'failed';
-interface VersionEntry { version: string; fingerprint: string; state: VersionState; error?: string; model?: ServedModel }
+interface VersionEntry {
+  version: string;
+  fingerprint: string;
+  state: VersionState;
+  error?: string;
+  model?: ServedModel;
+}
 
-export interface VersionStatus { model: string; version: string; state: VersionState; error?: string; kind?: string; platform?: string }
+export interface VersionStatus {
+  model: string;
+  version: string;
+  state: VersionState;
+  error?: string;
+  kind?: string;
+  platform?: string;
+}
 
 /** What a version folder is made of: the files that decide its fingerprint, and how to load it. */
-interface VersionSource { version: string; files: string[]; onnx?: string; problem?: string }
+interface VersionSource {
+  version: string;
+  files: string[];
+  onnx?: string;
+  problem?: string;
+}
 
 export class ModelRepository extends EventEmitter {
   private readonly models = new Map<string, Map<string, VersionEntry>>();
@@ -65,7 +83,10 @@ export class ModelRepository extends EventEmitter {
   private control: Promise<unknown> = Promise.resolve();
   private readonly log: (line: string) => void;
 
-  constructor(readonly root: string, private readonly o: RepositoryOptions = {}) {
+  constructor(
+    readonly root: string,
+    private readonly o: RepositoryOptions = {},
+  ) {
     super();
     this.log = o.log ?? (() => {});
   }
@@ -76,23 +97,33 @@ export class ModelRepository extends EventEmitter {
    * the models are ready when the server says it is serving rather than at the next poll.
    */
   async start(): Promise<void> {
-    if (!fs.existsSync(this.root) || !fs.statSync(this.root).isDirectory()) throw new Error(`model repository ${this.root}: not a directory`);
+    if (!fs.existsSync(this.root) || !fs.statSync(this.root).isDirectory())
+      throw new Error(`model repository ${this.root}: not a directory`);
     await this.scan();
     const settleMs = this.o.settleMs ?? 500;
     for (let i = 0; i < 5 && !this.closed && this.status().some(v => v.state === 'waiting'); i++) {
       await new Promise(resolve => setTimeout(resolve, settleMs));
       await this.scan();
     }
-    if (this.modelControl === 'poll') this.timer = setInterval(() => { void this.scan(); }, this.o.pollMs ?? 1000);
+    if (this.modelControl === 'poll')
+      this.timer = setInterval(() => {
+        void this.scan();
+      }, this.o.pollMs ?? 1000);
   }
 
-  get modelControl(): ModelControl { return this.o.modelControl ?? 'poll'; }
+  get modelControl(): ModelControl {
+    return this.o.modelControl ?? 'poll';
+  }
 
   /** Loads (or reloads) one model folder now; explicit model control only. Rejects when no version is ready. */
-  loadModel(name: string): Promise<void> { return this.oneAtATime(() => this.load1(name)); }
+  loadModel(name: string): Promise<void> {
+    return this.oneAtATime(() => this.load1(name));
+  }
 
   /** Unloads every version of a model (their queues drain first); explicit model control only. */
-  unloadModel(name: string): Promise<void> { return this.oneAtATime(() => this.unload1(name)); }
+  unloadModel(name: string): Promise<void> {
+    return this.oneAtATime(() => this.unload1(name));
+  }
 
   /** Load and unload requests run one after another (two loads of one folder must not interleave). */
   private oneAtATime(fn: () => Promise<void>): Promise<void> {
@@ -131,8 +162,10 @@ export class ModelRepository extends EventEmitter {
   index(): { name: string; version: string; state: string; reason: string }[] {
     const STATES = { ready: 'READY', failed: 'UNAVAILABLE', loading: 'LOADING', waiting: 'LOADING' };
     const rows = this.status().map(v => ({
-      name: v.model, version: v.version, state: STATES[v.state],
-      reason: v.state === 'failed' ? v.error ?? '' : v.state === 'waiting' ? 'its files are still being written' : '',
+      name: v.model,
+      version: v.version,
+      state: STATES[v.state],
+      reason: v.state === 'failed' ? (v.error ?? '') : v.state === 'waiting' ? 'its files are still being written' : '',
     }));
     for (const name of this.unloaded) rows.push({ name, version: '', state: 'UNAVAILABLE', reason: 'unloaded' });
     return rows.sort((a, b) => a.name.localeCompare(b.name) || Number(a.version) - Number(b.version));
@@ -140,18 +173,26 @@ export class ModelRepository extends EventEmitter {
 
   private explicitOnly(what: string): void {
     if (this.modelControl !== 'explicit') {
-      throw new ServeError(Status.FAILED_PRECONDITION,
-        `explicit model ${what} is not allowed while the repository is polled (start the server with --model-control explicit)`);
+      throw new ServeError(
+        Status.FAILED_PRECONDITION,
+        `explicit model ${what} is not allowed while the repository is polled (start the server with --model-control explicit)`,
+      );
     }
   }
 
   /** True once the first scan has finished. */
-  get ready(): boolean { return this.scanned && !this.closed; }
+  get ready(): boolean {
+    return this.scanned && !this.closed;
+  }
 
   /** Scans now (or waits for the scan in progress). */
   scan(): Promise<void> {
     if (this.closed) return Promise.resolve();
-    this.scanning ??= this.scanOnce().catch(e => this.log(`model repository: scan failed: ${(e as Error).message}`)).finally(() => { this.scanning = undefined; });
+    this.scanning ??= this.scanOnce()
+      .catch(e => this.log(`model repository: scan failed: ${(e as Error).message}`))
+      .finally(() => {
+        this.scanning = undefined;
+      });
     return this.scanning;
   }
 
@@ -162,11 +203,17 @@ export class ModelRepository extends EventEmitter {
     if (!versions) throw notFound(`unknown model ${quote(name)}`);
     if (version) {
       const v = versions.get(version);
-      if (!v) throw notFound(`model "${name}" has no version ${quote(version)} (versions: ${[...versions.keys()].join(', ') || 'none'})`);
-      if (v.state !== 'ready' || !v.model) throw unavailable(`model "${name}" version ${version} is not ready: ${describe(v)}`);
+      if (!v)
+        throw notFound(
+          `model "${name}" has no version ${quote(version)} (versions: ${[...versions.keys()].join(', ') || 'none'})`,
+        );
+      if (v.state !== 'ready' || !v.model)
+        throw unavailable(`model "${name}" version ${version} is not ready: ${describe(v)}`);
       return v.model;
     }
-    const ready = [...versions.values()].filter(v => v.state === 'ready' && v.model).sort((a, b) => Number(b.version) - Number(a.version));
+    const ready = [...versions.values()]
+      .filter(v => v.state === 'ready' && v.model)
+      .sort((a, b) => Number(b.version) - Number(a.version));
     if (ready.length) return ready[0].model!;
     const why = [...versions.values()].map(v => `version ${v.version}: ${describe(v)}`).join('; ');
     throw unavailable(`model "${name}" has no ready version (${why || 'no versions'})`);
@@ -174,9 +221,16 @@ export class ModelRepository extends EventEmitter {
 
   /** Every version's state, for ModelMetadata, logs and tests. */
   status(): VersionStatus[] {
-    return [...this.models].flatMap(([model, versions]) => [...versions.values()].map(v => ({
-      model, version: v.version, state: v.state, error: v.error, kind: v.model?.kind, platform: v.model?.platform,
-    })));
+    return [...this.models].flatMap(([model, versions]) =>
+      [...versions.values()].map(v => ({
+        model,
+        version: v.version,
+        state: v.state,
+        error: v.error,
+        kind: v.model?.kind,
+        platform: v.model?.platform,
+      })),
+    );
   }
 
   versionsOf(name: string): string[] {
@@ -185,14 +239,18 @@ export class ModelRepository extends EventEmitter {
 
   /** Names of models with at least one ready version. */
   readyModels(): string[] {
-    return [...this.models].filter(([, vs]) => [...vs.values()].some(v => v.state === 'ready')).map(([n]) => n).sort();
+    return [...this.models]
+      .filter(([, vs]) => [...vs.values()].some(v => v.state === 'ready'))
+      .map(([n]) => n)
+      .sort();
   }
 
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
     await this.scanning;
-    for (const versions of this.models.values()) for (const v of versions.values()) await v.model?.close().catch(() => {});
+    for (const versions of this.models.values())
+      for (const v of versions.values()) await v.model?.close().catch(() => {});
     this.models.clear();
   }
 
@@ -200,18 +258,28 @@ export class ModelRepository extends EventEmitter {
     let changed = false;
     const seen = new Set<string>();
     let entries: fs.Dirent[] = [];
-    try { entries = fs.readdirSync(this.root, { withFileTypes: true }); } catch (e) { this.log(`model repository ${this.root}: ${(e as Error).message}`); }
+    try {
+      entries = fs.readdirSync(this.root, { withFileTypes: true });
+    } catch (e) {
+      this.log(`model repository ${this.root}: ${(e as Error).message}`);
+    }
     for (const d of entries) {
       if (d.isSymbolicLink() && !d.name.startsWith('.')) {
         // a link could point anywhere on the machine; only real folders of the repository are models
-        this.warnOnce(`link:${d.name}`, `model repository: skipping ${JSON.stringify(d.name)}: it is a symbolic link ` +
-          '(copy the model in, e.g. with fleet models add)');
+        this.warnOnce(
+          `link:${d.name}`,
+          `model repository: skipping ${JSON.stringify(d.name)}: it is a symbolic link ` +
+            '(copy the model in, e.g. with fleet models add)',
+        );
         continue;
       }
       if (!d.isDirectory() || d.name.startsWith('.')) continue;
       if (this.unloaded.has(d.name)) continue;
       if (!MODEL_NAME.test(d.name)) {
-        this.warnOnce(`skip:${d.name}`, `model repository: skipping folder ${JSON.stringify(d.name)}: model names use letters, digits, _ and - only`);
+        this.warnOnce(
+          `skip:${d.name}`,
+          `model repository: skipping folder ${JSON.stringify(d.name)}: model names use letters, digits, _ and - only`,
+        );
         continue;
       }
       seen.add(d.name);
@@ -246,7 +314,15 @@ export class ModelRepository extends EventEmitter {
       const newest = Math.max(0, ...src.files.map(f => mtime(f)));
       if (now - newest < (this.o.settleMs ?? 500)) {
         // still being written (or just written): look again at the next poll
-        if (!old) { versions.set(src.version, { version: src.version, fingerprint: fp, state: 'waiting', error: 'its files are still changing' }); changed = true; }
+        if (!old) {
+          versions.set(src.version, {
+            version: src.version,
+            fingerprint: fp,
+            state: 'waiting',
+            error: 'its files are still changing',
+          });
+          changed = true;
+        }
         continue;
       }
       changed = true;
@@ -264,23 +340,38 @@ export class ModelRepository extends EventEmitter {
         this.o.hooks?.onLoadFailure?.(name);
         this.log(`model ${name} version ${src.version}: not loaded: ${entry.error}`);
       }
-      if (this.closed) { await entry.model?.close(); return changed; }
+      if (this.closed) {
+        await entry.model?.close();
+        return changed;
+      }
       // a reload replaces a ready version only when the new files loaded; otherwise the old one keeps serving
-      if (old?.state === 'ready' && entry.state !== 'ready') { old.fingerprint = fp; old.error = `a newer copy failed to load: ${entry.error}`; continue; }
+      if (old?.state === 'ready' && entry.state !== 'ready') {
+        old.fingerprint = fp;
+        old.error = `a newer copy failed to load: ${entry.error}`;
+        continue;
+      }
       versions.set(src.version, entry);
       if (old?.model && old.model !== entry.model) await old.model.close().catch(() => {});
     }
     for (const v of [...versions.values()]) {
-      if (!sources.some(s => s.version === v.version)) { await this.unload(name, v, 'its files were removed'); versions.delete(v.version); changed = true; }
+      if (!sources.some(s => s.version === v.version)) {
+        await this.unload(name, v, 'its files were removed');
+        versions.delete(v.version);
+        changed = true;
+      }
     }
     return changed;
   }
 
   private load(name: string, src: VersionSource, config: ModelConfig): Promise<ServedModel> {
     if (config.ensemble) {
-      return Promise.resolve(new FanOutEnsemble(name, src.version, config, {
-        local: (member, version) => this.get(member, version), bus: this.o.bus, hooks: this.o.hooks,
-      }));
+      return Promise.resolve(
+        new FanOutEnsemble(name, src.version, config, {
+          local: (member, version) => this.get(member, version),
+          bus: this.o.bus,
+          hooks: this.o.hooks,
+        }),
+      );
     }
     return loadOnnxModel(src.onnx!, name, src.version, config, this.o.runtime ?? {}, this.o.hooks);
   }
@@ -290,14 +381,23 @@ export class ModelRepository extends EventEmitter {
     const config = configFile(dir);
     const common = config ? [config] : [];
     let names: fs.Dirent[] = [];
-    try { names = fs.readdirSync(dir, { withFileTypes: true }); } catch { return []; }
+    try {
+      names = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return [];
+    }
     const versionDirs = names.filter(d => d.isDirectory() && VERSION_FOLDER.test(d.name));
-    if (versionDirs.length) return versionDirs.map(d => ({ version: d.name, ...onnxIn(path.join(dir, d.name), common) }));
+    if (versionDirs.length)
+      return versionDirs.map(d => ({ version: d.name, ...onnxIn(path.join(dir, d.name), common) }));
     // a run directory (model.onnx at the top), or a fan-out ensemble (a config, no graph)
     if (names.some(d => d.isFile() && d.name.endsWith('.onnx'))) return [{ version: '1', ...onnxIn(dir, common) }];
     if (config) {
       let isEnsemble = false;
-      try { isEnsemble = !!readModelConfig(dir).ensemble; } catch (e) { return [{ version: '1', files: common, problem: (e as Error).message }]; }
+      try {
+        isEnsemble = !!readModelConfig(dir).ensemble;
+      } catch (e) {
+        return [{ version: '1', files: common, problem: (e as Error).message }];
+      }
       if (isEnsemble) return [{ version: '1', files: common }];
     }
     this.warnOnce(`empty:${dir}`, `model repository: ${dir} has no version folders, .onnx file or ensemble config yet`);
@@ -321,24 +421,50 @@ function onnxIn(dir: string, common: string[]): { files: string[]; onnx?: string
   const onnx = fs.readdirSync(dir).filter(f => f.endsWith('.onnx'));
   const pick = onnx.includes('model.onnx') ? 'model.onnx' : onnx.length === 1 ? onnx[0] : undefined;
   if (!pick) {
-    return { files: [dir, ...common], problem: onnx.length ? `${dir} has ${onnx.length} .onnx files and none is model.onnx` : `${dir} has no .onnx file` };
+    return {
+      files: [dir, ...common],
+      problem: onnx.length
+        ? `${dir} has ${onnx.length} .onnx files and none is model.onnx`
+        : `${dir} has no .onnx file`,
+    };
   }
   const file = path.join(dir, pick);
   return { files: [file, ...common], onnx: file };
 }
 
 function isRealDirectory(p: string): boolean {
-  try { return fs.lstatSync(p).isDirectory(); } catch { return false; }
+  try {
+    return fs.lstatSync(p).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function mtime(f: string): number {
-  try { return fs.statSync(f).mtimeMs; } catch { return 0; }
+  try {
+    return fs.statSync(f).mtimeMs;
+  } catch {
+    return 0;
+  }
 }
 
 function fingerprint(files: string[]): string {
-  return files.map(f => { try { const s = fs.statSync(f); return `${f}:${s.size}:${s.mtimeMs}`; } catch { return `${f}:-`; } }).join('|');
+  return files
+    .map(f => {
+      try {
+        const s = fs.statSync(f);
+        return `${f}:${s.size}:${s.mtimeMs}`;
+      } catch {
+        return `${f}:-`;
+      }
+    })
+    .join('|');
 }
 
 function describe(v: VersionEntry): string {
-  return v.state === 'failed' ? `failed to load: ${v.error}` : v.state === 'waiting' ? 'its files are still being written' : v.state;
+  return v.state === 'failed'
+    ? `failed to load: ${v.error}`
+    : v.state === 'waiting'
+      ? 'its files are still being written'
+      : v.state;
 }

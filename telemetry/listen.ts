@@ -16,7 +16,12 @@ const CAUSES: Record<string, string> = {
 };
 
 export class ListenError extends Error {
-  constructor(readonly address: string, readonly what: string, readonly code: string | undefined, cause: string) {
+  constructor(
+    readonly address: string,
+    readonly what: string,
+    readonly code: string | undefined,
+    cause: string,
+  ) {
     super(`cannot listen on ${address} (${what}): ${cause}`);
   }
 }

@@ -65,13 +65,29 @@ describe('autodiff: reductions, softmax and normalisation', () => {
 
 describe('autodiff: shape rules', () => {
   it('Reshape, Flatten, Transpose', async () => {
-    await check((g, [x]) => g.mul(g.reshape(x, [4, 6]), g.constant(Array.from({ length: 24 }, (_, i) => i / 7), [4, 6])), [{ shape: [2, 3, 4] }]);
+    await check(
+      (g, [x]) =>
+        g.mul(
+          g.reshape(x, [4, 6]),
+          g.constant(
+            Array.from({ length: 24 }, (_, i) => i / 7),
+            [4, 6],
+          ),
+        ),
+      [{ shape: [2, 3, 4] }],
+    );
     await check((g, [x]) => g.tanh(g.flatten(x, 2)), [{ shape: [2, 3, 2, 2] }]);
     await check((g, [x]) => g.tanh(g.transpose(x, [2, 0, 1])), [{ shape: [2, 3, 4] }]);
   });
   it('Concat and Split', async () => {
     await check((g, [a, b]) => g.tanh(g.concat([a, b, a], 1)), [{ shape: [2, 3] }, { shape: [2, 2] }]);
-    await check((g, [x]) => { const [p, q] = g.split(x, 1, [1, 3]); return g.mul(g.sigmoid(p), q); }, [{ shape: [2, 4, 3] }]);
+    await check(
+      (g, [x]) => {
+        const [p, q] = g.split(x, 1, [1, 3]);
+        return g.mul(g.sigmoid(p), q);
+      },
+      [{ shape: [2, 4, 3] }],
+    );
     // an unused Split output gets a zero gradient
     await check((g, [x]) => g.tanh(g.split(x, 0, [2, 1])[1]), [{ shape: [3, 2] }]);
   });
@@ -88,31 +104,47 @@ describe('autodiff: linear algebra', () => {
     await check((g, [a, b]) => g.matmul(a, b), [{ shape: [2, 3, 4] }, { shape: [4, 5] }]);
   });
   it('Gemm with every transpose combination, alpha, beta and a broadcast bias', async () => {
-    for (const transA of [false, true]) for (const transB of [false, true]) {
-      await check((g, [a, b, c]) => g.gemm(a, b, c, { transA, transB, alpha: 0.7, beta: 1.3 }),
-        [{ shape: transA ? [4, 3] : [3, 4] }, { shape: transB ? [5, 4] : [4, 5] }, { shape: [5] }]);
-    }
+    for (const transA of [false, true])
+      for (const transB of [false, true]) {
+        await check(
+          (g, [a, b, c]) => g.gemm(a, b, c, { transA, transB, alpha: 0.7, beta: 1.3 }),
+          [{ shape: transA ? [4, 3] : [3, 4] }, { shape: transB ? [5, 4] : [4, 5] }, { shape: [5] }],
+        );
+      }
   });
 });
 
 describe('autodiff: convolution, pooling, batch normalisation, dropout', () => {
-  for (const [k, s, p, hw] of [[3, 1, 1, 6], [3, 2, 1, 7], [2, 1, 0, 5], [1, 1, 0, 4], [5, 2, 2, 9]]) {
+  for (const [k, s, p, hw] of [
+    [3, 1, 1, 6],
+    [3, 2, 1, 7],
+    [2, 1, 0, 5],
+    [1, 1, 0, 4],
+    [5, 2, 2, 9],
+  ]) {
     it(`conv2d (CNHW im2col) kernel ${k} stride ${s} pad ${p} on ${hw}x${hw}`, async () => {
-      await check((g, [x, w, b]) => conv2dCNHW(g, x, w, b, { stride: s, pad: p }),
-        [{ shape: [3, 2, hw, hw] }, { shape: [4, 3, k, k] }, { shape: [4] }]);
+      await check(
+        (g, [x, w, b]) => conv2dCNHW(g, x, w, b, { stride: s, pad: p }),
+        [{ shape: [3, 2, hw, hw] }, { shape: [4, 3, k, k] }, { shape: [4] }],
+      );
     });
   }
   it('conv2d forward equals ONNX Conv on NCHW', async () => {
     const rng = new Rng(9);
     const g = new Graph();
-    const x = g.input('x', [2, 3, 7, 7]), w = g.input('w', [4, 3, 3, 3]);
+    const x = g.input('x', [2, 3, 7, 7]),
+      w = g.input('w', [4, 3, 3, 3]);
     const ours = g.transpose(conv2dCNHW(g, g.transpose(x, [1, 0, 2, 3]), w, null, { stride: 2, pad: 1 }), [1, 0, 2, 3]);
     g.output(ours, 'ours');
     g.output(g.conv(x, w, null, { strides: [2, 2], pads: [1, 1, 1, 1] }), 'ref');
     const sess = await createSession(g.toModel());
     const r = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
-    const out = await sess.run({ x: new ort.Tensor('float32', r(294), [2, 3, 7, 7]), w: new ort.Tensor('float32', r(108), [4, 3, 3, 3]) });
-    const a = out.ours.data as Float32Array, b = out.ref.data as Float32Array;
+    const out = await sess.run({
+      x: new ort.Tensor('float32', r(294), [2, 3, 7, 7]),
+      w: new ort.Tensor('float32', r(108), [4, 3, 3, 3]),
+    });
+    const a = out.ours.data as Float32Array,
+      b = out.ref.data as Float32Array;
     assert.deepEqual(out.ours.dims, out.ref.dims);
     a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-4, `element ${i}: ${v} vs ${b[i]}`));
   });
@@ -131,14 +163,38 @@ describe('autodiff: convolution, pooling, batch normalisation, dropout', () => {
     assert.deepEqual(Array.from(out.dx.data as Float32Array), [1, 0, 0, 0]);
   });
   it('batch normalisation in training mode (CNHW), all three gradients', async () => {
-    await check((g, [x, gamma, beta, m, v]) => batchNormTrainingCNHW(g, x, gamma, beta, m, v).y,
-      [{ shape: [3, 4, 3, 3] }, { shape: [3] }, { shape: [3] }, { shape: [3], diff: false }, { shape: [3], positive: true, diff: false }]);
+    await check(
+      (g, [x, gamma, beta, m, v]) => batchNormTrainingCNHW(g, x, gamma, beta, m, v).y,
+      [
+        { shape: [3, 4, 3, 3] },
+        { shape: [3] },
+        { shape: [3] },
+        { shape: [3], diff: false },
+        { shape: [3], positive: true, diff: false },
+      ],
+    );
   });
   it('batch normalisation in inference mode (CNHW primitives and the ONNX op)', async () => {
-    await check((g, [x, gamma, beta, m, v]) => batchNormInferenceCNHW(g, x, gamma, beta, m, v),
-      [{ shape: [3, 2, 2, 2] }, { shape: [3] }, { shape: [3] }, { shape: [3], diff: false }, { shape: [3], positive: true, diff: false }]);
-    await check((g, [x, gamma, beta, m, v]) => g.node('BatchNormalization', [x, gamma, beta, m, v], { epsilon: { float: 1e-5 } }),
-      [{ shape: [2, 3, 2, 2] }, { shape: [3] }, { shape: [3] }, { shape: [3], diff: false }, { shape: [3], positive: true, diff: false }]);
+    await check(
+      (g, [x, gamma, beta, m, v]) => batchNormInferenceCNHW(g, x, gamma, beta, m, v),
+      [
+        { shape: [3, 2, 2, 2] },
+        { shape: [3] },
+        { shape: [3] },
+        { shape: [3], diff: false },
+        { shape: [3], positive: true, diff: false },
+      ],
+    );
+    await check(
+      (g, [x, gamma, beta, m, v]) => g.node('BatchNormalization', [x, gamma, beta, m, v], { epsilon: { float: 1e-5 } }),
+      [
+        { shape: [2, 3, 2, 2] },
+        { shape: [3] },
+        { shape: [3] },
+        { shape: [3], diff: false },
+        { shape: [3], positive: true, diff: false },
+      ],
+    );
   });
   it('Dropout (mask reused by the backward pass)', async () => {
     await check((g, [x]) => g.dropout(x, 0.3, 17)[0], [{ shape: [4, 8] }], { freshSession: true });
@@ -148,12 +204,18 @@ describe('autodiff: convolution, pooling, batch normalisation, dropout', () => {
 describe('autodiff: losses', () => {
   for (const reduction of ['mean', 'sum', 'none'] as const) {
     it(`softmax cross-entropy on logits (${reduction})`, async () => {
-      await check((g, [z, y]) => g.softmaxCrossEntropy(z, y, reduction)[0], [{ shape: [5, 4] }, { shape: [5], dtype: 'int64', data: labels(5, 4) }]);
+      await check(
+        (g, [z, y]) => g.softmaxCrossEntropy(z, y, reduction)[0],
+        [{ shape: [5, 4] }, { shape: [5], dtype: 'int64', data: labels(5, 4) }],
+      );
     });
   }
   it('binary cross-entropy on clamped probabilities', async () => {
     const t = Float32Array.from([1, 0, 1, 1, 0, 0]);
-    await check((g, [z, y]) => binaryCrossEntropy(g, g.sigmoid(z), y), [{ shape: [6] }, { shape: [6], data: t, diff: false }]);
+    await check(
+      (g, [z, y]) => binaryCrossEntropy(g, g.sigmoid(z), y),
+      [{ shape: [6] }, { shape: [6], data: t, diff: false }],
+    );
   });
 });
 
@@ -161,16 +223,24 @@ describe('autodiff: seeds and safety', () => {
   it('accepts an upstream gradient as a graph input (seed) equal to differentiating sum(y * seed)', async () => {
     const rng = new Rng(4);
     const g = new Graph();
-    const x = g.input('x', [3, 4]), s = g.input('s', [3, 2]);
-    const w = g.constant(Array.from({ length: 8 }, () => rng.normal()), [4, 2]);
+    const x = g.input('x', [3, 4]),
+      s = g.input('s', [3, 2]);
+    const w = g.constant(
+      Array.from({ length: 8 }, () => rng.normal()),
+      [4, 2],
+    );
     const y = g.tanh(g.matmul(x, w));
     g.output(gradients(g, y, [x], s)[0], 'viaSeed');
     const loss = g.reduceSum(g.mul(y, s), [0, 1], false);
     g.output(gradients(g, loss, [x])[0], 'viaLoss');
     const sess = await createSession(g.toModel());
     const r = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
-    const out = await sess.run({ x: new ort.Tensor('float32', r(12), [3, 4]), s: new ort.Tensor('float32', r(6), [3, 2]) });
-    const a = out.viaSeed.data as Float32Array, b = out.viaLoss.data as Float32Array;
+    const out = await sess.run({
+      x: new ort.Tensor('float32', r(12), [3, 4]),
+      s: new ort.Tensor('float32', r(6), [3, 2]),
+    });
+    const a = out.viaSeed.data as Float32Array,
+      b = out.viaLoss.data as Float32Array;
     a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-5));
   });
   it('a deliberately wrong rule is caught by the finite-difference check', async () => {

@@ -11,35 +11,46 @@ const meanStd = (xs: number[]) => {
 function fakeSplit(count: number): Split {
   const images = new Uint8Array(count * IMAGE_SIZE);
   const labels = new Uint8Array(count);
-  for (let i = 0; i < count; i++) { images.fill(i + 1, i * IMAGE_SIZE, (i + 1) * IMAGE_SIZE); labels[i] = i % 10; }
+  for (let i = 0; i < count; i++) {
+    images.fill(i + 1, i * IMAGE_SIZE, (i + 1) * IMAGE_SIZE);
+    labels[i] = i % 10;
+  }
   return { images, labels, count };
 }
 
 describe('data: MNIST bags (multiple-instance learning)', () => {
   let train: Split;
-  before(() => { train = loadDataset('mnist').train; });
+  before(() => {
+    train = loadDataset('mnist').train;
+  });
 
   it('is reproducible for a seed and differs across seeds', () => {
     const a = makeBags(train, { count: 50, seed: 1 });
     const b = makeBags(train, { count: 50, seed: 1 });
     const c = makeBags(train, { count: 50, seed: 2 });
     assert.deepEqual(a, b);
-    assert.notDeepEqual(a.map((x) => x.indices), c.map((x) => x.indices));
+    assert.notDeepEqual(
+      a.map(x => x.indices),
+      c.map(x => x.indices),
+    );
   });
 
   it('lengths are >= 1 with mean/std close to floor(N(10, 2))', () => {
     const bags = makeBags(train, { count: 2000, seed: 7 });
     assert.equal(bags.length, 2000);
-    const lens = bags.map((b) => b.indices.length);
-    assert.ok(lens.every((l) => l >= 1 && Number.isInteger(l)));
+    const lens = bags.map(b => b.indices.length);
+    assert.ok(lens.every(l => l >= 1 && Number.isInteger(l)));
     const { mean, std } = meanStd(lens);
     assert.ok(Math.abs(mean - 9.5) < 0.2, `mean length ${mean}`); // floor loses 0.5 on average
     assert.ok(Math.abs(std - 2.02) < 0.2, `std of length ${std}`); // sqrt(4 + 1/12)
     const wide = makeBags(train, { count: 1000, meanLength: 2, stdLength: 5, seed: 3 });
-    assert.ok(wide.every((b) => b.indices.length >= 1), 'clamped to at least 1');
-    assert.ok(wide.some((b) => b.indices.length === 1));
+    assert.ok(
+      wide.every(b => b.indices.length >= 1),
+      'clamped to at least 1',
+    );
+    assert.ok(wide.some(b => b.indices.length === 1));
     const fixed = makeBags(train, { count: 20, meanLength: 4, stdLength: 0, seed: 3 });
-    assert.ok(fixed.every((b) => b.indices.length === 4));
+    assert.ok(fixed.every(b => b.indices.length === 4));
     assert.equal(maxLength(fixed), 4);
     assert.equal(maxLength(bags), Math.max(...lens));
     assert.equal(maxLength([]), 0);
@@ -51,19 +62,23 @@ describe('data: MNIST bags (multiple-instance learning)', () => {
       let p = 0;
       for (let i = 0; i < train.count; i++) if (train.labels[i] === target) p++;
       p /= train.count;
-      let expected = 0, positives = 0;
+      let expected = 0,
+        positives = 0;
       for (const b of bags) {
         assert.equal(b.instanceLabels.length, b.indices.length);
         b.indices.forEach((idx, i) => {
           assert.ok(idx < train.count);
           assert.equal(b.instanceLabels[i], train.labels[idx] === target ? 1 : 0);
         });
-        assert.equal(b.label, b.instanceLabels.some((v) => v === 1) ? 1 : 0);
+        assert.equal(b.label, b.instanceLabels.some(v => v === 1) ? 1 : 0);
         expected += 1 - (1 - p) ** b.indices.length;
         positives += b.label;
       }
       const frac = positives / bags.length;
-      assert.ok(Math.abs(frac - expected / bags.length) < 0.04, `target ${target}: positive fraction ${frac}, expected ${expected / bags.length}`);
+      assert.ok(
+        Math.abs(frac - expected / bags.length) < 0.04,
+        `target ${target}: positive fraction ${frac}, expected ${expected / bags.length}`,
+      );
       assert.ok(frac > 0.5 && frac < 0.75, `target ${target}: positive fraction ${frac}`); // 1 - 0.9^~9.5 ~ 0.63
     }
   });
@@ -74,7 +89,7 @@ describe('data: MNIST bags (multiple-instance learning)', () => {
     const seen = new Set<number>();
     let repeats = false;
     for (const b of bags) {
-      b.indices.forEach((i) => seen.add(i));
+      b.indices.forEach(i => seen.add(i));
       if (new Set(b.indices).size < b.indices.length) repeats = true;
     }
     assert.equal(seen.size, 20);
@@ -91,7 +106,10 @@ describe('data: MNIST bags (multiple-instance learning)', () => {
     assert.throws(() => makeBags(s, { count: 5, meanLength: 0, seed: 1 }), /meanLength must be > 0, got 0/);
     assert.throws(() => makeBags(s, { count: 5, meanLength: NaN, seed: 1 }), /meanLength/);
     assert.throws(() => makeBags(s, { count: 5, stdLength: -1, seed: 1 }), /stdLength must be >= 0, got -1/);
-    assert.throws(() => makeBags({ images: new Uint8Array(0), labels: new Uint8Array(0), count: 0 }, { count: 5, seed: 1 }), /empty split/);
+    assert.throws(
+      () => makeBags({ images: new Uint8Array(0), labels: new Uint8Array(0), count: 0 }, { count: 5, seed: 1 }),
+      /empty split/,
+    );
   });
 
   it('packBags copies instances, pads with zeros and masks exactly the real instances', () => {
@@ -110,23 +128,42 @@ describe('data: MNIST bags (multiple-instance learning)', () => {
           assert.deepEqual(img, split.images.subarray(bag.indices[i] * IMAGE_SIZE, (bag.indices[i] + 1) * IMAGE_SIZE));
         } else {
           assert.equal(mask[slot], 0);
-          assert.ok(img.every((v) => v === 0), `bag ${b} slot ${i} padded with zeros`);
+          assert.ok(
+            img.every(v => v === 0),
+            `bag ${b} slot ${i} padded with zeros`,
+          );
         }
       }
     });
     let real = 0;
     for (const m of mask) real += m;
-    assert.equal(real, bags.reduce((a, b) => a + b.indices.length, 0));
+    assert.equal(
+      real,
+      bags.reduce((a, b) => a + b.indices.length, 0),
+    );
   });
 
   it('packBags rejects empty bags, overlong bags and small buffers', () => {
     const split = fakeSplit(5);
-    const bag = (idx: number[]): Bag => ({ indices: Uint32Array.from(idx), label: 0, instanceLabels: new Uint8Array(idx.length) });
+    const bag = (idx: number[]): Bag => ({
+      indices: Uint32Array.from(idx),
+      label: 0,
+      instanceLabels: new Uint8Array(idx.length),
+    });
     const out = (n: number, L: number) => [new Uint8Array(n * L * IMAGE_SIZE), new Float32Array(n * L)] as const;
     assert.throws(() => packBags(split, [bag([1]), bag([])], 2, ...out(2, 2)), /bag 1 is empty/);
-    assert.throws(() => packBags(split, [bag([1, 2, 3])], 2, ...out(1, 2)), /bag 0 has 3 instances, more than maxLen 2/);
-    assert.throws(() => packBags(split, [bag([1, 2])], 2, new Uint8Array(IMAGE_SIZE), new Float32Array(2)), /image output/);
-    assert.throws(() => packBags(split, [bag([1, 2])], 2, new Uint8Array(2 * IMAGE_SIZE), new Float32Array(1)), /mask output/);
+    assert.throws(
+      () => packBags(split, [bag([1, 2, 3])], 2, ...out(1, 2)),
+      /bag 0 has 3 instances, more than maxLen 2/,
+    );
+    assert.throws(
+      () => packBags(split, [bag([1, 2])], 2, new Uint8Array(IMAGE_SIZE), new Float32Array(2)),
+      /image output/,
+    );
+    assert.throws(
+      () => packBags(split, [bag([1, 2])], 2, new Uint8Array(2 * IMAGE_SIZE), new Float32Array(1)),
+      /mask output/,
+    );
     assert.throws(() => packBags(split, [bag([7])], 1, ...out(1, 1)), /out of range/);
   });
 });

@@ -19,9 +19,15 @@ class FakeTransport implements Transport {
   subscribe(subject: string, handler: (m: BusMessage) => void): Subscription {
     const entry = { subject, handler };
     this.handlers.push(entry);
-    return { unsubscribe: () => { this.handlers = this.handlers.filter((h) => h !== entry); } };
+    return {
+      unsubscribe: () => {
+        this.handlers = this.handlers.filter(h => h !== entry);
+      },
+    };
   }
-  request(): Promise<BusMessage> { return Promise.reject(new Error('not supported')); }
+  request(): Promise<BusMessage> {
+    return Promise.reject(new Error('not supported'));
+  }
   respond(): void {}
   async flush(): Promise<void> {}
   async close(): Promise<void> {}
@@ -38,7 +44,11 @@ function chunkOf(msg: BusMessage): TensorChunkBody {
 function collector(opts: { maxBytes?: number; timeoutMs?: number } = {}) {
   const done = new Map<string, Uint8Array>();
   const errors: { id: string; reason: string }[] = [];
-  const r = new Reassembler({ ...opts, onComplete: (id, p) => done.set(id, p), onError: (id, reason) => errors.push({ id, reason }) });
+  const r = new Reassembler({
+    ...opts,
+    onComplete: (id, p) => done.set(id, p),
+    onError: (id, reason) => errors.push({ id, reason }),
+  });
   return { r, done, errors };
 }
 
@@ -55,7 +65,7 @@ describe('bus chunking', () => {
     it(`sends 1 MB through maxPayload ${maxPayload} and reassembles it identically`, async () => {
       const t = new FakeTransport(maxPayload);
       const { r, done, errors } = collector();
-      t.subscribe('data', (m) => r.accept(chunkOf(m)));
+      t.subscribe('data', m => r.accept(chunkOf(m)));
       const { transferId, chunks } = await sendChunked(t, 'data', payload, { sender: 'w1' });
       assert.equal(t.sent.length, chunks);
       for (const m of t.sent) assert.ok(m.data.length <= maxPayload, `${m.data.length} > ${maxPayload}`);
@@ -173,7 +183,14 @@ describe('bus chunking', () => {
 
   it('rejects malformed chunks and sizes that do not add up, without throwing', () => {
     const sha256 = createHash('sha256').update(new Uint8Array(10)).digest();
-    const base: TensorChunkBody = { transferId: 'x', index: 0, count: 2, totalBytes: 10, sha256, data: new Uint8Array(5) };
+    const base: TensorChunkBody = {
+      transferId: 'x',
+      index: 0,
+      count: 2,
+      totalBytes: 10,
+      sha256,
+      data: new Uint8Array(5),
+    };
     const cases: [any, RegExp][] = [
       [null, /without a transfer id/],
       [{ ...base, transferId: '' }, /without a transfer id/],
@@ -193,7 +210,10 @@ describe('bus chunking', () => {
       assert.match(errors[0].reason, reason);
     }
     // Two chunks of 6 bytes overflow total_bytes 10; two of 4 fall short of it.
-    for (const [size, reason] of [[6, /more than total_bytes 10/], [4, /add up to 8 bytes, expected 10/]] as const) {
+    for (const [size, reason] of [
+      [6, /more than total_bytes 10/],
+      [4, /add up to 8 bytes, expected 10/],
+    ] as const) {
       const { r, errors } = collector();
       r.accept({ ...base, data: new Uint8Array(size) });
       r.accept({ ...base, index: 1, data: new Uint8Array(size) });

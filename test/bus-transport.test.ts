@@ -32,11 +32,11 @@ async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): P
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
+    await new Promise(r => setTimeout(r, 5));
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
 /** How a suite obtains connected transports; every transport it hands out is closed after each test. */
 interface Fixture {
@@ -58,7 +58,7 @@ function transportSuite(name: string, setup: () => Promise<Fixture>, teardown: (
     /** Subscribes and records every message. */
     const collect = (t: Transport, subject: string, queue?: string) => {
       const got: BusMessage[] = [];
-      const sub = t.subscribe(subject, (m) => void got.push(m), queue ? { queue } : undefined);
+      const sub = t.subscribe(subject, m => void got.push(m), queue ? { queue } : undefined);
       return { got, sub };
     };
 
@@ -66,7 +66,7 @@ function transportSuite(name: string, setup: () => Promise<Fixture>, teardown: (
       fx = await setup();
     });
     afterEach(async () => {
-      await Promise.all(open.map((t) => t.close()));
+      await Promise.all(open.map(t => t.close()));
       open = [];
       fx.errors.length = 0;
     });
@@ -106,19 +106,22 @@ function transportSuite(name: string, setup: () => Promise<Fixture>, teardown: (
       const n = 60;
       for (let i = 0; i < n; i++) a.publish('jobs', enc.encode(String(i)));
       await waitFor(() => watcher.got.length === n && members.reduce((s, m) => s + m.got.length, 0) === n, 'all jobs');
-      const seen = members.flatMap((m) => m.got.map(text)).sort((x, y) => +x - +y);
-      assert.deepEqual(seen, Array.from({ length: n }, (_, i) => String(i)));
+      const seen = members.flatMap(m => m.got.map(text)).sort((x, y) => +x - +y);
+      assert.deepEqual(
+        seen,
+        Array.from({ length: n }, (_, i) => String(i)),
+      );
       for (const m of members) assert.ok(m.got.length > 0, 'every member got some work');
     });
 
     it('does request/reply', async () => {
       const [a, b] = [await connect(), await connect()];
-      b.subscribe('svc.double', (m) => b.respond(m, enc.encode(text(m) + text(m))));
+      b.subscribe('svc.double', m => b.respond(m, enc.encode(text(m) + text(m))));
       await b.flush();
       const answer = await a.request('svc.double', enc.encode('ab'), 5000);
       assert.equal(text(answer), 'abab');
       // Several in flight at once, each gets its own answer.
-      const many = await Promise.all(['1', '2', '3'].map((s) => a.request('svc.double', enc.encode(s), 5000)));
+      const many = await Promise.all(['1', '2', '3'].map(s => a.request('svc.double', enc.encode(s), 5000)));
       assert.deepEqual(many.map(text), ['11', '22', '33']);
     });
 
@@ -126,7 +129,10 @@ function transportSuite(name: string, setup: () => Promise<Fixture>, teardown: (
       const [a, b] = [await connect(), await connect()];
       const { got } = collect(b, 'svc.silent');
       await b.flush();
-      await assert.rejects(a.request('svc.silent', enc.encode('x'), 150), /request to svc\.silent timed out after 150 ms/);
+      await assert.rejects(
+        a.request('svc.silent', enc.encode('x'), 150),
+        /request to svc\.silent timed out after 150 ms/,
+      );
       assert.equal(got.length, 1);
       assert.ok(got[0].reply, 'the request carried a reply subject');
     });
@@ -170,25 +176,25 @@ function transportSuite(name: string, setup: () => Promise<Fixture>, teardown: (
       large.fill(0);
       await waitFor(() => got.length === 2, 'two messages');
       assert.deepEqual([...got[0].data], [1, 2, 3]);
-      assert.ok(got[1].data.every((v) => v === 7));
+      assert.ok(got[1].data.every(v => v === 7));
     });
 
     it('keeps delivering after a handler throws, and reports the error', async () => {
       const [a, b] = [await connect(), await connect()];
       const seen: string[] = [];
-      b.subscribe('flaky', (m) => {
+      b.subscribe('flaky', m => {
         seen.push(text(m));
         if (text(m) === '1') throw new Error('boom');
       });
-      b.subscribe('flaky', async (m) => {
+      b.subscribe('flaky', async m => {
         if (text(m) === '2') throw new Error('async boom');
       });
       await b.flush();
       for (const s of ['1', '2', '3']) a.publish('flaky', enc.encode(s));
       await waitFor(() => seen.length === 3 && fx.errors.length === 2, 'three deliveries and two errors');
       assert.deepEqual(seen, ['1', '2', '3']);
-      assert.deepEqual(fx.errors.map((e) => (e.err as Error).message).sort(), ['async boom', 'boom']);
-      assert.ok(fx.errors.every((e) => e.subject === 'flaky'));
+      assert.deepEqual(fx.errors.map(e => (e.err as Error).message).sort(), ['async boom', 'boom']);
+      assert.ok(fx.errors.every(e => e.subject === 'flaky'));
       assert.equal((b as Transport & { handlerErrors: number }).handlerErrors, 2);
     });
 
@@ -251,7 +257,9 @@ if (haveNats) {
   );
 } else {
   // the bus is tested against a real server: a machine without one fails here rather than passing silently
-  describe('bus transport: nats', () => it('needs nats-server on the PATH (apt-get install nats-server)', () => assert.fail('nats-server is not installed')));
+  describe('bus transport: nats', () =>
+    it('needs nats-server on the PATH (apt-get install nats-server)', () =>
+      assert.fail('nats-server is not installed')));
 }
 
 // ---- in-process ---------------------------------------------------------------------------
@@ -284,15 +292,15 @@ transportSuite(
     return t;
   };
   afterEach(async () => {
-    await Promise.all(open.splice(0).map((t) => t.close()));
+    await Promise.all(open.splice(0).map(t => t.close()));
   });
   after(async () => {
-    await Promise.all(servers.splice(0).map((s) => s.dispose()));
+    await Promise.all(servers.splice(0).map(s => s.dispose()));
   });
 
   async function roundTrip(t: Transport): Promise<void> {
     const got: string[] = [];
-    t.subscribe('auth.check', (m) => void got.push(text(m)));
+    t.subscribe('auth.check', m => void got.push(text(m)));
     await t.flush();
     t.publish('auth.check', enc.encode('ok'));
     await waitFor(() => got.length === 1, 'round trip');
@@ -331,18 +339,18 @@ transportSuite(
   it('reconnects: a subscription receives messages published after a server restart', async () => {
     const s = await start({});
     const events: string[] = [];
-    const sub = await connect(s.url, { onStatus: (e) => events.push(e) });
+    const sub = await connect(s.url, { onStatus: e => events.push(e) });
     const pub = await connect(s.url);
     const got: string[] = [];
-    sub.subscribe('fleet.test.restart', (m) => void got.push(text(m)));
+    sub.subscribe('fleet.test.restart', m => void got.push(text(m)));
     await sub.flush();
     pub.publish('fleet.test.restart', enc.encode('before'));
     await waitFor(() => got.length === 1, 'message before restart');
 
     await s.stop();
-    await waitFor(() => events.some((e) => e.startsWith('disconnect')), 'disconnect event');
+    await waitFor(() => events.some(e => e.startsWith('disconnect')), 'disconnect event');
     await s.restart();
-    await waitFor(() => events.some((e) => e.startsWith('reconnect ')), 'reconnect event', 20_000);
+    await waitFor(() => events.some(e => e.startsWith('reconnect ')), 'reconnect event', 20_000);
     // The publisher may reconnect a little later than the subscriber: keep sending until one arrives.
     for (let i = 0; !got.includes('after'); i++) {
       if (i > 400) assert.fail('no message after restart');
@@ -354,15 +362,18 @@ transportSuite(
   it('status events: routine pings and reconnect attempts are not reported, disconnect and reconnect are', async () => {
     const s = await start({});
     const events: string[] = [];
-    await connect(s.url, { onStatus: (e) => events.push(e), pingIntervalMs: 50 });
+    await connect(s.url, { onStatus: e => events.push(e), pingIntervalMs: 50 });
     await sleep(600); // about 12 answered pings
     assert.equal(events.length, 0, `nothing to report on a healthy connection: ${events.join(' | ')}`);
     await s.stop();
-    await waitFor(() => events.some((e) => e.startsWith('disconnect')), 'disconnect event');
+    await waitFor(() => events.some(e => e.startsWith('disconnect')), 'disconnect event');
     await sleep(600); // reconnect attempts every 250 ms while the server is away
     await s.restart();
-    await waitFor(() => events.some((e) => e.startsWith('reconnect ')), 'reconnect event', 20_000);
-    assert.ok(events.every((e) => !/^reconnecting|^ping \(/.test(e)), events.join(' | '));
+    await waitFor(() => events.some(e => e.startsWith('reconnect ')), 'reconnect event', 20_000);
+    assert.ok(
+      events.every(e => !/^reconnecting|^ping \(/.test(e)),
+      events.join(' | '),
+    );
   });
 
   const haveOpenssl = spawnSync('openssl', ['version']).status === 0;
@@ -372,9 +383,23 @@ transportSuite(
       const certFile = join(dir, 'cert.pem');
       const keyFile = join(dir, 'key.pem');
       const r = spawnSync('openssl', [
-        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-        '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=127.0.0.1',
-        '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        keyFile,
+        '-out',
+        certFile,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1,DNS:localhost',
       ]);
       assert.equal(r.status, 0, String(r.stderr));
       const s = await start({ tls: { certFile, keyFile } });
@@ -419,11 +444,11 @@ describe('bus transport: inproc only', () => {
   it('gives each receiver its own copy: one mutating its data does not affect another', async () => {
     const [a, b] = [h.transport(), h.transport()];
     const got: Uint8Array[] = [];
-    b.subscribe('copy', (m) => {
+    b.subscribe('copy', m => {
       got.push(m.data);
       m.data.fill(9); // a careless receiver
     });
-    b.subscribe('copy', (m) => void got.push(m.data.slice()));
+    b.subscribe('copy', m => void got.push(m.data.slice()));
     a.publish('copy', new Uint8Array([1, 2, 3]));
     await waitFor(() => got.length === 2, 'two deliveries');
     assert.deepEqual([...got[1]], [1, 2, 3]);
@@ -438,12 +463,12 @@ describe('bus transport: inproc only', () => {
 
   it('serves a worker thread connected through hub.port()', async function () {
     const main = h.transport();
-    const ready = new Promise<void>((resolve) => main.subscribe('main.ready', () => resolve()));
+    const ready = new Promise<void>(resolve => main.subscribe('main.ready', () => resolve()));
     const seen: string[] = [];
-    main.subscribe('main.seen', (m) => void seen.push(text(m)));
+    main.subscribe('main.seen', m => void seen.push(text(m)));
     const answers: string[] = [];
-    main.subscribe('main.answer', (m) => void answers.push(text(m)));
-    main.subscribe('main.service', (m) => main.respond(m, enc.encode(`main:${text(m)}`)));
+    main.subscribe('main.answer', m => void answers.push(text(m)));
+    main.subscribe('main.service', m => main.respond(m, enc.encode(`main:${text(m)}`)));
 
     const port = h.port();
     const worker = new Worker(new URL('./helpers/bus-worker.js', import.meta.url), {
@@ -459,19 +484,25 @@ describe('bus transport: inproc only', () => {
       // main -> worker subscription, in order
       for (let i = 0; i < 100; i++) main.publish('worker.inbox', enc.encode(String(i)));
       await waitFor(() => seen.length === 100, 'worker echoes');
-      assert.deepEqual(seen, Array.from({ length: 100 }, (_, i) => String(i)));
+      assert.deepEqual(
+        seen,
+        Array.from({ length: 100 }, (_, i) => String(i)),
+      );
       // worker -> main request/reply
       main.publish('worker.ask', enc.encode('q'));
       await waitFor(() => answers.length === 1, 'worker answer');
       assert.equal(answers[0], 'main:q');
       // Once the worker closes its transport, its subscriptions are gone and the thread can exit.
-      const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+      const exited = new Promise<number>(resolve => worker.once('exit', resolve));
       main.publish('worker.stop', new Uint8Array(0));
       assert.equal(await exited, 0);
       // the hub learns of the closed port asynchronously: within a few seconds requests must fail fast
       let last = '';
       for (let i = 0; i < 50 && !/no responders/.test(last); i++) {
-        last = await main.request('worker.echo.x', enc.encode('ping'), 100).then(() => 'answered', (e: Error) => e.message);
+        last = await main.request('worker.echo.x', enc.encode('ping'), 100).then(
+          () => 'answered',
+          (e: Error) => e.message,
+        );
       }
       assert.match(last, /no responders/);
     } finally {

@@ -18,12 +18,21 @@ import { checkSvg, seriesGroups, legendEntries, all, hasClass, textOf } from './
 /** A plot a run wrote: well-formed, titled, both axes labelled, and one legend entry per named series. */
 function checkRunPlot(file: string, title: string, axisLabels: [string, string], series: string[]): void {
   const root = checkSvg(fs.readFileSync(file, 'utf8'), title);
-  assert.deepEqual(all(root, hasClass('axis-label')).map(textOf).sort(), [...axisLabels].sort(), `${file}: axis labels`);
-  assert.deepEqual(seriesGroups(root).map(g => g.attrs['data-name']), series, `${file}: series`);
+  assert.deepEqual(
+    all(root, hasClass('axis-label')).map(textOf).sort(),
+    [...axisLabels].sort(),
+    `${file}: axis labels`,
+  );
+  assert.deepEqual(
+    seriesGroups(root).map(g => g.attrs['data-name']),
+    series,
+    `${file}: series`,
+  );
   assert.deepEqual(legendEntries(root), series, `${file}: legend`);
 }
 
-const show = (r: CliResult) => `exit ${r.code} (${r.signal ?? 'no signal'})\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+const show = (r: CliResult) =>
+  `exit ${r.code} (${r.signal ?? 'no signal'})\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 
 /** The last stdout line, parsed as JSON. */
 function lastJson(r: CliResult): Record<string, unknown> {
@@ -44,8 +53,12 @@ function assertFailure(r: CliResult, code: number, ...patterns: RegExp[]) {
 
 describe('cli: fleet', function () {
   let tmp: string;
-  before(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-cli-')); });
-  after(() => { if (tmp) fs.rmSync(tmp, { recursive: true, force: true }); });
+  before(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-cli-'));
+  });
+  after(() => {
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
 
   describe('help', () => {
     it('fleet help (and no arguments) prints the usage and exits 0', async () => {
@@ -53,14 +66,19 @@ describe('cli: fleet', function () {
         const r = await runFleet(args);
         assert.equal(r.code, 0, show(r));
         assert.match(r.stdout, /^fleet: /);
-        for (const cmd of ['train cnn', 'data download', 'bench train', 'help']) assert.ok(r.stdout.includes(`fleet ${cmd}`), `mentions fleet ${cmd}`);
+        for (const cmd of ['train cnn', 'data download', 'bench train', 'help'])
+          assert.ok(r.stdout.includes(`fleet ${cmd}`), `mentions fleet ${cmd}`);
         assert.equal(r.stderr, '');
       }
     });
 
     const commands: [string[], Record<string, { type: string; short?: string }>][] = [
-      [['train', 'cnn'], TRAIN_OPTIONS.cnn], [['train', 'simclr'], TRAIN_OPTIONS.simclr], [['train', 'mil'], TRAIN_OPTIONS.mil],
-      [['bench'], BENCH_OPTIONS], [['coordinator'], COORDINATOR_OPTIONS], [['worker'], WORKER_OPTIONS],
+      [['train', 'cnn'], TRAIN_OPTIONS.cnn],
+      [['train', 'simclr'], TRAIN_OPTIONS.simclr],
+      [['train', 'mil'], TRAIN_OPTIONS.mil],
+      [['bench'], BENCH_OPTIONS],
+      [['coordinator'], COORDINATOR_OPTIONS],
+      [['worker'], WORKER_OPTIONS],
       [['jobs'], JOBS_OPTIONS],
     ];
     for (const [cmd, declared] of commands) {
@@ -71,7 +89,8 @@ describe('cli: fleet', function () {
         const listed = helpOptions(r.stdout);
         // Every accepted option is documented, and every documented option is accepted.
         assert.deepEqual([...listed].sort(), Object.keys(declared).sort(), `help lists ${listed.join(' ')}`);
-        for (const [name, o] of Object.entries(declared)) if (o.short) assert.match(r.stdout, new RegExp(`-${o.short}, --${name}\\b`));
+        for (const [name, o] of Object.entries(declared))
+          if (o.short) assert.match(r.stdout, new RegExp(`-${o.short}, --${name}\\b`));
         // -h is the same as --help
         const h = await runFleet([...cmd, '-h']);
         assert.equal(h.code, 0, show(h));
@@ -86,12 +105,17 @@ describe('cli: fleet', function () {
     });
   });
 
-  it('fleet --version (and fleet version) prints fleet\'s version and exits 0', async () => {
+  it("fleet --version (and fleet version) prints fleet's version and exits 0", async () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
     for (const args of [['--version'], ['version'], ['-V']]) {
       const r = await runFleet(args);
       assert.equal(r.code, 0, show(r));
-      assert.match(r.stdout, new RegExp(`^fleet ${pkg.version.replace(/\./g, '\\.')} \\(node v\\d+\\.\\d+\\.\\d+, onnxruntime-node \\d+\\.\\d+\\.\\d+\\)\n$`));
+      assert.match(
+        r.stdout,
+        new RegExp(
+          `^fleet ${pkg.version.replace(/\./g, '\\.')} \\(node v\\d+\\.\\d+\\.\\d+, onnxruntime-node \\d+\\.\\d+\\.\\d+\\)\n$`,
+        ),
+      );
       assert.equal(r.stderr, '');
     }
   });
@@ -102,13 +126,22 @@ describe('cli: fleet', function () {
     assert.ok(def, help.stdout);
     // something that accepts and hangs up at the default address (skipped where a real server already listens)
     const sink = net.createServer(sock => sock.destroy());
-    const bound = await new Promise<boolean>(resolve => { sink.once('error', () => resolve(false)); sink.listen(Number(def[2]), def[1], () => resolve(true)); });
+    const bound = await new Promise<boolean>(resolve => {
+      sink.once('error', () => resolve(false));
+      sink.listen(Number(def[2]), def[1], () => resolve(true));
+    });
     if (!bound) return;
     try {
       const idx = path.join(tmp, 'one-image-idx3-ubyte');
       writeIdx(idx, [1, 28, 28], new Uint8Array(784));
       const r = await runFleet(['predict', '--model', 'm', '--idx', idx, '--index', '0', '--timeout-ms', '3000']);
-      assertFailure(r, 1, new RegExp(`^fleet: predict: no answer from ${def[1].replace(/\./g, '\\.')}:${def[2]}: (UNAVAILABLE|DEADLINE_EXCEEDED): \\S`));
+      assertFailure(
+        r,
+        1,
+        new RegExp(
+          `^fleet: predict: no answer from ${def[1].replace(/\./g, '\\.')}:${def[2]}: (UNAVAILABLE|DEADLINE_EXCEEDED): \\S`,
+        ),
+      );
     } finally {
       await new Promise(resolve => sink.close(resolve));
     }
@@ -123,8 +156,16 @@ describe('cli: fleet', function () {
       ['--epochs 0', ['train', 'cnn', '--epochs', '0'], [/--epochs/, /at least 1/]],
       ['unknown --dataset', ['train', 'cnn', '--dataset', 'nope'], [/--dataset/, /"nope"/, /mnist/]],
       ['unknown option', ['train', 'cnn', '--bogus'], [/unknown option --bogus \(see --help\)$/]],
-      ['a typo of an option', ['train', 'cnn', '--epoch', '2'], [/unknown option --epoch \(did you mean --epochs\?\)$/]],
-      ['a typo of a two-word option', ['train', 'mil', '--batchsize=4'], [/unknown option --batchsize \(did you mean --batch-size\?\)/]],
+      [
+        'a typo of an option',
+        ['train', 'cnn', '--epoch', '2'],
+        [/unknown option --epoch \(did you mean --epochs\?\)$/],
+      ],
+      [
+        'a typo of a two-word option',
+        ['train', 'mil', '--batchsize=4'],
+        [/unknown option --batchsize \(did you mean --batch-size\?\)/],
+      ],
       ['a typo of a data option', ['data', 'download', '--mirorr', 'x'], [/did you mean --mirror\?/]],
       ['a typo of a command', ['trian', 'cnn'], [/unknown command "trian"/, /did you mean "fleet train"\?/]],
       ['--resume without --out', ['train', 'cnn', '--resume'], [/--resume/, /--out/]],
@@ -138,24 +179,68 @@ describe('cli: fleet', function () {
       ['mil unknown pooling', ['train', 'mil', '--pooling', 'sum'], [/--pooling/, /"sum"/, /attention/]],
       ['mil zero bags', ['train', 'mil', '--bags', '0'], [/--bags/, /at least 1/]],
       ['mil negative bag std', ['train', 'mil', '--bag-std', '-1'], [/--bag-std/]],
-      ['unknown ensemble', ['train', 'cnn', '--members', '3', '--ensemble', 'stacking'], [/--ensemble/, /"stacking"/, /voting/]],
-      ['selection option on voting', ['train', 'cnn', '--members', '3', '--objective', 'loss'], [/--objective/, /selection/]],
+      [
+        'unknown ensemble',
+        ['train', 'cnn', '--members', '3', '--ensemble', 'stacking'],
+        [/--ensemble/, /"stacking"/, /voting/],
+      ],
+      [
+        'selection option on voting',
+        ['train', 'cnn', '--members', '3', '--objective', 'loss'],
+        [/--objective/, /selection/],
+      ],
       ['ensemble option without members', ['train', 'cnn', '--workers', '2'], [/--workers/, /--members/]],
-      ['--ensemble without --members', ['train', 'cnn', '--ensemble', 'bagging'], [/--ensemble bagging: needs --members K/]],
-      ['simclr --ensemble without --members', ['train', 'simclr', '--ensemble', 'voting'], [/--ensemble voting: needs --members K/]],
-      ['snapshot epochs not a multiple', ['train', 'cnn', '--members', '2', '--ensemble', 'snapshot', '--epochs', '3'], [/--epochs/, /multiple/]],
-      ['init size above members', ['train', 'cnn', '--members', '2', '--ensemble', 'selection', '--init-size', '3'], [/--init-size/]],
-      ['simclr bagging', ['train', 'simclr', '--members', '2', '--ensemble', 'bagging'], [/--ensemble/, /"bagging"/, /voting\|selection/]],
+      [
+        '--ensemble without --members',
+        ['train', 'cnn', '--ensemble', 'bagging'],
+        [/--ensemble bagging: needs --members K/],
+      ],
+      [
+        'simclr --ensemble without --members',
+        ['train', 'simclr', '--ensemble', 'voting'],
+        [/--ensemble voting: needs --members K/],
+      ],
+      [
+        'snapshot epochs not a multiple',
+        ['train', 'cnn', '--members', '2', '--ensemble', 'snapshot', '--epochs', '3'],
+        [/--epochs/, /multiple/],
+      ],
+      [
+        'init size above members',
+        ['train', 'cnn', '--members', '2', '--ensemble', 'selection', '--init-size', '3'],
+        [/--init-size/],
+      ],
+      [
+        'simclr bagging',
+        ['train', 'simclr', '--members', '2', '--ensemble', 'bagging'],
+        [/--ensemble/, /"bagging"/, /voting\|selection/],
+      ],
       ['coordinator without --nats', ['coordinator'], [/--nats URL is required/]],
       ['worker without --nats', ['worker'], [/--nats URL is required/]],
       ['jobs without --nats', ['jobs', 'list'], [/jobs: --nats URL is required/]],
       ['--detach without --nats', ['train', 'cnn', '--members', '2', '--detach'], [/--detach: only with --nats URL/]],
-      ['--detach for data-parallel', ['train', 'simclr', '--nats', 'nats://127.0.0.1:1', '--detach'], [/--detach: only for ensemble jobs/]],
+      [
+        '--detach for data-parallel',
+        ['train', 'simclr', '--nats', 'nats://127.0.0.1:1', '--detach'],
+        [/--detach: only for ensemble jobs/],
+      ],
       ['a NATS option without --nats', ['train', 'cnn', '--nats-ca', 'ca.pem'], [/--nats-ca: only with --nats URL/]],
-      ['coordinator bad --http', ['coordinator', '--nats', 'nats://127.0.0.1:1', '--http', 'nowhere'], [/--http/, /HOST:PORT/]],
-      ['simclr ensemble option without members', ['train', 'simclr', '--val-fraction', '0.1'], [/--val-fraction/, /--members/]],
+      [
+        'coordinator bad --http',
+        ['coordinator', '--nats', 'nats://127.0.0.1:1', '--http', 'nowhere'],
+        [/--http/, /HOST:PORT/],
+      ],
+      [
+        'simclr ensemble option without members',
+        ['train', 'simclr', '--val-fraction', '0.1'],
+        [/--val-fraction/, /--members/],
+      ],
       ['--http without members', ['train', 'cnn', '--http', '127.0.0.1:0'], [/--http/, /--members/]],
-      ['--http with --nats', ['train', 'cnn', '--members', '2', '--nats', 'nats://127.0.0.1:1', '--http', '0'], [/--http/, /embedded/]],
+      [
+        '--http with --nats',
+        ['train', 'cnn', '--members', '2', '--nats', 'nats://127.0.0.1:1', '--http', '0'],
+        [/--http/, /embedded/],
+      ],
       ['bad --http', ['train', 'simclr', '--members', '2', '--http', 'nowhere'], [/--http/, /HOST:PORT/, /nowhere/]],
     ];
     for (const [what, args, patterns] of cases) {
@@ -169,7 +254,11 @@ describe('cli: fleet', function () {
     it('a missing data directory', async () => {
       const missing = path.join(tmp, 'no-such-dir');
       const r = await runFleet(['train', 'cnn', '--data-dir', missing, '--out', path.join(tmp, 'unused-1')]);
-      assertFailure(r, 1, new RegExp(`data directory ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} does not exist`));
+      assertFailure(
+        r,
+        1,
+        new RegExp(`data directory ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} does not exist`),
+      );
       assert.ok(!fs.existsSync(path.join(tmp, 'unused-1')), 'no output directory created');
     });
 
@@ -203,7 +292,19 @@ describe('cli: fleet', function () {
       const dir = path.join(tmp, 'idx-ok');
       writeFixture(dir, 24, 10);
       const out = path.join(tmp, 'idx-ok-run');
-      const r = await runFleet(['train', 'cnn', '--data-dir', dir, '--batch-size', '8', '--val-fraction', '0', '--out', out, '--json']);
+      const r = await runFleet([
+        'train',
+        'cnn',
+        '--data-dir',
+        dir,
+        '--batch-size',
+        '8',
+        '--val-fraction',
+        '0',
+        '--out',
+        out,
+        '--json',
+      ]);
       assert.equal(r.code, 0, show(r));
       const s = lastJson(r);
       assert.equal(s.epochs, 1);
@@ -215,7 +316,20 @@ describe('cli: fleet', function () {
   describe('fleet train cnn end to end', () => {
     let out: string;
     let r: CliResult;
-    const args = (...more: string[]) => ['train', 'cnn', '--limit-train', '512', '--limit-test', '256', '--batch-size', '64', '--out', out, '--json', ...more];
+    const args = (...more: string[]) => [
+      'train',
+      'cnn',
+      '--limit-train',
+      '512',
+      '--limit-test',
+      '256',
+      '--batch-size',
+      '64',
+      '--out',
+      out,
+      '--json',
+      ...more,
+    ];
     before(async () => {
       out = path.join(tmp, 'run');
       r = await runFleet(args('--epochs', '1'));
@@ -241,11 +355,23 @@ describe('cli: fleet', function () {
 
     it('writes model.onnx, metrics.json, the plots and one checkpoint, and no temporary files', () => {
       const files = listFiles(out);
-      for (const f of ['model.onnx', 'metrics.json', 'loss.svg', 'accuracy.svg', 'lr.svg', 'train-log.jsonl', 'steps.csv', 'epochs.csv',
-        path.join('checkpoints', 'epoch-001.ckpt')]) {
+      for (const f of [
+        'model.onnx',
+        'metrics.json',
+        'loss.svg',
+        'accuracy.svg',
+        'lr.svg',
+        'train-log.jsonl',
+        'steps.csv',
+        'epochs.csv',
+        path.join('checkpoints', 'epoch-001.ckpt'),
+      ]) {
         assert.ok(files.includes(f), `${f} in ${files.join(', ')}`);
       }
-      assert.deepEqual(files.filter(f => f.includes('.tmp-')), []);
+      assert.deepEqual(
+        files.filter(f => f.includes('.tmp-')),
+        [],
+      );
       const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
       assert.equal(metrics.model, 'cnn');
       assert.equal(metrics.history.length, 1);
@@ -254,9 +380,17 @@ describe('cli: fleet', function () {
       assert.equal(metrics.config.batchSize, 64);
       assert.deepEqual(metrics.test_accuracy, lastJson(r).test_accuracy);
       checkRunPlot(path.join(out, 'loss.svg'), 'Loss per step', ['epoch', 'loss'], ['train', 'validation', 'test']);
-      checkRunPlot(path.join(out, 'accuracy.svg'), 'Accuracy per epoch', ['epoch', 'accuracy'], ['train', 'validation', 'test']);
+      checkRunPlot(
+        path.join(out, 'accuracy.svg'),
+        'Accuracy per epoch',
+        ['epoch', 'accuracy'],
+        ['train', 'validation', 'test'],
+      );
       // the confusion matrix and most confident mistakes the dashboard shows
-      assert.equal(metrics.test_errors.confusion.flat().reduce((a: number, b: number) => a + b, 0), metrics.config.limitTest);
+      assert.equal(
+        metrics.test_errors.confusion.flat().reduce((a: number, b: number) => a + b, 0),
+        metrics.config.limitTest,
+      );
       assert.equal(metrics.test_errors.errors, Math.round((1 - metrics.test_accuracy) * metrics.config.limitTest));
       assert.ok(fs.statSync(path.join(out, 'model.onnx')).size > 1_000_000);
     });
@@ -268,10 +402,16 @@ describe('cli: fleet', function () {
       assert.doesNotMatch(r2.stderr, /epoch 1\/2/, 'epoch 1 is not trained again');
       assert.equal(lastJson(r2).epochs, 2);
       const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
-      assert.deepEqual(metrics.history.map((h: { epoch: number }) => h.epoch), [1, 2]);
+      assert.deepEqual(
+        metrics.history.map((h: { epoch: number }) => h.epoch),
+        [1, 2],
+      );
       const files = listFiles(out);
       assert.ok(files.includes(path.join('checkpoints', 'epoch-002.ckpt')), files.join(', '));
-      assert.deepEqual(files.filter(f => f.includes('.tmp-')), []);
+      assert.deepEqual(
+        files.filter(f => f.includes('.tmp-')),
+        [],
+      );
       const m1 = readCheckpoint<{ optimizer: { step: number } }>(path.join(out, 'checkpoints', 'epoch-001.ckpt')).meta;
       const m2 = readCheckpoint<{ optimizer: { step: number } }>(path.join(out, 'checkpoints', 'epoch-002.ckpt')).meta;
       assert.equal(m2.optimizer.step, 2 * m1.optimizer.step);
@@ -281,20 +421,52 @@ describe('cli: fleet', function () {
   describe('fleet train simclr and mil end to end', () => {
     it('simclr: JSON summary with the linear-evaluation accuracy, and its files', async () => {
       const out = path.join(tmp, 'simclr');
-      const r = await runFleet(['train', 'simclr', '--limit-train', '128', '--limit-test', '100', '--batch-size', '32', '--epochs', '1',
-        '--probe-epochs', '1', '--threads', '1', '--json', '--out', out]);
+      const r = await runFleet([
+        'train',
+        'simclr',
+        '--limit-train',
+        '128',
+        '--limit-test',
+        '100',
+        '--batch-size',
+        '32',
+        '--epochs',
+        '1',
+        '--probe-epochs',
+        '1',
+        '--threads',
+        '1',
+        '--json',
+        '--out',
+        out,
+      ]);
       assert.equal(r.code, 0, show(r));
       const j = lastJson(r);
       assert.equal(j.model, 'simclr');
       assert.equal(j.epochs, 1);
       assert.equal(typeof j.linear_eval_accuracy, 'number');
       assert.ok((j.linear_eval_accuracy as number) >= 0 && (j.linear_eval_accuracy as number) <= 1);
-      for (const f of ['model.onnx', 'encoder.onnx', 'metrics.json', 'loss.svg', 'checkpoints/epoch-001.ckpt']) assert.ok(fs.existsSync(path.join(out, f)), f);
+      for (const f of ['model.onnx', 'encoder.onnx', 'metrics.json', 'loss.svg', 'checkpoints/epoch-001.ckpt'])
+        assert.ok(fs.existsSync(path.join(out, f)), f);
       assert.equal(listFiles(out).filter(f => f.includes('.tmp-')).length, 0);
     });
     it('mil: JSON summary with the test AUC and accuracy, and the attention of the test bags in metrics.json', async () => {
       const out = path.join(tmp, 'mil');
-      const r = await runFleet(['train', 'mil', '--bags', '8', '--test-bags', '24', '--epochs', '1', '--threads', '1', '--json', '--out', out]);
+      const r = await runFleet([
+        'train',
+        'mil',
+        '--bags',
+        '8',
+        '--test-bags',
+        '24',
+        '--epochs',
+        '1',
+        '--threads',
+        '1',
+        '--json',
+        '--out',
+        out,
+      ]);
       assert.equal(r.code, 0, show(r));
       const j = lastJson(r);
       assert.equal(j.model, 'mil');
@@ -304,7 +476,8 @@ describe('cli: fleet', function () {
       const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
       assert.equal(metrics.test_bags.length, 24);
       for (const b of metrics.test_bags) assert.equal(b.attention.length, b.digits.length);
-      for (const f of ['model.onnx', 'auc.svg', 'loss.svg', 'checkpoints/epoch-001.ckpt']) assert.ok(fs.existsSync(path.join(out, f)), f);
+      for (const f of ['model.onnx', 'auc.svg', 'loss.svg', 'checkpoints/epoch-001.ckpt'])
+        assert.ok(fs.existsSync(path.join(out, f)), f);
       for (const b of metrics.test_bags) assert.equal(b.indices.length, b.digits.length);
       checkRunPlot(path.join(out, 'auc.svg'), 'Test bag AUC per epoch', ['epoch', 'AUC'], ['test']);
       checkRunPlot(path.join(out, 'loss.svg'), 'Loss per step', ['epoch', 'loss'], ['train', 'test']);
@@ -314,39 +487,112 @@ describe('cli: fleet', function () {
   describe('fleet train cnn --members (ensembles) end to end', () => {
     it('selection: JSON with the ensemble, best member and average; one-graph model.onnx, member models and plots', async () => {
       const out = path.join(tmp, 'ensemble');
-      const r = await runFleet(['train', 'cnn', '--members', '2', '--ensemble', 'selection', '--epochs', '1', '--limit-train', '400',
-        '--limit-test', '100', '--batch-size', '64', '--threads', '1', '--json', '--out', out]);
+      const r = await runFleet([
+        'train',
+        'cnn',
+        '--members',
+        '2',
+        '--ensemble',
+        'selection',
+        '--epochs',
+        '1',
+        '--limit-train',
+        '400',
+        '--limit-test',
+        '100',
+        '--batch-size',
+        '64',
+        '--threads',
+        '1',
+        '--json',
+        '--out',
+        out,
+      ]);
       assert.equal(r.code, 0, show(r));
       const j = lastJson(r);
       assert.equal(j.model, 'cnn');
       assert.equal(j.ensemble, 'selection');
       assert.equal(j.members, 2);
-      for (const k of ['test_accuracy', 'test_loss', 'best_member_test_accuracy', 'average_test_accuracy', 'hard_vote_test_accuracy']) assert.equal(typeof j[k], 'number', k);
+      for (const k of [
+        'test_accuracy',
+        'test_loss',
+        'best_member_test_accuracy',
+        'average_test_accuracy',
+        'hard_vote_test_accuracy',
+      ])
+        assert.equal(typeof j[k], 'number', k);
       assert.ok(Math.abs((j.weights as number[]).reduce((a, b) => a + b, 0) - 1) < 1e-3);
-      for (const f of ['model.onnx', 'members/member-1/model.onnx', 'members/member-2/model.onnx', 'members-loss.svg', 'members-accuracy.svg',
-        'selection.svg', 'selection-weights.svg', 'metrics.json', 'members/member-1/checkpoints/epoch-001.ckpt']) assert.ok(fs.existsSync(path.join(out, f)), f);
+      for (const f of [
+        'model.onnx',
+        'members/member-1/model.onnx',
+        'members/member-2/model.onnx',
+        'members-loss.svg',
+        'members-accuracy.svg',
+        'selection.svg',
+        'selection-weights.svg',
+        'metrics.json',
+        'members/member-1/checkpoints/epoch-001.ckpt',
+      ])
+        assert.ok(fs.existsSync(path.join(out, f)), f);
       const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
       assert.equal(metrics.member_results.length, 2);
       assert.ok(metrics.selection.steps.length > 0);
       checkRunPlot(path.join(out, 'members-loss.svg'), 'Loss per member', ['member', 'loss'], ['validation', 'test']);
-      checkRunPlot(path.join(out, 'members-accuracy.svg'), 'Accuracy per member', ['member', 'accuracy'], ['validation', 'test']);
-      checkRunPlot(path.join(out, 'selection.svg'), 'Ensemble validation loss per selection step', ['selection step', 'validation loss'], ['ensemble', 'best member', 'average']);
-      const picked = ['member-1', 'member-2'].filter((_, m) => metrics.selection.steps.some((st: { weights: number[] }) => st.weights[m] > 0));
-      checkRunPlot(path.join(out, 'selection-weights.svg'), 'Member weights per selection step', ['selection step', 'weight'], picked);
+      checkRunPlot(
+        path.join(out, 'members-accuracy.svg'),
+        'Accuracy per member',
+        ['member', 'accuracy'],
+        ['validation', 'test'],
+      );
+      checkRunPlot(
+        path.join(out, 'selection.svg'),
+        'Ensemble validation loss per selection step',
+        ['selection step', 'validation loss'],
+        ['ensemble', 'best member', 'average'],
+      );
+      const picked = ['member-1', 'member-2'].filter((_, m) =>
+        metrics.selection.steps.some((st: { weights: number[] }) => st.weights[m] > 0),
+      );
+      checkRunPlot(
+        path.join(out, 'selection-weights.svg'),
+        'Member weights per selection step',
+        ['selection step', 'weight'],
+        picked,
+      );
     });
   });
 
   describe('fleet train simclr --members (ensembles) end to end', () => {
     it('voting over SimCLR members: encoder + probe members in one graph', async () => {
       const out = path.join(tmp, 'simclr-ensemble');
-      const r = await runFleet(['train', 'simclr', '--members', '2', '--epochs', '1', '--limit-train', '128', '--limit-test', '100',
-        '--batch-size', '32', '--probe-epochs', '2', '--threads', '1', '--json', '--out', out]);
+      const r = await runFleet([
+        'train',
+        'simclr',
+        '--members',
+        '2',
+        '--epochs',
+        '1',
+        '--limit-train',
+        '128',
+        '--limit-test',
+        '100',
+        '--batch-size',
+        '32',
+        '--probe-epochs',
+        '2',
+        '--threads',
+        '1',
+        '--json',
+        '--out',
+        out,
+      ]);
       assert.equal(r.code, 0, show(r));
       const j = lastJson(r);
       assert.equal(j.model, 'simclr');
       assert.equal(j.ensemble, 'voting');
       assert.deepEqual(j.weights, [0.5, 0.5]);
-      for (const f of ['model.onnx', 'members/member-1/model.onnx', 'members/member-2/model.onnx', 'metrics.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
+      for (const f of ['model.onnx', 'members/member-1/model.onnx', 'members/member-2/model.onnx', 'metrics.json'])
+        assert.ok(fs.existsSync(path.join(out, f)), f);
     });
   });
 
@@ -365,7 +611,19 @@ describe('cli: fleet', function () {
     }
 
     it('bench augment --json reports augmentation throughput and its share of a SimCLR step', async () => {
-      const r = await runFleet(['bench', 'augment', '--json', '--batch-size', '16', '--iters', '2', '--warmup', '1', '--threads', '1']);
+      const r = await runFleet([
+        'bench',
+        'augment',
+        '--json',
+        '--batch-size',
+        '16',
+        '--iters',
+        '2',
+        '--warmup',
+        '1',
+        '--threads',
+        '1',
+      ]);
       assert.equal(r.code, 0, show(r));
       const j = lastJson(r);
       assert.ok((j.augment_images_per_second as number) > 0 && (j.simclr_step_ms_median as number) > 0);

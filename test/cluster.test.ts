@@ -10,7 +10,16 @@ import * as path from 'node:path';
 import { natsServerAvailable, startNatsServer, type NatsServerHandle } from '../bench/harness/nats-server.ts';
 import { lines } from './helpers/cli.ts';
 import {
-  ProcGroup, WaitAbort, waitFor, sleep, getJson, readJob, trainingsOf, type Coord, type FleetProc, type JobState,
+  ProcGroup,
+  WaitAbort,
+  waitFor,
+  sleep,
+  getJson,
+  readJob,
+  trainingsOf,
+  type Coord,
+  type FleetProc,
+  type JobState,
 } from '../bench/harness/fleet-procs.ts';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
 import { SUBJECTS, taskLeaseSubject, tensorSubject, workerHeartbeatSubject } from '../bus/subjects.ts';
@@ -22,21 +31,32 @@ const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 /** Waits for job.json to say done (fails at once if it fails, or if one of `watch` dies). */
 function waitJob(stateDir: string, id: string, watch: FleetProc[] = [], timeoutMs = 150_000): Promise<JobState> {
-  return waitFor(() => {
-    for (const p of watch) if (!p.alive) throw new WaitAbort(`${p.name} died while job ${id} ran: ${JSON.stringify(p.exit)}`);
-    const j = readJob(stateDir, id);
-    if (j?.state === 'failed') throw new WaitAbort(`job ${id} failed: ${j.error}`);
-    return j?.state === 'done' ? j : null;
-  }, timeoutMs, `job ${id} to finish`, 200);
+  return waitFor(
+    () => {
+      for (const p of watch)
+        if (!p.alive) throw new WaitAbort(`${p.name} died while job ${id} ran: ${JSON.stringify(p.exit)}`);
+      const j = readJob(stateDir, id);
+      if (j?.state === 'failed') throw new WaitAbort(`job ${id} failed: ${j.error}`);
+      return j?.state === 'done' ? j : null;
+    },
+    timeoutMs,
+    `job ${id} to finish`,
+    200,
+  );
 }
 
 /** Waits until the coordinator's /api/cluster lists these workers as not lost. */
 function waitWorkers(c: Coord, ids: string[], timeoutMs = 60_000) {
-  return waitFor(async () => {
-    const { body } = await getJson(`${c.api}/api/cluster`);
-    const seen = new Map((body.workers as { id: string; state: string }[]).map(w => [w.id, w.state]));
-    return ids.every(id => seen.has(id) && seen.get(id) !== 'lost') ? body : null;
-  }, timeoutMs, `workers ${ids.join(', ')} on ${c.api}/api/cluster`, 100);
+  return waitFor(
+    async () => {
+      const { body } = await getJson(`${c.api}/api/cluster`);
+      const seen = new Map((body.workers as { id: string; state: string }[]).map(w => [w.id, w.state]));
+      return ids.every(id => seen.has(id) && seen.get(id) !== 'lost') ? body : null;
+    },
+    timeoutMs,
+    `workers ${ids.join(', ')} on ${c.api}/api/cluster`,
+    100,
+  );
 }
 
 /** Deterministic garbage (xorshift32), so that a failure can be reproduced byte for byte. */
@@ -44,7 +64,11 @@ function garbageBytes(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n);
   let x = seed >>> 0 || 1;
   for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
     out[i] = x & 0xff;
   }
   return out;
@@ -60,7 +84,8 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
   this.timeout(240_000);
   if (!available) {
     // the cluster is tested against a real server: a machine without one fails here rather than passing silently
-    it('needs nats-server on the PATH (apt-get install nats-server)', () => assert.fail('nats-server is not installed'));
+    it('needs nats-server on the PATH (apt-get install nats-server)', () =>
+      assert.fail('nats-server is not installed'));
     return;
   }
 
@@ -80,17 +105,34 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     await nats?.dispose();
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
-  beforeEach(() => { group = new ProcGroup(); });
+  beforeEach(() => {
+    group = new ProcGroup();
+  });
   afterEach(async function () {
     // FLEET_TEST_LOGS=1 prints every process's output, also when the test passed
-    if (this.currentTest?.state === 'failed' || process.env.FLEET_TEST_LOGS) process.stderr.write(`\nprocesses of "${this.currentTest?.title}":\n${group.describe()}\n`);
+    if (this.currentTest?.state === 'failed' || process.env.FLEET_TEST_LOGS)
+      process.stderr.write(`\nprocesses of "${this.currentTest?.title}":\n${group.describe()}\n`);
     await bus?.close().catch(() => {});
     bus = null;
     await group.killAll();
   });
 
   it('a voting job over 2 workers, and over 1, equals the local run (same member and ensemble test losses)', async () => {
-    const settings = ['--members', '2', '--epochs', '1', '--limit-train', '400', '--limit-test', '100', '--batch-size', '64', '--seed', '7', '--json'];
+    const settings = [
+      '--members',
+      '2',
+      '--epochs',
+      '1',
+      '--limit-train',
+      '400',
+      '--limit-test',
+      '100',
+      '--batch-size',
+      '64',
+      '--seed',
+      '7',
+      '--json',
+    ];
     const localOut = dir('local');
     const local = group.spawn('local train', ['train', 'cnn', ...settings, '--threads', '1', '--out', localOut]);
 
@@ -98,7 +140,15 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     const workers = await Promise.all(['w1', 'w2'].map(id => group.worker(nats.url, id)));
     await waitWorkers(c, ['w1', 'w2']);
     const viaCluster = async (name: string) => {
-      const p = group.spawn(name, ['train', 'cnn', ...settings, '--nats', nats.url, '--out', dir(name.replace(/\W+/g, '-'))]);
+      const p = group.spawn(name, [
+        'train',
+        'cnn',
+        ...settings,
+        '--nats',
+        nats.url,
+        '--out',
+        dir(name.replace(/\W+/g, '-')),
+      ]);
       const exit = await p.exited;
       assert.equal(exit.code, 0, `${name} failed:\n${p.stderr}`);
       return lastJson(p.stdout);
@@ -110,13 +160,30 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
 
     const check = (r: any, label: string) => {
       assert.equal(r.members, 2, label);
-      for (const k of ['test_accuracy', 'test_loss', 'hard_vote_test_accuracy', 'average_test_accuracy', 'average_test_loss', 'best_member_test_accuracy']) {
+      for (const k of [
+        'test_accuracy',
+        'test_loss',
+        'hard_vote_test_accuracy',
+        'average_test_accuracy',
+        'average_test_loss',
+        'best_member_test_accuracy',
+      ]) {
         assert.equal(r[k], ref[k], `${label}: ${k}`);
       }
-      const members = metricsOf(r.coordinator_out).member_results as { name: string; test_loss: number; test_accuracy: number }[];
-      assert.deepEqual(members.map(m => [m.name, m.test_loss, m.test_accuracy]),
-        (refMetrics.member_results as typeof members).map(m => [m.name, m.test_loss, m.test_accuracy]), `${label}: per-member test results`);
-      assert.ok(fs.existsSync(path.join(r.coordinator_out, 'model.onnx')), `${label}: the coordinator wrote model.onnx`);
+      const members = metricsOf(r.coordinator_out).member_results as {
+        name: string;
+        test_loss: number;
+        test_accuracy: number;
+      }[];
+      assert.deepEqual(
+        members.map(m => [m.name, m.test_loss, m.test_accuracy]),
+        (refMetrics.member_results as typeof members).map(m => [m.name, m.test_loss, m.test_accuracy]),
+        `${label}: per-member test results`,
+      );
+      assert.ok(
+        fs.existsSync(path.join(r.coordinator_out, 'model.onnx')),
+        `${label}: the coordinator wrote model.onnx`,
+      );
     };
     check(two, '2 workers');
     // both workers took part
@@ -130,23 +197,39 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     const one = await viaCluster('submit (1 worker)');
     check(one, '1 worker');
     const job = readJob(c1.stateDir, metricsOf(one.coordinator_out).job)!;
-    assert.deepEqual(job.tasks.map(t => [t.state, t.worker, t.attempts]), [['done', 'w1', 1], ['done', 'w1', 1]]);
+    assert.deepEqual(
+      job.tasks.map(t => [t.state, t.worker, t.attempts]),
+      [
+        ['done', 'w1', 1],
+        ['done', 'w1', 1],
+      ],
+    );
   });
 
   it('kill -9 of a worker mid-job: its task is re-leased to another worker, finished members are not retrained', async () => {
     const c = await group.coordinator(nats.url, dir('state'), ['--worker-timeout-ms', '2000']);
-    const w = { w1: await group.worker(nats.url, 'w1'), w2: await group.worker(nats.url, 'w2') } as Record<string, FleetProc>;
+    const w = { w1: await group.worker(nats.url, 'w1'), w2: await group.worker(nats.url, 'w2') } as Record<
+      string,
+      FleetProc
+    >;
     await waitWorkers(c, ['w1', 'w2']);
     const jobId = await submit(await client(), voting(3, 1500));
 
     // a member is done, and another was just leased (so its worker is at the start of its training)
-    const at = await waitFor(() => {
-      const j = readJob(c.stateDir, jobId);
-      if (!j || j.state !== 'running') return null;
-      const done = j.tasks.filter(t => t.state === 'done');
-      const fresh = j.tasks.filter(t => t.state === 'leased' && Date.now() - (t.leasedAt ?? 0) < 800).sort((a, b) => b.leasedAt! - a.leasedAt!);
-      return done.length && fresh.length ? { done: done.map(t => t.task.id), victim: fresh[0] } : null;
-    }, 120_000, 'a member done and a fresh lease', 50);
+    const at = await waitFor(
+      () => {
+        const j = readJob(c.stateDir, jobId);
+        if (!j || j.state !== 'running') return null;
+        const done = j.tasks.filter(t => t.state === 'done');
+        const fresh = j.tasks
+          .filter(t => t.state === 'leased' && Date.now() - (t.leasedAt ?? 0) < 800)
+          .sort((a, b) => b.leasedAt! - a.leasedAt!);
+        return done.length && fresh.length ? { done: done.map(t => t.task.id), victim: fresh[0] } : null;
+      },
+      120_000,
+      'a member done and a fresh lease',
+      50,
+    );
     const victimWorker = at.victim.worker!;
     const survivor = victimWorker === 'w1' ? 'w2' : 'w1';
     await w[victimWorker].kill('SIGKILL');
@@ -180,7 +263,10 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     await nats.restart();
 
     const j = await waitJob(c.stateDir, jobId, [c.proc, ...ws]);
-    assert.deepEqual(j.tasks.map(t => t.state), ['done', 'done', 'done']);
+    assert.deepEqual(
+      j.tasks.map(t => t.state),
+      ['done', 'done', 'done'],
+    );
     for (const p of [c.proc, ...ws]) assert.match(p.stderr, /nats: reconnect\b/, `${p.name} reconnected`);
     assert.equal(metricsOf(path.join(c.stateDir, 'jobs', jobId, 'out')).members, 3);
     // and the cluster still works after the outage
@@ -194,10 +280,19 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     const ws = [await group.worker(nats.url, 'w1'), await group.worker(nats.url, 'w2')];
     await waitWorkers(c, ['w1', 'w2']);
     const jobId = await submit(await client(), voting(3, 1500));
-    await waitFor(() => {
-      const j = readJob(stateDir, jobId);
-      return j && j.tasks.some(t => t.state === 'done') && j.tasks.some(t => t.state === 'leased' && Date.now() - (t.leasedAt ?? 0) < 800);
-    }, 120_000, 'a member done and a fresh lease', 50);
+    await waitFor(
+      () => {
+        const j = readJob(stateDir, jobId);
+        return (
+          j &&
+          j.tasks.some(t => t.state === 'done') &&
+          j.tasks.some(t => t.state === 'leased' && Date.now() - (t.leasedAt ?? 0) < 800)
+        );
+      },
+      120_000,
+      'a member done and a fresh lease',
+      50,
+    );
     await c.proc.kill('SIGKILL');
     const before = readJob(stateDir, jobId)!;
     const doneBefore = before.tasks.filter(t => t.state === 'done');
@@ -209,8 +304,16 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     const j = await waitJob(stateDir, jobId, [c2.proc, ...ws]);
     assert.ok(j.tasks.every(t => t.state === 'done'));
     for (const t of doneBefore) {
-      assert.equal(taskOf(j, t.task.id).attempts, t.attempts, `${t.task.id} (done before the crash) was not leased again`);
-      assert.equal(ws.reduce((n, w) => n + trainingsOf(w, t.task.id, jobId), 0), 1, `${t.task.id} was trained once`);
+      assert.equal(
+        taskOf(j, t.task.id).attempts,
+        t.attempts,
+        `${t.task.id} (done before the crash) was not leased again`,
+      );
+      assert.equal(
+        ws.reduce((n, w) => n + trainingsOf(w, t.task.id, jobId), 0),
+        1,
+        `${t.task.id} was trained once`,
+      );
       assert.doesNotMatch(c2.proc.stderr, new RegExp(`${t.task.id} leased to`));
     }
     const m = metricsOf(path.join(stateDir, 'jobs', jobId, 'out'));
@@ -222,53 +325,151 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     const c = await group.coordinator(nats.url, dir('state'));
     const w1 = await group.worker(nats.url, 'w1');
     await waitWorkers(c, ['w1']);
-    const base = (await getJson(`${c.api}/api/cluster`)).body.stats as { malformed: number; reassemblyFailures: number };
+    const base = (await getJson(`${c.api}/api/cluster`)).body.stats as {
+      malformed: number;
+      reassemblyFailures: number;
+    };
     const b = await client();
     const max = b.maxPayload;
     assert.ok(max >= 64 * 1024, `max_payload ${max}`);
 
     const valid: Record<string, Uint8Array> = {
-      announce: encodeEnvelope({ kind: 'announce', value: { workerId: 'ghost', device: Device.CPU, threads: 1, version: '0.1.0', gpuName: '' } }, 'ghost'),
-      heartbeat: encodeEnvelope({ kind: 'heartbeat', value: { workerId: 'ghost', uptimeMs: 5, runningTaskIds: ['member-1'] } }, 'ghost'),
-      result: encodeEnvelope({ kind: 'result', value: { taskId: 'member-1', jobId: 'no-such-job', workerId: 'ghost', ok: true, error: '', resultJson: jsonField({ attempt: 1 }),
-        tensors: [{ name: 'result', shape: [], dtype: DType.UINT8, transferId: 'x' }], attempt: 1, leaseToken: 'guess', resultSha256: new Uint8Array(32) } }, 'ghost'),
-      chunk: encodeEnvelope({ kind: 'chunk', value: { transferId: 'x', index: 0, count: 1, totalBytes: 3, sha256: new Uint8Array(32), data: new Uint8Array(3) } }, 'ghost'),
-      lease: encodeEnvelope({ kind: 'lease', value: { taskId: 'member-1', jobId: 'no-such-job', attempt: 1, leaseMs: 1000, taskJson: jsonField({ id: 'member-1' }), leaseToken: 'guess' } }, 'ghost'),
+      announce: encodeEnvelope(
+        {
+          kind: 'announce',
+          value: { workerId: 'ghost', device: Device.CPU, threads: 1, version: '0.1.0', gpuName: '' },
+        },
+        'ghost',
+      ),
+      heartbeat: encodeEnvelope(
+        { kind: 'heartbeat', value: { workerId: 'ghost', uptimeMs: 5, runningTaskIds: ['member-1'] } },
+        'ghost',
+      ),
+      result: encodeEnvelope(
+        {
+          kind: 'result',
+          value: {
+            taskId: 'member-1',
+            jobId: 'no-such-job',
+            workerId: 'ghost',
+            ok: true,
+            error: '',
+            resultJson: jsonField({ attempt: 1 }),
+            tensors: [{ name: 'result', shape: [], dtype: DType.UINT8, transferId: 'x' }],
+            attempt: 1,
+            leaseToken: 'guess',
+            resultSha256: new Uint8Array(32),
+          },
+        },
+        'ghost',
+      ),
+      chunk: encodeEnvelope(
+        {
+          kind: 'chunk',
+          value: {
+            transferId: 'x',
+            index: 0,
+            count: 1,
+            totalBytes: 3,
+            sha256: new Uint8Array(32),
+            data: new Uint8Array(3),
+          },
+        },
+        'ghost',
+      ),
+      lease: encodeEnvelope(
+        {
+          kind: 'lease',
+          value: {
+            taskId: 'member-1',
+            jobId: 'no-such-job',
+            attempt: 1,
+            leaseMs: 1000,
+            taskJson: jsonField({ id: 'member-1' }),
+            leaseToken: 'guess',
+          },
+        },
+        'ghost',
+      ),
     };
     let seed = 1;
     const randomBytes = (n: number) => garbageBytes(n, seed++);
     const garbage = (kind: keyof typeof valid, wrongKind: keyof typeof valid) => [
-      new Uint8Array(0), randomBytes(1), randomBytes(17), randomBytes(3000), randomBytes(max), // empty, random, as large as the server allows
-      valid[kind].subarray(0, valid[kind].length - 1), valid[kind].subarray(0, Math.floor(valid[kind].length / 2)), // truncated envelopes
+      new Uint8Array(0),
+      randomBytes(1),
+      randomBytes(17),
+      randomBytes(3000),
+      randomBytes(max), // empty, random, as large as the server allows
+      valid[kind].subarray(0, valid[kind].length - 1),
+      valid[kind].subarray(0, Math.floor(valid[kind].length / 2)), // truncated envelopes
       valid[wrongKind], // a well-formed envelope of the wrong kind
     ];
     let expectMalformed = 0;
     const coordinatorSubjects: [string, keyof typeof valid, keyof typeof valid][] = [
-      [SUBJECTS.workerAnnounce, 'announce', 'heartbeat'], [workerHeartbeatSubject('x'), 'heartbeat', 'announce'],
-      [SUBJECTS.taskResult, 'result', 'chunk'], [tensorSubject('x'), 'chunk', 'result'],
+      [SUBJECTS.workerAnnounce, 'announce', 'heartbeat'],
+      [workerHeartbeatSubject('x'), 'heartbeat', 'announce'],
+      [SUBJECTS.taskResult, 'result', 'chunk'],
+      [tensorSubject('x'), 'chunk', 'result'],
     ];
     for (const [subject, kind, wrong] of coordinatorSubjects) {
-      for (const g of garbage(kind, wrong)) { b.publish(subject, g); expectMalformed++; }
+      for (const g of garbage(kind, wrong)) {
+        b.publish(subject, g);
+        expectMalformed++;
+      }
     }
     // the worker's lease subject
     const leaseGarbage = garbage('lease', 'heartbeat');
     for (const g of leaseGarbage) b.publish(taskLeaseSubject('w1'), g);
     // a lease whose task is not a task: the worker tries it, fails, reports the failure (for a job nobody knows)
-    b.publish(taskLeaseSubject('w1'), encodeEnvelope({ kind: 'lease', value: { taskId: 'bogus', jobId: 'no-such-job', attempt: 1, leaseMs: 1000, taskJson: jsonField({}), leaseToken: 'guess' } }, 'ghost'));
+    b.publish(
+      taskLeaseSubject('w1'),
+      encodeEnvelope(
+        {
+          kind: 'lease',
+          value: {
+            taskId: 'bogus',
+            jobId: 'no-such-job',
+            attempt: 1,
+            leaseMs: 1000,
+            taskJson: jsonField({}),
+            leaseToken: 'guess',
+          },
+        },
+        'ghost',
+      ),
+    );
     // chunks that are well-formed envelopes but broken transfers
     const sha = (d: Uint8Array) => createHash('sha256').update(d).digest();
-    const chunk = (transferId: string, index: number, count: number, totalBytes: number, sha256: Uint8Array, data: Uint8Array) =>
-      b.publish(tensorSubject(transferId), encodeEnvelope({ kind: 'chunk', value: { transferId, index, count, totalBytes, sha256, data } } as EnvelopeBody, 'ghost'));
-    chunk('bad-sha', 0, 1, 4, new Uint8Array(32), new Uint8Array([1, 2, 3, 4]));                 // SHA-256 mismatch
-    chunk('bad-header', 0, 2, 8, sha(new Uint8Array(8)), new Uint8Array(4));                      // then an inconsistent header
+    const chunk = (
+      transferId: string,
+      index: number,
+      count: number,
+      totalBytes: number,
+      sha256: Uint8Array,
+      data: Uint8Array,
+    ) =>
+      b.publish(
+        tensorSubject(transferId),
+        encodeEnvelope(
+          { kind: 'chunk', value: { transferId, index, count, totalBytes, sha256, data } } as EnvelopeBody,
+          'ghost',
+        ),
+      );
+    chunk('bad-sha', 0, 1, 4, new Uint8Array(32), new Uint8Array([1, 2, 3, 4])); // SHA-256 mismatch
+    chunk('bad-header', 0, 2, 8, sha(new Uint8Array(8)), new Uint8Array(4)); // then an inconsistent header
     chunk('bad-header', 1, 3, 8, sha(new Uint8Array(8)), new Uint8Array(4));
-    chunk('too-many', 0, 5, 2, sha(new Uint8Array(2)), new Uint8Array(1));                        // count above total_bytes
+    chunk('too-many', 0, 5, 2, sha(new Uint8Array(2)), new Uint8Array(1)); // count above total_bytes
     const notAResult = randomBytes(64);
-    chunk('not-a-result', 0, 1, 64, sha(notAResult), notAResult);                                 // whole, but not a member result
+    chunk('not-a-result', 0, 1, 64, sha(notAResult), notAResult); // whole, but not a member result
     const expectReassembly = 4;
     await b.flush();
     // job submissions that are not JSON, or not a valid job: answered with ok false
-    for (const body of [enc('{not json'), randomBytes(100), new Uint8Array(0), enc(JSON.stringify({ ...voting(2, 300), members: 0 }))]) {
+    for (const body of [
+      enc('{not json'),
+      randomBytes(100),
+      new Uint8Array(0),
+      enc(JSON.stringify({ ...voting(2, 300), members: 0 })),
+    ]) {
       const reply = JSON.parse(dec((await b.request(SUBJECTS.jobSubmit, body, 15_000)).data));
       assert.equal(reply.ok, false, `a bad submission was accepted: ${JSON.stringify(reply)}`);
       expectMalformed++;
@@ -277,10 +478,18 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     expectMalformed++;
     await b.flush();
 
-    const stats = await waitFor(async () => {
-      const s = (await getJson(`${c.api}/api/cluster`)).body.stats;
-      return s.malformed - base.malformed >= expectMalformed && s.reassemblyFailures - base.reassemblyFailures >= expectReassembly ? s : null;
-    }, 30_000, `malformed +${expectMalformed} and reassemblyFailures +${expectReassembly}`, 200);
+    const stats = await waitFor(
+      async () => {
+        const s = (await getJson(`${c.api}/api/cluster`)).body.stats;
+        return s.malformed - base.malformed >= expectMalformed &&
+          s.reassemblyFailures - base.reassemblyFailures >= expectReassembly
+          ? s
+          : null;
+      },
+      30_000,
+      `malformed +${expectMalformed} and reassemblyFailures +${expectReassembly}`,
+      200,
+    );
     assert.ok(stats.malformed - base.malformed >= expectMalformed);
     await w1.waitForLog(/task bogus: failed/, 30_000);
     const dropped = () => w1.stderr.split('\n').filter(l => l.includes('dropped a malformed lease message')).length;
@@ -290,21 +499,38 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     // the cluster still works
     const jobId = await submit(b, voting(2, 300));
     const j = await waitJob(c.stateDir, jobId, [c.proc, w1], 90_000);
-    assert.deepEqual(j.tasks.map(t => [t.state, t.worker]), [['done', 'w1'], ['done', 'w1']]);
+    assert.deepEqual(
+      j.tasks.map(t => [t.state, t.worker]),
+      [
+        ['done', 'w1'],
+        ['done', 'w1'],
+      ],
+    );
     assert.ok(c.proc.alive && w1.alive);
   });
 
   it('job submissions that are JSON but not a job spec are refused, leave no job behind, and the coordinator keeps serving', async () => {
     const c = await group.coordinator(nats.url, dir('state'));
     const b = await client();
-    const bodies = ['null', '{}', '[]', '"abc"', '42', '{"members":"x"}', JSON.stringify({ ...voting(2, 300), members: 'two' }), JSON.stringify({ ...voting(2, 300), kind: 'stacking' })];
+    const bodies = [
+      'null',
+      '{}',
+      '[]',
+      '"abc"',
+      '42',
+      '{"members":"x"}',
+      JSON.stringify({ ...voting(2, 300), members: 'two' }),
+      JSON.stringify({ ...voting(2, 300), kind: 'stacking' }),
+    ];
     const replies: [string, { ok: boolean; jobId?: string; error?: string }][] = [];
-    for (const body of bodies) replies.push([body, JSON.parse(dec((await b.request(SUBJECTS.jobSubmit, enc(body), 15_000)).data))]);
+    for (const body of bodies)
+      replies.push([body, JSON.parse(dec((await b.request(SUBJECTS.jobSubmit, enc(body), 15_000)).data))]);
     // the API still answers (a job record with a null spec used to make GET /api/jobs throw and kill the process)
     const jobs = await getJson(`${c.api}/api/jobs`);
     assert.equal(jobs.status, 200);
     assert.ok(c.proc.alive, 'the coordinator is still running');
-    for (const [body, reply] of replies) assert.equal(reply.ok, false, `${body} was accepted as a job: ${JSON.stringify(reply)}`);
+    for (const [body, reply] of replies)
+      assert.equal(reply.ok, false, `${body} was accepted as a job: ${JSON.stringify(reply)}`);
     assert.deepEqual(jobs.body, [], 'no job was recorded');
     assert.deepEqual(fs.readdirSync(c.stateDir), [], 'no job state was written');
   });
@@ -316,7 +542,10 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
     await waitWorkers(c, ids, 120_000);
     const jobId = await submit(await client(), voting(4, 300));
     const j = await waitJob(c.stateDir, jobId, [c.proc, ...ws], 180_000);
-    assert.deepEqual(j.tasks.map(t => t.state), ['done', 'done', 'done', 'done']);
+    assert.deepEqual(
+      j.tasks.map(t => t.state),
+      ['done', 'done', 'done', 'done'],
+    );
     const used = new Set(j.tasks.map(t => t.worker));
     assert.ok(used.size >= 2, `the members went to ${[...used].join(', ')}`);
     const m = metricsOf(path.join(c.stateDir, 'jobs', jobId, 'out'));
@@ -339,7 +568,8 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
       assert.ok(w.heartbeatAgeMs >= 0 && Number.isFinite(w.heartbeatAgeMs));
       assert.equal(w.version, '0.1.0');
     }
-    for (const k of ['malformed', 'reassemblyFailures', 'leases', 'releases', 'results']) assert.equal(typeof cluster.stats[k], 'number', k);
+    for (const k of ['malformed', 'reassemblyFailures', 'leases', 'releases', 'results'])
+      assert.equal(typeof cluster.stats[k], 'number', k);
 
     const jobId = await submit(await client(), voting(2, 300));
     const running = await getJson(`${c.api}/api/jobs`);
@@ -367,7 +597,13 @@ describe('cluster: coordinator and workers as processes on a real nats-server', 
 
     const after = (await getJson(`${c.api}/api/cluster`)).body;
     const tasks = after.tasks.filter((t: { job: string }) => t.job === jobId);
-    assert.deepEqual(tasks.map((t: { task: string; state: string; attempts: number }) => [t.task, t.state, t.attempts]), [['member-1', 'done', 1], ['member-2', 'done', 1]]);
+    assert.deepEqual(
+      tasks.map((t: { task: string; state: string; attempts: number }) => [t.task, t.state, t.attempts]),
+      [
+        ['member-1', 'done', 1],
+        ['member-2', 'done', 1],
+      ],
+    );
     for (const t of tasks) assert.ok(['w1', 'w2'].includes(t.worker));
     assert.ok(after.stats.leases >= 2 && after.stats.results >= 2);
     assert.deepEqual(after.workers.map((w: { id: string }) => w.id).sort(), ['w1', 'w2']);

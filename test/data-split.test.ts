@@ -3,7 +3,8 @@ import { batches, bootstrap, epochOrder, gatherImages, gatherLabels, validationS
 import type { Split } from '../engine/data/datasets.ts';
 
 const isPermutationOf = (a: Uint32Array, b: Uint32Array) => {
-  const sa = a.slice().sort(), sb = b.slice().sort();
+  const sa = a.slice().sort(),
+    sb = b.slice().sort();
   return sa.length === sb.length && sa.every((v, i) => v === sb[i]);
 };
 
@@ -41,7 +42,14 @@ describe('data: splits and batches', () => {
   it('batches keeps the last partial batch', () => {
     const order = Uint32Array.from({ length: 10 }, (_, i) => i);
     const bs = batches(order, 4);
-    assert.deepEqual(bs.map((b) => Array.from(b)), [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]);
+    assert.deepEqual(
+      bs.map(b => Array.from(b)),
+      [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9],
+      ],
+    );
     assert.equal(batches(order, 5).length, 2);
     assert.equal(batches(new Uint32Array(0), 5).length, 0);
     assert.throws(() => batches(order, 0), RangeError);
@@ -54,7 +62,7 @@ describe('data: splits and batches', () => {
     assert.deepEqual(bootstrap(idx, 5), a);
     assert.notDeepEqual(bootstrap(idx, 6), a);
     const allowed = new Set(idx);
-    assert.ok(a.every((v) => allowed.has(v)));
+    assert.ok(a.every(v => allowed.has(v)));
     const distinct = new Set(a).size;
     assert.ok(distinct < 800 && distinct > 500, `about 63% distinct expected, got ${distinct}`); // duplicates => replacement
   });

@@ -1,7 +1,19 @@
 import { strict as assert } from 'node:assert';
 import { memberBars, selectionCurve, selectionWeights } from '../engine/report/ensemble-plots.ts';
 
-import { NUMERIC_ATTRS, XmlNode, all, checkSvg, decode, hasClass, legendEntries, parseXml, seriesColors, seriesGroups, textOf } from './helpers/svg.ts';
+import {
+  NUMERIC_ATTRS,
+  XmlNode,
+  all,
+  checkSvg,
+  decode,
+  hasClass,
+  legendEntries,
+  parseXml,
+  seriesColors,
+  seriesGroups,
+  textOf,
+} from './helpers/svg.ts';
 
 // ------------------------------------------------------------------------------------------------ tests
 
@@ -11,7 +23,7 @@ const bars = (g: XmlNode) => all(g, hasClass('bar'));
 /** The (x, y) pairs of a series' path. */
 function pathPoints(g: XmlNode): Array<[number, number]> {
   const d = all(g, hasClass('series-line'))[0].attrs.d;
-  return [...d.matchAll(/[ML](-?[\d.]+) (-?[\d.]+)/g)].map((m) => [Number(m[1]), Number(m[2])]);
+  return [...d.matchAll(/[ML](-?[\d.]+) (-?[\d.]+)/g)].map(m => [Number(m[1]), Number(m[2])]);
 }
 
 describe('ensemble plots: memberBars', () => {
@@ -26,7 +38,10 @@ describe('ensemble plots: memberBars', () => {
     assert.deepEqual(Object.keys(out).sort(), ['members-accuracy.svg', 'members-loss.svg']);
     const loss = checkSvg(out['members-loss.svg'], 'Loss per member');
     const acc = checkSvg(out['members-accuracy.svg'], 'Accuracy per member');
-    for (const [root, metric] of [[loss, 'loss'], [acc, 'accuracy']] as const) {
+    for (const [root, metric] of [
+      [loss, 'loss'],
+      [acc, 'accuracy'],
+    ] as const) {
       assert.equal(seriesGroups(root).length, 2);
       assert.deepEqual(legendEntries(root), ['validation', 'test']);
       assert.equal(new Set(seriesColors(root)).size, 2);
@@ -34,18 +49,28 @@ describe('ensemble plots: memberBars', () => {
       assert.deepEqual(axisLabels(root), [metric, 'member'].sort());
     }
     // the NaN validation loss draws no bar; everything else does
-    assert.deepEqual(seriesGroups(loss).map((g) => bars(g).length), [2, 3]);
-    assert.deepEqual(seriesGroups(acc).map((g) => bars(g).length), [3, 3]);
+    assert.deepEqual(
+      seriesGroups(loss).map(g => bars(g).length),
+      [2, 3],
+    );
+    assert.deepEqual(
+      seriesGroups(acc).map(g => bars(g).length),
+      [3, 3],
+    );
     assert.equal(all(acc, hasClass('bar')).length, 6);
     // bars stand on the x axis, taller for larger values
     const bottom = Number(all(all(acc, hasClass('x-axis'))[0], hasClass('axis-line'))[0].attrs.y1);
-    for (const r of all(acc, hasClass('bar'))) assert.ok(Math.abs(Number(r.attrs.y) + Number(r.attrs.height) - bottom) < 0.02);
-    const [v1, , v3] = bars(seriesGroups(acc)[0]).map((r) => Number(r.attrs.height));
+    for (const r of all(acc, hasClass('bar')))
+      assert.ok(Math.abs(Number(r.attrs.y) + Number(r.attrs.height) - bottom) < 0.02);
+    const [v1, , v3] = bars(seriesGroups(acc)[0]).map(r => Number(r.attrs.height));
     assert.ok(v1 > v3, 'member 1 has the higher validation accuracy');
   });
 
   it('leaves out a split no member has, and renders no members', () => {
-    const out = memberBars([{ name: 'a', val_loss: 0.1, val_accuracy: 0.9 }, { name: 'b', val_loss: 0.2 }]);
+    const out = memberBars([
+      { name: 'a', val_loss: 0.1, val_accuracy: 0.9 },
+      { name: 'b', val_loss: 0.2 },
+    ]);
     const loss = checkSvg(out['members-loss.svg'], 'Loss per member');
     assert.deepEqual(legendEntries(loss), ['validation']);
     assert.equal(all(loss, hasClass('bar')).length, 2);
@@ -104,13 +129,19 @@ describe('ensemble plots: selectionCurve', () => {
   });
 
   it('handles one step, no steps and non-finite baselines', () => {
-    let root = checkSvg(selectionCurve([{ step: 1, score: 0.5 }], { best_member: 0.6, average: 0.4 }, 'loss'), 'Ensemble loss per selection step');
+    let root = checkSvg(
+      selectionCurve([{ step: 1, score: 0.5 }], { best_member: 0.6, average: 0.4 }, 'loss'),
+      'Ensemble loss per selection step',
+    );
     assert.equal(seriesGroups(root).length, 3);
     const [lo, hi] = pathPoints(seriesGroups(root)[1]);
     assert.ok(hi[0] > lo[0], 'the reference line has a length');
     root = checkSvg(selectionCurve([], { best_member: 0.6, average: 0.4 }, 'loss'), 'Ensemble loss per selection step');
     assert.deepEqual(legendEntries(root), ['ensemble', 'best member', 'average']);
-    root = checkSvg(selectionCurve(steps, { best_member: NaN, average: 0.97 }, 'accuracy'), 'Ensemble accuracy per selection step');
+    root = checkSvg(
+      selectionCurve(steps, { best_member: NaN, average: 0.97 }, 'accuracy'),
+      'Ensemble accuracy per selection step',
+    );
     assert.deepEqual(legendEntries(root), ['ensemble', 'average']);
     assert.equal(seriesGroups(root).length, 2);
   });
@@ -133,13 +164,21 @@ describe('ensemble plots: selectionWeights', () => {
     assert.deepEqual(xTickLabels(root), ['1', '2', '3']);
     assert.deepEqual(axisLabels(root), ['selection step', 'weight']);
     // one bar per non-zero weight
-    assert.deepEqual(groups.map((g) => bars(g).length), [3, 1, 2]);
+    assert.deepEqual(
+      groups.map(g => bars(g).length),
+      [3, 1, 2],
+    );
     assert.equal(all(root, hasClass('bar')).length, 6);
     // weights sum to 1 at every step: the stacks have the same height
-    const heights = ['1', '2', '3'].map((step) => all(root, hasClass('bar'))
-      .filter((b) => (all(b, (n) => n.name === 'title')[0]?.text ?? '').includes(`/ ${step}:`))
-      .reduce((s, b) => s + Number(b.attrs.height), 0));
-    assert.ok(heights.every((h) => h > 0 && Math.abs(h - heights[0]) < 0.05), String(heights));
+    const heights = ['1', '2', '3'].map(step =>
+      all(root, hasClass('bar'))
+        .filter(b => (all(b, n => n.name === 'title')[0]?.text ?? '').includes(`/ ${step}:`))
+        .reduce((s, b) => s + Number(b.attrs.height), 0),
+    );
+    assert.ok(
+      heights.every(h => h > 0 && Math.abs(h - heights[0]) < 0.05),
+      String(heights),
+    );
   });
 
   it('renders no steps, and rejects weights that do not match the members', () => {

@@ -1,8 +1,16 @@
 import { strict as assert } from 'node:assert';
-import { accuracyOf, accuracyOfPredictions, hardVote, nll, predictions, weightedAverage } from '../engine/ensemble/combine.ts';
+import {
+  accuracyOf,
+  accuracyOfPredictions,
+  hardVote,
+  nll,
+  predictions,
+  weightedAverage,
+} from '../engine/ensemble/combine.ts';
 import { caruanaSelection } from '../engine/ensemble/selection.ts';
 
-const close = (a: number, b: number, tol = 1e-6, msg?: string) => assert.ok(Math.abs(a - b) <= tol, msg ?? `${a} vs ${b}`);
+const close = (a: number, b: number, tol = 1e-6, msg?: string) =>
+  assert.ok(Math.abs(a - b) <= tol, msg ?? `${a} vs ${b}`);
 const closeAll = (a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-6) => {
   assert.equal(a.length, b.length);
   for (let i = 0; i < a.length; i++) close(a[i], b[i], tol, `[${i}] ${a[i]} vs ${b[i]}`);
@@ -11,7 +19,7 @@ const closeAll = (a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-6) => {
 // Two classes, every label 1, so a member is given by q = p(class 1) per sample and the NLL of an
 // average is mean_i(-ln q_i). Values are multiples of 1/16, exact in float32, so sums are exact.
 // A model is correct on a sample when q > 1/2 (q = 1/2 is a tie, argmax picks class 0: wrong).
-const two = (q: number[]) => Float32Array.from(q.flatMap((v) => [1 - v, v]));
+const two = (q: number[]) => Float32Array.from(q.flatMap(v => [1 - v, v]));
 const labels = [1, 1, 1, 1];
 const M0 = two([7 / 8, 7 / 8, 7 / 8, 1 / 4]); // sharp, but misses sample 3
 const M1 = two([5 / 8, 5 / 8, 5 / 8, 5 / 8]); // right everywhere, never confident
@@ -38,10 +46,27 @@ describe('ensemble selection (Caruana)', () => {
     //         {M0 x2, M1 x2} = {M0,M1} = 0.422431
     //         {M0 x2, M1, M2}: q = [53/64, 53/64, 25/32, 11/32]: (2 * 0.188591 + 0.246860 + 1.067841) / 4 = 0.422971
     //         -> M1, but 0.422431 is worse than step 3's 0.420419: the best prefix is step 3
-    assert.deepEqual(r.steps.map((s) => s.picked), [0, 1, 0, 1]);
-    assert.deepEqual(r.steps.map((s) => s.step), [1, 2, 3, 4]);
-    closeAll(r.steps.map((s) => s.score), [0.446722, 0.422431, 0.420419, 0.422431]);
-    assert.deepEqual(r.steps.map((s) => s.weights), [[1, 0, 0], [1 / 2, 1 / 2, 0], [2 / 3, 1 / 3, 0], [1 / 2, 1 / 2, 0]]);
+    assert.deepEqual(
+      r.steps.map(s => s.picked),
+      [0, 1, 0, 1],
+    );
+    assert.deepEqual(
+      r.steps.map(s => s.step),
+      [1, 2, 3, 4],
+    );
+    closeAll(
+      r.steps.map(s => s.score),
+      [0.446722, 0.422431, 0.420419, 0.422431],
+    );
+    assert.deepEqual(
+      r.steps.map(s => s.weights),
+      [
+        [1, 0, 0],
+        [1 / 2, 1 / 2, 0],
+        [2 / 3, 1 / 3, 0],
+        [1 / 2, 1 / 2, 0],
+      ],
+    );
     assert.deepEqual(r.counts, [2, 1, 0]);
     assert.deepEqual(r.weights, [2 / 3, 1 / 3, 0]);
     assert.deepEqual(r.bestSteps, [2]);
@@ -57,8 +82,14 @@ describe('ensemble selection (Caruana)', () => {
     //   {M0,M2} = 0.447703 (computed above)
     // step 3: {M0,M2,M0}: q = [43/48, 43/48, 5/6, 1/4]: 0.447154; {M0,M2,M2}: 0.448483;
     //         {M0,M2,M1} = 0.420948 -> M1, and it beats the initial ensemble
-    assert.deepEqual(r.steps.map((s) => s.picked), [0, 2, 1]);
-    closeAll(r.steps.map((s) => s.score), [0.446722, 0.447703, 0.420948]);
+    assert.deepEqual(
+      r.steps.map(s => s.picked),
+      [0, 2, 1],
+    );
+    closeAll(
+      r.steps.map(s => s.score),
+      [0.446722, 0.447703, 0.420948],
+    );
     assert.deepEqual(r.counts, [1, 1, 1]);
     assert.deepEqual(r.weights, [1 / 3, 1 / 3, 1 / 3]);
     // without initialisation, three members are {M0,M0,M1} (0.420419): a different ensemble
@@ -72,8 +103,14 @@ describe('ensemble selection (Caruana)', () => {
     // +M2: q = [27/32, 27/32, 3/4, 11/32] -> 0.423830; so the initial ensemble is the one returned
     const r = caruanaSelection(members, labels, 2, { initSize: 3, maxIter: 1 });
     // initial members in order of their own scores: M0, M2, M1
-    assert.deepEqual(r.steps.map((s) => s.picked), [0, 2, 1, 1]);
-    closeAll(r.steps.slice(2).map((s) => s.score), [0.420948, 0.422761]);
+    assert.deepEqual(
+      r.steps.map(s => s.picked),
+      [0, 2, 1, 1],
+    );
+    closeAll(
+      r.steps.slice(2).map(s => s.score),
+      [0.420948, 0.422761],
+    );
     assert.deepEqual(r.bestSteps, [2]);
     assert.deepEqual(r.counts, [1, 1, 1]);
   });
@@ -87,56 +124,92 @@ describe('ensemble selection (Caruana)', () => {
     //         {M1 x4}: accuracy 1, NLL 0.470004
     //         {M1 x3, M2}: q = [45/64, 45/64, 21/32, 17/32], accuracy 1, NLL 0.439544
     //         -> M0 (lowest NLL among the accurate)
-    assert.deepEqual(r.steps.map((s) => s.picked), [1, 1, 1, 0]);
-    assert.deepEqual(r.steps.map((s) => s.score), [1, 1, 1, 1]);
+    assert.deepEqual(
+      r.steps.map(s => s.picked),
+      [1, 1, 1, 0],
+    );
+    assert.deepEqual(
+      r.steps.map(s => s.score),
+      [1, 1, 1, 1],
+    );
     // all prefixes have accuracy 1; the best prefix is the one with the lowest NLL: step 4
     assert.deepEqual(r.counts, [1, 3, 0]);
     assert.deepEqual(r.weights, [1 / 4, 3 / 4, 0]);
 
     // equal accuracy, lower NLL wins even against a lower index
-    const weak = two([5 / 8, 5 / 8, 5 / 8, 5 / 8]), strong = two([7 / 8, 7 / 8, 7 / 8, 7 / 8]);
+    const weak = two([5 / 8, 5 / 8, 5 / 8, 5 / 8]),
+      strong = two([7 / 8, 7 / 8, 7 / 8, 7 / 8]);
     assert.equal(caruanaSelection([weak, strong], labels, 2, { maxIter: 1, objective: 'accuracy' }).steps[0].picked, 1);
   });
 
   it('ties in the objective go to the lowest member index', () => {
     const r = caruanaSelection([M1, M0, M0, M1], labels, 2, { maxIter: 3 });
     // same numbers as above with M0 at index 1 (and a copy at 2), M1 at 0 (copy at 3)
-    assert.deepEqual(r.steps.map((s) => s.picked), [1, 0, 1]);
+    assert.deepEqual(
+      r.steps.map(s => s.picked),
+      [1, 0, 1],
+    );
   });
 
   it('weights sum to 1 and equal counts / total', () => {
-    for (const opts of [{ maxIter: 7 }, { maxIter: 5, initSize: 2 }, { maxIter: 6, objective: 'accuracy' as const }, { maxIter: 4, bags: 5, seed: 3 }]) {
+    for (const opts of [
+      { maxIter: 7 },
+      { maxIter: 5, initSize: 2 },
+      { maxIter: 6, objective: 'accuracy' as const },
+      { maxIter: 4, bags: 5, seed: 3 },
+    ]) {
       const r = caruanaSelection(members, labels, 2, opts);
       const total = r.counts.reduce((a, c) => a + c, 0);
-      close(r.weights.reduce((a, w) => a + w, 0), 1, 1e-12);
-      assert.deepEqual(r.weights, r.counts.map((c) => c / total));
-      for (const s of r.steps) close(s.weights.reduce((a, w) => a + w, 0), 1, 1e-12);
+      close(
+        r.weights.reduce((a, w) => a + w, 0),
+        1,
+        1e-12,
+      );
+      assert.deepEqual(
+        r.weights,
+        r.counts.map(c => c / total),
+      );
+      for (const s of r.steps)
+        close(
+          s.weights.reduce((a, w) => a + w, 0),
+          1,
+          1e-12,
+        );
     }
   });
 
   it('bagged selection is seeded and draws a subset per bag', () => {
     const opts = { maxIter: 3, bags: 6, bagFraction: 0.5, seed: 11 };
-    const a = caruanaSelection(members, labels, 2, opts), b = caruanaSelection(members, labels, 2, opts);
+    const a = caruanaSelection(members, labels, 2, opts),
+      b = caruanaSelection(members, labels, 2, opts);
     assert.deepEqual(a.weights, b.weights);
     assert.deepEqual(a.steps, b.steps);
-    close(a.weights.reduce((s, w) => s + w, 0), 1, 1e-12);
+    close(
+      a.weights.reduce((s, w) => s + w, 0),
+      1,
+      1e-12,
+    );
     assert.equal(a.bestSteps.length, 6);
     assert.equal(a.steps.length, 6 * 3);
     for (let bag = 0; bag < 6; bag++) {
       // round(0.5 * 3) = 2 members available per bag
-      const picked = new Set(a.steps.filter((s) => s.bag === bag).map((s) => s.picked));
+      const picked = new Set(a.steps.filter(s => s.bag === bag).map(s => s.picked));
       assert.ok(picked.size <= 2, `bag ${bag} used ${[...picked]}`);
     }
     // summed counts are the bags' best prefixes
     const total = a.bestSteps.reduce((s, i) => s + a.steps[i].step, 0);
-    assert.equal(a.counts.reduce((s, c) => s + c, 0), total);
+    assert.equal(
+      a.counts.reduce((s, c) => s + c, 0),
+      total,
+    );
     // with every member in every bag, each bag repeats the unbagged run
     const full = caruanaSelection(members, labels, 2, { maxIter: 4, bags: 3, bagFraction: 1 });
     assert.deepEqual(full.counts, [6, 3, 0]);
     assert.deepEqual(full.weights, [2 / 3, 1 / 3, 0]);
     // a bag never has fewer than one member
     const one = caruanaSelection(members, labels, 2, { maxIter: 2, bags: 2, bagFraction: 0.01, seed: 1 });
-    for (let bag = 0; bag < 2; bag++) assert.equal(new Set(one.steps.filter((s) => s.bag === bag).map((s) => s.picked)).size, 1);
+    for (let bag = 0; bag < 2; bag++)
+      assert.equal(new Set(one.steps.filter(s => s.bag === bag).map(s => s.picked)).size, 1);
   });
 
   it('rejects bad options and shapes with clear errors', () => {
@@ -159,7 +232,8 @@ describe('ensemble selection (Caruana)', () => {
 
 describe('ensemble voting and scores', () => {
   it('weightedAverage by hand', () => {
-    const a = Float32Array.from([0.2, 0.8, 0.6, 0.4]), b = Float32Array.from([0.6, 0.4, 1, 0]);
+    const a = Float32Array.from([0.2, 0.8, 0.6, 0.4]),
+      b = Float32Array.from([0.6, 0.4, 1, 0]);
     // equal: (a + b) / 2
     closeAll(weightedAverage([a, b]), [0.4, 0.6, 0.8, 0.2]);
     closeAll(weightedAverage([a, b], [2, 2]), [0.4, 0.6, 0.8, 0.2]);
@@ -183,10 +257,14 @@ describe('ensemble voting and scores', () => {
     // tie on votes and on mean probability (1/2, 1/2) -> class 0
     assert.deepEqual([...hardVote([Float32Array.from([0.75, 0.25]), Float32Array.from([0.25, 0.75])], 2)], [0]);
     // weights 0.1 + 0.2 against 0.3 are a tie despite rounding: mean p(class 1) = (0.04 + 0.08 + 0.21) / 0.6 = 0.55 wins
-    const x = Float32Array.from([0.6, 0.4]), y = Float32Array.from([0.3, 0.7]);
+    const x = Float32Array.from([0.6, 0.4]),
+      y = Float32Array.from([0.3, 0.7]);
     assert.deepEqual([...hardVote([x, x, y], 2, [0.1, 0.2, 0.3])], [1]);
     // several rows at once
-    assert.deepEqual([...hardVote([Float32Array.from([0.9, 0.1, 0.2, 0.8]), Float32Array.from([0.6, 0.4, 0.3, 0.7])], 2)], [0, 1]);
+    assert.deepEqual(
+      [...hardVote([Float32Array.from([0.9, 0.1, 0.2, 0.8]), Float32Array.from([0.6, 0.4, 0.3, 0.7])], 2)],
+      [0, 1],
+    );
   });
 
   it('nll, predictions and accuracy by hand', () => {

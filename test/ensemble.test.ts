@@ -1,15 +1,30 @@
 // Ensembles end to end on a small MNIST subset, trained in this thread (test/embedded.test.ts compares the
 // embedded run on worker threads with it): tasks, voting, bagging, snapshots and selection, and the combined predictions.
 import { strict as assert } from 'node:assert';
-import { trainEnsemble, ensembleTasks, type EnsembleOptions, type EnsembleResult } from '../engine/ensemble/train-ensemble.ts';
+import {
+  trainEnsemble,
+  ensembleTasks,
+  type EnsembleOptions,
+  type EnsembleResult,
+} from '../engine/ensemble/train-ensemble.ts';
 import { weightedAverage, accuracyOf, nll } from '../engine/ensemble/combine.ts';
 import { RECIPES } from '../engine/train/train-classifier.ts';
 import { loadDataset } from '../engine/data/datasets.ts';
 import { CLASSES } from '../engine/model/cnn.ts';
 
 const base = (o: Partial<EnsembleOptions>): EnsembleOptions => ({
-  kind: 'voting', members: 3, epochs: 2, batchSize: 64, recipe: { ...RECIPES.fleet, lr: 2e-3 }, seed: 5, valFraction: 0,
-  dataset: 'mnist', limitTrain: 1000, limitTest: 200, runtime: { threads: 1 }, ...o,
+  kind: 'voting',
+  members: 3,
+  epochs: 2,
+  batchSize: 64,
+  recipe: { ...RECIPES.fleet, lr: 2e-3 },
+  seed: 5,
+  valFraction: 0,
+  dataset: 'mnist',
+  limitTrain: 1000,
+  limitTest: 200,
+  runtime: { threads: 1 },
+  ...o,
 });
 
 describe('ensembles on a small MNIST subset', function () {
@@ -32,7 +47,7 @@ describe('ensembles on a small MNIST subset', function () {
     assert.equal(snap[0].snapshots, 2);
   });
 
-  it('voting: equal weights; the ensemble is the mean of the members\' test probabilities', async () => {
+  it("voting: equal weights; the ensemble is the mean of the members' test probabilities", async () => {
     const r = await run('voting', {});
     assert.equal(r.members.length, 3);
     assert.deepEqual(r.weights, [1 / 3, 1 / 3, 1 / 3]);
@@ -54,8 +69,14 @@ describe('ensembles on a small MNIST subset', function () {
 
   it('snapshot: one run gives one member per learning-rate cycle', async () => {
     const r = await run('snapshot', { kind: 'snapshot', members: 2 });
-    assert.deepEqual(r.members.map(m => m.epoch), [1, 2]);
-    assert.deepEqual(r.members.map(m => m.name), ['snapshot-run/snapshot-1', 'snapshot-run/snapshot-2']);
+    assert.deepEqual(
+      r.members.map(m => m.epoch),
+      [1, 2],
+    );
+    assert.deepEqual(
+      r.members.map(m => m.name),
+      ['snapshot-run/snapshot-1', 'snapshot-run/snapshot-2'],
+    );
     assert.notDeepEqual(r.members[0].test!.probabilities, r.members[1].test!.probabilities);
   });
 
@@ -67,7 +88,10 @@ describe('ensembles on a small MNIST subset', function () {
     // greedy selection minimises validation loss over prefixes; its best is never worse than the best single member
     const valLabels = r.valLabels!;
     const bestSingle = Math.min(...r.members.map(m => nll(m.val!.probabilities, valLabels, CLASSES)));
-    assert.ok(r.selection!.val_score <= bestSingle + 1e-9, `selected ${r.selection!.val_score} vs best member ${bestSingle}`);
+    assert.ok(
+      r.selection!.val_score <= bestSingle + 1e-9,
+      `selected ${r.selection!.val_score} vs best member ${bestSingle}`,
+    );
     for (const m of r.members) {
       const h = r.histories[m.taskId];
       const bestEpoch = h.reduce((b, e) => (e.val_loss! < b.val_loss! ? e : b), h[0]).epoch;

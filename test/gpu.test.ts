@@ -24,7 +24,9 @@ const cudaProviderInstalled = () => fs.existsSync(path.join(ortBin(), 'libonnxru
 
 describe('GPU detection (worker/gpu.ts)', () => {
   let tmp: string;
-  beforeEach(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-gpu-')); });
+  beforeEach(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-gpu-'));
+  });
   afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   const script = (name: string, body: string) => {
@@ -37,21 +39,29 @@ describe('GPU detection (worker/gpu.ts)', () => {
     const dir = path.join(tmp, 'gpus');
     for (const [bus, model] of Object.entries(models)) {
       fs.mkdirSync(path.join(dir, bus), { recursive: true });
-      fs.writeFileSync(path.join(dir, bus, 'information'),
-        `Model: \t\t ${model}\nIRQ:   \t\t 45\nGPU UUID: \t GPU-8a3c\nVideo BIOS: \t 96.00.9f.00.01\nBus Type: \t PCIe\n`);
+      fs.writeFileSync(
+        path.join(dir, bus, 'information'),
+        `Model: \t\t ${model}\nIRQ:   \t\t 45\nGPU UUID: \t GPU-8a3c\nVideo BIOS: \t 96.00.9f.00.01\nBus Type: \t PCIe\n`,
+      );
     }
     return dir;
   };
 
   it('takes the first line of nvidia-smi --query-gpu=name, checking the arguments it passes', () => {
-    const smi = script('nvidia-smi', '[ "$1" = "--query-gpu=name" ] && [ "$2" = "--format=csv,noheader" ] || exit 9\nprintf "NVIDIA H200\\nNVIDIA H200\\n"');
+    const smi = script(
+      'nvidia-smi',
+      '[ "$1" = "--query-gpu=name" ] && [ "$2" = "--format=csv,noheader" ] || exit 9\nprintf "NVIDIA H200\\nNVIDIA H200\\n"',
+    );
     assert.equal(detectGpuName({ nvidiaSmi: smi, procDir: path.join(tmp, 'none') }), 'NVIDIA H200');
   });
 
-  it('falls back to the driver\'s /proc files when nvidia-smi is missing or fails (first GPU by bus address)', () => {
+  it("falls back to the driver's /proc files when nvidia-smi is missing or fails (first GPU by bus address)", () => {
     const proc = procGpus({ '0000:c1:00.0': 'NVIDIA A100-SXM4-80GB', '0000:41:00.0': 'NVIDIA L4' });
     assert.equal(detectGpuName({ nvidiaSmi: path.join(tmp, 'no-such-nvidia-smi'), procDir: proc }), 'NVIDIA L4');
-    const failing = script('nvidia-smi', 'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver." >&2; exit 9');
+    const failing = script(
+      'nvidia-smi',
+      'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver." >&2; exit 9',
+    );
     assert.equal(detectGpuName({ nvidiaSmi: failing, procDir: proc }), 'NVIDIA L4');
   });
 
@@ -66,13 +76,16 @@ describe('GPU detection (worker/gpu.ts)', () => {
 describe('--device cuda without a usable CUDA execution provider', function () {
   this.timeout(60_000);
   let tmp: string;
-  before(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-cuda-')); });
+  before(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-cuda-'));
+  });
   after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   /** A folder that has onnxruntime-node's two CUDA provider files (empty: only their presence is checked). */
   const fakeProviders = () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'bin-'));
-    for (const f of ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so']) fs.writeFileSync(path.join(dir, f), '');
+    for (const f of ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so'])
+      fs.writeFileSync(path.join(dir, f), '');
     return dir;
   };
 
@@ -83,7 +96,10 @@ describe('--device cuda without a usable CUDA execution provider', function () {
     assert.equal(r.code, 1, r.stderr);
     const lines = r.stderr.trim().split('\n');
     assert.equal(lines.length, 1, r.stderr);
-    assert.match(lines[0], /^fleet: --device cuda: the CUDA execution provider is not installed \(libonnxruntime_providers_cuda\.so not found in .*onnxruntime-node.*\)/);
+    assert.match(
+      lines[0],
+      /^fleet: --device cuda: the CUDA execution provider is not installed \(libonnxruntime_providers_cuda\.so not found in .*onnxruntime-node.*\)/,
+    );
     assert.match(lines[0], /ONNXRUNTIME_NODE_INSTALL=cuda12/);
     assert.doesNotMatch(r.stderr, /nats/i);
   });
@@ -91,14 +107,23 @@ describe('--device cuda without a usable CUDA execution provider', function () {
   it('a training session on cuda fails the same way (createSession)', async function () {
     if (cudaProviderInstalled()) this.skip();
     // the check comes before the model is read, so any bytes do
-    await assert.rejects(createSession(new Uint8Array(0), { device: 'cuda' }), /--device cuda: .*libonnxruntime_providers_cuda\.so not found.*ONNXRUNTIME_NODE_INSTALL=cuda12/);
+    await assert.rejects(
+      createSession(new Uint8Array(0), { device: 'cuda' }),
+      /--device cuda: .*libonnxruntime_providers_cuda\.so not found.*ONNXRUNTIME_NODE_INSTALL=cuda12/,
+    );
   });
 
   it('with the provider installed, names the first CUDA library the loader cannot open and where it comes from', () => {
     const bin = fakeProviders();
-    const libs = [{ lib: 'libc.so.6', from: 'glibc' }, { lib: 'libfleet-test-cudnn.so.9', from: 'cuDNN 9 for CUDA 12' }, { lib: 'libm.so.6', from: 'glibc' }];
-    assert.throws(() => checkCuda({ binDir: bin, libraries: libs }),
-      /^Error: --device cuda: libfleet-test-cudnn\.so\.9 \(cuDNN 9 for CUDA 12\) cannot be loaded: libfleet-test-cudnn\.so\.9: cannot open shared object file.*ONNXRUNTIME_NODE_INSTALL=cuda12/);
+    const libs = [
+      { lib: 'libc.so.6', from: 'glibc' },
+      { lib: 'libfleet-test-cudnn.so.9', from: 'cuDNN 9 for CUDA 12' },
+      { lib: 'libm.so.6', from: 'glibc' },
+    ];
+    assert.throws(
+      () => checkCuda({ binDir: bin, libraries: libs }),
+      /^Error: --device cuda: libfleet-test-cudnn\.so\.9 \(cuDNN 9 for CUDA 12\) cannot be loaded: libfleet-test-cudnn\.so\.9: cannot open shared object file.*ONNXRUNTIME_NODE_INSTALL=cuda12/,
+    );
     // libraries that are there pass (they load, then are refused as Node addons, which is fine)
     assert.doesNotThrow(() => checkCuda({ binDir: bin, libraries: libs.filter(l => l.from === 'glibc') }));
     // only one of the two provider files is not enough
@@ -106,23 +131,39 @@ describe('--device cuda without a usable CUDA execution provider', function () {
     assert.throws(() => checkCuda({ binDir: bin, libraries: [] }), /libonnxruntime_providers_shared\.so not found in/);
   });
 
-  it('names a library whose own dependency is missing (as when cuDNN\'s sub-libraries are absent)', function () {
+  it("names a library whose own dependency is missing (as when cuDNN's sub-libraries are absent)", function () {
     if (spawnSync('cc', ['--version']).status !== 0) this.skip(); // needs a C compiler to build the two libraries
     const dir = fs.mkdtempSync(path.join(tmp, 'so-'));
     fs.writeFileSync(path.join(dir, 'dep.c'), 'int fleet_dep(void) { return 1; }\n');
-    fs.writeFileSync(path.join(dir, 'outer.c'), 'int fleet_dep(void);\nint fleet_outer(void) { return fleet_dep(); }\n');
-    const cc = (args: string[]) => { const r = spawnSync('cc', args, { cwd: dir, encoding: 'utf8' }); assert.equal(r.status, 0, r.stderr); };
+    fs.writeFileSync(
+      path.join(dir, 'outer.c'),
+      'int fleet_dep(void);\nint fleet_outer(void) { return fleet_dep(); }\n',
+    );
+    const cc = (args: string[]) => {
+      const r = spawnSync('cc', args, { cwd: dir, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+    };
     cc(['-shared', '-fPIC', '-o', 'libfleetdep.so', 'dep.c']);
     cc(['-shared', '-fPIC', '-o', 'libfleetouter.so', 'outer.c', '-L.', '-lfleetdep']);
     fs.rmSync(path.join(dir, 'libfleetdep.so')); // the dependency goes missing after linking
-    assert.throws(() => checkCuda({ binDir: fakeProviders(), libraries: [{ lib: path.join(dir, 'libfleetouter.so'), from: 'a test library' }] }),
-      /libfleetouter\.so \(a test library\) cannot be loaded: libfleetdep\.so: cannot open shared object file/);
+    assert.throws(
+      () =>
+        checkCuda({
+          binDir: fakeProviders(),
+          libraries: [{ lib: path.join(dir, 'libfleetouter.so'), from: 'a test library' }],
+        }),
+      /libfleetouter\.so \(a test library\) cannot be loaded: libfleetdep\.so: cannot open shared object file/,
+    );
   });
 });
 
 describe('the GPU in the announcement and in fleet_worker_info (coordinator and worker on the in-process bus)', () => {
   let dir: string, hub: InprocHub, c: Coordinator, workers: WorkerHandle[];
-  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-gpuinfo-')); hub = new InprocHub(); workers = []; });
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-gpuinfo-'));
+    hub = new InprocHub();
+    workers = [];
+  });
   afterEach(async () => {
     for (const w of workers) await w.stop();
     await c?.stop();
@@ -132,15 +173,24 @@ describe('the GPU in the announcement and in fleet_worker_info (coordinator and 
 
   const until = async (cond: () => boolean | Promise<boolean>, ms = 5000) => {
     const t0 = Date.now();
-    while (!(await cond())) { if (Date.now() - t0 > ms) throw new Error('timed out'); await new Promise(r => setTimeout(r, 20)); }
+    while (!(await cond())) {
+      if (Date.now() - t0 > ms) throw new Error('timed out');
+      await new Promise(r => setTimeout(r, 20));
+    }
   };
-  const infoLines = async (m: ReturnType<typeof createMetrics>) => (await exposition(m)).body.split('\n').filter(l => l.startsWith('fleet_worker_info{'));
+  const infoLines = async (m: ReturnType<typeof createMetrics>) =>
+    (await exposition(m)).body.split('\n').filter(l => l.startsWith('fleet_worker_info{'));
 
-  it('a CUDA worker\'s GPU model reaches the coordinator\'s records and metrics; a CPU worker has gpu=""; a lost worker\'s series goes', async () => {
+  it("a CUDA worker's GPU model reaches the coordinator's records and metrics; a CPU worker has gpu=\"\"; a lost worker's series goes", async () => {
     const metrics = createMetrics({ defaultMetrics: false });
     c = new Coordinator(hub.transport(), { stateDir: dir, tickMs: 20, workerTimeoutMs: 300, metrics });
     await c.start();
-    const gpu = startWorker(hub.transport(), { id: 'g1', runtime: { device: 'cuda', threads: 1 }, gpuName: 'NVIDIA H200', heartbeatMs: 50 });
+    const gpu = startWorker(hub.transport(), {
+      id: 'g1',
+      runtime: { device: 'cuda', threads: 1 },
+      gpuName: 'NVIDIA H200',
+      heartbeatMs: 50,
+    });
     const cpu = startWorker(hub.transport(), { id: 'c1', runtime: { device: 'cpu', threads: 1 }, heartbeatMs: 50 });
     workers.push(gpu, cpu);
     await until(() => c.workers.size === 2);

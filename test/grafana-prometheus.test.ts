@@ -15,8 +15,31 @@ const PROM = path.join(REPO_ROOT, 'deploy/prometheus/prometheus.yml');
 const ALERTS = path.join(REPO_ROOT, 'deploy/prometheus/alerts.yml');
 
 const FUNCTIONS_AND_KEYWORDS = new Set([
-  'sum', 'avg', 'min', 'max', 'count', 'stddev', 'stdvar', 'topk', 'bottomk', 'quantile', 'count_values', 'group',
-  'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'offset', 'bool', 'and', 'or', 'unless', 'inf', 'nan',
+  'sum',
+  'avg',
+  'min',
+  'max',
+  'count',
+  'stddev',
+  'stdvar',
+  'topk',
+  'bottomk',
+  'quantile',
+  'count_values',
+  'group',
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'offset',
+  'bool',
+  'and',
+  'or',
+  'unless',
+  'inf',
+  'nan',
 ]);
 
 /**
@@ -25,17 +48,18 @@ const FUNCTIONS_AND_KEYWORDS = new Set([
  */
 export function promqlMetrics(expr: string): string[] {
   const s = expr
-    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, '""')            // strings
-    .replace(/\$\{?\w+\}?/g, '0')                                      // Grafana variables ($fleet_job, ${datasource}, $__rate_interval)
-    .replace(/\{[^}]*\}/g, '')                                         // label matchers
+    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, '""') // strings
+    .replace(/\$\{?\w+\}?/g, '0') // Grafana variables ($fleet_job, ${datasource}, $__rate_interval)
+    .replace(/\{[^}]*\}/g, '') // label matchers
     .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, '') // label lists
-    .replace(/\[[^\]]*\]/g, '')                                        // ranges and subqueries
-    .replace(/\boffset\s+\w+/g, '');                                   // offsets
+    .replace(/\[[^\]]*\]/g, '') // ranges and subqueries
+    .replace(/\boffset\s+\w+/g, ''); // offsets
   const names = new Set<string>();
   for (const m of s.matchAll(/[A-Za-z_:][\w:]*/g)) {
     const after = s.slice(m.index! + m[0].length).trimStart();
     const before = s[m.index! - 1];
-    if (after.startsWith('(') || FUNCTIONS_AND_KEYWORDS.has(m[0].toLowerCase()) || (before && /[\d.]/.test(before))) continue;
+    if (after.startsWith('(') || FUNCTIONS_AND_KEYWORDS.has(m[0].toLowerCase()) || (before && /[\d.]/.test(before)))
+      continue;
     names.add(m[0]);
   }
   return [...names];
@@ -47,7 +71,8 @@ async function exportedSeries(): Promise<Set<string>> {
   const out = new Set<string>();
   for (const metric of await m.registry.getMetricsAsJSON()) {
     const type = String(metric.type as unknown); // prom-client's typings say an enum; at run time it is the type's name
-    const suffixes = type === 'histogram' ? ['_bucket', '_sum', '_count'] : type === 'summary' ? ['', '_sum', '_count'] : [''];
+    const suffixes =
+      type === 'histogram' ? ['_bucket', '_sum', '_count'] : type === 'summary' ? ['', '_sum', '_count'] : [''];
     for (const suffix of suffixes) out.add(metric.name + suffix);
   }
   return out;
@@ -74,13 +99,23 @@ function grafanaExpressions(): { where: string; expr: string }[] {
 
 function alertExpressions(): { where: string; expr: string }[] {
   const doc = YAML.parse(fs.readFileSync(ALERTS, 'utf8'));
-  return doc.groups.flatMap((g: any) => g.rules.map((r: any) => ({ where: `rule ${r.alert ?? r.record}`, expr: String(r.expr) })));
+  return doc.groups.flatMap((g: any) =>
+    g.rules.map((r: any) => ({ where: `rule ${r.alert ?? r.record}`, expr: String(r.expr) })),
+  );
 }
 
 describe('Grafana dashboard and Prometheus configuration', () => {
   it('the PromQL name extraction finds metrics and nothing else', () => {
-    assert.deepEqual(promqlMetrics('histogram_quantile(0.95, sum by (le, model) (rate(fleet_x_seconds_bucket{model=~"$model", le!="1"}[$__rate_interval])))'), ['fleet_x_seconds_bucket']);
-    assert.deepEqual(promqlMetrics('sum(rate(a_total[5m] offset 1h)) / ignoring(x) b > 1.5 * c{job="sum"} and on(le) up').sort(), ['a_total', 'b', 'c', 'up']);
+    assert.deepEqual(
+      promqlMetrics(
+        'histogram_quantile(0.95, sum by (le, model) (rate(fleet_x_seconds_bucket{model=~"$model", le!="1"}[$__rate_interval])))',
+      ),
+      ['fleet_x_seconds_bucket'],
+    );
+    assert.deepEqual(
+      promqlMetrics('sum(rate(a_total[5m] offset 1h)) / ignoring(x) b > 1.5 * c{job="sum"} and on(le) up').sort(),
+      ['a_total', 'b', 'c', 'up'],
+    );
     assert.deepEqual(promqlMetrics('1e-3 + 2'), []);
     assert.deepEqual(promqlMetrics('fleet_training_loss'), ['fleet_training_loss']);
   });
@@ -89,15 +124,26 @@ describe('Grafana dashboard and Prometheus configuration', () => {
     const exported = await exportedSeries();
     const exprs = [...grafanaExpressions(), ...alertExpressions()];
     assert.ok(exprs.length > 25, `${exprs.length} expressions`);
-    const unknown = exprs.flatMap(({ where, expr }) => promqlMetrics(expr).filter(n => !exported.has(n)).map(n => `${where}: ${n}`));
+    const unknown = exprs.flatMap(({ where, expr }) =>
+      promqlMetrics(expr)
+        .filter(n => !exported.has(n))
+        .map(n => `${where}: ${n}`),
+    );
     assert.deepEqual(unknown, []);
   });
 
   it('every fleet metric has a Grafana panel', async () => {
     const m = createMetrics({ defaultMetrics: false });
     const fleet = (await m.registry.getMetricsAsJSON()).map(x => x.name);
-    const used = new Set(grafanaExpressions().flatMap(e => promqlMetrics(e.expr)).map(n => n.replace(/_(bucket|sum|count)$/, '')));
-    assert.deepEqual(fleet.filter(n => !used.has(n)), []);
+    const used = new Set(
+      grafanaExpressions()
+        .flatMap(e => promqlMetrics(e.expr))
+        .map(n => n.replace(/_(bucket|sum|count)$/, '')),
+    );
+    assert.deepEqual(
+      fleet.filter(n => !used.has(n)),
+      [],
+    );
   });
 
   it('the dashboard has cluster, training and serving rows and takes its datasource from a variable', () => {
@@ -115,16 +161,18 @@ describe('Grafana dashboard and Prometheus configuration', () => {
     for (const p of dash.panels) {
       const g = p.gridPos;
       assert.ok(g.x >= 0 && g.x + g.w <= 24, p.title);
-      for (let x = g.x; x < g.x + g.w; x++) for (let y = g.y; y < g.y + g.h; y++) {
-        assert.ok(!cells.has(`${x},${y}`), `${p.title} overlaps at ${x},${y}`);
-        cells.add(`${x},${y}`);
-      }
+      for (let x = g.x; x < g.x + g.w; x++)
+        for (let y = g.y; y < g.y + g.h; y++) {
+          assert.ok(!cells.has(`${x},${y}`), `${p.title} overlaps at ${x},${y}`);
+          cells.add(`${x},${y}`);
+        }
     }
   });
 
   it('the alert rules cover lost workers, task retries, inference errors and step time regressions', () => {
     const names = alertExpressions().map(e => e.where);
-    for (const a of ['FleetWorkerLost', 'FleetTaskRetries', 'FleetInferenceErrorRatio', 'FleetStepTimeRegression']) assert.ok(names.includes(`rule ${a}`), a);
+    for (const a of ['FleetWorkerLost', 'FleetTaskRetries', 'FleetInferenceErrorRatio', 'FleetStepTimeRegression'])
+      assert.ok(names.includes(`rule ${a}`), a);
   });
 
   it('promtool accepts prometheus.yml and alerts.yml', function () {
@@ -141,7 +189,10 @@ describe('Grafana dashboard and Prometheus configuration', () => {
     assert.ok(promtoolAvailable(), 'promtool is not installed (apt-get install prometheus; .ci/run does)');
     const bad = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-rules-')), 'bad.yml');
     try {
-      fs.writeFileSync(bad, 'groups:\n  - name: x\n    rules:\n      - alert: Bad\n        expr: sum(rate(fleet_task_retries_total[5m])\n');
+      fs.writeFileSync(
+        bad,
+        'groups:\n  - name: x\n    rules:\n      - alert: Bad\n        expr: sum(rate(fleet_task_retries_total[5m])\n',
+      );
       assert.notEqual(promtool(['check', 'rules', bad]).status, 0);
     } finally {
       fs.rmSync(path.dirname(bad), { recursive: true, force: true });

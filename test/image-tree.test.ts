@@ -7,8 +7,17 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO_ROOT } from './helpers/cli.ts';
 
-const COMMANDS = [['--help'], ['train', '--help'], ['data', '--help'], ['bench', '--help'], ['coordinator', '--help'],
-  ['worker', '--help'], ['serve', '--help'], ['models', '--help'], ['predict', '--help']];
+const COMMANDS = [
+  ['--help'],
+  ['train', '--help'],
+  ['data', '--help'],
+  ['bench', '--help'],
+  ['coordinator', '--help'],
+  ['worker', '--help'],
+  ['serve', '--help'],
+  ['models', '--help'],
+  ['predict', '--help'],
+];
 
 describe('a tree without test/ (as in the container images)', function () {
   this.timeout(180_000);
@@ -19,12 +28,18 @@ describe('a tree without test/ (as in the container images)', function () {
     fs.cpSync(REPO_ROOT, dir, { recursive: true, filter: src => !skip.has(path.relative(REPO_ROOT, src)) });
     fs.symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(dir, 'node_modules'));
   });
-  after(() => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
+  after(() => {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
 
   for (const args of COMMANDS) {
     it(`fleet ${args.join(' ')} works`, () => {
       assert.ok(!fs.existsSync(path.join(dir, 'test')));
-      const r = spawnSync(process.execPath, [path.join(dir, 'bin', 'fleet.js'), ...args], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync(process.execPath, [path.join(dir, 'bin', 'fleet.js'), ...args], {
+        cwd: dir,
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
       assert.equal(r.status, 0, `exit ${r.status}: ${r.stderr}`);
       assert.match(r.stdout, /usage|fleet/i);
     });

@@ -4,7 +4,8 @@ import { Rng } from '../engine/util/random.ts';
 
 /** AUC by counting all (positive, negative) pairs: 1 if the positive scores higher, 1/2 on a tie. */
 function bruteAuc(s: ArrayLike<number>, y: ArrayLike<number>): number {
-  let wins = 0, pairs = 0;
+  let wins = 0,
+    pairs = 0;
   for (let i = 0; i < s.length; i++) {
     if (y[i] !== 1) continue;
     for (let j = 0; j < s.length; j++) {
@@ -24,7 +25,9 @@ describe('metrics', () => {
     // pos {0.4, 0.8} vs neg {0.1, 0.4}: 1 + 0.5 + 1 + 1 = 3.5 of 4
     assert.equal(rocAuc([0.1, 0.4, 0.4, 0.8], [0, 0, 1, 1]), 0.875);
     // pos {0.5, 0.2} vs neg {0.5, 0.9, 0.2}: (0.5 + 0 + 1) + (0 + 0 + 0.5) = 2 of 6
-    assert.ok(Math.abs(rocAuc(new Float32Array([0.5, 0.5, 0.2, 0.9, 0.2]), Uint8Array.from([1, 0, 1, 0, 0])) - 1 / 3) < 1e-12);
+    assert.ok(
+      Math.abs(rocAuc(new Float32Array([0.5, 0.5, 0.2, 0.9, 0.2]), Uint8Array.from([1, 0, 1, 0, 0])) - 1 / 3) < 1e-12,
+    );
   });
 
   it('rocAuc matches a brute-force pairwise count on random data (with ties)', () => {
@@ -32,7 +35,8 @@ describe('metrics', () => {
     for (const n of [2, 7, 50, 400]) {
       const s = Array.from({ length: n }, () => (rng.next() < 0.3 ? rng.int(5) / 4 : rng.next()));
       const y = Array.from({ length: n }, () => rng.int(2));
-      y[0] = 0; y[n - 1] = 1;
+      y[0] = 0;
+      y[n - 1] = 1;
       assert.ok(Math.abs(rocAuc(s, y) - bruteAuc(s, y)) < 1e-12, `n=${n}`);
     }
   });
@@ -48,12 +52,7 @@ describe('metrics', () => {
 
   it('accuracy and confusionMatrix on a small hand example', () => {
     // 4 samples, 3 classes; predictions (argmax) 1, 0, 2, 0 (tie 0/2 -> first)
-    const p = new Float32Array([
-      0.1, 0.7, 0.2,
-      0.6, 0.3, 0.1,
-      0.2, 0.2, 0.6,
-      0.4, 0.2, 0.4,
-    ]);
+    const p = new Float32Array([0.1, 0.7, 0.2, 0.6, 0.3, 0.1, 0.2, 0.2, 0.6, 0.4, 0.2, 0.4]);
     const y = [1, 1, 2, 0];
     assert.equal(accuracy(p, y, 3), 0.75);
     assert.equal(accuracy(p, Uint8Array.from([1, 0, 2, 0]), 3), 1);
@@ -78,10 +77,18 @@ describe('metrics', () => {
 
   it('testErrors: the confusion matrix and the mistakes, most confident first, capped', () => {
     const p = new Float32Array([
-      0.1, 0.7, 0.2, // label 1: right
-      0.6, 0.3, 0.1, // label 1: wrong (0, 0.6)
-      0.1, 0.1, 0.8, // label 0: wrong (2, 0.8)
-      0.4, 0.2, 0.4, // label 2: wrong (0 on the tie, 0.4)
+      0.1,
+      0.7,
+      0.2, // label 1: right
+      0.6,
+      0.3,
+      0.1, // label 1: wrong (0, 0.6)
+      0.1,
+      0.1,
+      0.8, // label 0: wrong (2, 0.8)
+      0.4,
+      0.2,
+      0.4, // label 2: wrong (0 on the tie, 0.4)
     ]);
     const r = testErrors(p, [1, 1, 0, 2], 3);
     assert.deepEqual(r.confusion, confusionMatrix(p, [1, 1, 0, 2], 3));
@@ -93,7 +100,10 @@ describe('metrics', () => {
     ]);
     const capped = testErrors(p, [1, 1, 0, 2], 3, 1);
     assert.equal(capped.errors, 3);
-    assert.deepEqual(capped.misclassified.map(m => m.index), [2]);
+    assert.deepEqual(
+      capped.misclassified.map(m => m.index),
+      [2],
+    );
     assert.throws(() => testErrors(p, [1, 1, 0], 3), /4 predictions but 3 labels/);
   });
 });

@@ -40,7 +40,11 @@ describe('mil: gradient rules', () => {
     await check((g, [x]) => g.reduceMax(x, [0, 2], true), [{ shape: [3, 5, 4], data: distinct(60, 2) }], { eps: 1e-3 });
     await check((g, [x]) => g.reduceMax(x, [-1], false), [{ shape: [2, 6], data: distinct(12, 3) }], { eps: 1e-3 });
     // used twice, after a nonlinearity
-    await check((g, [x]) => g.mul(g.reduceMax(g.tanh(x), [1], true), x), [{ shape: [4, 3], data: distinct(12, 4, 0.2) }], { eps: 1e-3 });
+    await check(
+      (g, [x]) => g.mul(g.reduceMax(g.tanh(x), [1], true), x),
+      [{ shape: [4, 3], data: distinct(12, 4, 0.2) }],
+      { eps: 1e-3 },
+    );
   });
 
   it('ReduceMax shares the gradient equally among tied maxima; masked max pooling gives padding no gradient', async () => {
@@ -53,12 +57,16 @@ describe('mil: gradient rules', () => {
 
     // the MIL max pooling: padded rows replaced by -1e9 before the max, even when they hold the largest values
     const g2 = new Graph();
-    const h = g2.input('h', [1, 3, 2]), mask = g2.input('mask', [1, 3, 1]);
+    const h = g2.input('h', [1, 3, 2]),
+      mask = g2.input('mask', [1, 3, 1]);
     const m = g2.reduceMax(g2.where(g2.greater(mask, g2.scalar(0.5)), h, g2.scalar(-1e9)), [1], false);
     const l2 = g2.reduceSum(m, [0, 1], false);
     g2.output(m, 'm');
     g2.output(gradients(g2, l2, [h])[0], 'dh');
-    const o2 = await runOnce(g2.toModel(), { h: f32([1, -2, 3, -1, 9, 9], [1, 3, 2]), mask: f32([1, 1, 0], [1, 3, 1]) });
+    const o2 = await runOnce(g2.toModel(), {
+      h: f32([1, -2, 3, -1, 9, 9], [1, 3, 2]),
+      mask: f32([1, 1, 0], [1, 3, 1]),
+    });
     assert.deepEqual(Array.from(o2.m.data as Float32Array), [3, -1]);
     assert.deepEqual(Array.from(o2.dh.data as Float32Array), [0, 0, 1, 1, 0, 0]);
   });
@@ -68,32 +76,57 @@ describe('mil: gradient rules', () => {
     // y times the mask broadcast over the batch axis: padded samples do not reach the output (as in MIL)
     const build = (g: Graph, [x, gamma, beta, m, v, mk]: Value[]) =>
       g.mul(batchNormTrainingCNHW(g, x, gamma, beta, m, v, { mask: mk }).y, g.reshape(mk, [1, 5, 1, 1]));
-    const specs: InputSpec[] = [{ shape: [3, 5, 2, 2] }, { shape: [3] }, { shape: [3] }, { shape: [3], diff: false },
-      { shape: [3], positive: true, diff: false }, { shape: [5], data: mask, diff: false }];
+    const specs: InputSpec[] = [
+      { shape: [3, 5, 2, 2] },
+      { shape: [3] },
+      { shape: [3] },
+      { shape: [3], diff: false },
+      { shape: [3], positive: true, diff: false },
+      { shape: [5], data: mask, diff: false },
+    ];
     await check(build, specs, { directions: 3 });
     await check(build, specs, { directions: 3, seed: 7 });
     // one real sample per bag of 4 padded ones: the statistics come from a single sample (H*W values)
     const lone = Float32Array.from([0, 0, 1, 0, 0]);
-    await check((g, [x, gamma, beta, m, v, mk]) =>
-      g.mul(batchNormTrainingCNHW(g, x, gamma, beta, m, v, { mask: mk }).y, g.reshape(mk, [1, 5, 1, 1])),
-    [{ shape: [2, 5, 3, 3] }, { shape: [2] }, { shape: [2] }, { shape: [2], diff: false }, { shape: [2], positive: true, diff: false },
-      { shape: [5], data: lone, diff: false }], { directions: 3 });
+    await check(
+      (g, [x, gamma, beta, m, v, mk]) =>
+        g.mul(batchNormTrainingCNHW(g, x, gamma, beta, m, v, { mask: mk }).y, g.reshape(mk, [1, 5, 1, 1])),
+      [
+        { shape: [2, 5, 3, 3] },
+        { shape: [2] },
+        { shape: [2] },
+        { shape: [2], diff: false },
+        { shape: [2], positive: true, diff: false },
+        { shape: [5], data: lone, diff: false },
+      ],
+      { directions: 3 },
+    );
   });
 });
 
 describe('mil: masked BatchNorm equals BatchNorm on the real samples only', () => {
-  const C = 3, N = 6, H = 3, W = 2, HW = H * W;
-  const real = [0, 2, 3, 5], maskArr = Array.from({ length: N }, (_, n) => (real.includes(n) ? 1 : 0));
+  const C = 3,
+    N = 6,
+    H = 3,
+    W = 2,
+    HW = H * W;
+  const real = [0, 2, 3, 5],
+    maskArr = Array.from({ length: N }, (_, n) => (real.includes(n) ? 1 : 0));
   const Nr = real.length;
   const rng = new Rng(12);
   const xFull = new Float32Array(C * N * HW);
-  for (let c = 0; c < C; c++) for (let n = 0; n < N; n++) for (let k = 0; k < HW; k++) {
-    // padded samples hold large values: any leak into the statistics would show
-    xFull[(c * N + n) * HW + k] = maskArr[n] ? rng.normal() * (c + 1) + c : 100 + 50 * rng.normal();
-  }
+  for (let c = 0; c < C; c++)
+    for (let n = 0; n < N; n++)
+      for (let k = 0; k < HW; k++) {
+        // padded samples hold large values: any leak into the statistics would show
+        xFull[(c * N + n) * HW + k] = maskArr[n] ? rng.normal() * (c + 1) + c : 100 + 50 * rng.normal();
+      }
   const gather = (t: ArrayLike<number>) => {
     const r = new Float32Array(C * Nr * HW);
-    for (let c = 0; c < C; c++) real.forEach((n, j) => { for (let k = 0; k < HW; k++) r[(c * Nr + j) * HW + k] = t[(c * N + n) * HW + k]; });
+    for (let c = 0; c < C; c++)
+      real.forEach((n, j) => {
+        for (let k = 0; k < HW; k++) r[(c * Nr + j) * HW + k] = t[(c * N + n) * HW + k];
+      });
     return r;
   };
   const xReal = gather(xFull);
@@ -102,8 +135,11 @@ describe('mil: masked BatchNorm equals BatchNorm on the real samples only', () =
 
   async function runBoth() {
     const g = new Graph('masked_bn');
-    const xf = g.input('xf', [C, N, H, W]), xr = g.input('xr', [C, Nr, H, W]), mask = g.input('mask', [N]);
-    const pf = g.input('pf', [C, N, H, W]), pr = g.input('pr', [C, Nr, H, W]);
+    const xf = g.input('xf', [C, N, H, W]),
+      xr = g.input('xr', [C, Nr, H, W]),
+      mask = g.input('mask', [N]);
+    const pf = g.input('pf', [C, N, H, W]),
+      pr = g.input('pr', [C, Nr, H, W]);
     const [gamma, beta, rm, rv] = ['gamma', 'beta', 'rm', 'rv'].map(n => g.input(n, [C]));
     const a = batchNormTrainingCNHW(g, xf, gamma, beta, rm, rv, { mask });
     const b = batchNormTrainingCNHW(g, xr, gamma, beta, rm, rv);
@@ -112,12 +148,30 @@ describe('mil: masked BatchNorm equals BatchNorm on the real samples only', () =
     const lb = g.reduceSum(g.mul(b.y, pr), [0, 1, 2, 3], false);
     const [dxa, dga, dba] = gradients(g, la, [xf, gamma, beta]);
     const [dxb, dgb, dbb] = gradients(g, lb, [xr, gamma, beta]);
-    Object.entries({ ya: a.y, ma: a.mean, va: a.variance, yb: b.y, mb: b.mean, vb: b.variance, dxa, dga, dba, dxb, dgb, dbb })
-      .forEach(([name, v]) => g.output(v, name));
+    Object.entries({
+      ya: a.y,
+      ma: a.mean,
+      va: a.variance,
+      yb: b.y,
+      mb: b.mean,
+      vb: b.variance,
+      dxa,
+      dga,
+      dba,
+      dxb,
+      dgb,
+      dbb,
+    }).forEach(([name, v]) => g.output(v, name));
     const feeds: Feeds = {
-      xf: f32(xFull, [C, N, H, W]), xr: f32(xReal, [C, Nr, H, W]), mask: f32(maskArr, [N]),
-      pf: f32(proj, [C, N, H, W]), pr: f32(gather(proj), [C, Nr, H, W]),
-      gamma: f32(params.gamma, [C]), beta: f32(params.beta, [C]), rm: f32(params.rm, [C]), rv: f32(params.rv, [C]),
+      xf: f32(xFull, [C, N, H, W]),
+      xr: f32(xReal, [C, Nr, H, W]),
+      mask: f32(maskArr, [N]),
+      pf: f32(proj, [C, N, H, W]),
+      pr: f32(gather(proj), [C, Nr, H, W]),
+      gamma: f32(params.gamma, [C]),
+      beta: f32(params.beta, [C]),
+      rm: f32(params.rm, [C]),
+      rv: f32(params.rv, [C]),
     };
     const out = await runOnce(g.toModel(), feeds);
     return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v.data as Float32Array]));
@@ -134,7 +188,10 @@ describe('mil: masked BatchNorm equals BatchNorm on the real samples only', () =
       const mean = vals.reduce((s, v) => s + v, 0) / vals.length;
       const unbiased = vals.reduce((s, v) => s + (v - mean) ** 2, 0) / (vals.length - 1);
       assert.ok(Math.abs(o.ma[c] - (0.9 * params.rm[c] + 0.1 * mean)) < 1e-5, `running mean ${c}`);
-      assert.ok(Math.abs(o.va[c] - (0.9 * params.rv[c] + 0.1 * unbiased)) < 1e-4 * (1 + unbiased), `running variance ${c}`);
+      assert.ok(
+        Math.abs(o.va[c] - (0.9 * params.rv[c] + 0.1 * unbiased)) < 1e-4 * (1 + unbiased),
+        `running variance ${c}`,
+      );
     }
   });
 
@@ -143,9 +200,12 @@ describe('mil: masked BatchNorm equals BatchNorm on the real samples only', () =
     assertClose(o.dga, o.dgb, 'dgamma', { rtol: 1e-4, atol: 1e-5 });
     assertClose(o.dba, o.dbb, 'dbeta', { rtol: 1e-4, atol: 1e-5 });
     assertClose(gather(o.dxa), o.dxb, 'dx at real samples', { rtol: 1e-4, atol: 1e-5 });
-    for (let c = 0; c < C; c++) for (let n = 0; n < N; n++) if (!maskArr[n]) {
-      for (let k = 0; k < HW; k++) assert.ok(o.dxa[(c * N + n) * HW + k] === 0, `dx at padded sample ${n}: ${o.dxa[(c * N + n) * HW + k]}`);
-    }
+    for (let c = 0; c < C; c++)
+      for (let n = 0; n < N; n++)
+        if (!maskArr[n]) {
+          for (let k = 0; k < HW; k++)
+            assert.ok(o.dxa[(c * N + n) * HW + k] === 0, `dx at padded sample ${n}: ${o.dxa[(c * N + n) * HW + k]}`);
+        }
   });
 });
 
@@ -153,22 +213,31 @@ describe('mil: masked BatchNorm equals BatchNorm on the real samples only', () =
 
 /** Three bags of lengths 3, 6 and 1 from the test split (one positive for target 9 or not, it does not matter here). */
 const BAGS: Bag[] = [[0, 1, 2], [3, 4, 5, 6, 7, 8], [9]].map(ix => ({
-  indices: Uint32Array.from(ix), label: (ix.length % 2) as 0 | 1, instanceLabels: new Uint8Array(ix.length),
+  indices: Uint32Array.from(ix),
+  label: (ix.length % 2) as 0 | 1,
+  instanceLabels: new Uint8Array(ix.length),
 }));
 
 function packed(split: Split, bags: Bag[], L: number): Feeds {
-  const u8 = new Uint8Array(bags.length * L * IMAGE_SIZE), mask = new Float32Array(bags.length * L);
+  const u8 = new Uint8Array(bags.length * L * IMAGE_SIZE),
+    mask = new Float32Array(bags.length * L);
   packBags(split, bags, L, u8, mask);
   return {
     x: f32(normalise(u8, new Float32Array(u8.length)), [bags.length * L, 1, 28, 28]),
     mask: f32(mask, [bags.length, L]),
-    labels: f32(bags.map(b => b.label), [bags.length]),
+    labels: f32(
+      bags.map(b => b.label),
+      [bags.length],
+    ),
   };
 }
 
 function weightFeeds(params: TensorSet, buffers: TensorSet): Feeds {
   const feeds: Feeds = {};
-  for (const set of [params, buffers]) set.names.forEach((n, i) => { feeds[n] = new ort.Tensor('float32', set.data[i], set.shapes[i]); });
+  for (const set of [params, buffers])
+    set.names.forEach((n, i) => {
+      feeds[n] = new ort.Tensor('float32', set.data[i], set.shapes[i]);
+    });
   return feeds;
 }
 
@@ -191,18 +260,22 @@ function realAttention(att: Float32Array, bags: Bag[], L: number, what: string):
   });
 }
 
-describe('mil: the model is Ilse et al. 2018\'s (no BatchNorm, no dropout)', () => {
+describe("mil: the model is Ilse et al. 2018's (no BatchNorm, no dropout)", () => {
   // conv 5x5 1->20, conv 5x5 20->50, Linear 800->500, attention 500->128(->128 gate)->1, classifier 500->1
-  const encoder = (20 * 25 + 20) + (50 * 20 * 25 + 50) + (800 * 500 + 500);
+  const encoder = 20 * 25 + 20 + (50 * 20 * 25 + 50) + (800 * 500 + 500);
   const expected: Record<Pooling, number> = {
     attention: encoder + (500 * 128 + 128) + (128 + 1) + (500 + 1),
     gated: encoder + 2 * (500 * 128 + 128) + (128 + 1) + (500 + 1),
-    mean: encoder + (500 + 1), max: encoder + (500 + 1),
+    mean: encoder + (500 + 1),
+    max: encoder + (500 + 1),
   };
   for (const pooling of POOLINGS) {
     it(`${pooling}: parameter count ${expected[pooling]}, no buffers, no Dropout; the export takes one input`, async () => {
       const params = TensorSet.init(milParams(pooling), 1);
-      assert.equal(params.data.reduce((n, a) => n + a.length, 0), expected[pooling]);
+      assert.equal(
+        params.data.reduce((n, a) => n + a.length, 0),
+        expected[pooling],
+      );
       assert.deepEqual(milBuffers(), []);
       const model = exportMil(params, TensorSet.init(milBuffers(), 0), pooling);
       const session = await ort.InferenceSession.create(model);
@@ -210,23 +283,28 @@ describe('mil: the model is Ilse et al. 2018\'s (no BatchNorm, no dropout)', () 
       // op types are plain strings in the ONNX protobuf
       const text = new TextDecoder('latin1').decode(buildMilGraph(pooling, 2, 3, true, 0));
       assert.ok(!text.includes('Dropout'), 'the training graph has no Dropout');
-      assert.ok(text.includes('grad.conv2.bias'), 'sanity: the text holds the graph\'s names');
+      assert.ok(text.includes('grad.conv2.bias'), "sanity: the text holds the graph's names");
     });
   }
 });
 
 describe('mil: padded bags', function () {
   let test: Split;
-  before(() => { test = loadDataset('mnist').test; });
+  before(() => {
+    test = loadDataset('mnist').test;
+  });
   const L0 = maxLength(BAGS);
 
   for (const pooling of POOLINGS) {
     it(`${pooling}: eval graph is invariant to the padded length; attention sums to 1 on real instances, 0 on padding`, async () => {
       const { params, buffers } = weights(pooling, 5);
       const w = weightFeeds(params, buffers);
-      const runAt = (L: number) => runOnce(buildMilGraph(pooling, BAGS.length, L, false, 0), { ...w, ...packed(test, BAGS, L) });
-      const a = await runAt(L0), b = await runAt(L0 + 5);
-      const pa = a.probability.data as Float32Array, pb = b.probability.data as Float32Array;
+      const runAt = (L: number) =>
+        runOnce(buildMilGraph(pooling, BAGS.length, L, false, 0), { ...w, ...packed(test, BAGS, L) });
+      const a = await runAt(L0),
+        b = await runAt(L0 + 5);
+      const pa = a.probability.data as Float32Array,
+        pb = b.probability.data as Float32Array;
       assertClose(pb, pa, 'bag probabilities', { rtol: 1e-5, atol: 1e-6 });
       assertClose(a.loss.data as Float32Array, b.loss.data as Float32Array, 'loss', { rtol: 1e-5, atol: 1e-6 });
       if (pooling === 'max') {
@@ -235,7 +313,8 @@ describe('mil: padded bags', function () {
         const ra = realAttention(a.attention.data as Float32Array, BAGS, L0, `L=${L0}`);
         const rb = realAttention(b.attention.data as Float32Array, BAGS, L0 + 5, `L=${L0 + 5}`);
         assertClose(rb.flat(), ra.flat(), 'attention on real instances', { rtol: 1e-5, atol: 1e-6 });
-        if (pooling === 'mean') ra.forEach((r, k) => r.forEach(v => assert.ok(Math.abs(v - 1 / BAGS[k].indices.length) < 1e-6)));
+        if (pooling === 'mean')
+          ra.forEach((r, k) => r.forEach(v => assert.ok(Math.abs(v - 1 / BAGS[k].indices.length) < 1e-6)));
         // a single-instance bag puts all its weight on that instance
         assert.ok(Math.abs(ra[2][0] - 1) < 1e-6);
       }
@@ -252,19 +331,25 @@ describe('mil: padded bags', function () {
     it(`${pooling}: training graph: same loss and parameter gradients at two padded lengths; equals the eval graph`, async () => {
       const { params, buffers } = weights(pooling, 6);
       const w = weightFeeds(params, buffers);
-      const runAt = (L: number) => runOnce(buildMilGraph(pooling, BAGS.length, L, true, 0), { ...w, ...packed(test, BAGS, L) });
-      const a = await runAt(L0), b = await runAt(L0 + 5);
+      const runAt = (L: number) =>
+        runOnce(buildMilGraph(pooling, BAGS.length, L, true, 0), { ...w, ...packed(test, BAGS, L) });
+      const a = await runAt(L0),
+        b = await runAt(L0 + 5);
       const data = (o: typeof a, k: string) => o[k].data as Float32Array;
       assertClose(data(b, 'loss'), data(a, 'loss'), 'loss', { rtol: 1e-5, atol: 1e-6 });
       assertClose(data(b, 'probability'), data(a, 'probability'), 'probability', { rtol: 1e-5, atol: 1e-6 });
       for (const name of params.names) {
-        const ga = data(a, `grad.${name}`), gb = data(b, `grad.${name}`);
+        const ga = data(a, `grad.${name}`),
+          gb = data(b, `grad.${name}`);
         assert.ok(ga.every(Number.isFinite), `grad.${name} is finite`);
         assertCloseScaled(gb, ga, `grad.${name}`, 1e-4);
       }
       // no BatchNorm and no dropout: the training graph computes what the eval graph does
       const e = await runOnce(buildMilGraph(pooling, BAGS.length, L0, false, 0), { ...w, ...packed(test, BAGS, L0) });
-      assertClose(data(a, 'probability'), data(e, 'probability'), 'training vs eval probability', { rtol: 1e-5, atol: 1e-6 });
+      assertClose(data(a, 'probability'), data(e, 'probability'), 'training vs eval probability', {
+        rtol: 1e-5,
+        atol: 1e-6,
+      });
       // the check has teeth: with the padding marked as real (mask all ones), the bag probabilities change
       const f = packed(test, BAGS, L0 + 5);
       f.mask = f32(new Float32Array(BAGS.length * (L0 + 5)).fill(1), [BAGS.length, L0 + 5]);
@@ -281,8 +366,17 @@ describe('mil: training on a few bags and the exported model', function () {
   let data: { train: Split; test: Split };
   const results = new Map<Pooling, MilResult>();
   const base = (pooling: Pooling): MilOptions => ({
-    pooling, epochs: 2, seed: 4, bags: 12, testBags: 20, bagMean: 5, bagStd: 1, target: 9,
-    train: data.train, test: data.test, runtime: { threads: 1 },
+    pooling,
+    epochs: 2,
+    seed: 4,
+    bags: 12,
+    testBags: 20,
+    bagMean: 5,
+    bagStd: 1,
+    target: 9,
+    train: data.train,
+    test: data.test,
+    runtime: { threads: 1 },
   });
 
   before(async function () {
@@ -293,9 +387,13 @@ describe('mil: training on a few bags and the exported model', function () {
   for (const pooling of POOLINGS) {
     it(`${pooling}: trains 2 epochs; AUC in [0, 1]; one attention weight per instance${pooling === 'max' ? ' (null for max)' : ''}`, () => {
       const r = results.get(pooling)!;
-      assert.deepEqual(r.history.map(h => h.epoch), [1, 2]);
+      assert.deepEqual(
+        r.history.map(h => h.epoch),
+        [1, 2],
+      );
       for (const h of r.history) {
-        for (const k of ['train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'lr'] as const) assert.ok(Number.isFinite(h[k]), `epoch ${h.epoch} ${k} = ${h[k]}`);
+        for (const k of ['train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'lr'] as const)
+          assert.ok(Number.isFinite(h[k]), `epoch ${h.epoch} ${k} = ${h[k]}`);
         assert.ok(h.train_accuracy >= 0 && h.train_accuracy <= 1 && h.test_accuracy >= 0 && h.test_accuracy <= 1);
       }
       const { auc, accuracy, loss, predictions } = r.test;
@@ -336,9 +434,20 @@ describe('mil: training on a few bags and the exported model', function () {
       const straight = await trainMil({ ...base('attention'), epochs: 3, checkpointDir: dir });
       fs.rmSync(checkpointFile(dir, 3));
       const resumed = await trainMil({ ...base('attention'), epochs: 3, checkpointDir: dir, resume: true });
-      resumed.params.data.forEach((a, i) => assert.ok(a.every((v, k) => Object.is(v, straight.params.data[i][k])), `parameter ${resumed.params.names[i]} differs`));
-      assert.deepEqual(resumed.test.predictions.map(p => p.probability), straight.test.predictions.map(p => p.probability));
-      await assert.rejects(trainMil({ ...base('gated'), epochs: 3, checkpointDir: dir, resume: true }), /cannot resume/);
+      resumed.params.data.forEach((a, i) =>
+        assert.ok(
+          a.every((v, k) => Object.is(v, straight.params.data[i][k])),
+          `parameter ${resumed.params.names[i]} differs`,
+        ),
+      );
+      assert.deepEqual(
+        resumed.test.predictions.map(p => p.probability),
+        straight.test.predictions.map(p => p.probability),
+      );
+      await assert.rejects(
+        trainMil({ ...base('gated'), epochs: 3, checkpointDir: dir, resume: true }),
+        /cannot resume/,
+      );
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -347,7 +456,11 @@ describe('mil: training on a few bags and the exported model', function () {
   it('rejects invalid options with clear errors', async () => {
     await assert.rejects(trainMil({ ...base('attention'), target: 12 }), /target digit must be 0-9, got 12/);
     await assert.rejects(trainMil({ ...base('attention'), bags: 0 }), /bag count must be an integer >= 1, got 0/);
-    for (const bad of [0, -1, 1.5]) await assert.rejects(trainMil({ ...base('attention'), bagsPerStep: bad }), /bags per step must be an integer >= 1/);
+    for (const bad of [0, -1, 1.5])
+      await assert.rejects(
+        trainMil({ ...base('attention'), bagsPerStep: bad }),
+        /bags per step must be an integer >= 1/,
+      );
     await assert.rejects(trainMil({ ...base('mean'), testBags: 0 }), /bag count must be an integer >= 1, got 0/);
     await assert.rejects(trainMil({ ...base('gated'), bagMean: 0 }), /meanLength must be > 0/);
   });
@@ -358,39 +471,65 @@ describe('mil: training on a few bags and the exported model', function () {
       const w = weightFeeds(r.params, r.buffers);
       const model = exportMil(r.params, r.buffers, pooling, { pooling });
       for (const n of [7, 1, 3]) {
-        const bag: Bag = { indices: Uint32Array.from({ length: n }, (_, i) => 20 + 3 * i), label: 0, instanceLabels: new Uint8Array(n) };
+        const bag: Bag = {
+          indices: Uint32Array.from({ length: n }, (_, i) => 20 + 3 * i),
+          label: 0,
+          instanceLabels: new Uint8Array(n),
+        };
         const feeds = packed(data.test, [bag], n);
         const ref = await runOnce(buildMilGraph(pooling, 1, n, false, 0), { ...w, ...feeds });
         const out = await runOnce(model, { input: feeds.x });
         assert.deepEqual(out.probability.dims, [1]);
         assert.deepEqual(out.attention.dims, [n]);
-        assertClose(out.probability.data as Float32Array, ref.probability.data as Float32Array, `probability (${n} instances)`, { rtol: 1e-4, atol: 1e-5 });
+        assertClose(
+          out.probability.data as Float32Array,
+          ref.probability.data as Float32Array,
+          `probability (${n} instances)`,
+          { rtol: 1e-4, atol: 1e-5 },
+        );
         const att = out.attention.data as Float32Array;
         if (pooling === 'max') {
           // the share of the 500 pooled features each instance supplies (ties split): each in [0, 1], summing to 1
           att.forEach(v => assert.ok(v >= 0 && v <= 1, `max attention ${v}`));
-          assert.ok(Math.abs(att.reduce((a, v) => a + v, 0) - 1) < 1e-5, `max attention sums to ${att.reduce((a, v) => a + v, 0)}`);
+          assert.ok(
+            Math.abs(att.reduce((a, v) => a + v, 0) - 1) < 1e-5,
+            `max attention sums to ${att.reduce((a, v) => a + v, 0)}`,
+          );
           if (n === 1) assert.equal(att[0], 1);
         } else {
-          assertClose(att, ref.attention.data as Float32Array, `attention (${n} instances)`, { rtol: 1e-4, atol: 1e-6 });
+          assertClose(att, ref.attention.data as Float32Array, `attention (${n} instances)`, {
+            rtol: 1e-4,
+            atol: 1e-6,
+          });
         }
       }
     });
   }
 
-  it('exportMil reproduces the trainer\'s own test predictions (probability and attention) bag by bag', async () => {
+  it("exportMil reproduces the trainer's own test predictions (probability and attention) bag by bag", async () => {
     // the trainer's test bags, rebuilt from its seed (makeBags is deterministic)
     const bags = makeBags(data.test, { count: 20, meanLength: 5, stdLength: 1, target: 9, seed: 4 + 1 });
     for (const pooling of POOLINGS) {
       const r = results.get(pooling)!;
       const model = exportMil(r.params, r.buffers, pooling);
       for (const k of [0, 1, 2]) {
-        const b = bags[k], p = r.test.predictions[k];
-        assert.deepEqual(p.digits, Array.from(b.indices, j => data.test.labels[j]));
+        const b = bags[k],
+          p = r.test.predictions[k];
+        assert.deepEqual(
+          p.digits,
+          Array.from(b.indices, j => data.test.labels[j]),
+        );
         const feeds = packed(data.test, [b], b.indices.length);
         const out = await runOnce(model, { input: feeds.x });
-        assertClose(out.probability.data as Float32Array, [p.probability], `${pooling} bag ${k} probability`, { rtol: 1e-4, atol: 1e-5 });
-        if (p.attention) assertClose(out.attention.data as Float32Array, p.attention, `${pooling} bag ${k} attention`, { rtol: 1e-4, atol: 1e-6 });
+        assertClose(out.probability.data as Float32Array, [p.probability], `${pooling} bag ${k} probability`, {
+          rtol: 1e-4,
+          atol: 1e-5,
+        });
+        if (p.attention)
+          assertClose(out.attention.data as Float32Array, p.attention, `${pooling} bag ${k} attention`, {
+            rtol: 1e-4,
+            atol: 1e-6,
+          });
       }
     }
   });

@@ -19,15 +19,24 @@ import { encodeEnvelope, decodeEnvelope, jsonField, Device } from '../bus/codec.
 import { subjectKind } from '../bus/metered-transport.ts';
 import * as http from 'node:http';
 
-const LIMIT_TRAIN = 128, BATCH = 32, MEMBERS = 2;
+const LIMIT_TRAIN = 128,
+  BATCH = 32,
+  MEMBERS = 2;
 const text = async (e: Embedded['c']['metrics']) => (await exposition(e)).body;
 
 function httpText(url: string): Promise<{ status: number; type: string; body: string }> {
   return new Promise((resolve, reject) => {
-    http.get(url, res => {
-      let body = '';
-      res.setEncoding('utf8').on('data', d => { body += d; }).on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
-    }).on('error', reject);
+    http
+      .get(url, res => {
+        let body = '';
+        res
+          .setEncoding('utf8')
+          .on('data', d => {
+            body += d;
+          })
+          .on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
+      })
+      .on('error', reject);
   });
 }
 
@@ -44,10 +53,16 @@ describe('metrics: an embedded coordinator and two workers after a 2-member job'
     await waitJobDone(e.c, job);
     metricsJson = JSON.parse(fs.readFileSync(path.join(e.c.outDir(job.id), 'metrics.json'), 'utf8'));
     // the per-worker summary arrives with the next heartbeats
-    await waitFor(() => e.workers.every(w => e.c.workers.get(w.id)?.samplesProcessed === w.stats.samples), 10_000, 'heartbeats with the final sample counts');
+    await waitFor(
+      () => e.workers.every(w => e.c.workers.get(w.id)?.samplesProcessed === w.stats.samples),
+      10_000,
+      'heartbeats with the final sample counts',
+    );
     e.c.monitor!.refresh();
   });
-  after(async () => { await e?.stop(); });
+  after(async () => {
+    await e?.stop();
+  });
 
   it('the coordinator exposes workers, jobs, per-member loss and accuracy from the progress events', async () => {
     const s = parseExposition(await text(e.c.metrics));
@@ -60,13 +75,19 @@ describe('metrics: an embedded coordinator and two workers after a 2-member job'
       const last = metricsJson.histories[member].at(-1);
       assert.equal(sample(s, 'fleet_training_loss', { fleet_job: job.id, member, split: 'train' }), last.train_loss);
       assert.equal(sample(s, 'fleet_training_loss', { fleet_job: job.id, member, split: 'test' }), last.test_loss);
-      assert.equal(sample(s, 'fleet_training_accuracy_ratio', { fleet_job: job.id, member, split: 'train' }), last.train_accuracy);
-      assert.equal(sample(s, 'fleet_training_accuracy_ratio', { fleet_job: job.id, member, split: 'test' }), last.test_accuracy);
+      assert.equal(
+        sample(s, 'fleet_training_accuracy_ratio', { fleet_job: job.id, member, split: 'train' }),
+        last.train_accuracy,
+      );
+      assert.equal(
+        sample(s, 'fleet_training_accuracy_ratio', { fleet_job: job.id, member, split: 'test' }),
+        last.test_accuracy,
+      );
     }
     assert.ok(s.has('process_cpu_seconds_total'), 'default process metrics');
   });
 
-  it('re-exposes each worker\'s summary: heartbeat age, busy, images processed (equal to the worker\'s own count)', async () => {
+  it("re-exposes each worker's summary: heartbeat age, busy, images processed (equal to the worker's own count)", async () => {
     const s = parseExposition(await text(e.c.metrics));
     let total = 0;
     for (const w of e.workers) {
@@ -81,7 +102,8 @@ describe('metrics: an embedded coordinator and two workers after a 2-member job'
   });
 
   it('workers expose step durations and images processed', async () => {
-    let steps = 0, images = 0;
+    let steps = 0,
+      images = 0;
     for (const w of e.workers) {
       const s = parseExposition(await text(w.metrics));
       images += sample(s, 'fleet_samples_processed_total', { model: 'cnn' });
@@ -107,21 +129,54 @@ describe('metrics: an embedded coordinator and two workers after a 2-member job'
       }
     }
     assert.equal(sample(cs, 'fleet_bus_messages_total', { direction: 'out', kind: 'lease' }), MEMBERS);
-    assert.equal(ws.reduce((a, s) => a + sumOf(s, 'fleet_bus_messages_total', { direction: 'in', kind: 'lease' }), 0), MEMBERS);
+    assert.equal(
+      ws.reduce((a, s) => a + sumOf(s, 'fleet_bus_messages_total', { direction: 'in', kind: 'lease' }), 0),
+      MEMBERS,
+    );
     assert.ok(sample(cs, 'fleet_bus_messages_total', { direction: 'in', kind: 'heartbeat' }) >= MEMBERS);
   });
 
-  it('malformed messages and failed chunk reassemblies are counted, with the coordinator\'s stats', async () => {
+  it("malformed messages and failed chunk reassemblies are counted, with the coordinator's stats", async () => {
     const before = parseExposition(await text(e.c.metrics));
     const b0 = { malformed: e.c.stats.malformed, reassembly: e.c.stats.reassemblyFailures };
     const t = e.hub.transport();
     t.publish(workerHeartbeatSubject('w1'), new Uint8Array([0xff, 0x01, 0x02]));
     // a one-chunk transfer whose SHA-256 does not match its data
-    t.publish(tensorSubject('bogus-1'), encodeEnvelope({ kind: 'chunk', value: { transferId: 'bogus-1', index: 0, count: 1, totalBytes: 3, sha256: new Uint8Array(32), data: new Uint8Array([1, 2, 3]) } }, 'test'));
-    await waitFor(() => e.c.stats.malformed > b0.malformed && e.c.stats.reassemblyFailures > b0.reassembly, 5000, 'the coordinator to drop both');
+    t.publish(
+      tensorSubject('bogus-1'),
+      encodeEnvelope(
+        {
+          kind: 'chunk',
+          value: {
+            transferId: 'bogus-1',
+            index: 0,
+            count: 1,
+            totalBytes: 3,
+            sha256: new Uint8Array(32),
+            data: new Uint8Array([1, 2, 3]),
+          },
+        },
+        'test',
+      ),
+    );
+    await waitFor(
+      () => e.c.stats.malformed > b0.malformed && e.c.stats.reassemblyFailures > b0.reassembly,
+      5000,
+      'the coordinator to drop both',
+    );
     const s = parseExposition(await text(e.c.metrics));
-    const was = (name: string, labels?: Record<string, string>) => { try { return sample(before, name, labels); } catch { return 0; } };
-    assert.equal(sample(s, 'fleet_bus_malformed_messages_total', { kind: 'heartbeat' }) - was('fleet_bus_malformed_messages_total', { kind: 'heartbeat' }), 1);
+    const was = (name: string, labels?: Record<string, string>) => {
+      try {
+        return sample(before, name, labels);
+      } catch {
+        return 0;
+      }
+    };
+    assert.equal(
+      sample(s, 'fleet_bus_malformed_messages_total', { kind: 'heartbeat' }) -
+        was('fleet_bus_malformed_messages_total', { kind: 'heartbeat' }),
+      1,
+    );
     assert.equal(sample(s, 'fleet_chunk_reassembly_failures_total') - was('fleet_chunk_reassembly_failures_total'), 1);
     assert.equal(e.c.stats.malformed - b0.malformed, 1);
     assert.equal(e.c.stats.reassemblyFailures - b0.reassembly, 1);
@@ -141,7 +196,12 @@ describe('metrics: task retries', () => {
   it('a failed attempt that is leased again counts one retry; the attempt that fails the job does not', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-retries-'));
     const hub = new InprocHub();
-    const c = new Coordinator(hub.transport(), { stateDir: dir, maxAttempts: 2, tickMs: 20, metrics: createMetrics({ defaultMetrics: false }) });
+    const c = new Coordinator(hub.transport(), {
+      stateDir: dir,
+      maxAttempts: 2,
+      tickMs: 20,
+      metrics: createMetrics({ defaultMetrics: false }),
+    });
     try {
       await c.start();
       const w = hub.transport();
@@ -149,12 +209,50 @@ describe('metrics: task retries', () => {
         const d = decodeEnvelope(msg.data);
         if (!d.ok || d.envelope.body.kind !== 'lease') return;
         const l = d.envelope.body.value;
-        w.publish(SUBJECTS.taskResult, encodeEnvelope({ kind: 'result', value: { taskId: l.taskId, jobId: l.jobId, workerId: 'fake', ok: false, error: 'boom', resultJson: jsonField({ attempt: l.attempt }), tensors: [],
-          attempt: l.attempt, leaseToken: l.leaseToken, resultSha256: new Uint8Array(0) } }, 'fake'));
-        setTimeout(() => w.publish(workerHeartbeatSubject('fake'), encodeEnvelope({ kind: 'heartbeat', value: { workerId: 'fake', uptimeMs: 1, runningTaskIds: [] } }, 'fake')), 30);
+        w.publish(
+          SUBJECTS.taskResult,
+          encodeEnvelope(
+            {
+              kind: 'result',
+              value: {
+                taskId: l.taskId,
+                jobId: l.jobId,
+                workerId: 'fake',
+                ok: false,
+                error: 'boom',
+                resultJson: jsonField({ attempt: l.attempt }),
+                tensors: [],
+                attempt: l.attempt,
+                leaseToken: l.leaseToken,
+                resultSha256: new Uint8Array(0),
+              },
+            },
+            'fake',
+          ),
+        );
+        setTimeout(
+          () =>
+            w.publish(
+              workerHeartbeatSubject('fake'),
+              encodeEnvelope(
+                { kind: 'heartbeat', value: { workerId: 'fake', uptimeMs: 1, runningTaskIds: [] } },
+                'fake',
+              ),
+            ),
+          30,
+        );
       });
-      w.publish(SUBJECTS.workerAnnounce, encodeEnvelope({ kind: 'announce', value: { workerId: 'fake', device: Device.CPU, threads: 1, version: 't', gpuName: '' } }, 'fake'));
-      w.publish(workerHeartbeatSubject('fake'), encodeEnvelope({ kind: 'heartbeat', value: { workerId: 'fake', uptimeMs: 1, runningTaskIds: [] } }, 'fake'));
+      w.publish(
+        SUBJECTS.workerAnnounce,
+        encodeEnvelope(
+          { kind: 'announce', value: { workerId: 'fake', device: Device.CPU, threads: 1, version: 't', gpuName: '' } },
+          'fake',
+        ),
+      );
+      w.publish(
+        workerHeartbeatSubject('fake'),
+        encodeEnvelope({ kind: 'heartbeat', value: { workerId: 'fake', uptimeMs: 1, runningTaskIds: [] } }, 'fake'),
+      );
       await waitFor(() => c.workers.has('fake'), 5000, 'the fake worker');
       const job = c.submit(tinyJob('voting', 1, 1, 64, 32));
       await waitFor(() => job.state === 'failed', 10_000, 'the job to fail');
@@ -163,7 +261,9 @@ describe('metrics: task retries', () => {
       c.monitor!.refresh();
       assert.equal(sample(parseExposition((await exposition(c.metrics)).body), 'fleet_jobs', { state: 'failed' }), 1);
     } finally {
-      await c.stop(); hub.close(); fs.rmSync(dir, { recursive: true, force: true });
+      await c.stop();
+      hub.close();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 
@@ -189,29 +289,45 @@ describe('metrics: fleet coordinator and fleet worker --http as processes (real 
     if (this.currentTest?.state === 'failed') console.error(group.describe());
     await group.killAll();
   });
-  after(async () => { await nats?.dispose(); });
+  after(async () => {
+    await nats?.dispose();
+  });
 
   it('the worker serves /metrics; the coordinator re-exposes its heartbeat; both pass promtool', async () => {
     const state = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-metrics-'));
     const c = await group.coordinator(nats.url, state);
     const w = await group.worker(nats.url, 'mw', ['--http', '127.0.0.1:0']);
     const at = (await w.waitForLog(/metrics at (http:\/\/[\d.]+:\d+\/metrics)/))[1];
-    const ws = await waitFor(async () => {
-      const r = await httpText(at);
-      const s = parseExposition(r.body);
-      return sumOf(s, 'fleet_bus_messages_total', { direction: 'out', kind: 'heartbeat' }) >= 2 ? r : null;
-    }, 20_000, 'worker heartbeats in its /metrics');
+    const ws = await waitFor(
+      async () => {
+        const r = await httpText(at);
+        const s = parseExposition(r.body);
+        return sumOf(s, 'fleet_bus_messages_total', { direction: 'out', kind: 'heartbeat' }) >= 2 ? r : null;
+      },
+      20_000,
+      'worker heartbeats in its /metrics',
+    );
     assert.equal(ws.status, 200);
     assert.match(ws.type, /^text\/plain/);
     assert.ok(parseExposition(ws.body).has('process_resident_memory_bytes'));
-    const cs = await waitFor(async () => {
-      const r = await httpText(`${c.api}/metrics`);
-      const s = parseExposition(r.body);
-      return s.get('fleet_workers_connected{device="cpu"}') === 1 && s.has('fleet_worker_heartbeat_age_seconds{device="cpu",worker="mw"}') ? r : null;
-    }, 20_000, 'the coordinator to see worker mw');
+    const cs = await waitFor(
+      async () => {
+        const r = await httpText(`${c.api}/metrics`);
+        const s = parseExposition(r.body);
+        return s.get('fleet_workers_connected{device="cpu"}') === 1 &&
+          s.has('fleet_worker_heartbeat_age_seconds{device="cpu",worker="mw"}')
+          ? r
+          : null;
+      },
+      20_000,
+      'the coordinator to see worker mw',
+    );
     assert.equal(sample(parseExposition(cs.body), 'fleet_worker_busy', { worker: 'mw', device: 'cpu' }), 0);
     if (promtoolAvailable()) {
-      for (const body of [ws.body, cs.body]) { const r = promtool(['check', 'metrics'], body); assert.equal(r.status, 0, r.output); }
+      for (const body of [ws.body, cs.body]) {
+        const r = promtool(['check', 'metrics'], body);
+        assert.equal(r.status, 0, r.output);
+      }
     }
     assert.equal((await getJson(`${c.api}/api/cluster`)).body.workers[0].samplesProcessed, 0);
     const other = await httpText(at.replace('/metrics', '/other'));
@@ -231,7 +347,15 @@ describe('metrics: fleet coordinator and fleet worker --http as processes (real 
     assert.match(w.stderr, /--metrics is deprecated, use --http HOST:PORT/);
     const at = (await w.waitForLog(/metrics at (http:\/\/[\d.]+:\d+\/metrics)/))[1];
     assert.equal((await httpText(at)).status, 200);
-    const both = group.spawn('both', ['worker', '--nats', nats.url, '--http', '127.0.0.1:0', '--metrics', '127.0.0.1:0']);
+    const both = group.spawn('both', [
+      'worker',
+      '--nats',
+      nats.url,
+      '--http',
+      '127.0.0.1:0',
+      '--metrics',
+      '127.0.0.1:0',
+    ]);
     assert.equal((await both.exited).code, 2);
     assert.match(both.stderr, /--metrics is the old name of --http: give one of them/);
   });

@@ -11,8 +11,16 @@ import * as path from 'node:path';
 import { connectNats, type NatsTransport } from '../bus/nats-transport.ts';
 import { taskCancelSubject, jobsStatusSubject, jobsLogsSubject, jobsCancelSubject } from '../bus/subjects.ts';
 import {
-  SUBJECTS, jobDoneSubject, jobProgressSubject, taskLeaseSubject, tensorSubject, workerHeartbeatSubject, inferSubject,
-  dpUpSubject, dpWorkSubject, dpParamsSubject,
+  SUBJECTS,
+  jobDoneSubject,
+  jobProgressSubject,
+  taskLeaseSubject,
+  tensorSubject,
+  workerHeartbeatSubject,
+  inferSubject,
+  dpUpSubject,
+  dpWorkSubject,
+  dpParamsSubject,
 } from '../bus/subjects.ts';
 import type { BusMessage } from '../bus/transport.ts';
 import { JetStreamStateStore } from '../coordinator/jetstream-state-store.ts';
@@ -22,13 +30,19 @@ import { waitFor, ProcGroup } from '../bench/harness/fleet-procs.ts';
 import { REPO_ROOT, runFleet } from './helpers/cli.ts';
 
 export const ROLES = ['coordinator', 'worker', 'submitter', 'server'] as const;
-type Role = typeof ROLES[number];
+type Role = (typeof ROLES)[number];
 /** The connection name each role's command uses (cli/*.ts), which sets its inbox prefix. */
 const CONNECTION: Record<Role, string> = {
-  coordinator: 'fleet-coordinator', worker: 'fleet-worker', submitter: 'fleet-train', server: 'fleet-serve',
+  coordinator: 'fleet-coordinator',
+  worker: 'fleet-worker',
+  submitter: 'fleet-train',
+  server: 'fleet-serve',
 };
 const PASSWORD: Record<Role, string> = {
-  coordinator: 'pw-coordinator-1', worker: 'pw-worker-2', submitter: 'pw-submitter-3', server: 'pw-server-4',
+  coordinator: 'pw-coordinator-1',
+  worker: 'pw-worker-2',
+  submitter: 'pw-submitter-3',
+  server: 'pw-server-4',
 };
 export const passwordEnv = (role: Role) => `NATS_${role.toUpperCase()}_PASSWORD`;
 const enc = new TextEncoder();
@@ -50,9 +64,13 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     for (const role of ROLES) {
       events[role] = [];
       conns[role] = await connectNats(server.url, {
-        name: CONNECTION[role], user: role, pass: PASSWORD[role], inboxPrefix: inboxPrefix(CONNECTION[role]),
+        name: CONNECTION[role],
+        user: role,
+        pass: PASSWORD[role],
+        inboxPrefix: inboxPrefix(CONNECTION[role]),
         reconnect: false,
-        onStatus: e => events[role].push(e), onError: () => {},
+        onStatus: e => events[role].push(e),
+        onError: () => {},
       });
     }
   });
@@ -65,7 +83,9 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
   async function delivered(from: Role, to: Role, subject: string, pattern = subject): Promise<boolean> {
     const got: BusMessage[] = [];
     const payload = `${from}->${subject}-${Math.random()}`;
-    const sub = conns[to].subscribe(pattern, m => { if (new TextDecoder().decode(m.data) === payload) got.push(m); });
+    const sub = conns[to].subscribe(pattern, m => {
+      if (new TextDecoder().decode(m.data) === payload) got.push(m);
+    });
     try {
       await conns[to].flush();
       conns[from].publish(subject, enc.encode(payload));
@@ -81,10 +101,13 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
 
   /** Waits for the server's "Permissions Violation" for `subject` on the role's connection. */
   const violation = (role: Role, kind: 'Publish' | 'Subscription', subject: string) =>
-    waitFor(() => events[role].some(e => e.includes(`Permissions Violation for ${kind} to "${subject}"`)), 5000,
-      `${role}: a permissions violation for ${kind.toLowerCase()} to ${subject} (events: ${events[role].join(' | ')})`);
+    waitFor(
+      () => events[role].some(e => e.includes(`Permissions Violation for ${kind} to "${subject}"`)),
+      5000,
+      `${role}: a permissions violation for ${kind.toLowerCase()} to ${subject} (events: ${events[role].join(' | ')})`,
+    );
 
-  it('docs/security.md\'s table of roles states exactly the permissions nats.conf grants', () => {
+  it("docs/security.md's table of roles states exactly the permissions nats.conf grants", () => {
     const conf = fs.readFileSync(path.join(REPO_ROOT, 'deploy/k8s/base/nats.conf'), 'utf8').replace(/#.*$/gm, '');
     const doc = fs.readFileSync(path.join(REPO_ROOT, 'docs/security.md'), 'utf8');
     const quoted = (s = '') => [...s.matchAll(/"([^"]+)"/g)].map(m => m[1]).sort();
@@ -97,7 +120,11 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
         subscribe: quoted(/subscribe:\s*{\s*allow:\s*\[([^\]]*)\]/.exec(block)?.[1]),
         replies: /allow_responses:\s*true/.test(block),
       };
-      const row = doc.split('\n').find(l => l.startsWith(`| \`${role}\` |`))?.split('|').map(c => c.trim());
+      const row = doc
+        .split('\n')
+        .find(l => l.startsWith(`| \`${role}\` |`))
+        ?.split('|')
+        .map(c => c.trim());
       assert.ok(row, `docs/security.md: no table row for ${role}`);
       const stated = { publish: ticked(row[3]), subscribe: ticked(row[4]), replies: /\breplies\b/.test(row[3]) };
       assert.deepEqual(stated, granted, `docs/security.md vs nats.conf for ${role}`);
@@ -117,7 +144,7 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     await violation('worker', 'Publish', SUBJECTS.jobSubmit);
   });
 
-  it('a worker or server cannot publish a job\'s done message (its result); the coordinator can', async () => {
+  it("a worker or server cannot publish a job's done message (its result); the coordinator can", async () => {
     const done = jobDoneSubject('job-1');
     assert.equal(await delivered('coordinator', 'submitter', done), true);
     assert.equal(await delivered('worker', 'submitter', done), false);
@@ -125,9 +152,11 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     assert.equal(await delivered('server', 'submitter', done), false);
   });
 
-  it('only the coordinator answers a submission: a worker cannot publish to the submitter\'s reply inbox', async () => {
+  it("only the coordinator answers a submission: a worker cannot publish to the submitter's reply inbox", async () => {
     const requests: BusMessage[] = [];
-    const sub = conns.coordinator.subscribe(SUBJECTS.jobSubmit, m => { requests.push(m); });
+    const sub = conns.coordinator.subscribe(SUBJECTS.jobSubmit, m => {
+      requests.push(m);
+    });
     await conns.coordinator.flush();
     try {
       const answer = conns.submitter.request(SUBJECTS.jobSubmit, enc.encode('{}'), 10_000);
@@ -166,18 +195,33 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
   });
 
   it('jobs: a submitter asks the coordinator list/status/logs/cancel, a worker cannot; only the coordinator stops tasks', async () => {
-    for (const subject of [SUBJECTS.jobsList, jobsStatusSubject('job-1'), jobsLogsSubject('job-1'), jobsCancelSubject('job-1')]) {
-      assert.equal(await delivered('submitter', 'coordinator', subject), true, `submitter -> coordinator on ${subject}`);
+    for (const subject of [
+      SUBJECTS.jobsList,
+      jobsStatusSubject('job-1'),
+      jobsLogsSubject('job-1'),
+      jobsCancelSubject('job-1'),
+    ]) {
+      assert.equal(
+        await delivered('submitter', 'coordinator', subject),
+        true,
+        `submitter -> coordinator on ${subject}`,
+      );
     }
     for (const subject of [SUBJECTS.jobsList, jobsCancelSubject('job-1')]) {
       assert.equal(await delivered('worker', 'coordinator', subject), false, `worker -> coordinator on ${subject}`);
       await violation('worker', 'Publish', subject);
     }
     // the coordinator answers on the fleet jobs command's own inbox
-    const sub = conns.coordinator.subscribe(SUBJECTS.jobsList, m => conns.coordinator.respond(m, enc.encode('{"ok":true}')));
+    const sub = conns.coordinator.subscribe(SUBJECTS.jobsList, m =>
+      conns.coordinator.respond(m, enc.encode('{"ok":true}')),
+    );
     await conns.coordinator.flush();
     const asker = await connectNats(server.url, {
-      name: 'fleet-jobs', user: 'submitter', pass: PASSWORD.submitter, inboxPrefix: inboxPrefix('fleet-jobs'), reconnect: false,
+      name: 'fleet-jobs',
+      user: 'submitter',
+      pass: PASSWORD.submitter,
+      inboxPrefix: inboxPrefix('fleet-jobs'),
+      reconnect: false,
     });
     try {
       const r = await asker.request(SUBJECTS.jobsList, enc.encode('{}'), 5000);
@@ -226,8 +270,13 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
   });
 
   it('snooping: a submitter cannot subscribe to leases or every inbox, a worker cannot watch submissions', async () => {
-    const tries: [Role, string][] = [['submitter', `${SUBJECTS.taskLeasePrefix}.*`], ['submitter', '_INBOX.>'],
-      ['worker', SUBJECTS.jobSubmit], ['worker', '_INBOX.>'], ['server', SUBJECTS.taskResult]];
+    const tries: [Role, string][] = [
+      ['submitter', `${SUBJECTS.taskLeasePrefix}.*`],
+      ['submitter', '_INBOX.>'],
+      ['worker', SUBJECTS.jobSubmit],
+      ['worker', '_INBOX.>'],
+      ['server', SUBJECTS.taskResult],
+    ];
     for (const [role, pattern] of tries) {
       conns[role].subscribe(pattern, () => {});
       await violation(role, 'Subscription', pattern);
@@ -240,14 +289,36 @@ describe('deploy: per-role NATS users and permissions (deploy/k8s/base/nats.conf
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-roles-'));
     const as = (role: Role) => ({ NATS_USER: role, NATS_PASSWORD: PASSWORD[role] });
     try {
-      const c = group.spawn('coordinator', ['coordinator', '--nats', server.url, '--http', 'off',
-        '--state-bucket', 'roles-job', '--out-dir', dir], as('coordinator'));
+      const c = group.spawn(
+        'coordinator',
+        ['coordinator', '--nats', server.url, '--http', 'off', '--state-bucket', 'roles-job', '--out-dir', dir],
+        as('coordinator'),
+      );
       await c.waitForLog(/coordinator: state /);
       const w = group.spawn('w1', ['worker', '--nats', server.url, '--threads', '1', '--id', 'w1'], as('worker'));
       await w.waitForLog(/worker w1: ready/);
-      const r = await runFleet(['train', 'cnn', '--members', '2', '--epochs', '1', '--batch-size', '32',
-        '--limit-train', '128', '--limit-test', '32', '--nats', server.url, '--out', path.join(dir, 'run'), '--json'],
-      { env: as('submitter'), timeoutMs: 540_000 });
+      const r = await runFleet(
+        [
+          'train',
+          'cnn',
+          '--members',
+          '2',
+          '--epochs',
+          '1',
+          '--batch-size',
+          '32',
+          '--limit-train',
+          '128',
+          '--limit-test',
+          '32',
+          '--nats',
+          server.url,
+          '--out',
+          path.join(dir, 'run'),
+          '--json',
+        ],
+        { env: as('submitter'), timeoutMs: 540_000 },
+      );
       assert.equal(r.code, 0, `${r.stderr}\n${group.describe()}`);
       const summary = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
       assert.equal(summary.members, 2);

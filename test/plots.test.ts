@@ -10,7 +10,19 @@ import {
   seriesColor,
 } from '../engine/report/plots.ts';
 
-import { NUMERIC_ATTRS, XmlNode, all, checkSvg, decode, hasClass, legendEntries, parseXml, seriesColors, seriesGroups, textOf } from './helpers/svg.ts';
+import {
+  NUMERIC_ATTRS,
+  XmlNode,
+  all,
+  checkSvg,
+  decode,
+  hasClass,
+  legendEntries,
+  parseXml,
+  seriesColors,
+  seriesGroups,
+  textOf,
+} from './helpers/svg.ts';
 
 // ------------------------------------------------------------------------------------------------ tests
 
@@ -53,9 +65,29 @@ describe('plots: lineChart', () => {
     const svg = lineChart({
       ...base,
       series: [
-        { name: 'train', points: [[1, 0.9], [2, 0.5], [3, 0.3]] },
-        { name: 'validation', points: [[1, 1.0], [2, 0.6], [3, 0.45]] },
-        { name: 'test', points: [[1, 1.1], [3, 0.5]] },
+        {
+          name: 'train',
+          points: [
+            [1, 0.9],
+            [2, 0.5],
+            [3, 0.3],
+          ],
+        },
+        {
+          name: 'validation',
+          points: [
+            [1, 1.0],
+            [2, 0.6],
+            [3, 0.45],
+          ],
+        },
+        {
+          name: 'test',
+          points: [
+            [1, 1.1],
+            [3, 0.5],
+          ],
+        },
       ],
     });
     const root = checkSvg(svg, 'Loss');
@@ -66,7 +98,7 @@ describe('plots: lineChart', () => {
     assert.deepEqual(legendEntries(root), ['train', 'validation', 'test']);
     assert.equal(new Set(seriesColors(root)).size, 3, 'distinct colours');
     // the legend swatch colour matches the series colour
-    const swatches = all(root, hasClass('legend-entry')).map((e) => all(e, hasClass('swatch'))[0].attrs.stroke);
+    const swatches = all(root, hasClass('legend-entry')).map(e => all(e, hasClass('swatch'))[0].attrs.stroke);
     assert.deepEqual(swatches, seriesColors(root));
     // axis labels
     assert.deepEqual(all(root, hasClass('axis-label')).map(textOf).sort(), ['epoch', 'loss']);
@@ -74,11 +106,23 @@ describe('plots: lineChart', () => {
     const xAxis = all(root, hasClass('x-axis'))[0];
     for (const t of all(xAxis, hasClass('tick-label'))) assert.match(textOf(t), /^-?\d+$/);
     // <title> element for accessibility
-    assert.equal(root.children.find((c) => c.name === 'title')?.text, 'Loss');
+    assert.equal(root.children.find(c => c.name === 'title')?.text, 'Loss');
   });
 
   it('keeps every point inside the plot area', () => {
-    const svg = lineChart({ ...base, series: [{ name: 'a', points: [[0, -3], [10, 7], [20, 100]] }] });
+    const svg = lineChart({
+      ...base,
+      series: [
+        {
+          name: 'a',
+          points: [
+            [0, -3],
+            [10, 7],
+            [20, 100],
+          ],
+        },
+      ],
+    });
     const root = checkSvg(svg, 'Loss');
     const yAxisLine = all(all(root, hasClass('y-axis'))[0], hasClass('axis-line'))[0];
     const xAxisLine = all(all(root, hasClass('x-axis'))[0], hasClass('axis-line'))[0];
@@ -96,8 +140,25 @@ describe('plots: lineChart', () => {
     const svg = lineChart({
       ...base,
       series: [
-        { name: 'gappy', points: [[1, 1], [2, NaN], [3, 0.5], [Infinity, 2], [4, 0.25], [5, -Infinity], [6, 0.1]] },
-        { name: 'ok', points: [[1, 2], [6, 1]] },
+        {
+          name: 'gappy',
+          points: [
+            [1, 1],
+            [2, NaN],
+            [3, 0.5],
+            [Infinity, 2],
+            [4, 0.25],
+            [5, -Infinity],
+            [6, 0.1],
+          ],
+        },
+        {
+          name: 'ok',
+          points: [
+            [1, 2],
+            [6, 1],
+          ],
+        },
       ],
     });
     const root = checkSvg(svg, 'Loss');
@@ -119,26 +180,68 @@ describe('plots: lineChart', () => {
   });
 
   it('renders a constant series', () => {
-    const svg = lineChart({ ...base, series: [{ name: 'flat', points: [[1, 0.3], [2, 0.3], [3, 0.3]] }] });
+    const svg = lineChart({
+      ...base,
+      series: [
+        {
+          name: 'flat',
+          points: [
+            [1, 0.3],
+            [2, 0.3],
+            [3, 0.3],
+          ],
+        },
+      ],
+    });
     const root = checkSvg(svg, 'Loss');
     const d = all(root, hasClass('series-line'))[0].attrs.d;
-    const ys = [...d.matchAll(/[ML]-?[\d.]+ (-?[\d.]+)/g)].map((m) => Number(m[1]));
+    const ys = [...d.matchAll(/[ML]-?[\d.]+ (-?[\d.]+)/g)].map(m => Number(m[1]));
     assert.equal(ys.length, 3);
-    assert.ok(ys.every((y) => y === ys[0]), 'a horizontal line');
+    assert.ok(
+      ys.every(y => y === ys[0]),
+      'a horizontal line',
+    );
     // the y range was widened around the value
-    const labels = all(all(root, hasClass('y-axis'))[0], hasClass('tick-label')).map((t) => Number(textOf(t)));
+    const labels = all(all(root, hasClass('y-axis'))[0], hasClass('tick-label')).map(t => Number(textOf(t)));
     assert.ok(Math.min(...labels) < 0.3 && Math.max(...labels) > 0.3);
   });
 
   it('renders with no data and with all points non-finite', () => {
     checkSvg(lineChart({ ...base, series: [] }), 'Loss');
-    const root = checkSvg(lineChart({ ...base, series: [{ name: 'nan', points: [[NaN, NaN], [1, Infinity]] }] }), 'Loss');
+    const root = checkSvg(
+      lineChart({
+        ...base,
+        series: [
+          {
+            name: 'nan',
+            points: [
+              [NaN, NaN],
+              [1, Infinity],
+            ],
+          },
+        ],
+      }),
+      'Loss',
+    );
     assert.equal(seriesGroups(root).length, 1);
     assert.deepEqual(legendEntries(root), ['nan']);
   });
 
   it('escapes text', () => {
-    const svg = lineChart({ title: 'a < b & "c"', xLabel: '<x>', yLabel: "y'", series: [{ name: 'm&m <1>', points: [[0, 1], [1, 2]] }] });
+    const svg = lineChart({
+      title: 'a < b & "c"',
+      xLabel: '<x>',
+      yLabel: "y'",
+      series: [
+        {
+          name: 'm&m <1>',
+          points: [
+            [0, 1],
+            [1, 2],
+          ],
+        },
+      ],
+    });
     const root = checkSvg(svg, 'a < b & "c"');
     assert.deepEqual(legendEntries(root), ['m&m <1>']);
     assert.ok(!svg.includes('m&m'));
@@ -154,11 +257,26 @@ describe('plots: lineChart', () => {
 
   it('survives extreme values', () => {
     for (const pts of [
-      [[0, 1e-12], [1, 2e-12]],
-      [[0, -1e300], [1, 1e300]],
-      [[0, Number.MAX_VALUE], [1, Number.MAX_VALUE]],
-      [[1e15, 1], [1e15 + 1, 2]],
-      [[-5, 0], [-5, 0]],
+      [
+        [0, 1e-12],
+        [1, 2e-12],
+      ],
+      [
+        [0, -1e300],
+        [1, 1e300],
+      ],
+      [
+        [0, Number.MAX_VALUE],
+        [1, Number.MAX_VALUE],
+      ],
+      [
+        [1e15, 1],
+        [1e15 + 1, 2],
+      ],
+      [
+        [-5, 0],
+        [-5, 0],
+      ],
     ] as Array<Array<[number, number]>>) {
       checkSvg(lineChart({ ...base, series: [{ name: 's', points: pts }] }), 'Loss');
     }
@@ -194,15 +312,29 @@ describe('plots: barChart', () => {
   });
 
   it('handles negative values, all zeros, empty input and long category names', () => {
-    let root = checkSvg(barChart({ title: 'n', yLabel: 'v', categories: ['a', 'b'], series: [{ name: 's', values: [-1, 2] }] }), 'n');
+    let root = checkSvg(
+      barChart({ title: 'n', yLabel: 'v', categories: ['a', 'b'], series: [{ name: 's', values: [-1, 2] }] }),
+      'n',
+    );
     assert.equal(all(root, hasClass('zero-line')).length, 1);
-    root = checkSvg(barChart({ title: 'z', yLabel: 'v', categories: ['a'], series: [{ name: 's', values: [0] }] }), 'z');
+    root = checkSvg(
+      barChart({ title: 'z', yLabel: 'v', categories: ['a'], series: [{ name: 's', values: [0] }] }),
+      'z',
+    );
     assert.equal(seriesGroups(root).length, 1);
     checkSvg(barChart({ title: 'e', yLabel: 'v', categories: [], series: [] }), 'e');
     const cats = Array.from({ length: 30 }, (_, i) => `ensemble-member-${i}`);
-    root = checkSvg(barChart({ title: 'long', yLabel: 'v', categories: cats, series: [{ name: 's', values: cats.map((_, i) => i) }] }), 'long');
+    root = checkSvg(
+      barChart({
+        title: 'long',
+        yLabel: 'v',
+        categories: cats,
+        series: [{ name: 's', values: cats.map((_, i) => i) }],
+      }),
+      'long',
+    );
     const rotated = all(all(root, hasClass('x-axis'))[0], hasClass('tick-label'));
-    assert.ok(rotated.every((t) => (t.attrs.transform ?? '').startsWith('rotate(')));
+    assert.ok(rotated.every(t => (t.attrs.transform ?? '').startsWith('rotate(')));
   });
 });
 
@@ -225,23 +357,41 @@ describe('plots: stackedBarChart', () => {
     assert.deepEqual(legendEntries(root), ['m0', 'm1', 'm2']);
     assert.equal(new Set(seriesColors(root)).size, 3);
     // zeros and NaN draw nothing
-    assert.deepEqual(groups.map((g) => all(g, hasClass('bar')).length), [3, 2, 1]);
+    assert.deepEqual(
+      groups.map(g => all(g, hasClass('bar')).length),
+      [3, 2, 1],
+    );
     // in category 3 the three segments touch: each starts where the previous ended
-    const col3 = groups.map((g) => all(g, hasClass('bar')).at(-1)!);
+    const col3 = groups.map(g => all(g, hasClass('bar')).at(-1)!);
     for (let i = 1; i < col3.length; i++) {
       assert.ok(Math.abs(Number(col3[i].attrs.y) + Number(col3[i].attrs.height) - Number(col3[i - 1].attrs.y)) < 0.02);
     }
     // all stacks have the same total height (weights sum to 1)
-    const heights = [0, 1, 2].map((k) => groups.reduce((acc, g) => {
-      const bars = all(g, hasClass('bar')).filter((b) => (all(b, (n) => n.name === 'title')[0]?.text ?? '').includes(`/ ${k + 1}:`));
-      return acc + bars.reduce((s, b) => s + Number(b.attrs.height), 0);
-    }, 0));
+    const heights = [0, 1, 2].map(k =>
+      groups.reduce((acc, g) => {
+        const bars = all(g, hasClass('bar')).filter(b =>
+          (all(b, n => n.name === 'title')[0]?.text ?? '').includes(`/ ${k + 1}:`),
+        );
+        return acc + bars.reduce((s, b) => s + Number(b.attrs.height), 0);
+      }, 0),
+    );
     assert.ok(Math.abs(heights[0] - heights[1]) < 0.05 && Math.abs(heights[1] - heights[2]) < 0.05, String(heights));
   });
 
   it('renders empty and negative input', () => {
     checkSvg(stackedBarChart({ title: 's', xLabel: 'x', categories: [], series: [] }), 's');
-    const root = checkSvg(stackedBarChart({ title: 's', xLabel: 'x', categories: ['a'], series: [{ name: 'p', values: [1] }, { name: 'n', values: [-2] }] }), 's');
+    const root = checkSvg(
+      stackedBarChart({
+        title: 's',
+        xLabel: 'x',
+        categories: ['a'],
+        series: [
+          { name: 'p', values: [1] },
+          { name: 'n', values: [-2] },
+        ],
+      }),
+      's',
+    );
     assert.equal(all(root, hasClass('zero-line')).length, 1);
   });
 });
@@ -263,7 +413,9 @@ describe('plots: trainingCurves', () => {
   });
 
   it('includes test metrics when present and works for a single epoch or none', () => {
-    const one = trainingCurves([{ epoch: 1, train_loss: 0.5, train_accuracy: 0.8, test_loss: 0.6, test_accuracy: 0.79 }]);
+    const one = trainingCurves([
+      { epoch: 1, train_loss: 0.5, train_accuracy: 0.8, test_loss: 0.6, test_accuracy: 0.79 },
+    ]);
     const root = checkSvg(one['accuracy.svg'], 'Accuracy per epoch');
     assert.deepEqual(legendEntries(root), ['train', 'test']);
     assert.equal(all(root, hasClass('point')).length, 2);

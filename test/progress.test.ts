@@ -3,7 +3,10 @@ import { Progress, formatDuration, formatNumber, formatRate, type ProgressStream
 
 class FakeStream implements ProgressStream {
   chunks: string[] = [];
-  constructor(public isTTY: boolean, public columns?: number) {}
+  constructor(
+    public isTTY: boolean,
+    public columns?: number,
+  ) {}
   write(chunk: string): boolean {
     this.chunks.push(chunk);
     return true;
@@ -13,14 +16,19 @@ class FakeStream implements ProgressStream {
   }
   /** Plain mode: the printed lines. */
   get lines(): string[] {
-    return this.text.split('\n').filter((l) => l !== '');
+    return this.text.split('\n').filter(l => l !== '');
   }
 }
 
 /** A manual clock in milliseconds. */
 function clock(start = 1000) {
   let t = start;
-  return { now: () => t, advance: (ms: number) => { t += ms; } };
+  return {
+    now: () => t,
+    advance: (ms: number) => {
+      t += ms;
+    },
+  };
 }
 
 describe('progress formatting helpers', () => {
@@ -72,7 +80,10 @@ describe('Progress (plain, not a TTY)', () => {
       p.update(i);
     }
     assert.equal(s.lines.length, 10);
-    assert.deepEqual(s.lines.map((l) => l.split(' ')[1]), ['10%', '20%', '30%', '40%', '50%', '60%', '70%', '80%', '90%', '100%']);
+    assert.deepEqual(
+      s.lines.map(l => l.split(' ')[1]),
+      ['10%', '20%', '30%', '40%', '50%', '60%', '70%', '80%', '90%', '100%'],
+    );
   });
 
   it('prints a heartbeat line when progress is slow', () => {

@@ -31,12 +31,19 @@ const NEEDS_WORKLOAD: Record<string, string> = {
   'Model load failures': 'a model repository with a broken model',
 };
 
-interface Series { metric: Record<string, string>; values?: [number, string][]; value?: [number, string] }
+interface Series {
+  metric: Record<string, string>;
+  values?: [number, string][];
+  value?: [number, string];
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer().on('error', reject);
-    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address() as net.AddressInfo; srv.close(() => resolve(port)); });
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
   });
 }
 
@@ -58,7 +65,8 @@ function scrapeConfig(coordinator: string, worker: string): string {
 describe('Prometheus scrapes a coordinator and a worker with the shipped configuration', function () {
   this.timeout(240_000);
   if (!fs.existsSync(PROMETHEUS) || !natsServerAvailable()) {
-    it('needs prometheus and nats-server (apt-get install prometheus nats-server; .ci/run does)', () => assert.fail('not installed'));
+    it('needs prometheus and nats-server (apt-get install prometheus nats-server; .ci/run does)', () =>
+      assert.fail('not installed'));
     return;
   }
   const group = new ProcGroup();
@@ -73,12 +81,21 @@ describe('Prometheus scrapes a coordinator and a worker with the shipped configu
 
   const query = async (pathAndQuery: string): Promise<any> => {
     const r = await fetch(`${api}${pathAndQuery}`);
-    const body = await r.json() as { status: string; data: any; error?: string };
+    const body = (await r.json()) as { status: string; data: any; error?: string };
     assert.equal(body.status, 'success', `${pathAndQuery}: ${body.error}`);
     return body.data;
   };
-  const range = async (expr: string): Promise<Series[]> => (await query(`/api/v1/query_range?${new URLSearchParams({
-    query: expr, start: String(started / 1000), end: String(Date.now() / 1000), step: '1' })}`)).result;
+  const range = async (expr: string): Promise<Series[]> =>
+    (
+      await query(
+        `/api/v1/query_range?${new URLSearchParams({
+          query: expr,
+          start: String(started / 1000),
+          end: String(Date.now() / 1000),
+          step: '1',
+        })}`,
+      )
+    ).result;
   const finite = (s: Series[]) => s.some(x => (x.values ?? []).some(([, v]) => Number.isFinite(Number(v))));
 
   before(async function () {
@@ -94,33 +111,78 @@ describe('Prometheus scrapes a coordinator and a worker with the shipped configu
     const port = await freePort();
     api = `http://127.0.0.1:${port}`;
     started = Date.now();
-    prom = spawn(PROMETHEUS, [`--config.file=${path.join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    prom.stdout!.on('data', d => { promLog += d; });
-    prom.stderr!.on('data', d => { promLog = (promLog + d).slice(-20_000); });
-    await waitFor(async () => {
-      if (prom!.exitCode !== null) throw new Error(`prometheus exited ${prom!.exitCode}: ${promLog}`);
-      return (await fetch(`${api}/-/ready`)).status === 200;
-    }, 30_000, 'prometheus to be ready');
+    prom = spawn(
+      PROMETHEUS,
+      [
+        `--config.file=${path.join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${path.join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        '--log.level=warn',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    prom.stdout!.on('data', d => {
+      promLog += d;
+    });
+    prom.stderr!.on('data', d => {
+      promLog = (promLog + d).slice(-20_000);
+    });
+    await waitFor(
+      async () => {
+        if (prom!.exitCode !== null) throw new Error(`prometheus exited ${prom!.exitCode}: ${promLog}`);
+        return (await fetch(`${api}/-/ready`)).status === 200;
+      },
+      30_000,
+      'prometheus to be ready',
+    );
     // two tiny jobs, one after the other, submitted as a user would
-    for (const [i, members] of [[1, 1], [2, 2]]) {
-      const p = group.spawn(`submit ${i}`, ['train', 'cnn', '--members', String(members), '--epochs', '1', '--limit-train', '1024',
-        '--limit-test', '64', '--batch-size', '64', '--seed', String(i), '--nats', nats.url, '--out', path.join(tmp, `run-${i}`)]);
+    for (const [i, members] of [
+      [1, 1],
+      [2, 2],
+    ]) {
+      const p = group.spawn(`submit ${i}`, [
+        'train',
+        'cnn',
+        '--members',
+        String(members),
+        '--epochs',
+        '1',
+        '--limit-train',
+        '1024',
+        '--limit-test',
+        '64',
+        '--batch-size',
+        '64',
+        '--seed',
+        String(i),
+        '--nats',
+        nats.url,
+        '--out',
+        path.join(tmp, `run-${i}`),
+      ]);
       assert.equal((await p.exited).code, 0, p.stderr);
       jobIds.push(/submitted job (\S+)/.exec(p.stderr)![1]);
     }
     // a few scrapes after the last job, so that rates over the end of the run exist
     const last = Date.now();
-    await waitFor(async () => {
-      const up = (await query(`/api/v1/query?query=${encodeURIComponent('up')}`)).result as Series[];
-      const scraped = await query(`/api/v1/query?query=${encodeURIComponent('timestamp(up)')}`);
-      return up.length === 2 && up.every(s => s.value![1] === '1') &&
-        (scraped.result as Series[]).every(s => Number(s.value![1]) * 1000 > last + 3000 * SCRAPE_S);
-    }, 30_000, 'both targets up and scraped after the jobs');
+    await waitFor(
+      async () => {
+        const up = (await query(`/api/v1/query?query=${encodeURIComponent('up')}`)).result as Series[];
+        const scraped = await query(`/api/v1/query?query=${encodeURIComponent('timestamp(up)')}`);
+        return (
+          up.length === 2 &&
+          up.every(s => s.value![1] === '1') &&
+          (scraped.result as Series[]).every(s => Number(s.value![1]) * 1000 > last + 3000 * SCRAPE_S)
+        );
+      },
+      30_000,
+      'both targets up and scraped after the jobs',
+    );
   });
 
   afterEach(function () {
-    if (this.currentTest?.state === 'failed') process.stderr.write(`\n${group.describe()}\n----- prometheus\n${promLog}\n`);
+    if (this.currentTest?.state === 'failed')
+      process.stderr.write(`\n${group.describe()}\n----- prometheus\n${promLog}\n`);
   });
 
   after(async () => {
@@ -138,7 +200,9 @@ describe('Prometheus scrapes a coordinator and a worker with the shipped configu
 
   it('per-job series keep their fleet_job label apart (not renamed exported_job); job is the scrape job', async () => {
     assert.equal(new Set(jobIds).size, 2);
-    const series = await query(`/api/v1/series?${new URLSearchParams({ 'match[]': 'fleet_training_loss', start: String(started / 1000) })}`) as Record<string, string>[];
+    const series = (await query(
+      `/api/v1/series?${new URLSearchParams({ 'match[]': 'fleet_training_loss', start: String(started / 1000) })}`,
+    )) as Record<string, string>[];
     assert.ok(series.length > 0, 'no fleet_training_loss series');
     for (const s of series) {
       assert.equal(s.exported_job, undefined, `renamed by Prometheus: ${JSON.stringify(s)}`);
@@ -153,20 +217,35 @@ describe('Prometheus scrapes a coordinator and a worker with the shipped configu
     const variable = dash.templating.list.find((v: any) => v.name === 'fleet_job');
     assert.ok(variable, 'the dashboard has a fleet_job variable');
     const [, metric, label] = /^label_values\((\w+),\s*(\w+)\)$/.exec(variable.query.query ?? variable.query)!;
-    const values = await query(`/api/v1/label/${label}/values?${new URLSearchParams({ 'match[]': metric, start: String(started / 1000) })}`);
+    const values = await query(
+      `/api/v1/label/${label}/values?${new URLSearchParams({ 'match[]': metric, start: String(started / 1000) })}`,
+    );
     assert.deepEqual([...values].sort(), [...jobIds].sort());
     // filtering by one job keeps only that job's series
     const one = await range(`fleet_training_accuracy_ratio{fleet_job=~"${jobIds[0]}"}`);
-    assert.ok(one.length > 0 && one.every(s => s.metric.fleet_job === jobIds[0]), JSON.stringify(one.map(s => s.metric)));
+    assert.ok(
+      one.length > 0 && one.every(s => s.metric.fleet_job === jobIds[0]),
+      JSON.stringify(one.map(s => s.metric)),
+    );
   });
 
-  it('every Grafana panel\'s query returns data, except the panels that need a workload this test does not run', async () => {
+  it("every Grafana panel's query returns data, except the panels that need a workload this test does not run", async () => {
     const dash = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'dashboard/grafana/fleet.json'), 'utf8'));
     const panels: { title: string; exprs: string[] }[] = [];
-    const walk = (ps: any[]) => { for (const p of ps ?? []) { if (p.targets?.length) panels.push({ title: p.title, exprs: p.targets.map((t: any) => t.expr) }); walk(p.panels); } };
+    const walk = (ps: any[]) => {
+      for (const p of ps ?? []) {
+        if (p.targets?.length) panels.push({ title: p.title, exprs: p.targets.map((t: any) => t.expr) });
+        walk(p.panels);
+      }
+    };
     walk(dash.panels);
-    for (const t of Object.keys(NEEDS_WORKLOAD)) assert.ok(panels.some(p => p.title === t), `NEEDS_WORKLOAD names no panel "${t}"`);
-    const empty: string[] = [], unexpected: string[] = [];
+    for (const t of Object.keys(NEEDS_WORKLOAD))
+      assert.ok(
+        panels.some(p => p.title === t),
+        `NEEDS_WORKLOAD names no panel "${t}"`,
+      );
+    const empty: string[] = [],
+      unexpected: string[] = [];
     for (const p of panels) {
       let data = false;
       for (const e of p.exprs) {
@@ -182,8 +261,12 @@ describe('Prometheus scrapes a coordinator and a worker with the shipped configu
   });
 
   it('the shipped alert rules load and evaluate', async () => {
-    const groups = (await query('/api/v1/rules')).groups as { name: string; rules: { name: string; health: string; lastError?: string }[] }[];
+    const groups = (await query('/api/v1/rules')).groups as {
+      name: string;
+      rules: { name: string; health: string; lastError?: string }[];
+    }[];
     assert.ok(groups.length > 0);
-    for (const g of groups) for (const r of g.rules) assert.notEqual(r.health, 'err', `${g.name}/${r.name}: ${r.lastError}`);
+    for (const g of groups)
+      for (const r of g.rules) assert.notEqual(r.health, 'err', `${g.name}/${r.name}: ${r.lastError}`);
   });
 });

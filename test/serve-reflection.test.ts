@@ -12,8 +12,18 @@ import { InferenceServer } from '../serving/grpc-server.ts';
 import { HEALTH_SERVICE, INFERENCE_SERVICE } from '../serving/protocol.ts';
 
 const require = createRequire(import.meta.url);
-const FileDescriptorProto = protobuf.loadSync(require.resolve('protobufjs/google/protobuf/descriptor.proto')).lookupType('google.protobuf.FileDescriptorProto');
-const REFLECTION_PROTO = path.join(path.dirname(require.resolve('@grpc/reflection')), '..', 'proto', 'grpc', 'reflection', 'v1', 'reflection.proto');
+const FileDescriptorProto = protobuf
+  .loadSync(require.resolve('protobufjs/google/protobuf/descriptor.proto'))
+  .lookupType('google.protobuf.FileDescriptorProto');
+const REFLECTION_PROTO = path.join(
+  path.dirname(require.resolve('@grpc/reflection')),
+  '..',
+  'proto',
+  'grpc',
+  'reflection',
+  'v1',
+  'reflection.proto',
+);
 
 interface ReflectionResponse {
   list_services_response?: { service: { name: string }[] };
@@ -29,7 +39,10 @@ describe('serve: gRPC server reflection', () => {
     server = new InferenceServer({ models: dir, pollMs: 60_000 });
     const port = await server.start('127.0.0.1', 0);
     const def = protoLoader.loadSync(REFLECTION_PROTO, { keepCase: true, defaults: true, oneofs: true });
-    const Reflection = grpc.makeGenericClientConstructor(def['grpc.reflection.v1.ServerReflection'] as grpc.ServiceDefinition, 'ServerReflection');
+    const Reflection = grpc.makeGenericClientConstructor(
+      def['grpc.reflection.v1.ServerReflection'] as grpc.ServiceDefinition,
+      'ServerReflection',
+    );
     client = new Reflection(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as typeof client;
   });
   after(async () => {
@@ -38,12 +51,16 @@ describe('serve: gRPC server reflection', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const ask = (request: object) => new Promise<ReflectionResponse>((resolve, reject) => {
-    const call = client.ServerReflectionInfo();
-    call.on('data', (r: ReflectionResponse) => { resolve(r); call.end(); });
-    call.on('error', reject);
-    call.write(request);
-  });
+  const ask = (request: object) =>
+    new Promise<ReflectionResponse>((resolve, reject) => {
+      const call = client.ServerReflectionInfo();
+      call.on('data', (r: ReflectionResponse) => {
+        resolve(r);
+        call.end();
+      });
+      call.on('error', reject);
+      call.write(request);
+    });
 
   it('lists the inference and health services', async () => {
     const r = await ask({ list_services: '' });
@@ -53,9 +70,16 @@ describe('serve: gRPC server reflection', () => {
 
   it('serves the file that defines ModelInfer, with its request and response messages', async () => {
     const r = await ask({ file_containing_symbol: INFERENCE_SERVICE });
-    const files = r.file_descriptor_response!.file_descriptor_proto.map(b => FileDescriptorProto.decode(b) as unknown as
-      { package: string; service: { name: string; method: { name: string; inputType: string; outputType: string }[] }[] });
-    const svc = files.flatMap(f => f.service.map(s => ({ pkg: f.package, ...s }))).find(s => `${s.pkg}.${s.name}` === INFERENCE_SERVICE);
+    const files = r.file_descriptor_response!.file_descriptor_proto.map(
+      b =>
+        FileDescriptorProto.decode(b) as unknown as {
+          package: string;
+          service: { name: string; method: { name: string; inputType: string; outputType: string }[] }[];
+        },
+    );
+    const svc = files
+      .flatMap(f => f.service.map(s => ({ pkg: f.package, ...s })))
+      .find(s => `${s.pkg}.${s.name}` === INFERENCE_SERVICE);
     assert.ok(svc, 'the inference service is in the returned files');
     const infer = svc.method.find(m => m.name === 'ModelInfer')!;
     assert.equal(infer.inputType, '.inference.ModelInferRequest');

@@ -8,7 +8,12 @@ import * as path from 'node:path';
 import { checkpointFile } from '../engine/train/train-state.ts';
 import { Graph } from '../engine/graph/graph.ts';
 import { supConLoss, type ContrastiveOptions } from '../engine/losses.ts';
-import { buildContrastiveLossGraph, trainSimclr, encodeImages, type SimclrResult } from '../engine/train/train-simclr.ts';
+import {
+  buildContrastiveLossGraph,
+  trainSimclr,
+  encodeImages,
+  type SimclrResult,
+} from '../engine/train/train-simclr.ts';
 import { exportEncoder, exportSimclrClassifier, PROJECTION_DIM } from '../engine/model/simclr.ts';
 import { FEATURES, CLASSES } from '../engine/model/cnn.ts';
 import { loadDataset, normalise, IMAGE_SIZE, type Split } from '../engine/data/datasets.ts';
@@ -43,7 +48,8 @@ function positivesOf(i: number, n: number, labels: number[] | null): number[] {
  * and its gradient with respect to z (z need not be normalised: s_ij = z_i . z_j).
  */
 function supConJS(z: number[][], labels: number[] | null, T = 0.07, baseT = 0.07): { loss: number; grad: number[][] } {
-  const n = z.length, d = z[0].length;
+  const n = z.length,
+    d = z[0].length;
   const s = z.map(a => z.map(b => dot(a, b)));
   let total = 0;
   // G[i][k] = dloss / ds_ik
@@ -62,17 +68,20 @@ function supConJS(z: number[][], labels: number[] | null, T = 0.07, baseT = 0.07
       G[i][k] += scale * ((P.includes(k) ? 1 / P.length : 0) - softmax);
     }
   }
-  const grad = Array.from({ length: n }, (_, i) => Array.from({ length: d }, (_, c) => {
-    let v = 0;
-    for (let k = 0; k < n; k++) v += (G[i][k] + G[k][i]) * z[k][c];
-    return v;
-  }));
-  return { loss: -(T / baseT) * total / n, grad };
+  const grad = Array.from({ length: n }, (_, i) =>
+    Array.from({ length: d }, (_, c) => {
+      let v = 0;
+      for (let k = 0; k < n; k++) v += (G[i][k] + G[k][i]) * z[k][c];
+      return v;
+    }),
+  );
+  return { loss: (-(T / baseT) * total) / n, grad };
 }
 
 /** The graph's supConLoss on fixed projections (and labels). */
 async function graphLoss(z: number[][], labels: number[] | null, opts: ContrastiveOptions = {}): Promise<number> {
-  const n = z.length, d = z[0].length;
+  const n = z.length,
+    d = z[0].length;
   const g = new Graph('supcon_value');
   const zv = g.input('z', [n, d]);
   const lv = labels ? g.input('labels', [n], 'int64') : null;
@@ -88,15 +97,26 @@ const close = (a: number, b: number, rtol: number, what: string) =>
 
 describe('simclr: the NT-Xent / SupCon loss', () => {
   it('the float64 reference gradient agrees with its own finite differences (sanity of the reference)', () => {
-    const z = unitRows(6, 4, 11), labels = [0, 1, 0, 0, 1, 0];
+    const z = unitRows(6, 4, 11),
+      labels = [0, 1, 0, 0, 1, 0];
     for (const lab of [null, labels]) {
       const { grad } = supConJS(z, lab, 0.2, 0.07);
       const h = 1e-6;
-      for (const [i, c] of [[0, 0], [2, 3], [5, 1], [3, 2]]) {
-        const zp = z.map(r => r.slice()), zm = z.map(r => r.slice());
-        zp[i][c] += h; zm[i][c] -= h;
+      for (const [i, c] of [
+        [0, 0],
+        [2, 3],
+        [5, 1],
+        [3, 2],
+      ]) {
+        const zp = z.map(r => r.slice()),
+          zm = z.map(r => r.slice());
+        zp[i][c] += h;
+        zm[i][c] -= h;
         const fd = (supConJS(zp, lab, 0.2, 0.07).loss - supConJS(zm, lab, 0.2, 0.07).loss) / (2 * h);
-        assert.ok(Math.abs(fd - grad[i][c]) < 1e-6 + 1e-5 * Math.abs(fd), `reference gradient [${i}][${c}]: ${grad[i][c]} vs ${fd}`);
+        assert.ok(
+          Math.abs(fd - grad[i][c]) < 1e-6 + 1e-5 * Math.abs(fd),
+          `reference gradient [${i}][${c}]: ${grad[i][c]} vs ${fd}`,
+        );
       }
     }
   });
@@ -130,15 +150,21 @@ describe('simclr: the NT-Xent / SupCon loss', () => {
   });
 
   it('temperature other than 0.07 with baseTemperature 0.07 scales the loss by T / baseT', async () => {
-    const z = unitRows(6, 4, 9), labels = [2, 2, 5, 2, 2, 5];
+    const z = unitRows(6, 4, 9),
+      labels = [2, 2, 5, 2, 2, 5];
     for (const T of [0.5, 0.2]) {
       close(await graphLoss(z, null, { temperature: T }), supConJS(z, null, T, 0.07).loss, 1e-5, `T=${T} unsupervised`);
-      close(await graphLoss(z, labels, { temperature: T, baseTemperature: 0.07 }), supConJS(z, labels, T, 0.07).loss, 1e-5, `T=${T} supervised`);
+      close(
+        await graphLoss(z, labels, { temperature: T, baseTemperature: 0.07 }),
+        supConJS(z, labels, T, 0.07).loss,
+        1e-5,
+        `T=${T} supervised`,
+      );
     }
     // baseTemperature = temperature removes the scale
     const a = await graphLoss(z, null, { temperature: 0.5, baseTemperature: 0.5 });
     close(a, supConJS(z, null, 0.5, 0.5).loss, 1e-5, 'T = baseT = 0.5');
-    close(a * 0.5 / 0.07, supConJS(z, null, 0.5, 0.07).loss, 1e-5, 'the T/baseT factor');
+    close((a * 0.5) / 0.07, supConJS(z, null, 0.5, 0.07).loss, 1e-5, 'the T/baseT factor');
   });
 
   it('rejects fewer than 4 projections or an odd count', () => {
@@ -150,15 +176,24 @@ describe('simclr: the NT-Xent / SupCon loss', () => {
 
 describe('simclr: gradient of the contrastive loss (finite differences)', () => {
   const labels = BigInt64Array.from([0, 1, 0, 2, 0, 1, 0, 2].map(BigInt));
-  for (const [name, T] of [['T = 0.07', 0.07], ['T = 0.5', 0.5]] as const) {
+  for (const [name, T] of [
+    ['T = 0.07', 0.07],
+    ['T = 0.5', 0.5],
+  ] as const) {
     it(`L2-normalise then supConLoss, without labels (${name})`, async () => {
-      const r = await gradcheck((g, [x]) => supConLoss(g, g.l2Normalize(x, 1), null, { temperature: T }),
-        [{ shape: [8, 5] }], { eps: 1e-3, directions: 3, seed: 3 });
+      const r = await gradcheck(
+        (g, [x]) => supConLoss(g, g.l2Normalize(x, 1), null, { temperature: T }),
+        [{ shape: [8, 5] }],
+        { eps: 1e-3, directions: 3, seed: 3 },
+      );
       assert.deepEqual(r.failures, [], `worst error ratio ${r.worst}`);
     });
     it(`L2-normalise then supConLoss, with labels (${name})`, async () => {
-      const r = await gradcheck((g, [x, y]) => supConLoss(g, g.l2Normalize(x, 1), y, { temperature: T }),
-        [{ shape: [8, 5] }, { shape: [8], dtype: 'int64', data: labels }], { eps: 1e-3, directions: 3, seed: 4 });
+      const r = await gradcheck(
+        (g, [x, y]) => supConLoss(g, g.l2Normalize(x, 1), y, { temperature: T }),
+        [{ shape: [8, 5] }, { shape: [8], dtype: 'int64', data: labels }],
+        { eps: 1e-3, directions: 3, seed: 4 },
+      );
       assert.deepEqual(r.failures, [], `worst error ratio ${r.worst}`);
     });
   }
@@ -185,7 +220,8 @@ describe('simclr: buildContrastiveLossGraph', () => {
   }
 
   it('grad.z equals central finite differences of its own loss output', async () => {
-    const n = 6, rng = new Rng(31);
+    const n = 6,
+      rng = new Rng(31);
     const model = buildContrastiveLossGraph(n, false, { temperature: 0.5 });
     const z = unitRows(n, PROJECTION_DIM, 30).flat();
     const run = async (v: number[]) => runOnce(model, { z: f32(v, [n, PROJECTION_DIM]) });
@@ -198,7 +234,10 @@ describe('simclr: buildContrastiveLossGraph', () => {
       const lm = (await run(z.map((v, i) => v - eps * dir[i]))).loss.data as Float32Array;
       const fd = (lp[0] - lm[0]) / (2 * eps);
       const an = dir.reduce((s, v, i) => s + v * grad[i], 0);
-      assert.ok(Math.abs(fd - an) <= 1e-3 + 5e-3 * Math.abs(fd), `direction ${d}: finite difference ${fd} vs grad.z ${an}`);
+      assert.ok(
+        Math.abs(fd - an) <= 1e-3 + 5e-3 * Math.abs(fd),
+        `direction ${d}: finite difference ${fd} vs grad.z ${an}`,
+      );
     }
   });
 
@@ -224,12 +263,29 @@ describe('simclr: training and linear evaluation on a small MNIST subset', funct
   it('resumes from a checkpoint bit-identically (augmentation and dropout included)', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-simclr-resume-'));
     try {
-      const o = { ...base, limitTrain: 128, probeEpochs: 1, epochs: 2, supervised: false, train: data.train, test: data.test, checkpointDir: dir };
+      const o = {
+        ...base,
+        limitTrain: 128,
+        probeEpochs: 1,
+        epochs: 2,
+        supervised: false,
+        train: data.train,
+        test: data.test,
+        checkpointDir: dir,
+      };
       const straight = await trainSimclr(o);
       fs.rmSync(checkpointFile(dir, 2));
       const resumed = await trainSimclr({ ...o, resume: true });
-      assert.deepEqual(resumed.history.map(h => h.train_loss), straight.history.map(h => h.train_loss));
-      resumed.params.data.forEach((a, i) => assert.ok(a.every((v, k) => Object.is(v, straight.params.data[i][k])), `parameter ${resumed.params.names[i]} differs`));
+      assert.deepEqual(
+        resumed.history.map(h => h.train_loss),
+        straight.history.map(h => h.train_loss),
+      );
+      resumed.params.data.forEach((a, i) =>
+        assert.ok(
+          a.every((v, k) => Object.is(v, straight.params.data[i][k])),
+          `parameter ${resumed.params.names[i]} differs`,
+        ),
+      );
       await assert.rejects(trainSimclr({ ...o, supervised: true, resume: true }), /cannot resume/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -237,7 +293,10 @@ describe('simclr: training and linear evaluation on a small MNIST subset', funct
   });
 
   it('runs 2 epochs: history, finite loss below log(2B - 1), linear-eval accuracy well above chance', () => {
-    assert.deepEqual(result.history.map(h => h.epoch), [1, 2]);
+    assert.deepEqual(
+      result.history.map(h => h.epoch),
+      [1, 2],
+    );
     for (const h of result.history) {
       assert.ok(Number.isFinite(h.train_loss) && h.train_loss > 0, `epoch ${h.epoch} loss ${h.train_loss}`);
       assert.ok(h.lr >= 0 && h.seconds >= 0);
@@ -252,21 +311,38 @@ describe('simclr: training and linear evaluation on a small MNIST subset', funct
     assert.equal(le.probabilities.length, 200 * CLASSES);
     for (let i = 0; i < 200; i++) {
       const row = le.probabilities.subarray(i * CLASSES, (i + 1) * CLASSES);
-      assert.ok(Math.abs(row.reduce((a, b) => a + b, 0) - 1) < 1e-4, `probabilities of test image ${i} sum to ${row.reduce((a, b) => a + b, 0)}`);
+      assert.ok(
+        Math.abs(row.reduce((a, b) => a + b, 0) - 1) < 1e-4,
+        `probabilities of test image ${i} sum to ${row.reduce((a, b) => a + b, 0)}`,
+      );
     }
     assert.ok(result.imagesPerSecond > 0);
   });
 
   it('supervised (SupCon) training also runs', async () => {
-    const r = await trainSimclr({ ...base, epochs: 1, limitTrain: 64, probeEpochs: 2, supervised: true, train: data.train, test: data.test });
+    const r = await trainSimclr({
+      ...base,
+      epochs: 1,
+      limitTrain: 64,
+      probeEpochs: 2,
+      supervised: true,
+      train: data.train,
+      test: data.test,
+    });
     assert.equal(r.history.length, 1);
     assert.ok(Number.isFinite(r.history[0].train_loss), `loss ${r.history[0].train_loss}`);
     assert.ok(r.history[0].train_loss > 0);
   });
 
   it('rejects a batch size of 1 and fewer than 2 training images', async () => {
-    await assert.rejects(trainSimclr({ ...base, epochs: 1, batchSize: 1, supervised: false, train: data.train, test: data.test }), /batch size of at least 2/);
-    await assert.rejects(trainSimclr({ ...base, epochs: 1, limitTrain: 1, supervised: false, train: data.train, test: data.test }), /at least 2 training images/);
+    await assert.rejects(
+      trainSimclr({ ...base, epochs: 1, batchSize: 1, supervised: false, train: data.train, test: data.test }),
+      /batch size of at least 2/,
+    );
+    await assert.rejects(
+      trainSimclr({ ...base, epochs: 1, limitTrain: 1, supervised: false, train: data.train, test: data.test }),
+      /at least 2 training images/,
+    );
   });
 
   it('exportSimclrClassifier equals the encoder features (exportEncoder / encodeImages) followed by the probe in JS', async () => {
@@ -278,35 +354,59 @@ describe('simclr: training and linear evaluation on a small MNIST subset', funct
     const enc = await runOnce(exportEncoder(result.params, result.buffers), { input: f32(x, [n, 1, 28, 28]) });
     assertClose(enc.features.data as Float32Array, features, 'encoder features', { rtol: 1e-5, atol: 1e-6 });
 
-    const W = result.probe.get('probe.weight'), b = result.probe.get('probe.bias');
+    const W = result.probe.get('probe.weight'),
+      b = result.probe.get('probe.bias');
     assert.equal(W.length, CLASSES * FEATURES);
-    const logits: number[] = [], probs: number[] = [];
+    const logits: number[] = [],
+      probs: number[] = [];
     for (let i = 0; i < n; i++) {
       const row = Array.from({ length: CLASSES }, (_, c) => {
         let v = b[c];
         for (let k = 0; k < FEATURES; k++) v += features[i * FEATURES + k] * W[c * FEATURES + k];
         return v;
       });
-      const m = Math.max(...row), e = row.map(v => Math.exp(v - m)), s = e.reduce((a, v) => a + v, 0);
-      logits.push(...row); probs.push(...e.map(v => v / s));
+      const m = Math.max(...row),
+        e = row.map(v => Math.exp(v - m)),
+        s = e.reduce((a, v) => a + v, 0);
+      logits.push(...row);
+      probs.push(...e.map(v => v / s));
     }
-    const out = await runOnce(exportSimclrClassifier(result.params, result.buffers, result.probe), { input: f32(x, [n, 1, 28, 28]) });
+    const out = await runOnce(exportSimclrClassifier(result.params, result.buffers, result.probe), {
+      input: f32(x, [n, 1, 28, 28]),
+    });
     assert.deepEqual(out.logits.dims, [n, CLASSES]);
     assertClose(out.logits.data as Float32Array, logits, 'logits', { rtol: 1e-4, atol: 1e-4 });
     assertClose(out.probabilities.data as Float32Array, probs, 'probabilities', { rtol: 1e-4, atol: 1e-5 });
     // and the linear evaluation's own test probabilities for these images
-    assertClose(result.linearEval.probabilities.subarray(0, n * CLASSES), probs, 'linear-eval probabilities', { rtol: 1e-4, atol: 1e-5 });
+    assertClose(result.linearEval.probabilities.subarray(0, n * CLASSES), probs, 'linear-eval probabilities', {
+      rtol: 1e-4,
+      atol: 1e-5,
+    });
   });
 
   it('encodeImages across its 500-image chunks: each row is the encoder output of that image', async () => {
-    const count = 503, rows = [0, 499, 500, 502];
+    const count = 503,
+      rows = [0, 499, 500, 502];
     const features = await encodeImages(result.params, result.buffers, data.test, count, { threads: 1 });
     assert.equal(features.length, count * FEATURES);
     const x = new Float32Array(rows.length * IMAGE_SIZE);
-    rows.forEach((r, i) => normalise(data.test.images.subarray(r * IMAGE_SIZE, (r + 1) * IMAGE_SIZE), x.subarray(i * IMAGE_SIZE, (i + 1) * IMAGE_SIZE)));
-    const enc = await runOnce(exportEncoder(result.params, result.buffers), { input: f32(x, [rows.length, 1, 28, 28]) });
+    rows.forEach((r, i) =>
+      normalise(
+        data.test.images.subarray(r * IMAGE_SIZE, (r + 1) * IMAGE_SIZE),
+        x.subarray(i * IMAGE_SIZE, (i + 1) * IMAGE_SIZE),
+      ),
+    );
+    const enc = await runOnce(exportEncoder(result.params, result.buffers), {
+      input: f32(x, [rows.length, 1, 28, 28]),
+    });
     const ref = enc.features.data as Float32Array;
-    rows.forEach((r, i) => assertClose(features.subarray(r * FEATURES, (r + 1) * FEATURES), ref.subarray(i * FEATURES, (i + 1) * FEATURES),
-      `features of image ${r}`, { rtol: 1e-5, atol: 1e-6 }));
+    rows.forEach((r, i) =>
+      assertClose(
+        features.subarray(r * FEATURES, (r + 1) * FEATURES),
+        ref.subarray(i * FEATURES, (i + 1) * FEATURES),
+        `features of image ${r}`,
+        { rtol: 1e-5, atol: 1e-6 },
+      ),
+    );
   });
 });

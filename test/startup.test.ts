@@ -20,16 +20,25 @@ import worker, { OPTIONS as WORKER_OPTIONS } from '../cli/worker.ts';
 import train from '../cli/train.ts';
 import bench from '../cli/bench.ts';
 
-interface Failure { code: number | null; stderr: string; lines: string[]; errorToExitMs: number; totalMs: number }
+interface Failure {
+  code: number | null;
+  stderr: string;
+  lines: string[];
+  errorToExitMs: number;
+  totalMs: number;
+}
 
 /** Runs `fleet ...` expecting it to fail: the exit code, its stderr, and how long it lived after printing the error. */
 function runFailing(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<Failure> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'fleet.js'), ...args], {
-      cwd: REPO_ROOT, env: { ...process.env, FLEET_DEBUG: '', ...env }, stdio: ['ignore', 'ignore', 'pipe'],
+      cwd: REPO_ROOT,
+      env: { ...process.env, FLEET_DEBUG: '', ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
     });
-    let stderr = '', errorAt = 0;
+    let stderr = '',
+      errorAt = 0;
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr += d;
       if (!errorAt && /^fleet: /m.test(stderr)) errorAt = Date.now();
@@ -76,7 +85,9 @@ describe('start-up: fleet coordinator and fleet worker exit non-zero at once, na
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-startup-'));
     watcher = await connectNats(nats.url);
     for (const s of [SUBJECTS.workerAnnounce, SUBJECTS.workerHeartbeatAll]) {
-      watcher.subscribe(s, m => { announced.push(m.subject); });
+      watcher.subscribe(s, m => {
+        announced.push(m.subject);
+      });
     }
     await watcher.flush();
   });
@@ -90,22 +101,47 @@ describe('start-up: fleet coordinator and fleet worker exit non-zero at once, na
 
   it('worker: --metrics on a port in use -> exit 1 before it announces itself or heartbeats', async () => {
     const at = `127.0.0.1:${busy.port}`;
-    const f = await runFailing(['worker', '--nats', nats.url, '--id', 'w-busy', '--heartbeat-ms', '50',
-      '--metrics', at]);
+    const f = await runFailing([
+      'worker',
+      '--nats',
+      nats.url,
+      '--id',
+      'w-busy',
+      '--heartbeat-ms',
+      '50',
+      '--metrics',
+      at,
+    ]);
     assertStartFailure(f, new RegExp(`^fleet: ${inUse()}--metrics\\): address already in use$`), 'worker --metrics');
     await watcher.flush();
     assert.deepEqual(announced, [], 'the worker announced itself or heartbeated');
   });
 
   it('coordinator: --http on a port in use -> exit 1', async () => {
-    const f = await runFailing(['coordinator', '--nats', nats.url, '--state', path.join(dir, 's1'),
-      '--http', `127.0.0.1:${busy.port}`]);
+    const f = await runFailing([
+      'coordinator',
+      '--nats',
+      nats.url,
+      '--state',
+      path.join(dir, 's1'),
+      '--http',
+      `127.0.0.1:${busy.port}`,
+    ]);
     assertStartFailure(f, new RegExp(`^fleet: ${inUse()}--http\\): address already in use$`), 'coordinator --http');
   });
 
   it('coordinator: --grpc on a port in use -> exit 1', async () => {
-    const f = await runFailing(['coordinator', '--nats', nats.url, '--state', path.join(dir, 's2'), '--http', 'off',
-      '--grpc', `127.0.0.1:${busy.port}`]);
+    const f = await runFailing([
+      'coordinator',
+      '--nats',
+      nats.url,
+      '--state',
+      path.join(dir, 's2'),
+      '--http',
+      'off',
+      '--grpc',
+      `127.0.0.1:${busy.port}`,
+    ]);
     assertStartFailure(f, new RegExp(`^fleet: ${inUse()}--grpc\\): address already in use$`), 'coordinator --grpc');
   });
 
@@ -118,8 +154,10 @@ describe('start-up: fleet coordinator and fleet worker exit non-zero at once, na
     const cases: [string[], RegExp][] = [
       [[...worker, '--nats-ca', missing], /^fleet: --nats-ca \S+missing\.pem: cannot read it \(no such file\)$/],
       [[...coord('s3'), '--nats-ca', garbage], /^fleet: --nats-ca \S+garbage\.pem: not a usable CA certificate/],
-      [[...worker, '--nats-cert', garbage, '--nats-key', garbage],
-        /^fleet: --nats-cert \S+ \/ --nats-key \S+: not a usable certificate/],
+      [
+        [...worker, '--nats-cert', garbage, '--nats-key', garbage],
+        /^fleet: --nats-cert \S+ \/ --nats-key \S+: not a usable certificate/,
+      ],
       [[...coord('s4'), '--nats-creds', garbage], /^fleet: --nats-creds \S+garbage\.pem: not a NATS credentials file/],
       [[...worker, '--nats-creds', dir], /^fleet: --nats-creds \S+: cannot read it \(is a directory\)$/],
     ];
@@ -133,7 +171,8 @@ describe('start-up: fleet coordinator and fleet worker exit non-zero at once, na
     await closed.close(); // a port nobody listens on now
     for (const cmd of [['worker'], ['coordinator', '--state', path.join(dir, 's5')]]) {
       const f = await runFailing([...cmd, '--nats', `nats://127.0.0.1:${closed.port}`, '--nats-wait-ms', '1500']);
-      const re = `^fleet: cannot connect to NATS at nats://127\\.0\\.0\\.1:${closed.port} ` +
+      const re =
+        `^fleet: cannot connect to NATS at nats://127\\.0\\.0\\.1:${closed.port} ` +
         '\\(\\d+ tries in [\\d.]+ s\\): connection refused$';
       assertStartFailure(f, new RegExp(re), cmd[0]);
       const tries = Number(/\((\d+) tries/.exec(f.stderr)![1]);
@@ -158,8 +197,10 @@ describe('start-up: fleet coordinator and fleet worker exit non-zero at once, na
 
   it('credentials in the URL never reach the error (nor with FLEET_DEBUG stacks)', async () => {
     for (const env of [{}, { FLEET_DEBUG: '1' }]) {
-      const f = await runFailing(['worker', '--nats', 'nats://fleet:Pa55-in-url@127.0.0.1:1', '--nats-wait-ms', '0'],
-        env);
+      const f = await runFailing(
+        ['worker', '--nats', 'nats://fleet:Pa55-in-url@127.0.0.1:1', '--nats-wait-ms', '0'],
+        env,
+      );
       assert.equal(f.code, 1);
       assert.match(f.stderr, /nats:\/\/fleet:\*\*\*@127\.0\.0\.1:1/);
       assert.ok(!f.stderr.includes('Pa55-in-url'), f.stderr);
@@ -178,8 +219,10 @@ describe('start-up: the shared listen step (telemetry/listen.ts)', () => {
         assert.equal(e.code, 'EADDRINUSE');
         return true;
       });
-      await assert.rejects(listen(net.createServer(), 'no-such-host.invalid', 0, '--http'),
-        /^Error: cannot listen on no-such-host\.invalid:0 \(--http\): (no such host|host name lookup failed)$/);
+      await assert.rejects(
+        listen(net.createServer(), 'no-such-host.invalid', 0, '--http'),
+        /^Error: cannot listen on no-such-host\.invalid:0 \(--http\): (no such host|host name lookup failed)$/,
+      );
     } finally {
       a.close();
     }
@@ -189,14 +232,18 @@ describe('start-up: the shared listen step (telemetry/listen.ts)', () => {
 describe('options: upper bounds on every numeric option, impossible TLS and credential settings', () => {
   it('intOption / numberOption: the bounds are inclusive, and the default bound keeps timers below 2^31 ms', () => {
     assert.equal(intOption({ n: '10' }, 'n', 0, 1, 10), 10);
-    assert.throws(() => intOption({ n: '11' }, 'n', 0, 1, 10),
-      /^Error: --n: must be at most 10, got 11 \(allowed 1\.\.10\)$/);
+    assert.throws(
+      () => intOption({ n: '11' }, 'n', 0, 1, 10),
+      /^Error: --n: must be at most 10, got 11 \(allowed 1\.\.10\)$/,
+    );
     assert.equal(intOption({ n: String(MAX_TIMER_MS) }, 'n', 0), MAX_TIMER_MS);
     assert.throws(() => intOption({ n: String(MAX_TIMER_MS + 1) }, 'n', 0), UsageError);
     assert.throws(() => intOption({ n: '99999999999999999999999' }, 'n', 0), /must be at most/);
     assert.equal(numberOption({ x: '0.5' }, 'x', 0, 0, 0.5), 0.5);
-    assert.throws(() => numberOption({ x: '0.51' }, 'x', 0, 0, 0.5),
-      /--x: must be at most 0\.5, got 0\.51 \(allowed 0\.\.0\.5\)/);
+    assert.throws(
+      () => numberOption({ x: '0.51' }, 'x', 0, 0, 0.5),
+      /--x: must be at most 0\.5, got 0\.51 \(allowed 0\.\.0\.5\)/,
+    );
     assert.equal(MAX_TIMER_MS, 2 ** 31 - 1);
   });
 
@@ -228,8 +275,12 @@ describe('options: upper bounds on every numeric option, impossible TLS and cred
     [bench, ['train'], 'threads', '5000', '1..1024'],
   ];
   for (const [command, argv, option, value, range] of table) {
-    const name = command === coordinator ? 'coordinator' : command === worker ? 'worker'
-      : `${command === bench ? 'bench' : 'train'} ${argv[0]}`;
+    const name =
+      command === coordinator
+        ? 'coordinator'
+        : command === worker
+          ? 'worker'
+          : `${command === bench ? 'bench' : 'train'} ${argv[0]}`;
     it(`fleet ${name} --${option} ${value}: a usage error naming the option, the value and ${range}`, async () => {
       await assert.rejects(command([...argv, `--${option}`, value]), (e: unknown) => {
         assert.ok(e instanceof UsageError, String(e));
@@ -242,12 +293,17 @@ describe('options: upper bounds on every numeric option, impossible TLS and cred
   }
 
   it('every *-ms option of coordinator and worker refuses a delay past the timer limit', async () => {
-    for (const [command, options] of [[coordinator, COORDINATOR_OPTIONS], [worker, WORKER_OPTIONS]] as const) {
+    for (const [command, options] of [
+      [coordinator, COORDINATOR_OPTIONS],
+      [worker, WORKER_OPTIONS],
+    ] as const) {
       const ms = Object.keys(options).filter(o => o.endsWith('-ms'));
       assert.ok(ms.length >= 2, ms.join(', '));
       for (const o of ms) {
-        await assert.rejects(command([...nats, `--${o}`, String(2 ** 31)]),
-          (e: unknown) => e instanceof UsageError && e.message.startsWith(`--${o}: must be at most`));
+        await assert.rejects(
+          command([...nats, `--${o}`, String(2 ** 31)]),
+          (e: unknown) => e instanceof UsageError && e.message.startsWith(`--${o}: must be at most`),
+        );
       }
     }
   });
@@ -255,22 +311,32 @@ describe('options: upper bounds on every numeric option, impossible TLS and cred
   it('the command line: exit 2 with the one line', async () => {
     const r = await runFleet(['coordinator', ...nats, '--worker-timeout-ms', '5000000000']);
     assert.equal(r.code, 2);
-    assert.equal(r.stderr,
-      'fleet: --worker-timeout-ms: must be at most 3600000, got 5000000000 (allowed 100..3600000)\n');
+    assert.equal(
+      r.stderr,
+      'fleet: --worker-timeout-ms: must be at most 3600000, got 5000000000 (allowed 100..3600000)\n',
+    );
   });
 
   it('TLS and credential settings that could not take effect are usage errors', async () => {
     const cases: [typeof worker, string[], NodeJS.ProcessEnv, RegExp][] = [
       [worker, [...nats, '--nats-key', 'k.pem'], {}, /^--nats-key: needs --nats-cert/],
       [coordinator, [...nats, '--nats-cert', 'c.pem'], {}, /^--nats-cert: needs --nats-key/],
-      [worker, ['--nats', 'http://127.0.0.1:4222'], {},
-        /^--nats: expected nats:\/\/HOST:PORT or tls:\/\/HOST:PORT, got "http:\/\/127\.0\.0\.1:4222"$/],
+      [
+        worker,
+        ['--nats', 'http://127.0.0.1:4222'],
+        {},
+        /^--nats: expected nats:\/\/HOST:PORT or tls:\/\/HOST:PORT, got "http:\/\/127\.0\.0\.1:4222"$/,
+      ],
       [worker, ['--nats', 'nats://u:Pw-9@[bad'], {}, /^--nats: expected .*, got "nats:\/\/u:\*\*\*@\[bad"$/],
       [worker, nats, { NATS_PASSWORD: 'x' }, /^NATS_PASSWORD is set without NATS_USER/],
       [worker, nats, { NATS_USER: 'x' }, /^NATS_USER is set without NATS_PASSWORD/],
       [worker, nats, { NATS_USER: 'x', NATS_PASSWORD: 'y', NATS_TOKEN: 'z' }, /^NATS_USER and NATS_TOKEN are both set/],
-      [coordinator, ['--nats', 'nats://a:b@127.0.0.1:1'], { NATS_USER: 'x', NATS_PASSWORD: 'y' },
-        /^--nats: the URL carries credentials and so does NATS_USER/],
+      [
+        coordinator,
+        ['--nats', 'nats://a:b@127.0.0.1:1'],
+        { NATS_USER: 'x', NATS_PASSWORD: 'y' },
+        /^--nats: the URL carries credentials and so does NATS_USER/,
+      ],
       [train, ['cnn', '--members', '2', '--nats-ca', 'ca.pem'], {}, /^--nats-ca: only with --nats URL/],
       [train, ['cnn', '--members', '2', ...nats, '--nats-key', 'k.pem'], {}, /^--nats-key: needs --nats-cert/],
       [train, ['simclr', ...nats, '--nats-cert', 'c.pem'], {}, /^--nats-cert: needs --nats-key/],

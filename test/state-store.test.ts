@@ -17,14 +17,33 @@ const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));
 const MAX_PAYLOAD = 64 * 1024;
 
-const BAD_KEYS = ['', '/abs', 'trailing/', 'a//b', '../up', 'a/../b', 'a/./b', '.hidden', 'a.', 'a..b', 'back\\slash', 'nul\u0000',
-  'with space', 'star*', 'gt>', 'caf\u00e9', 'a\nb'];
+const BAD_KEYS = [
+  '',
+  '/abs',
+  'trailing/',
+  'a//b',
+  '../up',
+  'a/../b',
+  'a/./b',
+  '.hidden',
+  'a.',
+  'a..b',
+  'back\\slash',
+  'nul\u0000',
+  'with space',
+  'star*',
+  'gt>',
+  'caf\u00e9',
+  'a\nb',
+];
 
 /** The contract every store keeps; `fresh` gives an empty store. */
 function contract(name: string, fresh: () => Promise<StateStore>) {
   describe(`${name}: the StateStore contract`, () => {
     let s: StateStore;
-    beforeEach(async () => { s = await fresh(); });
+    beforeEach(async () => {
+      s = await fresh();
+    });
 
     it('put/get round-trips bytes and strings; a missing key reads as null', async () => {
       assert.equal(await s.get('jobs/j1/job.json'), null);
@@ -38,10 +57,22 @@ function contract(name: string, fresh: () => Promise<StateStore>) {
     });
 
     it('put replaces the value; list gives the keys under a folder, sorted; delete removes one key', async () => {
-      for (const k of ['jobs/b/job.json', 'jobs/a/job.json', 'jobs/a/results/m-2.result', 'jobs/a/results/m-1.result', 'other/x']) await s.put(k, k);
+      for (const k of [
+        'jobs/b/job.json',
+        'jobs/a/job.json',
+        'jobs/a/results/m-2.result',
+        'jobs/a/results/m-1.result',
+        'other/x',
+      ])
+        await s.put(k, k);
       await s.put('jobs/a/job.json', 'second');
       assert.equal(dec(await s.get('jobs/a/job.json')), 'second');
-      assert.deepEqual(await s.list('jobs/'), ['jobs/a/job.json', 'jobs/a/results/m-1.result', 'jobs/a/results/m-2.result', 'jobs/b/job.json']);
+      assert.deepEqual(await s.list('jobs/'), [
+        'jobs/a/job.json',
+        'jobs/a/results/m-1.result',
+        'jobs/a/results/m-2.result',
+        'jobs/b/job.json',
+      ]);
       assert.deepEqual(await s.list('jobs/a/results/'), ['jobs/a/results/m-1.result', 'jobs/a/results/m-2.result']);
       assert.deepEqual(await s.list('nothing/'), []);
       assert.equal((await s.list('')).length, 5);
@@ -62,7 +93,12 @@ function contract(name: string, fresh: () => Promise<StateStore>) {
         assert.ok(Buffer.from((await s.get('edge'))!).equals(v), `${n} bytes`);
       }
       // blob -> blob -> inline -> blob
-      for (const v of [randomBytes(3 * MAX_PAYLOAD), randomBytes(2 * MAX_PAYLOAD), randomBytes(10), randomBytes(MAX_PAYLOAD)]) {
+      for (const v of [
+        randomBytes(3 * MAX_PAYLOAD),
+        randomBytes(2 * MAX_PAYLOAD),
+        randomBytes(10),
+        randomBytes(MAX_PAYLOAD),
+      ]) {
         await s.put('jobs/j/results/member-1.result', v);
         assert.ok(Buffer.from((await s.get('jobs/j/results/member-1.result'))!).equals(v));
       }
@@ -129,7 +165,10 @@ describe('state stores', function () {
       nats = await startNatsServer({ jetstream: true, maxPayload: MAX_PAYLOAD });
       bus = await connectNats(nats.url, { name: 'state-store-test' });
     });
-    after(async () => { await bus?.close(); await nats?.dispose(); });
+    after(async () => {
+      await bus?.close();
+      await nats?.dispose();
+    });
 
     contract('JetStream', async () => JetStreamStateStore.open(bus.connection, { bucket: `contract-${++n}` }));
 

@@ -10,13 +10,20 @@ import { SEEDS } from '../engine/train/seeds.ts';
 import { Rng } from '../engine/util/random.ts';
 
 const RECIPE: Recipe = {
-  name: 'test', optimizer: 'adam', lr: 0.05, weightDecay: 0, decayWeightsOnly: false,
-  schedule: { kind: 'warmup-cosine', warmupFraction: 0.1 }, shift: 0, batchSize: 3,
+  name: 'test',
+  optimizer: 'adam',
+  lr: 0.05,
+  weightDecay: 0,
+  decayWeightsOnly: false,
+  schedule: { kind: 'warmup-cosine', warmupFraction: 0.1 },
+  shift: 0,
+  batchSize: 3,
 };
 const SPECS = [{ name: 'w', shape: [4], init: { kind: 'uniform' as const, bound: 0.5 } }];
 // 12 examples of a noisy linear target y = x . [1, -2, 0.5, 3]
 const data = (() => {
-  const rng = new Rng(7), truth = [1, -2, 0.5, 3];
+  const rng = new Rng(7),
+    truth = [1, -2, 0.5, 3];
   return Array.from({ length: 12 }, () => {
     const x = Array.from({ length: 4 }, () => rng.normal());
     return { x, y: x.reduce((s, v, i) => s + v * truth[i], 0) + 0.1 * rng.normal() };
@@ -24,28 +31,47 @@ const data = (() => {
 })();
 const ITERS = 4;
 
-interface Epoch { epoch: number; lr: number; loss: number; correct: number }
+interface Epoch {
+  epoch: number;
+  lr: number;
+  loss: number;
+  correct: number;
+}
 
 /** A trainer on the loop: squared error, gradient noise drawn from the per-epoch dropout seed. */
 function trainer(state: TrainState<Epoch>, epochs: number, more: Partial<LoopOptions<number[], Epoch>> = {}) {
   let noiseSeed = -1;
   let noise = new Rng(0);
-  const runner = { reseed: async (s: number) => { noiseSeed = s; noise = new Rng(s); } };
+  const runner = {
+    reseed: async (s: number) => {
+      noiseSeed = s;
+      noise = new Rng(s);
+    },
+  };
   const o: LoopOptions<number[], Epoch> = {
-    state, seed: 5, epochs, itersPerEpoch: ITERS, schedule: makeSchedule(RECIPE, ITERS, epochs), runner,
+    state,
+    seed: 5,
+    epochs,
+    itersPerEpoch: ITERS,
+    schedule: makeSchedule(RECIPE, ITERS, epochs),
+    runner,
     batches: epoch => {
       const order = new Rng(epoch).shuffle([...data.keys()]);
       return Array.from({ length: ITERS }, (_, k) => order.slice(3 * k, 3 * k + 3));
     },
     step: async (batch): Promise<StepResult> => {
-      const w = state.params.data[0], g = new Float32Array(4);
-      let loss = 0, correct = 0;
+      const w = state.params.data[0],
+        g = new Float32Array(4);
+      let loss = 0,
+        correct = 0;
       for (const i of batch) {
         const { x, y } = data[i];
         const err = x.reduce((s, v, j) => s + v * w[j], 0) - y;
-        loss += err * err / batch.length;
+        loss += (err * err) / batch.length;
         if (Math.abs(err) < 1) correct++;
-        x.forEach((v, j) => { g[j] += (2 * err * v) / batch.length + 0.01 * noise.normal(); });
+        x.forEach((v, j) => {
+          g[j] += (2 * err * v) / batch.length + 0.01 * noise.normal();
+        });
       }
       return { loss, grads: [g], examples: batch.length, correct, images: 2 * batch.length };
     },
@@ -60,7 +86,9 @@ const bits = (s: TrainState<Epoch>) => Buffer.from(s.params.data[0].buffer).toSt
 
 describe('training loop (engine/train/loop.ts)', () => {
   let dir: string;
-  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-loop-')); });
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-loop-'));
+  });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('trains every epoch, reseeds each with SEEDS.dropout, checkpoints each and sums the steps', async () => {
@@ -69,7 +97,10 @@ describe('training loop (engine/train/loop.ts)', () => {
     const before = bits(state);
     assert.deepEqual(await t.run(), { stoppedEarly: false });
     assert.notEqual(bits(state), before);
-    assert.deepEqual(state.history.map(h => h.epoch), [1, 2, 3]);
+    assert.deepEqual(
+      state.history.map(h => h.epoch),
+      [1, 2, 3],
+    );
     assert.equal(state.epoch, 3);
     assert.equal(t.seedOf(), SEEDS.dropout(5, 3));
     assert.equal(state.trainImages, 3 * 12 * 2, 'images counted from every step');
@@ -82,8 +113,16 @@ describe('training loop (engine/train/loop.ts)', () => {
     const seen: number[] = [];
     const schedule = makeSchedule(RECIPE, ITERS, 3);
     const state = newState();
-    await trainer(state, 3, { schedule: t => { seen.push(t); return schedule(t); } }).run();
-    assert.deepEqual(seen, Array.from({ length: 3 * ITERS }, (_, i) => i));
+    await trainer(state, 3, {
+      schedule: t => {
+        seen.push(t);
+        return schedule(t);
+      },
+    }).run();
+    assert.deepEqual(
+      seen,
+      Array.from({ length: 3 * ITERS }, (_, i) => i),
+    );
     state.history.forEach((h, e) => assert.equal(h.lr, schedule((e + 1) * ITERS - 1)));
   });
 
@@ -93,19 +132,28 @@ describe('training loop (engine/train/loop.ts)', () => {
 
     const b = path.join(dir, 'b');
     // the same 4-epoch plan, killed during epoch 3 (before its checkpoint)
-    const interrupt = (m: Epoch) => { if (m.epoch === 3) throw new Error('killed'); };
+    const interrupt = (m: Epoch) => {
+      if (m.epoch === 3) throw new Error('killed');
+    };
     const ck = { dir: b, settings: { a: 1 }, resume: false };
     const killed = trainer(newState(), 4, { checkpoints: ck, onEpoch: interrupt });
     await assert.rejects(killed.run(), /killed/);
     assert.ok(fs.existsSync(checkpointFile(b, 2)) && !fs.existsSync(checkpointFile(b, 3)));
-    const resumed = newState(), log: string[] = [];
+    const resumed = newState(),
+      log: string[] = [];
     let resumedAt = -1;
     await trainer(resumed, 4, {
-      checkpoints: { dir: b, settings: { a: 1 }, resume: true }, log: l => log.push(l),
-      resumed: async () => { resumedAt = resumed.epoch; },
+      checkpoints: { dir: b, settings: { a: 1 }, resume: true },
+      log: l => log.push(l),
+      resumed: async () => {
+        resumedAt = resumed.epoch;
+      },
     }).run();
     assert.equal(resumedAt, 2, 'the resumed hook runs after the restore, before epoch 3');
-    assert.ok(log.some(l => l.startsWith(`resumed from ${checkpointFile(b, 2)}`)), log.join('\n'));
+    assert.ok(
+      log.some(l => l.startsWith(`resumed from ${checkpointFile(b, 2)}`)),
+      log.join('\n'),
+    );
     assert.equal(bits(resumed), bits(whole));
     assert.deepEqual(resumed.history, whole.history);
     assert.equal(resumed.optimizer.state().step, whole.optimizer.state().step);
@@ -129,20 +177,26 @@ describe('training loop (engine/train/loop.ts)', () => {
     const monitor = (m: Epoch) => watched[m.epoch - 1];
 
     it('stops after `patience` epochs without improvement, checkpointing the last', async () => {
-      const state = newState({ patience: 2 }), log: string[] = [];
+      const state = newState({ patience: 2 }),
+        log: string[] = [];
       const ck = { dir, settings: {}, resume: false };
       const t = trainer(state, 6, { monitor, checkpoints: ck, log: l => log.push(l) });
       const r = await t.run();
       assert.deepEqual(r, { stoppedEarly: true });
       assert.equal(state.epoch, 4);
-      assert.deepEqual(state.history.map(h => h.epoch), [1, 2, 3, 4]);
+      assert.deepEqual(
+        state.history.map(h => h.epoch),
+        [1, 2, 3, 4],
+      );
       assert.ok(fs.existsSync(checkpointFile(dir, 4)) && !fs.existsSync(checkpointFile(dir, 5)));
       assert.deepEqual(log, ['early stopping after epoch 4 (best epoch 2)']);
     });
 
     it('does not stop with a larger patience, without early stopping, or when the monitor has no value', async () => {
       const cases = [
-        [newState({ patience: 3 }), monitor], [newState(), monitor], [newState({ patience: 1 }), () => undefined],
+        [newState({ patience: 3 }), monitor],
+        [newState(), monitor],
+        [newState({ patience: 1 }), () => undefined],
       ] as const;
       for (const [state, mon] of cases) {
         const r = await trainer(state, 6, { monitor: mon }).run();
@@ -162,18 +216,22 @@ describe('training loop (engine/train/loop.ts)', () => {
 
   it('fails on a non-finite loss naming the epoch and step, before the optimizer uses its gradients', async () => {
     const state = newState();
-    let calls = 0, atFailure = '';
-    await assert.rejects(trainer(state, 3, {
-      step: async (batch, epoch, k) => {
-        calls++;
-        if (epoch === 2 && k === 2) {
-          atFailure = bits(state);
-          return { loss: NaN, grads: [new Float32Array(4).fill(1)], examples: batch.length };
-        }
-        return { loss: 1, grads: [new Float32Array(4).fill(0.1)], examples: batch.length };
-      },
-      stepName: 'step',
-    }).run(), /training diverged: loss is NaN at epoch 2, step 3/);
+    let calls = 0,
+      atFailure = '';
+    await assert.rejects(
+      trainer(state, 3, {
+        step: async (batch, epoch, k) => {
+          calls++;
+          if (epoch === 2 && k === 2) {
+            atFailure = bits(state);
+            return { loss: NaN, grads: [new Float32Array(4).fill(1)], examples: batch.length };
+          }
+          return { loss: 1, grads: [new Float32Array(4).fill(0.1)], examples: batch.length };
+        },
+        stepName: 'step',
+      }).run(),
+      /training diverged: loss is NaN at epoch 2, step 3/,
+    );
     assert.equal(calls, ITERS + 3);
     assert.equal(bits(state), atFailure, 'the diverged step changed no parameter');
     assert.equal(state.epoch, 1);

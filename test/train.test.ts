@@ -10,27 +10,47 @@ import { cnnForward, exportCnn, CLASSES } from '../engine/model/cnn.ts';
 import type { ClassifierDef } from '../engine/train/classifier-graphs.ts';
 import { ClassifierRunner } from '../engine/train/classifier-runner.ts';
 import {
-  trainClassifier, evaluate, RECIPES, checkpointFile, latestCheckpoint, type TrainOptions, type TrainResult, type EpochMetrics,
+  trainClassifier,
+  evaluate,
+  RECIPES,
+  checkpointFile,
+  latestCheckpoint,
+  type TrainOptions,
+  type TrainResult,
+  type EpochMetrics,
 } from '../engine/train/train-classifier.ts';
 import { readCheckpoint, CheckpointError } from '../engine/checkpoint.ts';
 import { createSession, ort } from '../engine/runtime.ts';
 import type { TensorSet } from '../engine/model/params.ts';
 
-interface Meta { epoch: number; epochs: number; history: EpochMetrics[]; optimizer: { name: string; step: number } }
+interface Meta {
+  epoch: number;
+  epochs: number;
+  history: EpochMetrics[];
+  optimizer: { name: string; step: number };
+}
 const meta = (file: string) => readCheckpoint<Meta>(file).meta;
 
 /** Largest |a - b| over two TensorSets with the same layout. */
 function maxAbsDiff(a: TensorSet, b: TensorSet): number {
   assert.deepEqual(a.names, b.names);
   let m = 0;
-  a.data.forEach((d, i) => { for (let k = 0; k < d.length; k++) m = Math.max(m, Math.abs(d[k] - b.data[i][k])); });
+  a.data.forEach((d, i) => {
+    for (let k = 0; k < d.length; k++) m = Math.max(m, Math.abs(d[k] - b.data[i][k]));
+  });
   return m;
 }
 
 /** Bit-for-bit equality of two TensorSets. */
 function sameBits(a: TensorSet, b: TensorSet): boolean {
-  return a.names.length === b.names.length && a.data.every((d, i) =>
-    Buffer.from(d.buffer, d.byteOffset, d.byteLength).equals(Buffer.from(b.data[i].buffer, b.data[i].byteOffset, b.data[i].byteLength)));
+  return (
+    a.names.length === b.names.length &&
+    a.data.every((d, i) =>
+      Buffer.from(d.buffer, d.byteOffset, d.byteLength).equals(
+        Buffer.from(b.data[i].buffer, b.data[i].byteOffset, b.data[i].byteLength),
+      ),
+    )
+  );
 }
 
 /** History without the wall-clock field (the only thing allowed to differ between identical runs). */
@@ -65,7 +85,11 @@ describe('train: CNN on a small MNIST subset', function () {
   // 0.47-0.74 over seeds 1-4), so the learning-rate is lowered to 1e-3: over seeds 1-5 this gives test
   // accuracy 0.79-0.82 and train loss ~2.0 -> ~0.8, while lr = 0 (and 1e-7) gives a flat train loss of
   // ~2.34 and test accuracy 0.17 (seed 1). The thresholds below sit between the two with a wide margin.
-  const LIMIT_TRAIN = 1000, LIMIT_TEST = 500, BATCH = 64, EPOCHS = 3, VAL = 0.15;
+  const LIMIT_TRAIN = 1000,
+    LIMIT_TEST = 500,
+    BATCH = 64,
+    EPOCHS = 3,
+    VAL = 0.15;
   const ITERS_PER_EPOCH = Math.ceil((LIMIT_TRAIN - Math.round(VAL * LIMIT_TRAIN)) / BATCH); // 14
 
   before(async () => {
@@ -74,19 +98,40 @@ describe('train: CNN on a small MNIST subset', function () {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleet-train-'));
     mainDir = path.join(tmp, 'main');
     opts = {
-      def: CNN, recipe: { ...RECIPES.fleet, lr: 1e-3 }, epochs: EPOCHS, batchSize: BATCH, seed: 1, valFraction: VAL,
-      train: data.train, test: data.test, limitTrain: LIMIT_TRAIN, limitTest: LIMIT_TEST,
+      def: CNN,
+      recipe: { ...RECIPES.fleet, lr: 1e-3 },
+      epochs: EPOCHS,
+      batchSize: BATCH,
+      seed: 1,
+      valFraction: VAL,
+      train: data.train,
+      test: data.test,
+      limitTrain: LIMIT_TRAIN,
+      limitTest: LIMIT_TEST,
     };
     main = await trainClassifier({ ...opts, checkpointDir: mainDir });
   });
-  after(() => { if (tmp) fs.rmSync(tmp, { recursive: true, force: true }); });
+  after(() => {
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
 
   it('reduces the training loss and reaches well-above-chance test accuracy', () => {
     assert.equal(main.history.length, EPOCHS);
-    assert.deepEqual(main.history.map(h => h.epoch), [1, 2, 3]);
-    const first = main.history[0], last = main.history[EPOCHS - 1];
+    assert.deepEqual(
+      main.history.map(h => h.epoch),
+      [1, 2, 3],
+    );
+    const first = main.history[0],
+      last = main.history[EPOCHS - 1];
     for (const h of main.history) {
-      for (const k of ['train_loss', 'train_accuracy', 'val_loss', 'val_accuracy', 'test_loss', 'test_accuracy'] as const) {
+      for (const k of [
+        'train_loss',
+        'train_accuracy',
+        'val_loss',
+        'val_accuracy',
+        'test_loss',
+        'test_accuracy',
+      ] as const) {
         assert.ok(Number.isFinite(h[k]), `epoch ${h.epoch}: ${k} = ${h[k]}`);
       }
     }
@@ -102,7 +147,10 @@ describe('train: CNN on a small MNIST subset', function () {
 
   it('writes one checkpoint per epoch, with the optimizer step count and the history so far', () => {
     const files = fs.readdirSync(mainDir).sort();
-    assert.deepEqual(files, [1, 2, 3].map(e => path.basename(checkpointFile(mainDir, e))));
+    assert.deepEqual(
+      files,
+      [1, 2, 3].map(e => path.basename(checkpointFile(mainDir, e))),
+    );
     assert.deepEqual(files, ['epoch-001.ckpt', 'epoch-002.ckpt', 'epoch-003.ckpt']);
     assert.equal(latestCheckpoint(mainDir), checkpointFile(mainDir, 3));
     for (const e of [1, 2, 3]) {
@@ -131,7 +179,9 @@ describe('train: CNN on a small MNIST subset', function () {
       assert.deepEqual(r.logits.dims, [LIMIT_TEST, CLASSES]);
       out = { probabilities: r.probabilities.data as Float32Array, logits: r.logits.data as Float32Array };
     });
-    after(async () => { await session?.release(); });
+    after(async () => {
+      await session?.release();
+    });
 
     it('has input "input" and outputs "probabilities" and "logits"', () => {
       assert.deepEqual(session.inputNames, ['input']);
@@ -156,9 +206,11 @@ describe('train: CNN on a small MNIST subset', function () {
       assertSamePredictions(main.test!.probabilities, out.probabilities, 'export vs evaluate');
       // Rows are distributions, and softmax(logits) is the probabilities output.
       for (let r = 0; r < LIMIT_TEST; r++) {
-        const lg = out.logits.subarray(r * CLASSES, (r + 1) * CLASSES), pr = out.probabilities.subarray(r * CLASSES, (r + 1) * CLASSES);
+        const lg = out.logits.subarray(r * CLASSES, (r + 1) * CLASSES),
+          pr = out.probabilities.subarray(r * CLASSES, (r + 1) * CLASSES);
         const mx = Math.max(...lg);
-        const e = Array.from(lg, v => Math.exp(v - mx)), s = e.reduce((a, b) => a + b, 0);
+        const e = Array.from(lg, v => Math.exp(v - mx)),
+          s = e.reduce((a, b) => a + b, 0);
         e.forEach((v, c) => assert.ok(Math.abs(v / s - pr[c]) < 1e-5, `row ${r} class ${c}`));
         assert.ok(Math.abs(pr.reduce((a, b) => a + b, 0) - 1) < 1e-5);
       }
@@ -170,9 +222,18 @@ describe('train: CNN on a small MNIST subset', function () {
         const n = 37;
         const labels = BigInt64Array.from(data.test.labels.subarray(0, n), v => BigInt(v));
         const r = await runner.eval(x.subarray(0, n * IMAGE_SIZE), labels, n);
-        assertSamePredictions(r.probabilities, out.probabilities.subarray(0, n * CLASSES), 'export vs ClassifierRunner.eval');
+        assertSamePredictions(
+          r.probabilities,
+          out.probabilities.subarray(0, n * CLASSES),
+          'export vs ClassifierRunner.eval',
+        );
         // evaluate() over an arbitrary index list agrees with the batch run too.
-        const ev = await evaluate(runner, data.test, Uint32Array.from({ length: n }, (_, i) => i), 16);
+        const ev = await evaluate(
+          runner,
+          data.test,
+          Uint32Array.from({ length: n }, (_, i) => i),
+          16,
+        );
         assertSamePredictions(ev.probabilities, r.probabilities, 'evaluate (batch 16) vs eval (batch 37)');
       } finally {
         await runner.release();
@@ -184,7 +245,11 @@ describe('train: CNN on a small MNIST subset', function () {
         const r = await session.run({ input: new ort.Tensor('float32', x.slice(0, n * IMAGE_SIZE), [n, 1, 28, 28]) });
         assert.deepEqual(r.probabilities.dims, [n, CLASSES]);
         assert.deepEqual(r.logits.dims, [n, CLASSES]);
-        assertSamePredictions(main.test!.probabilities.subarray(0, n * CLASSES), r.probabilities.data as Float32Array, `batch ${n}`);
+        assertSamePredictions(
+          main.test!.probabilities.subarray(0, n * CLASSES),
+          r.probabilities.data as Float32Array,
+          `batch ${n}`,
+        );
       });
     }
   });
@@ -195,8 +260,17 @@ describe('train: CNN on a small MNIST subset', function () {
       const two = await trainClassifier({ ...opts, epochs: 2, checkpointDir: dir });
       assert.deepEqual(fs.readdirSync(dir).sort(), ['epoch-001.ckpt', 'epoch-002.ckpt']);
       const logLines: string[] = [];
-      const resumed = await trainClassifier({ ...opts, epochs: 3, checkpointDir: dir, resume: true, log: l => logLines.push(l) });
-      assert.ok(logLines.some(l => l.includes(`resumed from ${checkpointFile(dir, 2)} (epoch 2)`)), logLines.join('\n'));
+      const resumed = await trainClassifier({
+        ...opts,
+        epochs: 3,
+        checkpointDir: dir,
+        resume: true,
+        log: l => logLines.push(l),
+      });
+      assert.ok(
+        logLines.some(l => l.includes(`resumed from ${checkpointFile(dir, 2)} (epoch 2)`)),
+        logLines.join('\n'),
+      );
       assert.equal(resumed.history.length, 3);
       assert.deepEqual(resumed.history.slice(0, 2), two.history);
       assert.equal(resumed.history[2].epoch, 3);
@@ -222,22 +296,38 @@ describe('train: CNN on a small MNIST subset', function () {
       assert.deepEqual(resumed.history.slice(0, 2), main.history.slice(0, 2));
       assert.equal(meta(checkpointFile(dir, 3)).optimizer.step, 3 * ITERS_PER_EPOCH);
       // Dropout masks are a function of (seed, epoch): the trainer reseeds the in-graph generators per epoch.
-      assert.ok(sameBits(resumed.params, main.params), `max |param difference| ${maxAbsDiff(resumed.params, main.params)}`);
-      assert.ok(sameBits(resumed.buffers, main.buffers), `max |buffer difference| ${maxAbsDiff(resumed.buffers, main.buffers)}`);
+      assert.ok(
+        sameBits(resumed.params, main.params),
+        `max |param difference| ${maxAbsDiff(resumed.params, main.params)}`,
+      );
+      assert.ok(
+        sameBits(resumed.buffers, main.buffers),
+        `max |buffer difference| ${maxAbsDiff(resumed.buffers, main.buffers)}`,
+      );
       assert.deepEqual(noTime(resumed.history), noTime(main.history));
     });
 
     it('refuses to resume with another seed, batch size or recipe', async () => {
       for (const change of [{ seed: opts.seed + 1 }, { batchSize: 32 }, { recipe: RECIPES.reference }]) {
-        await assert.rejects(trainClassifier({ ...opts, ...change, checkpointDir: mainDir, resume: true }), /cannot resume: the checkpoint was trained with/);
+        await assert.rejects(
+          trainClassifier({ ...opts, ...change, checkpointDir: mainDir, resume: true }),
+          /cannot resume: the checkpoint was trained with/,
+        );
       }
     });
 
     // The CNN with its dropout calls removed: everything else about the training step is unchanged.
     const NO_DROPOUT: ClassifierDef = { ...CNN, forward: (ctx, x) => cnnForward({ ...ctx, dropout: h => h }, x) };
     const small = (o: Partial<TrainOptions>): TrainOptions => ({
-      def: NO_DROPOUT, recipe: RECIPES.reference, epochs: 3, batchSize: 64, seed: 3, valFraction: 0.15,
-      train: data.train, limitTrain: 300, ...o, // 255 training images: batches of 64, 64, 64, 63
+      def: NO_DROPOUT,
+      recipe: RECIPES.reference,
+      epochs: 3,
+      batchSize: 64,
+      seed: 3,
+      valFraction: 0.15,
+      train: data.train,
+      limitTrain: 300,
+      ...o, // 255 training images: batches of 64, 64, 64, 63
     });
 
     it('without dropout, a 2-epoch run resumed to 3 epochs is bit-identical to a straight 3-epoch run (reference recipe)', async () => {
@@ -247,8 +337,14 @@ describe('train: CNN on a small MNIST subset', function () {
       const dir = path.join(tmp, 'nodrop-ref');
       await trainClassifier(small({ epochs: 2, checkpointDir: dir }));
       const resumed = await trainClassifier(small({ checkpointDir: dir, resume: true }));
-      assert.ok(sameBits(resumed.params, straight.params), `max |param difference| ${maxAbsDiff(resumed.params, straight.params)}`);
-      assert.ok(sameBits(resumed.buffers, straight.buffers), `max |buffer difference| ${maxAbsDiff(resumed.buffers, straight.buffers)}`);
+      assert.ok(
+        sameBits(resumed.params, straight.params),
+        `max |param difference| ${maxAbsDiff(resumed.params, straight.params)}`,
+      );
+      assert.ok(
+        sameBits(resumed.buffers, straight.buffers),
+        `max |buffer difference| ${maxAbsDiff(resumed.buffers, straight.buffers)}`,
+      );
       assert.deepEqual(noTime(resumed.history), noTime(straight.history));
       assert.equal(meta(checkpointFile(dir, 3)).optimizer.step, 3 * 4);
     });
@@ -258,7 +354,10 @@ describe('train: CNN on a small MNIST subset', function () {
       const straight = await trainClassifier(small({ recipe: RECIPES.fleet, checkpointDir: dir }));
       fs.rmSync(checkpointFile(dir, 3));
       const resumed = await trainClassifier(small({ recipe: RECIPES.fleet, checkpointDir: dir, resume: true }));
-      assert.ok(sameBits(resumed.params, straight.params), `max |param difference| ${maxAbsDiff(resumed.params, straight.params)}`);
+      assert.ok(
+        sameBits(resumed.params, straight.params),
+        `max |param difference| ${maxAbsDiff(resumed.params, straight.params)}`,
+      );
       assert.ok(sameBits(resumed.buffers, straight.buffers));
       assert.deepEqual(noTime(resumed.history), noTime(straight.history));
     });
@@ -274,12 +373,15 @@ describe('train: CNN on a small MNIST subset', function () {
     });
 
     function expectCheckpointError(file: string, pattern: RegExp) {
-      assert.throws(() => readCheckpoint(file), (e: unknown) => {
-        assert.ok(e instanceof CheckpointError, `expected a CheckpointError, got ${e}`);
-        assert.ok(e.message.startsWith(`${file}: `), e.message);
-        assert.match(e.message, pattern);
-        return true;
-      });
+      assert.throws(
+        () => readCheckpoint(file),
+        (e: unknown) => {
+          assert.ok(e instanceof CheckpointError, `expected a CheckpointError, got ${e}`);
+          assert.ok(e.message.startsWith(`${file}: `), e.message);
+          assert.match(e.message, pattern);
+          return true;
+        },
+      );
     }
 
     it('rejects a truncated file (data or header cut short)', () => {
@@ -329,13 +431,23 @@ describe('train: CNN on a small MNIST subset', function () {
 
   it('the reference recipe (Adam + L2, StepLR) trains too', async () => {
     const r = await trainClassifier({
-      def: CNN, recipe: RECIPES.reference, epochs: 3, batchSize: 64, seed: 1, valFraction: 0, train: data.train, limitTrain: 500,
+      def: CNN,
+      recipe: RECIPES.reference,
+      epochs: 3,
+      batchSize: 64,
+      seed: 1,
+      valFraction: 0,
+      train: data.train,
+      limitTrain: 500,
     });
     assert.equal(r.history.length, 3);
     const losses = r.history.map(h => h.train_loss);
     assert.ok(losses[2] < 0.75 * losses[0], `train loss ${losses.join(' -> ')}`);
     // StepLR(step 5, gamma 0.5): the first 5 epochs run at the base rate.
-    assert.deepEqual(r.history.map(h => h.lr), [1e-3, 1e-3, 1e-3]);
+    assert.deepEqual(
+      r.history.map(h => h.lr),
+      [1e-3, 1e-3, 1e-3],
+    );
     assert.equal(r.test, undefined);
     assert.equal(r.history[0].val_loss, undefined);
   });

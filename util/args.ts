@@ -41,7 +41,8 @@ export function parse<T extends OptionSpec>(argv: string[], options: T) {
 
 /** node's "Unknown option '--epoch'" as "unknown option --epoch (did you mean --epochs?)". */
 function unknownOption(e: Error, options: OptionSpec): string | undefined {
-  const bad = (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /'(-[^']*)'/.exec(e.message)?.[1] : undefined;
+  const bad =
+    (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /'(-[^']*)'/.exec(e.message)?.[1] : undefined;
   if (!bad) return undefined;
   const name = bad.replace(/^--?/, '').split('=')[0];
   const near = closest(name, Object.keys(options));
@@ -49,8 +50,13 @@ function unknownOption(e: Error, options: OptionSpec): string | undefined {
 }
 
 /** An integer option in [min, max] (max defaults to OPTION_MAX.int = MAX_TIMER_MS). */
-export function intOption(values: Record<string, unknown>, name: string, def: number, min = 0,
-  max: number = OPTION_MAX.int): number {
+export function intOption(
+  values: Record<string, unknown>,
+  name: string,
+  def: number,
+  min = 0,
+  max: number = OPTION_MAX.int,
+): number {
   const raw = values[name];
   if (raw === undefined) return def;
   const s = String(raw);
@@ -59,8 +65,13 @@ export function intOption(values: Record<string, unknown>, name: string, def: nu
 }
 
 /** A real-valued option in [min, max] (both default to the finite numbers' range). */
-export function numberOption(values: Record<string, unknown>, name: string, def: number, min = -Number.MAX_VALUE,
-  max = Number.MAX_VALUE): number {
+export function numberOption(
+  values: Record<string, unknown>,
+  name: string,
+  def: number,
+  min = -Number.MAX_VALUE,
+  max = Number.MAX_VALUE,
+): number {
   const raw = values[name];
   if (raw === undefined) return def;
   const s = String(raw);
@@ -78,17 +89,27 @@ function inRange(name: string, n: number, text: string, min: number, max: number
 
 const fmt = (n: number) => (n === -Number.MAX_VALUE ? '-inf' : n === Number.MAX_VALUE ? 'inf' : String(n));
 
-export function choiceOption<T extends string>(values: Record<string, unknown>, name: string, choices: readonly T[], def: T): T {
+export function choiceOption<T extends string>(
+  values: Record<string, unknown>,
+  name: string,
+  choices: readonly T[],
+  def: T,
+): T {
   const raw = values[name];
   if (raw === undefined) return def;
   const s = String(raw);
-  if (!(choices as readonly string[]).includes(s)) throw new UsageError(`--${name}: expected one of ${choices.join('|')}, got "${s}"`);
+  if (!(choices as readonly string[]).includes(s))
+    throw new UsageError(`--${name}: expected one of ${choices.join('|')}, got "${s}"`);
   return s as T;
 }
 
 /** A real option > 0 and at most max (learning rates, temperatures, means). */
-export function positiveOption(values: Record<string, unknown>, name: string, def: number,
-  max: number = OPTION_MAX.real): number {
+export function positiveOption(
+  values: Record<string, unknown>,
+  name: string,
+  def: number,
+  max: number = OPTION_MAX.real,
+): number {
   const v = numberOption(values, name, def);
   const text = String(values[name]);
   if (!(v > 0)) throw new UsageError(`--${name}: must be positive, got ${text} (allowed >0..${max})`);

@@ -6,7 +6,10 @@ export function networkCause(e: unknown): string {
   const seen = new Set<unknown>();
   let err = e;
   // the innermost cause is the system error; AggregateErrors list one per address tried
-  while (err instanceof Error && err.cause !== undefined && !seen.has(err.cause)) { seen.add(err); err = err.cause; }
+  while (err instanceof Error && err.cause !== undefined && !seen.has(err.cause)) {
+    seen.add(err);
+    err = err.cause;
+  }
   if (err instanceof AggregateError && err.errors.length) return [...new Set(err.errors.map(networkCause))].join('; ');
   if (err instanceof Error) {
     const code = (err as { code?: string }).code;

@@ -25,7 +25,11 @@ export function urlSecrets(url: string): string[] {
     const secret = userinfo.includes(':') ? userinfo.slice(userinfo.indexOf(':') + 1) : userinfo;
     if (!secret) continue;
     out.push(secret);
-    try { out.push(decodeURIComponent(secret)); } catch { /* not percent-encoded */ }
+    try {
+      out.push(decodeURIComponent(secret));
+    } catch {
+      /* not percent-encoded */
+    }
   }
   return out;
 }

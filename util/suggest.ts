@@ -21,10 +21,14 @@ export function editDistance(a: string, b: string): number {
  */
 export function closest(name: string, candidates: readonly string[]): string | undefined {
   const limit = name.length <= 4 ? 1 : 2;
-  let best: string | undefined, bestDistance = Infinity;
+  let best: string | undefined,
+    bestDistance = Infinity;
   for (const c of candidates) {
     const dist = editDistance(name, c);
-    if (dist <= limit && dist < bestDistance) { best = c; bestDistance = dist; }
+    if (dist <= limit && dist < bestDistance) {
+      best = c;
+      bestDistance = dist;
+    }
   }
   if (best !== undefined) return best;
   const prefixed = name.length >= 3 ? candidates.filter(c => c.startsWith(name)) : [];

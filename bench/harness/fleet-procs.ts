@@ -22,32 +22,55 @@ export class FleetProc {
   exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
 
   /** prefix: a command that runs node for us, e.g. ['ip', 'netns', 'exec', NS] (it must exec, not fork). */
-  constructor(readonly name: string, readonly args: string[], env: NodeJS.ProcessEnv = {}, readonly prefix: string[] = []) {
+  constructor(
+    readonly name: string,
+    readonly args: string[],
+    env: NodeJS.ProcessEnv = {},
+    readonly prefix: string[] = [],
+  ) {
     const argv = [...prefix, process.execPath, path.join(REPO_ROOT, 'bin', 'fleet.js'), ...args];
     this.child = spawn(argv[0], argv.slice(1), {
       cwd: REPO_ROOT,
       env: { ...process.env, FLEET_DEBUG: '1', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => { this.stdout = (this.stdout + d).slice(-MAX_LOG); });
-    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => { this.stderr = (this.stderr + d).slice(-MAX_LOG); });
+    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      this.stdout = (this.stdout + d).slice(-MAX_LOG);
+    });
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      this.stderr = (this.stderr + d).slice(-MAX_LOG);
+    });
     this.exited = new Promise(resolve => {
-      this.child.once('error', e => { this.stderr += `\n[spawn error: ${e.message}]`; });
-      this.child.once('close', (code, signal) => { this.exit = { code, signal }; resolve(this.exit); });
+      this.child.once('error', e => {
+        this.stderr += `\n[spawn error: ${e.message}]`;
+      });
+      this.child.once('close', (code, signal) => {
+        this.exit = { code, signal };
+        resolve(this.exit);
+      });
     });
   }
 
-  get pid(): number { return this.child.pid!; }
-  get alive(): boolean { return this.exit === null && this.child.exitCode === null && this.child.signalCode === null; }
+  get pid(): number {
+    return this.child.pid!;
+  }
+  get alive(): boolean {
+    return this.exit === null && this.child.exitCode === null && this.child.signalCode === null;
+  }
 
   /** Waits until the captured stderr (or stdout) matches re; fails early if the process exits. */
   async waitForLog(re: RegExp, timeoutMs = 60_000, stream: 'stderr' | 'stdout' = 'stderr'): Promise<RegExpMatchArray> {
-    return waitFor(() => {
-      const m = this[stream].match(re);
-      if (m) return m;
-      if (!this.alive) throw new WaitAbort(`${this.name} exited (${JSON.stringify(this.exit)}) before its ${stream} matched ${re}`);
-      return null;
-    }, timeoutMs, `${this.name}: ${stream} to match ${re}`);
+    return waitFor(
+      () => {
+        const m = this[stream].match(re);
+        if (m) return m;
+        if (!this.alive)
+          throw new WaitAbort(`${this.name} exited (${JSON.stringify(this.exit)}) before its ${stream} matched ${re}`);
+        return null;
+      },
+      timeoutMs,
+      `${this.name}: ${stream} to match ${re}`,
+    );
   }
 
   /** Sends a signal (SIGKILL by default) and waits for the process to be gone. */
@@ -68,12 +91,18 @@ export class FleetProc {
 
   describe(tail = 6000): string {
     const cut = (s: string) => (s.length > tail ? `...${s.slice(-tail)}` : s);
-    return `----- ${this.name} (pid ${this.child.pid}, ${this.alive ? 'running' : `exited ${JSON.stringify(this.exit)}`}): ` +
-      `${this.prefix.length ? `${this.prefix.join(' ')} ` : ''}node bin/fleet.js ${this.args.join(' ')}\n[stderr]\n${cut(this.stderr)}\n[stdout]\n${cut(this.stdout)}\n`;
+    return (
+      `----- ${this.name} (pid ${this.child.pid}, ${this.alive ? 'running' : `exited ${JSON.stringify(this.exit)}`}): ` +
+      `${this.prefix.length ? `${this.prefix.join(' ')} ` : ''}node bin/fleet.js ${this.args.join(' ')}\n[stderr]\n${cut(this.stderr)}\n[stdout]\n${cut(this.stdout)}\n`
+    );
   }
 }
 
-export interface Coord { proc: FleetProc; api: string; stateDir: string }
+export interface Coord {
+  proc: FleetProc;
+  api: string;
+  stateDir: string;
+}
 
 /** Every process a test starts, so that they are all killed afterwards (even when the test fails). */
 export class ProcGroup {
@@ -99,7 +128,12 @@ export class ProcGroup {
 
   /** `fleet worker --threads 1 --id ID --heartbeat-ms 200`; resolves once it is connected. */
   async worker(nats: string, id: string, extra: string[] = [], prefix?: string[]): Promise<FleetProc> {
-    const proc = this.spawn(id, ['worker', '--nats', nats, '--threads', '1', '--id', id, '--heartbeat-ms', '200', ...extra], undefined, prefix);
+    const proc = this.spawn(
+      id,
+      ['worker', '--nats', nats, '--threads', '1', '--id', id, '--heartbeat-ms', '200', ...extra],
+      undefined,
+      prefix,
+    );
     await proc.waitForLog(new RegExp(`worker ${id}: ready`));
     return proc;
   }
@@ -115,7 +149,12 @@ export class ProcGroup {
 }
 
 /** Polls fn every intervalMs until it returns something other than null/undefined/false; throws after timeoutMs. */
-export async function waitFor<T>(fn: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs: number, what: string, intervalMs = 100): Promise<T> {
+export async function waitFor<T>(
+  fn: () => T | null | undefined | false | Promise<T | null | undefined | false>,
+  timeoutMs: number,
+  what: string,
+  intervalMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -126,7 +165,10 @@ export async function waitFor<T>(fn: () => T | null | undefined | false | Promis
       if (e instanceof WaitAbort) throw e;
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`,
+      );
     await sleep(intervalMs);
   }
 }
@@ -138,10 +180,16 @@ export function getJson(url: string, method = 'GET'): Promise<{ status: number; 
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method, timeout: 10_000 }, res => {
       let text = '';
-      res.setEncoding('utf8').on('data', (d: string) => { text += d; });
+      res.setEncoding('utf8').on('data', (d: string) => {
+        text += d;
+      });
       res.on('end', () => {
         try {
-          resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type'] ?? ''), body: JSON.parse(text) });
+          resolve({
+            status: res.statusCode ?? 0,
+            type: String(res.headers['content-type'] ?? ''),
+            body: JSON.parse(text),
+          });
         } catch (e) {
           reject(new Error(`${method} ${url}: not JSON (${(e as Error).message}): ${text.slice(0, 200)}`));
         }
@@ -155,8 +203,20 @@ export function getJson(url: string, method = 'GET'): Promise<{ status: number; 
 
 // ---- the coordinator's persisted job state (<state>/jobs/<id>/job.json)
 
-export interface TaskState { task: { id: string }; state: 'queued' | 'leased' | 'done' | 'failed' | 'cancelled'; attempts: number; worker?: string; leasedAt?: number }
-export interface JobState { id: string; state: 'running' | 'done' | 'failed' | 'cancelled'; tasks: TaskState[]; error?: string; summary?: Record<string, any> }
+export interface TaskState {
+  task: { id: string };
+  state: 'queued' | 'leased' | 'done' | 'failed' | 'cancelled';
+  attempts: number;
+  worker?: string;
+  leasedAt?: number;
+}
+export interface JobState {
+  id: string;
+  state: 'running' | 'done' | 'failed' | 'cancelled';
+  tasks: TaskState[];
+  error?: string;
+  summary?: Record<string, any>;
+}
 
 export function jobIds(stateDir: string): string[] {
   const dir = path.join(stateDir, 'jobs');

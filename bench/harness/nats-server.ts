@@ -88,7 +88,7 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
     const proc = state.proc;
     state.proc = undefined;
     if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+    const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()));
     proc.kill(sig);
     await exited;
   };
@@ -131,7 +131,7 @@ function freePort(): Promise<number> {
 }
 
 function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
+  return new Promise(resolve => {
     const sock = createConnection({ host: '127.0.0.1', port });
     sock.once('connect', () => {
       sock.destroy();
@@ -142,5 +142,5 @@ function canConnect(port: number): Promise<boolean> {
 }
 
 function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+  return new Promise(r => setTimeout(r, ms));
 }

@@ -11,12 +11,19 @@ function units(g: Graph): Unit[] {
   const out: Unit[] = [];
   for (let i = 0; i < g.nodes.length;) {
     const c = byStart.get(i);
-    if (c) { out.push({ kind: 'composite', c }); i = c.end; } else { out.push({ kind: 'node', node: g.nodes[i] }); i++; }
+    if (c) {
+      out.push({ kind: 'composite', c });
+      i = c.end;
+    } else {
+      out.push({ kind: 'node', node: g.nodes[i] });
+      i++;
+    }
   }
   return out;
 }
 
-const unitInputs = (g: Graph, u: Unit) => (u.kind === 'node' ? u.node.inputs.map(n => (n ? g.value(n) : null)) : u.c.inputs);
+const unitInputs = (g: Graph, u: Unit) =>
+  u.kind === 'node' ? u.node.inputs.map(n => (n ? g.value(n) : null)) : u.c.inputs;
 const unitOutputs = (g: Graph, u: Unit) => (u.kind === 'node' ? u.node.outputs.map(n => g.value(n)) : u.c.outputs);
 
 /**
@@ -35,12 +42,17 @@ export function gradients(g: Graph, output: Value, wrt: Value[], seed?: Value): 
   if (!depends.has(output.name)) throw new Error(`${output.name} does not depend on any of the requested tensors`);
 
   const contributions = new Map<string, Value[]>();
-  const push = (name: string, v: Value) => { const l = contributions.get(name); l ? l.push(v) : contributions.set(name, [v]); };
+  const push = (name: string, v: Value) => {
+    const l = contributions.get(name);
+    l ? l.push(v) : contributions.set(name, [v]);
+  };
   if (seed) {
-    if (seed.shape.join() !== output.shape.join()) throw new Error(`seed shape [${seed.shape}] differs from [${output.shape}]`);
+    if (seed.shape.join() !== output.shape.join())
+      throw new Error(`seed shape [${seed.shape}] differs from [${output.shape}]`);
     push(output.name, seed);
   } else {
-    if (output.shape.reduce((a, b) => a * b, 1) !== 1) throw new Error(`${output.name} is not a scalar: pass a seed gradient`);
+    if (output.shape.reduce((a, b) => a * b, 1) !== 1)
+      throw new Error(`${output.name} is not a scalar: pass a seed gradient`);
     push(output.name, g.constant([1], output.shape));
   }
   const total = (name: string): Value | null => {
@@ -69,7 +81,9 @@ export function gradients(g: Graph, output: Value, wrt: Value[], seed?: Value): 
     ins.forEach((v, i) => {
       if (v && needed[i] && gIn[i]) {
         if (gIn[i]!.shape.join() !== v.shape.join()) {
-          throw new Error(`gradient rule of ${u.kind === 'node' ? u.node.op : u.c.label} gave shape [${gIn[i]!.shape}] for ${v.name} [${v.shape}]`);
+          throw new Error(
+            `gradient rule of ${u.kind === 'node' ? u.node.op : u.c.label} gave shape [${gIn[i]!.shape}] for ${v.name} [${v.shape}]`,
+          );
         }
         push(v.name, gIn[i]!);
       }

@@ -18,9 +18,12 @@ export type BagOptions = { count: number; meanLength?: number; stdLength?: numbe
 export function makeBags(split: Split, opts: BagOptions): Bag[] {
   const { count, meanLength = 10, stdLength = 2, target = 9, seed } = opts;
   if (!Number.isInteger(count) || count < 1) throw new RangeError(`bag count must be an integer >= 1, got ${count}`);
-  if (!Number.isInteger(target) || target < 0 || target > 9) throw new RangeError(`target digit must be 0-9, got ${target}`);
-  if (!(meanLength > 0) || !Number.isFinite(meanLength)) throw new RangeError(`meanLength must be > 0, got ${meanLength}`);
-  if (!(stdLength >= 0) || !Number.isFinite(stdLength)) throw new RangeError(`stdLength must be >= 0, got ${stdLength}`);
+  if (!Number.isInteger(target) || target < 0 || target > 9)
+    throw new RangeError(`target digit must be 0-9, got ${target}`);
+  if (!(meanLength > 0) || !Number.isFinite(meanLength))
+    throw new RangeError(`meanLength must be > 0, got ${meanLength}`);
+  if (!(stdLength >= 0) || !Number.isFinite(stdLength))
+    throw new RangeError(`stdLength must be >= 0, got ${stdLength}`);
   if (!(split.count >= 1)) throw new RangeError('cannot make bags from an empty split');
 
   const rng = new Rng(seed);
@@ -33,7 +36,10 @@ export function makeBags(split: Split, opts: BagOptions): Bag[] {
     for (let i = 0; i < length; i++) {
       const idx = rng.int(split.count);
       indices[i] = idx;
-      if (split.labels[idx] === target) { instanceLabels[i] = 1; label = 1; }
+      if (split.labels[idx] === target) {
+        instanceLabels[i] = 1;
+        label = 1;
+      }
     }
     bags.push({ indices, label, instanceLabels });
   }
@@ -51,11 +57,19 @@ export function maxLength(bags: readonly Bag[]): number {
  * Copy each bag's images into a padded [bags, maxLen, 784] uint8 array and write a [bags, maxLen] mask
  * (1 for real instances, 0 for padding). Padding slots are set to zero bytes.
  */
-export function packBags(split: Split, bags: readonly Bag[], maxLen: number, outImagesU8: Uint8Array, outMask: Float32Array): void {
+export function packBags(
+  split: Split,
+  bags: readonly Bag[],
+  maxLen: number,
+  outImagesU8: Uint8Array,
+  outMask: Float32Array,
+): void {
   if (!Number.isInteger(maxLen) || maxLen < 1) throw new RangeError(`maxLen must be an integer >= 1, got ${maxLen}`);
   const slots = bags.length * maxLen;
-  if (outImagesU8.length < slots * IMAGE_SIZE) throw new RangeError(`packBags: image output holds ${outImagesU8.length} bytes, need ${slots * IMAGE_SIZE}`);
-  if (outMask.length < slots) throw new RangeError(`packBags: mask output holds ${outMask.length} values, need ${slots}`);
+  if (outImagesU8.length < slots * IMAGE_SIZE)
+    throw new RangeError(`packBags: image output holds ${outImagesU8.length} bytes, need ${slots * IMAGE_SIZE}`);
+  if (outMask.length < slots)
+    throw new RangeError(`packBags: mask output holds ${outMask.length} values, need ${slots}`);
   bags.forEach((bag, b) => {
     const n = bag.indices.length;
     if (n === 0) throw new RangeError(`bag ${b} is empty`);
@@ -65,7 +79,8 @@ export function packBags(split: Split, bags: readonly Bag[], maxLen: number, out
       const dst = slot * IMAGE_SIZE;
       if (i < n) {
         const idx = bag.indices[i];
-        if (idx >= split.count) throw new RangeError(`bag ${b}: index ${idx} out of range for a split of ${split.count}`);
+        if (idx >= split.count)
+          throw new RangeError(`bag ${b}: index ${idx} out of range for a split of ${split.count}`);
         outImagesU8.set(split.images.subarray(idx * IMAGE_SIZE, (idx + 1) * IMAGE_SIZE), dst);
         outMask[slot] = 1;
       } else {

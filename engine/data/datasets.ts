@@ -66,7 +66,9 @@ function loadSplit(name: DatasetName, dir: string, imagesBase: string, labelsBas
   const img = readImages(imagesFile);
   const labels = readLabels(labelsFile);
   if (img.rows !== ROWS || img.cols !== COLS) {
-    throw new DatasetError(`${imagesFile}: images are ${img.rows}x${img.cols}, expected ${ROWS}x${COLS} (labels ${labelsFile})`);
+    throw new DatasetError(
+      `${imagesFile}: images are ${img.rows}x${img.cols}, expected ${ROWS}x${COLS} (labels ${labelsFile})`,
+    );
   }
   if (img.count !== labels.length) {
     throw new DatasetError(`${imagesFile} has ${img.count} images but ${labelsFile} has ${labels.length} labels`);
@@ -89,7 +91,10 @@ const cache = new Map<string, ReturnType<typeof loadDataset>>();
 export function loadDatasetCached(name: DatasetName, dataDir?: string): ReturnType<typeof loadDataset> {
   const key = `${name}\0${dataDir ?? ''}`;
   let d = cache.get(key);
-  if (!d) { d = loadDataset(name, dataDir); cache.set(key, d); }
+  if (!d) {
+    d = loadDataset(name, dataDir);
+    cache.set(key, d);
+  }
   return d;
 }
 
@@ -99,7 +104,8 @@ for (let i = 0; i < 256; i++) LUT[i] = (i / 255 - 0.5) / 0.5;
 
 /** Convert uint8 pixels to model input into `out` (at least pixels.length long); returns out. */
 export function normalise(pixels: Uint8Array, out: Float32Array): Float32Array {
-  if (out.length < pixels.length) throw new RangeError(`normalise: output holds ${out.length} values, need ${pixels.length}`);
+  if (out.length < pixels.length)
+    throw new RangeError(`normalise: output holds ${out.length} values, need ${pixels.length}`);
   for (let i = 0; i < pixels.length; i++) out[i] = LUT[pixels[i]];
   return out;
 }

@@ -49,23 +49,31 @@ export const KNOWN_CHECKSUMS: Record<DatasetName, Checksums> = {
   },
   fashion: {
     'train-images-idx3-ubyte.gz': {
-      sha256: ['3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84',
-        'b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7'],
+      sha256: [
+        '3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84',
+        'b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7',
+      ],
       rawSha256: 'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888',
     },
     'train-labels-idx1-ubyte.gz': {
-      sha256: ['a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845',
-        '0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056'],
+      sha256: [
+        'a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845',
+        '0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056',
+      ],
       rawSha256: 'bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9',
     },
     't10k-images-idx3-ubyte.gz': {
-      sha256: ['346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073',
-        'cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa'],
+      sha256: [
+        '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073',
+        'cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa',
+      ],
       rawSha256: '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b',
     },
     't10k-labels-idx1-ubyte.gz': {
-      sha256: ['67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5',
-        '8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05'],
+      sha256: [
+        '67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5',
+        '8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05',
+      ],
       rawSha256: '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34',
     },
   },
@@ -76,7 +84,7 @@ export const DEFAULT_MIRRORS: Record<DatasetName, string> = {
   fashion: 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/',
 };
 
-export const DEFAULT_FILES: readonly string[] = Object.values(FILES).map((b) => `${b}.gz`);
+export const DEFAULT_FILES: readonly string[] = Object.values(FILES).map(b => `${b}.gz`);
 
 export class DownloadError extends Error {
   constructor(message: string) {
@@ -131,32 +139,51 @@ export function parseChecksums(text: string, source = 'checksums'): Checksums {
  * Check one downloaded archive (bytes) against its checksums, then that it decompresses to a valid IDX
  * file of the rank its name says (idx1 / idx3). Throws DownloadError or IdxError naming `file`.
  */
-export function verifyArchive(bytes: Uint8Array, file: string, check?: FileCheck): { sha256: string; verifiedBy: DownloadedFile['verifiedBy'] } {
+export function verifyArchive(
+  bytes: Uint8Array,
+  file: string,
+  check?: FileCheck,
+): { sha256: string; verifiedBy: DownloadedFile['verifiedBy'] } {
   const sha256 = sha256hex(bytes);
   let raw: Uint8Array | null = null;
   if (isGzip(bytes)) {
-    try { raw = gunzipSync(bytes); } catch { raw = null; }
+    try {
+      raw = gunzipSync(bytes);
+    } catch {
+      raw = null;
+    }
   }
   let verifiedBy: DownloadedFile['verifiedBy'] = 'idx-only';
-  const gzOk = (check?.sha256 ?? []).map((h) => h.toLowerCase());
+  const gzOk = (check?.sha256 ?? []).map(h => h.toLowerCase());
   if (gzOk.length > 0 || check?.rawSha256) {
     const rawSha = raw ? sha256hex(raw) : null;
     if (gzOk.includes(sha256)) verifiedBy = 'sha256';
     else if (rawSha && rawSha === check?.rawSha256?.toLowerCase()) verifiedBy = 'content-sha256';
     else {
-      const expected = [gzOk.length ? gzOk.join(' or ') : null, check?.rawSha256 ? `content ${check.rawSha256}` : null].filter(Boolean).join(' or ');
-      throw new DownloadError(`${file}: SHA-256 mismatch: expected ${expected}, got ${sha256}${rawSha ? ` (content ${rawSha})` : ''}`);
+      const expected = [gzOk.length ? gzOk.join(' or ') : null, check?.rawSha256 ? `content ${check.rawSha256}` : null]
+        .filter(Boolean)
+        .join(' or ');
+      throw new DownloadError(
+        `${file}: SHA-256 mismatch: expected ${expected}, got ${sha256}${rawSha ? ` (content ${rawSha})` : ''}`,
+      );
     }
   }
   if (!raw) throw new DownloadError(`${file}: not a valid gzip file (sha256 ${sha256})`);
   const { dims } = parseIdx(raw, file);
   const rank = /idx(\d)/.exec(file);
-  if (rank && Number(rank[1]) !== dims.length) throw new DownloadError(`${file}: expected a ${rank[1]}-D IDX file, found ${dims.length}-D`);
+  if (rank && Number(rank[1]) !== dims.length)
+    throw new DownloadError(`${file}: expected a ${rank[1]}-D IDX file, found ${dims.length}-D`);
   return { sha256, verifiedBy };
 }
 
 /** Fetch url into part, resuming from part's current size when the server honours Range. */
-async function fetchToPart(url: string, part: string, file: string, fetchImpl: typeof fetch, onProgress?: (p: DownloadProgress) => void): Promise<void> {
+async function fetchToPart(
+  url: string,
+  part: string,
+  file: string,
+  fetchImpl: typeof fetch,
+  onProgress?: (p: DownloadProgress) => void,
+): Promise<void> {
   for (let attempt = 0; attempt < 2; attempt++) {
     const have = fs.existsSync(part) ? fs.statSync(part).size : 0;
     let res: Response;
@@ -215,7 +242,8 @@ export async function downloadDataset(opts: DownloadOptions): Promise<Downloaded
   fs.mkdirSync(dir, { recursive: true });
   const results: DownloadedFile[] = [];
   for (const file of opts.files ?? DEFAULT_FILES) {
-    if (file !== path.basename(file) || !file.endsWith('.gz')) throw new DownloadError(`${file}: expected a plain .gz file name`);
+    if (file !== path.basename(file) || !file.endsWith('.gz'))
+      throw new DownloadError(`${file}: expected a plain .gz file name`);
     const final = path.join(dir, file);
     const part = `${final}.part`;
     if (fs.existsSync(final)) {
@@ -224,7 +252,9 @@ export async function downloadDataset(opts: DownloadOptions): Promise<Downloaded
       try {
         v = verifyArchive(fs.readFileSync(final), file, table[file]);
       } catch (e) {
-        throw new DownloadError(`${final} exists but does not verify (${(e as Error).message}); delete it to download again`);
+        throw new DownloadError(
+          `${final} exists but does not verify (${(e as Error).message}); delete it to download again`,
+        );
       }
       onProgress?.({ file, phase: 'present', received: 0, total: null });
       results.push({ file, path: final, status: 'present', ...v });

@@ -33,14 +33,21 @@ export function parseIdx(bytes: Uint8Array, file: string): { dims: number[]; dat
   const hex = '0x' + magic.toString(16).padStart(8, '0');
   if (bytes[0] !== 0 || bytes[1] !== 0) throw new IdxError(file, `bad magic number ${hex}: not an IDX file`);
   if (bytes[2] !== TYPE_UBYTE) {
-    throw new IdxError(file, `unsupported IDX type code 0x${bytes[2].toString(16).padStart(2, '0')} (magic ${hex}); only unsigned byte (0x08) is supported`);
+    throw new IdxError(
+      file,
+      `unsupported IDX type code 0x${bytes[2].toString(16).padStart(2, '0')} (magic ${hex}); only unsigned byte (0x08) is supported`,
+    );
   }
   const nd = bytes[3];
   if (nd !== 1 && nd !== 3) {
-    throw new IdxError(file, `unsupported number of dimensions ${nd} (magic ${hex}); expected 1 (labels, 0x00000801) or 3 (images, 0x00000803)`);
+    throw new IdxError(
+      file,
+      `unsupported number of dimensions ${nd} (magic ${hex}); expected 1 (labels, 0x00000801) or 3 (images, 0x00000803)`,
+    );
   }
   const header = 4 + 4 * nd;
-  if (bytes.length < header) throw new IdxError(file, `truncated: expected at least ${header} header bytes, found ${bytes.length}`);
+  if (bytes.length < header)
+    throw new IdxError(file, `truncated: expected at least ${header} header bytes, found ${bytes.length}`);
   const dims: number[] = [];
   for (let i = 0; i < nd; i++) {
     const d = view.getUint32(4 + 4 * i);
@@ -49,7 +56,8 @@ export function parseIdx(bytes: Uint8Array, file: string): { dims: number[]; dat
   }
   const expected = header + dims.reduce((a, b) => a * b, 1);
   if (bytes.length < expected) throw new IdxError(file, `truncated: expected ${expected} bytes, found ${bytes.length}`);
-  if (bytes.length > expected) throw new IdxError(file, `extra bytes: expected ${expected} bytes, found ${bytes.length}`);
+  if (bytes.length > expected)
+    throw new IdxError(file, `extra bytes: expected ${expected} bytes, found ${bytes.length}`);
   return { dims, data: new Uint8Array(bytes.buffer, bytes.byteOffset + header, expected - header) };
 }
 
@@ -65,13 +73,15 @@ export function readIdx(file: string): { dims: number[]; data: Uint8Array } {
 
 export function readImages(file: string): { count: number; rows: number; cols: number; pixels: Uint8Array } {
   const { dims, data } = readIdx(file);
-  if (dims.length !== 3) throw new IdxError(file, `expected an image file (3-D, magic 0x00000803), found ${dims.length}-D`);
+  if (dims.length !== 3)
+    throw new IdxError(file, `expected an image file (3-D, magic 0x00000803), found ${dims.length}-D`);
   return { count: dims[0], rows: dims[1], cols: dims[2], pixels: data };
 }
 
 export function readLabels(file: string): Uint8Array {
   const { dims, data } = readIdx(file);
-  if (dims.length !== 1) throw new IdxError(file, `expected a label file (1-D, magic 0x00000801), found ${dims.length}-D`);
+  if (dims.length !== 1)
+    throw new IdxError(file, `expected a label file (1-D, magic 0x00000801), found ${dims.length}-D`);
   return data;
 }
 

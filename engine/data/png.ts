@@ -27,11 +27,14 @@ export function pngDimensions(bytes: Uint8Array, limits = PNG_LIMITS): { width: 
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const first = String.fromCharCode(...bytes.subarray(12, 16));
   if (first !== 'IHDR') throw new Error('not a PNG (the first chunk is not IHDR)');
-  const width = view.getUint32(16), height = view.getUint32(20);
+  const width = view.getUint32(16),
+    height = view.getUint32(20);
   if (width < 1 || height < 1) throw new Error(`the header declares ${width}x${height} pixels`);
   if (width > limits.maxSide || height > limits.maxSide || width * height > limits.maxPixels) {
-    throw new Error(`the header declares ${width}x${height} pixels; at most ${limits.maxSide} per side and ` +
-      `${limits.maxPixels} pixels are read`);
+    throw new Error(
+      `the header declares ${width}x${height} pixels; at most ${limits.maxSide} per side and ` +
+        `${limits.maxPixels} pixels are read`,
+    );
   }
   return { width, height };
 }
@@ -52,7 +55,8 @@ export function readPngDigit(file: string, limits = PNG_LIMITS): Uint8Array {
 
 /** RGBA bytes (width x height) -> 784 grey bytes. */
 export function pngToDigit(rgba: Uint8Array, width: number, height: number): Uint8Array {
-  if (!(width > 0 && height > 0) || rgba.length !== width * height * 4) throw new Error(`image: ${rgba.length} bytes for ${width}x${height} RGBA`);
+  if (!(width > 0 && height > 0) || rgba.length !== width * height * 4)
+    throw new Error(`image: ${rgba.length} bytes for ${width}x${height} RGBA`);
   // luminance over a white background for transparent pixels (a transparent canvas reads as paper)
   const grey = new Float64Array(width * height);
   for (let i = 0; i < grey.length; i++) {
@@ -73,28 +77,48 @@ export function pngToDigit(rgba: Uint8Array, width: number, height: number): Uin
   for (let i = 0; i < grey.length; i++) top = Math.max(top, grey[i]);
   if (top - bg < 1) return new Uint8Array(ROWS * COLS); // nothing but background
   // MNIST's strokes are saturated: the darkest ink becomes 255 (pencil, blue ink, a grey photo)
-  for (let i = 0; i < grey.length; i++) grey[i] = Math.max(0, grey[i] - bg) * 255 / (top - bg);
+  for (let i = 0; i < grey.length; i++) grey[i] = (Math.max(0, grey[i] - bg) * 255) / (top - bg);
 
   // the digit's bounding box (any ink left after the background); a blank image stays blank
-  let x0 = width, x1 = -1, y0 = height, y1 = -1;
-  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) {
-    if (grey[y * width + x] > 0) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
-  }
+  let x0 = width,
+    x1 = -1,
+    y0 = height,
+    y1 = -1;
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++) {
+      if (grey[y * width + x] > 0) {
+        x0 = Math.min(x0, x);
+        x1 = Math.max(x1, x);
+        y0 = Math.min(y0, y);
+        y1 = Math.max(y1, y);
+      }
+    }
   const out = new Uint8Array(ROWS * COLS);
   if (x1 < 0) return out;
-  const w = x1 - x0 + 1, h = y1 - y0 + 1;
+  const w = x1 - x0 + 1,
+    h = y1 - y0 + 1;
   const scale = DIGIT_BOX / Math.max(w, h);
-  const dw = Math.max(1, Math.round(w * scale)), dh = Math.max(1, Math.round(h * scale));
+  const dw = Math.max(1, Math.round(w * scale)),
+    dh = Math.max(1, Math.round(h * scale));
   const digit = resample(grey, width, x0, y0, w, h, dw, dh);
 
   // centre of mass onto the field's centre (a whole-pixel shift, kept inside the field)
-  let m = 0, mx = 0, my = 0;
-  for (let y = 0; y < dh; y++) for (let x = 0; x < dw; x++) { const v = digit[y * dw + x]; m += v; mx += v * x; my += v * y; }
+  let m = 0,
+    mx = 0,
+    my = 0;
+  for (let y = 0; y < dh; y++)
+    for (let x = 0; x < dw; x++) {
+      const v = digit[y * dw + x];
+      m += v;
+      mx += v * x;
+      my += v * y;
+    }
   const ox = Math.min(COLS - dw, Math.max(0, Math.round(CENTRE - mx / m)));
   const oy = Math.min(ROWS - dh, Math.max(0, Math.round(CENTRE - my / m)));
-  for (let y = 0; y < dh; y++) for (let x = 0; x < dw; x++) {
-    out[(oy + y) * COLS + ox + x] = Math.min(255, Math.max(0, Math.round(digit[y * dw + x])));
-  }
+  for (let y = 0; y < dh; y++)
+    for (let x = 0; x < dw; x++) {
+      out[(oy + y) * COLS + ox + x] = Math.min(255, Math.max(0, Math.round(digit[y * dw + x])));
+    }
   return out;
 }
 
@@ -103,13 +127,25 @@ export function pngToDigit(rgba: Uint8Array, width: number, height: number): Uin
  * pixel is the mean of the source it covers, partly covered source pixels weighted by the part (enlarging
  * repeats pixels).
  */
-function resample(src: Float64Array, stride: number, x0: number, y0: number, w: number, h: number, dw: number, dh: number): Float64Array {
-  const sx = w / dw, sy = h / dh;
+function resample(
+  src: Float64Array,
+  stride: number,
+  x0: number,
+  y0: number,
+  w: number,
+  h: number,
+  dw: number,
+  dh: number,
+): Float64Array {
+  const sx = w / dw,
+    sy = h / dh;
   const out = new Float64Array(dw * dh);
   for (let y = 0; y < dh; y++) {
-    const ya = y * sy, yb = (y + 1) * sy;
+    const ya = y * sy,
+      yb = (y + 1) * sy;
     for (let x = 0; x < dw; x++) {
-      const xa = x * sx, xb = (x + 1) * sx;
+      const xa = x * sx,
+        xb = (x + 1) * sx;
       let sum = 0;
       for (let yy = Math.floor(ya); yy < Math.min(h, Math.ceil(yb)); yy++) {
         const fy = Math.min(yb, yy + 1) - Math.max(ya, yy);

@@ -19,9 +19,14 @@ function iota(n: number): Uint32Array {
  * Both lists are returned sorted ascending (memory-friendly gathers; shuffling is epochOrder's job),
  * disjoint, and together cover every index exactly once.
  */
-export function validationSplit(count: number, fraction: number = 0.15, seed: number): { train: Uint32Array; val: Uint32Array } {
+export function validationSplit(
+  count: number,
+  fraction: number = 0.15,
+  seed: number,
+): { train: Uint32Array; val: Uint32Array } {
   if (!Number.isInteger(count) || count < 0) throw new RangeError(`validationSplit: bad count ${count}`);
-  if (!(fraction >= 0 && fraction < 1)) throw new RangeError(`validationSplit: fraction must be in [0, 1), got ${fraction}`);
+  if (!(fraction >= 0 && fraction < 1))
+    throw new RangeError(`validationSplit: fraction must be in [0, 1), got ${fraction}`);
   const perm = new Rng((seed ^ SPLIT_SALT) >>> 0).shuffle(iota(count));
   const nVal = Math.round(fraction * count);
   return { val: perm.slice(0, nVal).sort(), train: perm.slice(nVal).sort() };
@@ -51,7 +56,8 @@ export function bootstrap(indices: Uint32Array, seed: number): Uint32Array {
 
 /** Copy the 784-byte images at indices into out (at least indices.length*784 bytes); returns out. */
 export function gatherImages(split: Split, indices: Uint32Array, out: Uint8Array): Uint8Array {
-  if (out.length < indices.length * IMAGE_SIZE) throw new RangeError(`gatherImages: output holds ${out.length} bytes, need ${indices.length * IMAGE_SIZE}`);
+  if (out.length < indices.length * IMAGE_SIZE)
+    throw new RangeError(`gatherImages: output holds ${out.length} bytes, need ${indices.length * IMAGE_SIZE}`);
   for (let i = 0; i < indices.length; i++) {
     const k = indices[i];
     if (k >= split.count) throw new RangeError(`gatherImages: index ${k} out of range (count ${split.count})`);
@@ -62,7 +68,8 @@ export function gatherImages(split: Split, indices: Uint32Array, out: Uint8Array
 
 /** The labels at indices, into out if given. */
 export function gatherLabels(split: Split, indices: Uint32Array, out = new Uint8Array(indices.length)): Uint8Array {
-  if (out.length < indices.length) throw new RangeError(`gatherLabels: output holds ${out.length} labels, need ${indices.length}`);
+  if (out.length < indices.length)
+    throw new RangeError(`gatherLabels: output holds ${out.length} labels, need ${indices.length}`);
   for (let i = 0; i < indices.length; i++) {
     const k = indices[i];
     if (k >= split.count) throw new RangeError(`gatherLabels: index ${k} out of range (count ${split.count})`);

@@ -47,11 +47,16 @@ export const HARD_VOTE_TIE_BREAK = 1e-3;
 export const HARD_VOTE_TIE_TOLERANCE = 1e-6;
 
 /** Validates the weights and returns the included members' indices with their normalised weights. */
-export function normaliseEnsembleWeights(memberCount: number, weights: number[]): Array<{ index: number; weight: number }> {
+export function normaliseEnsembleWeights(
+  memberCount: number,
+  weights: number[],
+): Array<{ index: number; weight: number }> {
   if (memberCount === 0) throw new Error('exportEnsemble: no members');
-  if (weights.length !== memberCount) throw new Error(`exportEnsemble: ${weights.length} weights for ${memberCount} members`);
+  if (weights.length !== memberCount)
+    throw new Error(`exportEnsemble: ${weights.length} weights for ${memberCount} members`);
   weights.forEach((w, i) => {
-    if (typeof w !== 'number' || !Number.isFinite(w) || w < 0) throw new Error(`exportEnsemble: weight ${i} is ${w}; weights must be finite and >= 0`);
+    if (typeof w !== 'number' || !Number.isFinite(w) || w < 0)
+      throw new Error(`exportEnsemble: weight ${i} is ${w}; weights must be finite and >= 0`);
   });
   const total = weights.reduce((a, b) => a + b, 0);
   if (!(total > 0)) throw new Error('exportEnsemble: at least one member needs a positive weight');
@@ -61,7 +66,8 @@ export function normaliseEnsembleWeights(memberCount: number, weights: number[])
 /** A member's logits [N, 10] baked into g under `prefix`. */
 function bakeMemberLogits(g: Graph, x: Value, m: EnsembleMember, prefix: string): Value {
   if (m.kind === 'cnn') return bakeCnnLogits(g, x, m.params, m.buffers, prefix);
-  if (m.kind === 'simclr') return bakeLinear(g, bakeEncoder(g, x, m.params, m.buffers, prefix), m.probe, 'probe', prefix);
+  if (m.kind === 'simclr')
+    return bakeLinear(g, bakeEncoder(g, x, m.params, m.buffers, prefix), m.probe, 'probe', prefix);
   throw new Error(`exportEnsemble: unknown member kind ${(m as { kind: unknown }).kind}`);
 }
 
@@ -69,13 +75,21 @@ function bakeMemberLogits(g: Graph, x: Value, m: EnsembleMember, prefix: string)
  * Serialises the weighted ensemble of `members` as one ONNX model (see the header for its interface and votes).
  * `weights` are non-negative, one per member, at least one positive; they are normalised to sum to 1.
  */
-export function exportEnsemble(members: EnsembleMember[], weights: number[], opts: EnsembleExportOptions = {}): Uint8Array {
+export function exportEnsemble(
+  members: EnsembleMember[],
+  weights: number[],
+  opts: EnsembleExportOptions = {},
+): Uint8Array {
   const vote = opts.vote ?? 'soft';
-  if (vote !== 'soft' && vote !== 'hard') throw new Error(`exportEnsemble: vote must be 'soft' or 'hard', not ${String(vote)}`);
+  if (vote !== 'soft' && vote !== 'hard')
+    throw new Error(`exportEnsemble: vote must be 'soft' or 'hard', not ${String(vote)}`);
   const included = normaliseEnsembleWeights(members.length, weights);
   for (const { index } of included) {
     const m = members[index];
-    if (!m || (m.kind !== 'cnn' && m.kind !== 'simclr')) throw new Error(`exportEnsemble: member ${index} has unknown kind ${String((m as { kind?: unknown } | undefined)?.kind)}`);
+    if (!m || (m.kind !== 'cnn' && m.kind !== 'simclr'))
+      throw new Error(
+        `exportEnsemble: member ${index} has unknown kind ${String((m as { kind?: unknown } | undefined)?.kind)}`,
+      );
     if (m.kind === 'simclr' && !m.probe) throw new Error(`exportEnsemble: simclr member ${index} has no probe`);
   }
 
@@ -92,8 +106,18 @@ export function exportEnsemble(members: EnsembleMember[], weights: number[], opt
   } else {
     const depth = g.constant([CLASSES], [1], 'int64');
     const onOff = g.constant([0, 1], [2], 'float32');
-    const votes = weighted(probs.map(p =>
-      g.node('OneHot', [g.argMax(p, 1, false), depth, onOff], { axis: { int: -1 } }, undefined, [batch, CLASSES], 'float32')));
+    const votes = weighted(
+      probs.map(p =>
+        g.node(
+          'OneHot',
+          [g.argMax(p, 1, false), depth, onOff],
+          { axis: { int: -1 } },
+          undefined,
+          [batch, CLASSES],
+          'float32',
+        ),
+      ),
+    );
     const top = g.reduceMax(votes, [1], true);
     const tied = g.greaterOrEqual(votes, g.sub(top, g.scalar(HARD_VOTE_TIE_TOLERANCE)));
     const bonus = g.where(tied, g.mul(soft, g.scalar(HARD_VOTE_TIE_BREAK)), g.scalar(0));
@@ -101,7 +125,10 @@ export function exportEnsemble(members: EnsembleMember[], weights: number[], opt
   }
   g.output(combined, 'probabilities');
 
-  const stacked = g.concat(probs.map(p => g.node('Unsqueeze', [p, g.ints([0])], {}, undefined, [1, ...p.shape])), 0);
+  const stacked = g.concat(
+    probs.map(p => g.node('Unsqueeze', [p, g.ints([0])], {}, undefined, [1, ...p.shape])),
+    0,
+  );
   g.output(stacked, 'member_probabilities');
 
   const metadata: Record<string, string> = {
@@ -111,7 +138,8 @@ export function exportEnsemble(members: EnsembleMember[], weights: number[], opt
     'ensemble.kinds': JSON.stringify(included.map(i => members[i.index].kind)),
     'ensemble.weights': JSON.stringify(included.map(i => i.weight)),
   };
-  const doc = `fleet ensemble of ${included.length} member(s), ${vote} vote, for 28x28 grey images normalised as (x/255 - 0.5) / 0.5; ` +
+  const doc =
+    `fleet ensemble of ${included.length} member(s), ${vote} vote, for 28x28 grey images normalised as (x/255 - 0.5) / 0.5; ` +
     'outputs probabilities [N,10] and member_probabilities [M,N,10]';
   return withDimensions(g.toModel({ docString: doc, metadata }), {
     member_probabilities: [included.length, 'N', CLASSES],

@@ -44,7 +44,10 @@ export interface CaruanaResult {
   bestSteps: number[];
 }
 
-interface Score { loss: number; correct: number }
+interface Score {
+  loss: number;
+  correct: number;
+}
 
 /** Strictly better: lower loss; for accuracy, more correct and then lower loss. */
 function better(a: Score, b: Score, objective: SelectionObjective): boolean {
@@ -56,19 +59,33 @@ function better(a: Score, b: Score, objective: SelectionObjective): boolean {
  * Score of the average (sum + add) / k, where sum holds the current ensemble's summed probabilities.
  * Works on the sum so that trying a candidate allocates nothing.
  */
-function scoreOf(sum: Float64Array, add: Float32Array | null, k: number, labels: ArrayLike<number>, classes: number, withAccuracy: boolean): Score {
-  const n = labels.length, eps = 1e-12;
-  let loss = 0, correct = 0;
+function scoreOf(
+  sum: Float64Array,
+  add: Float32Array | null,
+  k: number,
+  labels: ArrayLike<number>,
+  classes: number,
+  withAccuracy: boolean,
+): Score {
+  const n = labels.length,
+    eps = 1e-12;
+  let loss = 0,
+    correct = 0;
   for (let i = 0; i < n; i++) {
-    const base = i * classes, t = labels[i];
+    const base = i * classes,
+      t = labels[i];
     const pt = (sum[base + t] + (add ? add[base + t] : 0)) / k;
     loss -= Math.log(Math.max(pt, eps));
     if (!withAccuracy) continue;
     // argmax of the sum is the argmax of the average (first max on ties, as in predictions())
-    let best = 0, bestV = sum[base] + (add ? add[base] : 0);
+    let best = 0,
+      bestV = sum[base] + (add ? add[base] : 0);
     for (let c = 1; c < classes; c++) {
       const v = sum[base + c] + (add ? add[base + c] : 0);
-      if (v > bestV) { bestV = v; best = c; }
+      if (v > bestV) {
+        bestV = v;
+        best = c;
+      }
     }
     if (best === t) correct++;
   }
@@ -77,50 +94,76 @@ function scoreOf(sum: Float64Array, add: Float32Array | null, k: number, labels:
 
 /** One selection run over the members in `pool`; appends its steps and returns the counts of its best prefix. */
 function selectOnce(
-  members: Float32Array[], pool: number[], labels: ArrayLike<number>, classes: number,
-  objective: SelectionObjective, initSize: number, maxIter: number, bag: number, steps: SelectionStep[],
+  members: Float32Array[],
+  pool: number[],
+  labels: ArrayLike<number>,
+  classes: number,
+  objective: SelectionObjective,
+  initSize: number,
+  maxIter: number,
+  bag: number,
+  steps: SelectionStep[],
 ): { counts: number[]; bestStep: number } {
-  const n = labels.length, withAcc = objective === 'accuracy';
+  const n = labels.length,
+    withAcc = objective === 'accuracy';
   const counts = new Array<number>(members.length).fill(0);
   const sum = new Float64Array(n * classes);
   let size = 0;
-  let best: Score | null = null, bestCounts = counts.slice(), bestStep = -1;
+  let best: Score | null = null,
+    bestCounts = counts.slice(),
+    bestStep = -1;
 
   const add = (j: number, s: Score) => {
     const p = members[j];
     for (let x = 0; x < sum.length; x++) sum[x] += p[x];
-    counts[j]++; size++;
-    steps.push({ bag, step: size, picked: j, score: withAcc ? s.correct / n : s.loss, weights: counts.map((c) => c / size) });
+    counts[j]++;
+    size++;
+    steps.push({
+      bag,
+      step: size,
+      picked: j,
+      score: withAcc ? s.correct / n : s.loss,
+      weights: counts.map(c => c / size),
+    });
   };
 
   if (initSize > 0) {
     // sorted initialisation: the initSize individually best members (ties: lower index), each once
-    const solo = pool.map((j) => ({ j, s: scoreOf(sum, members[j], 1, labels, classes, withAcc) }));
+    const solo = pool.map(j => ({ j, s: scoreOf(sum, members[j], 1, labels, classes, withAcc) }));
     solo.sort((a, b) => (better(a.s, b.s, objective) ? -1 : better(b.s, a.s, objective) ? 1 : a.j - b.j));
-    for (let r = 0; r < initSize; r++) add(solo[r].j, scoreOf(sum, members[solo[r].j], size + 1, labels, classes, withAcc));
+    for (let r = 0; r < initSize; r++)
+      add(solo[r].j, scoreOf(sum, members[solo[r].j], size + 1, labels, classes, withAcc));
     // the initial ensemble is the first candidate for the final one; prefixes inside it are not
     best = scoreOf(sum, null, size, labels, classes, withAcc);
-    bestCounts = counts.slice(); bestStep = steps.length - 1;
+    bestCounts = counts.slice();
+    bestStep = steps.length - 1;
   }
 
   for (let it = 0; it < maxIter; it++) {
-    let pick = -1, pickScore: Score | null = null;
+    let pick = -1,
+      pickScore: Score | null = null;
     for (const j of pool) {
       const s = scoreOf(sum, members[j], size + 1, labels, classes, withAcc);
-      if (pickScore === null || better(s, pickScore, objective)) { pick = j; pickScore = s; } // ties: lowest index
+      if (pickScore === null || better(s, pickScore, objective)) {
+        pick = j;
+        pickScore = s;
+      } // ties: lowest index
     }
     add(pick, pickScore!);
     // Caruana keeps adding even when the score gets worse and returns the best-scoring prefix
     // (the earliest on ties), which guards against overfitting the validation set late in the run.
     if (best === null || better(pickScore!, best, objective)) {
-      best = pickScore; bestCounts = counts.slice(); bestStep = steps.length - 1;
+      best = pickScore;
+      bestCounts = counts.slice();
+      bestStep = steps.length - 1;
     }
   }
   return { counts: bestCounts, bestStep };
 }
 
 function checkInt(name: string, v: number, min: number): void {
-  if (!Number.isInteger(v) || v < min) throw new RangeError(`caruanaSelection: ${name} must be an integer >= ${min}, got ${v}`);
+  if (!Number.isInteger(v) || v < min)
+    throw new RangeError(`caruanaSelection: ${name} must be an integer >= ${min}, got ${v}`);
 }
 
 /**
@@ -128,7 +171,10 @@ function checkInt(name: string, v: number, min: number): void {
  * Returns per-member weights (counts / total) of the best-scoring ensemble, summed over bags.
  */
 export function caruanaSelection(
-  members: Float32Array[], labels: ArrayLike<number>, classes: number, opts: CaruanaOptions = {},
+  members: Float32Array[],
+  labels: ArrayLike<number>,
+  classes: number,
+  opts: CaruanaOptions = {},
 ): CaruanaResult {
   const { maxIter = 50, initSize = 0, objective = 'loss', bags = 1, bagFraction = 0.5, seed = 0 } = opts;
   const len = memberLength('caruanaSelection', members);
@@ -137,25 +183,37 @@ export function caruanaSelection(
   checkInt('maxIter', maxIter, 1);
   checkInt('initSize', initSize, 0);
   checkInt('bags', bags, 1);
-  if (objective !== 'loss' && objective !== 'accuracy') throw new RangeError(`caruanaSelection: objective must be 'loss' or 'accuracy', got ${objective}`);
-  if (!(bagFraction > 0 && bagFraction <= 1)) throw new RangeError(`caruanaSelection: bagFraction must be in (0, 1], got ${bagFraction}`);
+  if (objective !== 'loss' && objective !== 'accuracy')
+    throw new RangeError(`caruanaSelection: objective must be 'loss' or 'accuracy', got ${objective}`);
+  if (!(bagFraction > 0 && bagFraction <= 1))
+    throw new RangeError(`caruanaSelection: bagFraction must be in (0, 1], got ${bagFraction}`);
   const m = members.length;
   if (initSize > m) throw new RangeError(`caruanaSelection: initSize ${initSize} exceeds the ${m} members`);
   // round, not floor, so that e.g. 0.29 * 100 (= 28.999...) gives 29 members
   const bagSize = bags === 1 ? m : Math.max(1, Math.round(bagFraction * m));
-  if (initSize > bagSize) throw new RangeError(`caruanaSelection: initSize ${initSize} exceeds the ${bagSize} members in each bag (bagFraction ${bagFraction} of ${m})`);
+  if (initSize > bagSize)
+    throw new RangeError(
+      `caruanaSelection: initSize ${initSize} exceeds the ${bagSize} members in each bag (bagFraction ${bagFraction} of ${m})`,
+    );
 
   const all = Array.from({ length: m }, (_, j) => j);
   const rng = new Rng(seed);
   const counts = new Array<number>(m).fill(0);
-  const steps: SelectionStep[] = [], bestSteps: number[] = [];
+  const steps: SelectionStep[] = [],
+    bestSteps: number[] = [];
   for (let b = 0; b < bags; b++) {
     // sorted so that ties still go to the lowest member index
-    const pool = bags === 1 ? all : rng.shuffle(all.slice()).slice(0, bagSize).sort((x, y) => x - y);
+    const pool =
+      bags === 1
+        ? all
+        : rng
+            .shuffle(all.slice())
+            .slice(0, bagSize)
+            .sort((x, y) => x - y);
     const run = selectOnce(members, pool, labels, classes, objective, initSize, maxIter, b, steps);
     for (let j = 0; j < m; j++) counts[j] += run.counts[j];
     bestSteps.push(run.bestStep);
   }
   const total = counts.reduce((a, c) => a + c, 0);
-  return { weights: counts.map((c) => c / total), counts, steps, bestSteps };
+  return { weights: counts.map(c => c / total), counts, steps, bestSteps };
 }

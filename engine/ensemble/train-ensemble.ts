@@ -2,7 +2,14 @@
 // cyclic learning rate) and selection (Caruana et al. 2004 on a validation split). Members are tasks, trained
 // here one after another (trainEnsemble) or by cluster workers (coordinator/: on NATS, or on worker threads
 // in the embedded run); the ensemble is combined from their probability matrices.
-import { runMemberTask, taskCheckpointDir, type MemberTask, type MemberResult, type TrainedMember, type BatchInfo } from './tasks.ts';
+import {
+  runMemberTask,
+  taskCheckpointDir,
+  type MemberTask,
+  type MemberResult,
+  type TrainedMember,
+  type BatchInfo,
+} from './tasks.ts';
 import { weightedAverage, hardVote, nll, accuracyOf, accuracyOfPredictions } from './combine.ts';
 import { caruanaSelection } from './selection.ts';
 import { validationSplit } from '../data/split.ts';
@@ -12,7 +19,7 @@ import type { Recipe, EpochMetrics } from '../train/train-classifier.ts';
 import type { RuntimeOptions } from '../runtime.ts';
 
 export const ENSEMBLE_KINDS = ['voting', 'bagging', 'snapshot', 'selection'] as const;
-export type EnsembleKind = typeof ENSEMBLE_KINDS[number];
+export type EnsembleKind = (typeof ENSEMBLE_KINDS)[number];
 
 export interface EnsembleOptions {
   kind: EnsembleKind;
@@ -43,7 +50,14 @@ export interface EnsembleOptions {
   log?: (line: string) => void;
 }
 
-export interface MemberSummary { name: string; epoch: number; val_loss?: number; val_accuracy?: number; test_loss: number; test_accuracy: number }
+export interface MemberSummary {
+  name: string;
+  epoch: number;
+  val_loss?: number;
+  val_accuracy?: number;
+  test_loss: number;
+  test_accuracy: number;
+}
 
 export interface EnsembleResult {
   kind: EnsembleKind;
@@ -52,9 +66,18 @@ export interface EnsembleResult {
   weights: number[];
   /** The ensemble on the test set (soft vote with its weights), and the hard vote with the same weights. */
   test: { loss: number; accuracy: number; hard_vote_accuracy: number; probabilities: Float32Array; labels: Uint8Array };
-  bestMember: { name: string; test_accuracy: number; test_loss: number; chosen_by: 'validation loss' | 'test accuracy' };
+  bestMember: {
+    name: string;
+    test_accuracy: number;
+    test_loss: number;
+    chosen_by: 'validation loss' | 'test accuracy';
+  };
   average: { test_accuracy: number; test_loss: number; val_loss?: number; val_accuracy?: number };
-  selection?: { objective: string; steps: Array<{ step: number; picked: number; score: number; weights: number[] }>; val_score: number };
+  selection?: {
+    objective: string;
+    steps: Array<{ step: number; picked: number; score: number; weights: number[] }>;
+    val_score: number;
+  };
   histories: Record<string, EpochMetrics[]>;
   /** Labels of the shared validation split (when there is one), in the order of the members' validation probabilities. */
   valLabels?: Uint8Array;
@@ -64,23 +87,43 @@ export interface EnsembleResult {
 /** The tasks of an ensemble: one per member, or a single snapshot run. */
 export function ensembleTasks(o: EnsembleOptions): MemberTask[] {
   const base = {
-    model: o.model ?? 'cnn', supervised: o.supervised, probeEpochs: o.probeEpochs, temperature: o.temperature, epochs: o.epochs, batchSize: o.batchSize, recipe: o.recipe, valFraction: o.valFraction, splitSeed: o.seed,
-    dataset: o.dataset, dataDir: o.dataDir, limitTrain: o.limitTrain, limitTest: o.limitTest,
-    bootstrap: o.kind === 'bagging', keepBest: o.kind === 'selection', snapshots: o.kind === 'snapshot' ? o.members : 0,
+    model: o.model ?? 'cnn',
+    supervised: o.supervised,
+    probeEpochs: o.probeEpochs,
+    temperature: o.temperature,
+    epochs: o.epochs,
+    batchSize: o.batchSize,
+    recipe: o.recipe,
+    valFraction: o.valFraction,
+    splitSeed: o.seed,
+    dataset: o.dataset,
+    dataDir: o.dataDir,
+    limitTrain: o.limitTrain,
+    limitTest: o.limitTest,
+    bootstrap: o.kind === 'bagging',
+    keepBest: o.kind === 'selection',
+    snapshots: o.kind === 'snapshot' ? o.members : 0,
   };
   const count = o.kind === 'snapshot' ? 1 : o.members;
   return Array.from({ length: count }, (_, i) => {
     const id = o.kind === 'snapshot' ? 'snapshot-run' : `member-${i + 1}`;
     // every member shares the validation split (seeded by o.seed) but has its own initialisation and data order
-    return { ...base, id, seed: o.single ? o.seed : o.seed + 1000 * (i + 1), checkpointDir: o.out ? taskCheckpointDir(o.out, id) : undefined };
+    return {
+      ...base,
+      id,
+      seed: o.single ? o.seed : o.seed + 1000 * (i + 1),
+      checkpointDir: o.out ? taskCheckpointDir(o.out, id) : undefined,
+    };
   });
 }
 
 /** Throws a clear error for an ensemble that cannot be trained. */
 export function checkEnsemble(o: EnsembleOptions): void {
   if (o.members < 1) throw new Error(`an ensemble needs at least 1 member, got ${o.members}`);
-  if (o.kind === 'selection' && !(o.valFraction > 0)) throw new Error('selection needs a validation split (--val-fraction > 0)');
-  if (o.model === 'simclr' && (o.kind === 'bagging' || o.kind === 'snapshot')) throw new Error(`simclr ensembles support voting and selection, not ${o.kind}`);
+  if (o.kind === 'selection' && !(o.valFraction > 0))
+    throw new Error('selection needs a validation split (--val-fraction > 0)');
+  if (o.model === 'simclr' && (o.kind === 'bagging' || o.kind === 'snapshot'))
+    throw new Error(`simclr ensembles support voting and selection, not ${o.kind}`);
 }
 
 /** Trains the members in this thread, one after another, and combines them (the single-process reference). */
@@ -100,12 +143,20 @@ export function combineEnsemble(o: EnsembleOptions, results: MemberResult[], sec
   const testLabels = data.test.labels.subarray(0, testCount);
   const test = members.map(m => m.test!.probabilities);
   const memberSummaries = members.map(m => ({
-    name: m.name, epoch: m.epoch, val_loss: m.val?.loss, val_accuracy: m.val?.accuracy, test_loss: m.test!.loss, test_accuracy: m.test!.accuracy,
+    name: m.name,
+    epoch: m.epoch,
+    val_loss: m.val?.loss,
+    val_accuracy: m.val?.accuracy,
+    test_loss: m.test!.loss,
+    test_accuracy: m.test!.accuracy,
   }));
 
   const haveVal = members.every(m => m.val);
   const valLabels = haveVal ? validationLabels(o, data.train) : null;
-  const average = { test_accuracy: accuracyOf(weightedAverage(test), testLabels, CLASSES), test_loss: nll(weightedAverage(test), testLabels, CLASSES) };
+  const average = {
+    test_accuracy: accuracyOf(weightedAverage(test), testLabels, CLASSES),
+    test_loss: nll(weightedAverage(test), testLabels, CLASSES),
+  };
   if (valLabels) {
     const v = weightedAverage(members.map(m => m.val!.probabilities));
     Object.assign(average, { val_loss: nll(v, valLabels, CLASSES), val_accuracy: accuracyOf(v, valLabels, CLASSES) });
@@ -115,7 +166,12 @@ export function combineEnsemble(o: EnsembleOptions, results: MemberResult[], sec
   let selection: EnsembleResult['selection'];
   if (o.kind === 'selection') {
     const objective = o.selection?.objective ?? 'loss';
-    const s = caruanaSelection(members.map(m => m.val!.probabilities), valLabels!, CLASSES, { ...o.selection, objective, seed: o.seed });
+    const s = caruanaSelection(
+      members.map(m => m.val!.probabilities),
+      valLabels!,
+      CLASSES,
+      { ...o.selection, objective, seed: o.seed },
+    );
     weights = s.weights;
     // the score of the ensemble the selection chose (of the first bag when bagged)
     selection = { objective, steps: s.steps, val_score: s.steps[s.bestSteps[0]].score };
@@ -129,12 +185,28 @@ export function combineEnsemble(o: EnsembleOptions, results: MemberResult[], sec
   const histories: Record<string, EpochMetrics[]> = {};
   for (const r of results) histories[r.taskId] = r.history;
   return {
-    kind: o.kind, members, memberSummaries, weights,
-    test: { loss: nll(probabilities, testLabels, CLASSES), accuracy: accuracyOf(probabilities, testLabels, CLASSES),
-      hard_vote_accuracy: accuracyOfPredictions(hard, testLabels), probabilities, labels: testLabels },
-    bestMember: { name: memberSummaries[bi].name, test_accuracy: memberSummaries[bi].test_accuracy, test_loss: memberSummaries[bi].test_loss,
-      chosen_by: haveVal ? 'validation loss' : 'test accuracy' },
-    average, selection, histories, valLabels: valLabels ?? undefined, seconds,
+    kind: o.kind,
+    members,
+    memberSummaries,
+    weights,
+    test: {
+      loss: nll(probabilities, testLabels, CLASSES),
+      accuracy: accuracyOf(probabilities, testLabels, CLASSES),
+      hard_vote_accuracy: accuracyOfPredictions(hard, testLabels),
+      probabilities,
+      labels: testLabels,
+    },
+    bestMember: {
+      name: memberSummaries[bi].name,
+      test_accuracy: memberSummaries[bi].test_accuracy,
+      test_loss: memberSummaries[bi].test_loss,
+      chosen_by: haveVal ? 'validation loss' : 'test accuracy',
+    },
+    average,
+    selection,
+    histories,
+    valLabels: valLabels ?? undefined,
+    seconds,
   };
 }
 

@@ -7,8 +7,22 @@ const PAGE = 65536;
 
 export interface Kernels {
   memory: WebAssembly.Memory;
-  adam(p: number, g: number, m: number, v: number, n: number, coupled: number, decay: number,
-    beta1: number, beta2: number, oneMinusBeta1: number, oneMinusBeta2: number, stepSize: number, bc2Sqrt: number, eps: number): void;
+  adam(
+    p: number,
+    g: number,
+    m: number,
+    v: number,
+    n: number,
+    coupled: number,
+    decay: number,
+    beta1: number,
+    beta2: number,
+    oneMinusBeta1: number,
+    oneMinusBeta2: number,
+    stepSize: number,
+    bc2Sqrt: number,
+    eps: number,
+  ): void;
   dropout_mask(out: number, groupsOf4: number, state: number, threshold: number, keep: number): void;
 }
 
@@ -19,7 +33,8 @@ export function kernelInstance(bytes: number): { k: Kernels; take: (n: number) =
   if (need > 0) k.memory.grow(need);
   let at = 0;
   const take = (n: number) => {
-    if (at + 4 * alignedLength(n) > k.memory.buffer.byteLength) throw new Error(`kernel memory: ${n} floats do not fit (sized for ${bytes} bytes)`);
+    if (at + 4 * alignedLength(n) > k.memory.buffer.byteLength)
+      throw new Error(`kernel memory: ${n} floats do not fit (sized for ${bytes} bytes)`);
     const a = new Float32Array(k.memory.buffer, at, n);
     at += 4 * alignedLength(n);
     return a;

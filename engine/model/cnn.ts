@@ -51,7 +51,11 @@ export function linearParams(name: string, inF: number, outF: number): TensorSpe
   ];
 }
 
-export const cnnParams = (): TensorSpec[] => [...encoderParams(), ...linearParams('fc1', FEATURES, HIDDEN), ...linearParams('fc2', HIDDEN, CLASSES)];
+export const cnnParams = (): TensorSpec[] => [
+  ...encoderParams(),
+  ...linearParams('fc1', FEATURES, HIDDEN),
+  ...linearParams('fc2', HIDDEN, CLASSES),
+];
 export const cnnBuffers = encoderBuffers;
 
 /** How a training graph reaches parameters, buffers and randomness. */
@@ -73,7 +77,13 @@ export function encoderForward(ctx: TrainContext, x: Value): Value {
   let h = g.reshape(x, [1, N, 28, 28]); // NCHW with C=1 is already CNHW
   CHANNELS.forEach((_, i) => {
     const k = i + 1;
-    const [w, gamma, beta, rm, rv] = [ctx.param(`conv${k}.weight`), ctx.param(`bn${k}.weight`), ctx.param(`bn${k}.bias`), ctx.buffer(`bn${k}.running_mean`), ctx.buffer(`bn${k}.running_var`)];
+    const [w, gamma, beta, rm, rv] = [
+      ctx.param(`conv${k}.weight`),
+      ctx.param(`bn${k}.weight`),
+      ctx.param(`bn${k}.bias`),
+      ctx.buffer(`bn${k}.running_mean`),
+      ctx.buffer(`bn${k}.running_var`),
+    ];
     const p = POOL_PADS[i];
     if (ctx.training) {
       // BatchNorm and the pool fused (engine/ops/): pool first, on the conv output of sign-flipped weights
@@ -117,9 +127,13 @@ export function bakeEncoder(g: Graph, x: Value, params: TensorSet, buffers: Tens
   let cin = 1;
   CHANNELS.forEach((c, i) => {
     const k = i + 1;
-    const w = params.get(`conv${k}.weight`), gamma = params.get(`bn${k}.weight`), beta = params.get(`bn${k}.bias`);
-    const mean = buffers.get(`bn${k}.running_mean`), variance = buffers.get(`bn${k}.running_var`);
-    const wf = new Float32Array(w.length), bf = new Float32Array(c);
+    const w = params.get(`conv${k}.weight`),
+      gamma = params.get(`bn${k}.weight`),
+      beta = params.get(`bn${k}.bias`);
+    const mean = buffers.get(`bn${k}.running_mean`),
+      variance = buffers.get(`bn${k}.running_var`);
+    const wf = new Float32Array(w.length),
+      bf = new Float32Array(c);
     const per = cin * 9;
     for (let o = 0; o < c; o++) {
       const scale = gamma[o] / Math.sqrt(variance[o] + BN_EPS);
@@ -131,17 +145,26 @@ export function bakeEncoder(g: Graph, x: Value, params: TensorSet, buffers: Tens
     // Conv then ReLU lets ONNX Runtime fuse the activation into the convolution
     h = g.relu(g.conv(h, wv, bv, { pads: [1, 1, 1, 1] }));
     const p = POOL_PADS[i];
-    h = g.node('MaxPool', [h], { kernel_shape: { ints: [2, 2] }, strides: { ints: [2, 2] }, pads: { ints: [p, p, p, p] } });
+    h = g.node('MaxPool', [h], {
+      kernel_shape: { ints: [2, 2] },
+      strides: { ints: [2, 2] },
+      pads: { ints: [p, p, p, p] },
+    });
     cin = c;
   });
   return g.flatten(h, 1);
 }
 
 export function bakeLinear(g: Graph, x: Value, params: TensorSet, name: string, prefix = ''): Value {
-  const w = params.get(`${name}.weight`), b = params.get(`${name}.bias`);
+  const w = params.get(`${name}.weight`),
+    b = params.get(`${name}.bias`);
   const outF = b.length;
-  return g.gemm(x, g.initializer(`${prefix}${name}.weight`, w.slice(), [outF, w.length / outF]),
-    g.initializer(`${prefix}${name}.bias`, b.slice(), [outF]), { transB: true });
+  return g.gemm(
+    x,
+    g.initializer(`${prefix}${name}.weight`, w.slice(), [outF, w.length / outF]),
+    g.initializer(`${prefix}${name}.bias`, b.slice(), [outF]),
+    { transB: true },
+  );
 }
 
 /** The CNN's logits from baked weights (for export and ensembles). */

@@ -13,9 +13,12 @@ import { conv2dCNHW } from '../ops/conv.ts';
 import { fanInUniform, type TensorSet, type TensorSpec } from './params.ts';
 
 export const POOLINGS = ['attention', 'gated', 'mean', 'max'] as const;
-export type Pooling = typeof POOLINGS[number];
+export type Pooling = (typeof POOLINGS)[number];
 /** The encoder's two convolutions: output channels, 5x5 kernels, no padding (28 -> 24 -> 12 -> 8 -> 4). */
-export const MIL_CONVS = [{ name: 'conv1', in: 1, out: 20 }, { name: 'conv2', in: 20, out: 50 }] as const;
+export const MIL_CONVS = [
+  { name: 'conv1', in: 1, out: 20 },
+  { name: 'conv2', in: 20, out: 50 },
+] as const;
 const KERNEL = 5;
 export const MIL_FEATURES = 50 * 4 * 4;
 export const MIL_HIDDEN = 500;
@@ -25,7 +28,12 @@ export const MIL_MODEL = 'ilse2018: conv5x5 20, pool 2, conv5x5 50, pool 2, fc 8
 
 export function milParams(pooling: Pooling): TensorSpec[] {
   const specs: TensorSpec[] = MIL_CONVS.flatMap(c => [
-    { name: `${c.name}.weight`, shape: [c.out, c.in, KERNEL, KERNEL], init: fanInUniform(c.in * KERNEL * KERNEL), decay: true },
+    {
+      name: `${c.name}.weight`,
+      shape: [c.out, c.in, KERNEL, KERNEL],
+      init: fanInUniform(c.in * KERNEL * KERNEL),
+      decay: true,
+    },
     { name: `${c.name}.bias`, shape: [c.out], init: fanInUniform(c.in * KERNEL * KERNEL) },
   ]);
   specs.push(...linearParams('fc', MIL_FEATURES, MIL_HIDDEN));
@@ -59,13 +67,25 @@ function bakeMilEncoder(g: Graph, x: Value, params: TensorSet): Value {
     const w = g.initializer(`${c.name}.weight`, params.get(`${c.name}.weight`).slice(), [c.out, c.in, KERNEL, KERNEL]);
     const b = g.initializer(`${c.name}.bias`, params.get(`${c.name}.bias`).slice(), [c.out]);
     h = g.relu(g.conv(h, w, b, { pads: [0, 0, 0, 0] }));
-    h = g.node('MaxPool', [h], { kernel_shape: { ints: [2, 2] }, strides: { ints: [2, 2] }, pads: { ints: [0, 0, 0, 0] } });
+    h = g.node('MaxPool', [h], {
+      kernel_shape: { ints: [2, 2] },
+      strides: { ints: [2, 2] },
+      pads: { ints: [0, 0, 0, 0] },
+    });
   }
   return g.flatten(h, 1);
 }
 
 /** Attention weights [bags, L] from instance embeddings h [bags * L, 500]; masked softmax over each bag. */
-function attentionWeights(g: Graph, h: Value, mask: Value, pooling: Pooling, param: (n: string) => Value | null, bags: number, L: number): Value {
+function attentionWeights(
+  g: Graph,
+  h: Value,
+  mask: Value,
+  pooling: Pooling,
+  param: (n: string) => Value | null,
+  bags: number,
+  L: number,
+): Value {
   if (pooling === 'mean') return g.div(mask, g.reduceSum(mask, [1], true));
   const lin = (x: Value, name: string) => g.gemm(x, param(`${name}.weight`)!, param(`${name}.bias`)!, { transB: true });
   let a = g.tanh(lin(h, 'attention.v'));
@@ -77,7 +97,15 @@ function attentionWeights(g: Graph, h: Value, mask: Value, pooling: Pooling, par
 }
 
 /** Pools h [bags * L, 500] into bag embeddings [bags, 500]; returns them with the instance weights (null for max). */
-function pool(g: Graph, h: Value, mask: Value, pooling: Pooling, param: (n: string) => Value | null, bags: number, L: number): { m: Value; weights: Value | null } {
+function pool(
+  g: Graph,
+  h: Value,
+  mask: Value,
+  pooling: Pooling,
+  param: (n: string) => Value | null,
+  bags: number,
+  L: number,
+): { m: Value; weights: Value | null } {
   const h3 = g.reshape(h, [bags, L, MIL_HIDDEN]);
   if (pooling === 'max') {
     const masked = g.where(g.greater(g.reshape(mask, [bags, L, 1]), g.scalar(0.5)), h3, g.scalar(-1e9));
@@ -88,7 +116,12 @@ function pool(g: Graph, h: Value, mask: Value, pooling: Pooling, param: (n: stri
 }
 
 /** Bag probabilities [bags] and instance weights [bags, L] for padded bags x [bags * L, 1, 28, 28] with mask [bags, L]. */
-export function milForward(ctx: TrainContext, x: Value, mask: Value, pooling: Pooling): { prob: Value; weights: Value | null } {
+export function milForward(
+  ctx: TrainContext,
+  x: Value,
+  mask: Value,
+  pooling: Pooling,
+): { prob: Value; weights: Value | null } {
   const { g } = ctx;
   const [bags, L] = mask.shape;
   const h = g.relu(linear(ctx, encoder(ctx, x), 'fc'));
@@ -103,7 +136,12 @@ export function milForward(ctx: TrainContext, x: Value, mask: Value, pooling: Po
  * instance supplies, a tie splitting a feature equally). The model has no buffers: `_buffers` (empty) keeps
  * the call the same as the other models' exports.
  */
-export function exportMil(params: TensorSet, _buffers: TensorSet, pooling: Pooling, metadata: Record<string, string> = {}): Uint8Array {
+export function exportMil(
+  params: TensorSet,
+  _buffers: TensorSet,
+  pooling: Pooling,
+  metadata: Record<string, string> = {},
+): Uint8Array {
   const g = new Graph(`fleet_mil_${pooling}`);
   const x = g.input('input', [4, 1, 28, 28], 'float32', { dynamicBatch: true });
   const h = g.relu(bakeLinear(g, bakeMilEncoder(g, x, params), params, 'fc'));
@@ -128,5 +166,8 @@ export function exportMil(params: TensorSet, _buffers: TensorSet, pooling: Pooli
   }
   g.output(g.reshape(g.sigmoid(bakeLinear(g, m, params, 'classifier')), [1]), 'probability');
   g.output(weights, 'attention');
-  return g.toModel({ docString: `fleet attention MIL (${pooling} pooling): one bag of 28x28 images normalised as (x/255 - 0.5) / 0.5`, metadata });
+  return g.toModel({
+    docString: `fleet attention MIL (${pooling} pooling): one bag of 28x28 images normalised as (x/255 - 0.5) / 0.5`,
+    metadata,
+  });
 }

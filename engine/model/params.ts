@@ -46,7 +46,14 @@ export class TensorSet {
     return this.data[i];
   }
 
-  clone(): TensorSet { return new TensorSet(this.names.map((name, i) => ({ name, shape: this.shapes[i], init: { kind: 'const', value: 0 } })), this.data.map(d => d.slice())); }
+  clone(): TensorSet {
+    return new TensorSet(
+      this.names.map((name, i) => ({ name, shape: this.shapes[i], init: { kind: 'const', value: 0 } })),
+      this.data.map(d => d.slice()),
+    );
+  }
 
-  count(): number { return this.data.reduce((n, d) => n + d.length, 0); }
+  count(): number {
+    return this.data.reduce((n, d) => n + d.length, 0);
+  }
 }

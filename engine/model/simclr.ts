@@ -2,14 +2,27 @@
 // L2-normalised; trained with NT-Xent (or SupCon) over two augmented views. Evaluated by a linear probe:
 // a Linear 2048 -> 10 trained on the frozen encoder's features.
 import { Graph, type Value } from '../graph/graph.ts';
-import { encoderParams, encoderBuffers, encoderForward, linear, linearParams, bakeEncoder, bakeLinear, FEATURES, CLASSES, type TrainContext } from './cnn.ts';
+import {
+  encoderParams,
+  encoderBuffers,
+  encoderForward,
+  linear,
+  linearParams,
+  bakeEncoder,
+  bakeLinear,
+  FEATURES,
+  CLASSES,
+  type TrainContext,
+} from './cnn.ts';
 import { TensorSet, type TensorSpec } from './params.ts';
 
 export const PROJECTION_HIDDEN = 2048;
 export const PROJECTION_DIM = 128;
 
 export const simclrParams = (): TensorSpec[] => [
-  ...encoderParams(), ...linearParams('head1', FEATURES, PROJECTION_HIDDEN), ...linearParams('head2', PROJECTION_HIDDEN, PROJECTION_DIM),
+  ...encoderParams(),
+  ...linearParams('head1', FEATURES, PROJECTION_HIDDEN),
+  ...linearParams('head2', PROJECTION_HIDDEN, PROJECTION_DIM),
 ];
 export const simclrBuffers = encoderBuffers;
 export const probeParams = (): TensorSpec[] => linearParams('probe', FEATURES, CLASSES);
@@ -30,11 +43,19 @@ export function exportEncoder(params: TensorSet, buffers: TensorSet): Uint8Array
 }
 
 /** Encoder + linear probe as one classifier, with the same interface as the CNN's model.onnx. */
-export function exportSimclrClassifier(params: TensorSet, buffers: TensorSet, probe: TensorSet, metadata: Record<string, string> = {}): Uint8Array {
+export function exportSimclrClassifier(
+  params: TensorSet,
+  buffers: TensorSet,
+  probe: TensorSet,
+  metadata: Record<string, string> = {},
+): Uint8Array {
   const g = new Graph('fleet_simclr_classifier');
   const x = g.input('input', [1, 1, 28, 28], 'float32', { dynamicBatch: true });
   const logits = bakeLinear(g, bakeEncoder(g, x, params, buffers), probe, 'probe');
   g.output(g.softmax(logits, 1), 'probabilities');
   g.output(logits, 'logits');
-  return g.toModel({ docString: 'fleet SimCLR encoder + linear probe, input normalised as (x/255 - 0.5) / 0.5', metadata });
+  return g.toModel({
+    docString: 'fleet SimCLR encoder + linear probe, input normalised as (x/255 - 0.5) / 0.5',
+    metadata,
+  });
 }

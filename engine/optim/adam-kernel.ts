@@ -7,7 +7,13 @@
 // to ONNX Runtime).
 import { kernelInstance, alignedLength, type Kernels } from '../kernels/kernels.ts';
 
-export interface AdamStepArgs { beta1: number; beta2: number; eps: number; stepSize: number; bc2Sqrt: number }
+export interface AdamStepArgs {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  stepSize: number;
+  bc2Sqrt: number;
+}
 
 export class AdamKernel {
   /** First and second moment per parameter (views of the kernel's memory; PyTorch's exp_avg, exp_avg_sq). */
@@ -22,7 +28,10 @@ export class AdamKernel {
     const floats = 2 * sizes.reduce((a, n) => a + alignedLength(n), 0) + 2 * alignedLength(largest);
     const { k, take } = kernelInstance(4 * floats);
     this.k = k;
-    for (const n of sizes) { this.expAvg.push(take(n)); this.expAvgSq.push(take(n)); }
+    for (const n of sizes) {
+      this.expAvg.push(take(n));
+      this.expAvgSq.push(take(n));
+    }
     this.p = take(largest);
     this.g = take(largest);
   }
@@ -32,10 +41,29 @@ export class AdamKernel {
    * decay (p *= decay; 1 for none).
    */
   step(k: number, p: Float32Array, g: Float32Array, coupled: boolean, decay: number, a: AdamStepArgs): void {
-    const n = p.length, P = this.p.subarray(0, n), G = this.g.subarray(0, n), m = this.expAvg[k], v = this.expAvgSq[k];
-    P.set(p); G.set(g);
-    this.k.adam(P.byteOffset, G.byteOffset, m.byteOffset, v.byteOffset, n, coupled ? 1 : 0, decay,
-      a.beta1, a.beta2, 1 - a.beta1, 1 - a.beta2, a.stepSize, a.bc2Sqrt, a.eps);
+    const n = p.length,
+      P = this.p.subarray(0, n),
+      G = this.g.subarray(0, n),
+      m = this.expAvg[k],
+      v = this.expAvgSq[k];
+    P.set(p);
+    G.set(g);
+    this.k.adam(
+      P.byteOffset,
+      G.byteOffset,
+      m.byteOffset,
+      v.byteOffset,
+      n,
+      coupled ? 1 : 0,
+      decay,
+      a.beta1,
+      a.beta2,
+      1 - a.beta1,
+      1 - a.beta2,
+      a.stepSize,
+      a.bc2Sqrt,
+      a.eps,
+    );
     p.set(P);
   }
 }

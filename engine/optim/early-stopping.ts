@@ -39,9 +39,12 @@ export class EarlyStopping {
   private waitCount = 0;
 
   constructor({ patience, minDelta = 0, mode = 'min' }: EarlyStoppingOptions) {
-    if (!Number.isInteger(patience) || patience < 0) throw new RangeError(`EarlyStopping: patience must be an integer >= 0, got ${String(patience)}`);
-    if (typeof minDelta !== 'number' || !Number.isFinite(minDelta) || minDelta < 0) throw new RangeError(`EarlyStopping: minDelta must be a finite number >= 0, got ${String(minDelta)}`);
-    if (mode !== 'min' && mode !== 'max') throw new RangeError(`EarlyStopping: mode must be 'min' or 'max', got ${String(mode)}`);
+    if (!Number.isInteger(patience) || patience < 0)
+      throw new RangeError(`EarlyStopping: patience must be an integer >= 0, got ${String(patience)}`);
+    if (typeof minDelta !== 'number' || !Number.isFinite(minDelta) || minDelta < 0)
+      throw new RangeError(`EarlyStopping: minDelta must be a finite number >= 0, got ${String(minDelta)}`);
+    if (mode !== 'min' && mode !== 'max')
+      throw new RangeError(`EarlyStopping: mode must be 'min' or 'max', got ${String(mode)}`);
     this.patience = patience;
     this.minDelta = minDelta;
     this.mode = mode;
@@ -49,16 +52,19 @@ export class EarlyStopping {
   }
 
   /** Best value so far (Infinity in 'min' mode, -Infinity in 'max' mode, before any). */
-  get best(): number { return this.bestValue; }
+  get best(): number {
+    return this.bestValue;
+  }
   /** Epoch index (0-based count of update() calls) of the best value; -1 before any. */
-  get bestEpoch(): number { return this.bestAt; }
+  get bestEpoch(): number {
+    return this.bestAt;
+  }
 
   /** Record one epoch's value. */
   update(value: number): { improved: boolean; stop: boolean } {
     const epoch = this.epochs++;
-    const improved = this.mode === 'min'
-      ? value < this.bestValue - this.minDelta
-      : value > this.bestValue + this.minDelta;
+    const improved =
+      this.mode === 'min' ? value < this.bestValue - this.minDelta : value > this.bestValue + this.minDelta;
     if (improved) {
       this.bestValue = value;
       this.bestAt = epoch;
@@ -87,13 +93,21 @@ export class EarlyStopping {
    */
   load(state: EarlyStoppingState): void {
     if (state === null || typeof state !== 'object') throw new TypeError('EarlyStopping.load: state must be an object');
-    if (state.mode !== this.mode) throw new Error(`EarlyStopping.load: state is for mode '${String(state.mode)}', not '${this.mode}'`);
+    if (state.mode !== this.mode)
+      throw new Error(`EarlyStopping.load: state is for mode '${String(state.mode)}', not '${this.mode}'`);
     const { best, bestEpoch, epochs, wait } = state;
-    if (!Number.isInteger(epochs) || epochs < 0) throw new RangeError(`EarlyStopping.load: epochs must be an integer >= 0, got ${String(epochs)}`);
-    if (!Number.isInteger(bestEpoch) || bestEpoch < -1 || bestEpoch >= epochs) throw new RangeError(`EarlyStopping.load: bestEpoch must be an integer in [-1, epochs), got ${String(bestEpoch)}`);
-    if ((best === null) !== (bestEpoch === -1)) throw new RangeError('EarlyStopping.load: best must be null exactly when bestEpoch is -1');
-    if (best !== null && (typeof best !== 'number' || Number.isNaN(best))) throw new RangeError(`EarlyStopping.load: best must be a number or null, got ${String(best)}`);
-    if (!Number.isInteger(wait) || wait < 0 || wait > epochs) throw new RangeError(`EarlyStopping.load: wait must be an integer in [0, epochs], got ${String(wait)}`);
+    if (!Number.isInteger(epochs) || epochs < 0)
+      throw new RangeError(`EarlyStopping.load: epochs must be an integer >= 0, got ${String(epochs)}`);
+    if (!Number.isInteger(bestEpoch) || bestEpoch < -1 || bestEpoch >= epochs)
+      throw new RangeError(
+        `EarlyStopping.load: bestEpoch must be an integer in [-1, epochs), got ${String(bestEpoch)}`,
+      );
+    if ((best === null) !== (bestEpoch === -1))
+      throw new RangeError('EarlyStopping.load: best must be null exactly when bestEpoch is -1');
+    if (best !== null && (typeof best !== 'number' || Number.isNaN(best)))
+      throw new RangeError(`EarlyStopping.load: best must be a number or null, got ${String(best)}`);
+    if (!Number.isInteger(wait) || wait < 0 || wait > epochs)
+      throw new RangeError(`EarlyStopping.load: wait must be an integer in [0, epochs], got ${String(wait)}`);
     this.bestValue = best ?? (this.mode === 'min' ? Infinity : -Infinity);
     this.bestAt = bestEpoch;
     this.epochs = epochs;

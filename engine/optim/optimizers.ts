@@ -82,7 +82,9 @@ function resolveSizes(name: string, sizes: readonly ParamSize[]): number[] {
 function resolveDecay(name: string, decay: readonly boolean[] | undefined, count: number): boolean[] {
   if (decay === undefined) return new Array<boolean>(count).fill(true);
   if (!Array.isArray(decay) || decay.length !== count) {
-    throw new RangeError(`${name}: decay mask has ${Array.isArray(decay) ? decay.length : 'no'} entries, expected ${count} (one per parameter)`);
+    throw new RangeError(
+      `${name}: decay mask has ${Array.isArray(decay) ? decay.length : 'no'} entries, expected ${count} (one per parameter)`,
+    );
   }
   decay.forEach((d, i) => {
     if (typeof d !== 'boolean') throw new TypeError(`${name}: decay[${i}] must be a boolean, got ${String(d)}`);
@@ -94,7 +96,8 @@ function checkKeys(name: string, what: string, opts: object | undefined, allowed
   if (opts === undefined) return;
   if (opts === null || typeof opts !== 'object') throw new TypeError(`${name}: ${what} must be an object`);
   for (const k of Object.keys(opts)) {
-    if (!allowed.includes(k)) throw new RangeError(`${name}: unknown ${what} '${k}' (expected one of ${allowed.join(', ')})`);
+    if (!allowed.includes(k))
+      throw new RangeError(`${name}: unknown ${what} '${k}' (expected one of ${allowed.join(', ')})`);
   }
 }
 
@@ -110,7 +113,9 @@ abstract class BaseOptimizer implements Optimizer {
   }
 
   /** Number of steps taken so far. */
-  get steps(): number { return this.t; }
+  get steps(): number {
+    return this.t;
+  }
 
   abstract step(params: Float32Array[], grads: Float32Array[], lr: number): void;
   protected abstract hyper(): Record<string, number | boolean>;
@@ -119,7 +124,9 @@ abstract class BaseOptimizer implements Optimizer {
   /** The buffers the optimizer keeps under its current hyper-parameters (live arrays). */
   protected abstract liveBuffers(): Record<string, Float32Array[]>;
 
-  protected alloc(): Float32Array[] { return this.sizes.map((n) => new Float32Array(n)); }
+  protected alloc(): Float32Array[] {
+    return this.sizes.map(n => new Float32Array(n));
+  }
 
   protected checkStep(params: Float32Array[], grads: Float32Array[], lr: number): void {
     if (typeof lr !== 'number' || !(lr >= 0) || !Number.isFinite(lr)) {
@@ -129,34 +136,46 @@ abstract class BaseOptimizer implements Optimizer {
     if (params.length !== n) throw new RangeError(`${this.name}: got ${params.length} parameter arrays, expected ${n}`);
     if (grads.length !== n) throw new RangeError(`${this.name}: got ${grads.length} gradient arrays, expected ${n}`);
     for (let k = 0; k < n; k++) {
-      if (params[k].length !== this.sizes[k]) throw new RangeError(`${this.name}: parameter ${k} has ${params[k].length} elements, expected ${this.sizes[k]}`);
-      if (grads[k].length !== this.sizes[k]) throw new RangeError(`${this.name}: gradient ${k} has ${grads[k].length} elements, expected ${this.sizes[k]}`);
+      if (params[k].length !== this.sizes[k])
+        throw new RangeError(
+          `${this.name}: parameter ${k} has ${params[k].length} elements, expected ${this.sizes[k]}`,
+        );
+      if (grads[k].length !== this.sizes[k])
+        throw new RangeError(`${this.name}: gradient ${k} has ${grads[k].length} elements, expected ${this.sizes[k]}`);
     }
   }
 
   state(): OptimizerState {
     const buffers: Record<string, Float32Array[]> = {};
-    for (const [key, arrays] of Object.entries(this.liveBuffers())) buffers[key] = arrays.map((a) => a.slice());
+    for (const [key, arrays] of Object.entries(this.liveBuffers())) buffers[key] = arrays.map(a => a.slice());
     return { name: this.name, step: this.t, hyper: this.hyper(), buffers };
   }
 
   load(state: OptimizerState): void {
     const where = `${this.name}.load`;
     if (state === null || typeof state !== 'object') throw new TypeError(`${where}: state must be an object`);
-    if (state.name !== this.name) throw new Error(`${where}: state is for optimizer '${String(state.name)}', not '${this.name}'`);
-    if (!Number.isInteger(state.step) || state.step < 0) throw new RangeError(`${where}: step must be a non-negative integer, got ${String(state.step)}`);
-    if (state.hyper === null || typeof state.hyper !== 'object') throw new TypeError(`${where}: hyper must be an object`);
-    if (state.buffers === null || typeof state.buffers !== 'object') throw new TypeError(`${where}: buffers must be an object`);
+    if (state.name !== this.name)
+      throw new Error(`${where}: state is for optimizer '${String(state.name)}', not '${this.name}'`);
+    if (!Number.isInteger(state.step) || state.step < 0)
+      throw new RangeError(`${where}: step must be a non-negative integer, got ${String(state.step)}`);
+    if (state.hyper === null || typeof state.hyper !== 'object')
+      throw new TypeError(`${where}: hyper must be an object`);
+    if (state.buffers === null || typeof state.buffers !== 'object')
+      throw new TypeError(`${where}: buffers must be an object`);
 
     // Check everything before changing anything, so a failed load leaves the optimizer as it was.
     const before = this.hyper();
     const expectedHyper = Object.keys(before);
     for (const k of Object.keys(state.hyper)) {
-      if (!expectedHyper.includes(k)) throw new Error(`${where}: unknown hyper-parameter '${k}' (expected ${expectedHyper.join(', ')})`);
+      if (!expectedHyper.includes(k))
+        throw new Error(`${where}: unknown hyper-parameter '${k}' (expected ${expectedHyper.join(', ')})`);
     }
     for (const k of expectedHyper) {
       if (!(k in state.hyper)) throw new Error(`${where}: hyper-parameter '${k}' missing`);
-      if (typeof state.hyper[k] !== typeof before[k]) throw new TypeError(`${where}: hyper-parameter '${k}' is a ${typeof state.hyper[k]}, expected a ${typeof before[k]}`);
+      if (typeof state.hyper[k] !== typeof before[k])
+        throw new TypeError(
+          `${where}: hyper-parameter '${k}' is a ${typeof state.hyper[k]}, expected a ${typeof before[k]}`,
+        );
     }
     this.setHyper(state.hyper); // validates ranges; throws before touching anything on bad values
     let live: Record<string, Float32Array[]>;
@@ -164,15 +183,22 @@ abstract class BaseOptimizer implements Optimizer {
       live = this.liveBuffers();
       const expectedBuffers = Object.keys(live);
       for (const k of Object.keys(state.buffers)) {
-        if (!expectedBuffers.includes(k)) throw new Error(`${where}: unexpected buffer '${k}' (expected ${expectedBuffers.length ? expectedBuffers.join(', ') : 'none'})`);
+        if (!expectedBuffers.includes(k))
+          throw new Error(
+            `${where}: unexpected buffer '${k}' (expected ${expectedBuffers.length ? expectedBuffers.join(', ') : 'none'})`,
+          );
       }
       for (const k of expectedBuffers) {
         const arrays = state.buffers[k];
         if (!Array.isArray(arrays)) throw new Error(`${where}: buffer '${k}' missing`);
-        if (arrays.length !== this.sizes.length) throw new Error(`${where}: buffer '${k}' has ${arrays.length} arrays, expected ${this.sizes.length} (one per parameter)`);
+        if (arrays.length !== this.sizes.length)
+          throw new Error(
+            `${where}: buffer '${k}' has ${arrays.length} arrays, expected ${this.sizes.length} (one per parameter)`,
+          );
         arrays.forEach((a, i) => {
           const len = a?.length;
-          if (len !== this.sizes[i]) throw new Error(`${where}: buffer '${k}'[${i}] has ${String(len)} elements, expected ${this.sizes[i]}`);
+          if (len !== this.sizes[i])
+            throw new Error(`${where}: buffer '${k}'[${i}] has ${String(len)} elements, expected ${this.sizes[i]}`);
         });
       }
     } catch (e) {
@@ -217,7 +243,10 @@ abstract class AdamBase extends BaseOptimizer {
     const beta2 = checkNumber(`${this.name}.load: beta2`, h.beta2, 0, 1, true);
     const eps = checkNumber(`${this.name}.load: eps`, h.eps, 0, Infinity);
     const weightDecay = checkNumber(`${this.name}.load: weightDecay`, h.weightDecay, 0, Infinity);
-    this.beta1 = beta1; this.beta2 = beta2; this.eps = eps; this.weightDecay = weightDecay;
+    this.beta1 = beta1;
+    this.beta2 = beta2;
+    this.eps = eps;
+    this.weightDecay = weightDecay;
   }
 
   protected liveBuffers(): Record<string, Float32Array[]> {
@@ -228,7 +257,13 @@ abstract class AdamBase extends BaseOptimizer {
     this.checkStep(params, grads, lr);
     const t = ++this.t;
     // torch: step_size = lr / bc1; denom = sqrt(v) / sqrt(bc2) + eps; p -= step_size * m / denom
-    const args = { beta1: this.beta1, beta2: this.beta2, eps: this.eps, stepSize: lr / (1 - this.beta1 ** t), bc2Sqrt: Math.sqrt(1 - this.beta2 ** t) };
+    const args = {
+      beta1: this.beta1,
+      beta2: this.beta2,
+      eps: this.eps,
+      stepSize: lr / (1 - this.beta1 ** t),
+      bc2Sqrt: Math.sqrt(1 - this.beta2 ** t),
+    };
     for (let k = 0; k < params.length; k++) {
       const wd = this.decay[k] ? this.weightDecay : 0;
       // AdamW: p *= 1 - lr * wd, then the Adam update from the raw gradient; Adam: g += wd * p (L2), and
@@ -275,17 +310,28 @@ export class SGD extends BaseOptimizer {
   constructor(sizes: readonly ParamSize[], opts: SGDOptions = {}) {
     checkKeys('sgd', 'option', opts, SGD_OPTION_KEYS);
     super('sgd', sizes, opts.decay);
-    this.momentum = 0; this.dampening = 0; this.nesterov = false; this.weightDecay = 0;
-    this.setHyper({
-      momentum: opts.momentum ?? 0,
-      dampening: opts.dampening ?? 0,
-      nesterov: opts.nesterov ?? false,
-      weightDecay: opts.weightDecay ?? 0,
-    }, 'sgd');
+    this.momentum = 0;
+    this.dampening = 0;
+    this.nesterov = false;
+    this.weightDecay = 0;
+    this.setHyper(
+      {
+        momentum: opts.momentum ?? 0,
+        dampening: opts.dampening ?? 0,
+        nesterov: opts.nesterov ?? false,
+        weightDecay: opts.weightDecay ?? 0,
+      },
+      'sgd',
+    );
   }
 
   protected hyper(): Record<string, number | boolean> {
-    return { momentum: this.momentum, dampening: this.dampening, nesterov: this.nesterov, weightDecay: this.weightDecay };
+    return {
+      momentum: this.momentum,
+      dampening: this.dampening,
+      nesterov: this.nesterov,
+      weightDecay: this.weightDecay,
+    };
   }
 
   protected setHyper(h: Record<string, number | boolean>, where = 'sgd.load'): void {
@@ -293,11 +339,15 @@ export class SGD extends BaseOptimizer {
     const dampening = checkNumber(`${where}: dampening`, h.dampening, -Infinity, Infinity);
     const weightDecay = checkNumber(`${where}: weightDecay`, h.weightDecay, 0, Infinity);
     const nesterov = h.nesterov;
-    if (typeof nesterov !== 'boolean') throw new TypeError(`${where}: nesterov must be a boolean, got ${String(nesterov)}`);
+    if (typeof nesterov !== 'boolean')
+      throw new TypeError(`${where}: nesterov must be a boolean, got ${String(nesterov)}`);
     if (nesterov && (momentum <= 0 || dampening !== 0)) {
       throw new RangeError(`${where}: nesterov momentum requires a momentum > 0 and zero dampening`);
     }
-    this.momentum = momentum; this.dampening = dampening; this.nesterov = nesterov; this.weightDecay = weightDecay;
+    this.momentum = momentum;
+    this.dampening = dampening;
+    this.nesterov = nesterov;
+    this.weightDecay = weightDecay;
     // Allocated on first need and then kept, so a failed load() that restores the previous
     // hyper-parameters cannot lose the buffer's contents.
     if (momentum !== 0 && this.buf === null) this.buf = this.alloc();
@@ -311,14 +361,20 @@ export class SGD extends BaseOptimizer {
     this.checkStep(params, grads, lr);
     const first = this.t === 0;
     this.t++;
-    const momentum = this.momentum, nesterov = this.nesterov;
+    const momentum = this.momentum,
+      nesterov = this.nesterov;
     const oneMinusDampening = 1 - this.dampening;
     for (let k = 0; k < params.length; k++) {
-      const p = params[k], g = grads[k];
+      const p = params[k],
+        g = grads[k];
       const wd = this.decay[k] ? this.weightDecay : 0;
       const n = p.length;
       if (momentum === 0 || this.buf === null) {
-        if (wd !== 0) for (let i = 0; i < n; i++) { const pi = p[i]; p[i] = pi - lr * (g[i] + wd * pi); }
+        if (wd !== 0)
+          for (let i = 0; i < n; i++) {
+            const pi = p[i];
+            p[i] = pi - lr * (g[i] + wd * pi);
+          }
         else for (let i = 0; i < n; i++) p[i] -= lr * g[i];
         continue;
       }
@@ -342,9 +398,13 @@ export function makeOptimizer(name: 'sgd', sizes: readonly ParamSize[], hyper?: 
 export function makeOptimizer(name: OptimizerName, sizes: readonly ParamSize[], hyper?: OptimizerHyper): Optimizer;
 export function makeOptimizer(name: OptimizerName, sizes: readonly ParamSize[], hyper: OptimizerHyper = {}): Optimizer {
   switch (name) {
-    case 'adam': return new Adam(sizes, hyper as AdamOptions);
-    case 'adamw': return new AdamW(sizes, hyper as AdamOptions);
-    case 'sgd': return new SGD(sizes, hyper as SGDOptions);
-    default: throw new RangeError(`unknown optimizer '${String(name)}' (expected adam, adamw or sgd)`);
+    case 'adam':
+      return new Adam(sizes, hyper as AdamOptions);
+    case 'adamw':
+      return new AdamW(sizes, hyper as AdamOptions);
+    case 'sgd':
+      return new SGD(sizes, hyper as SGDOptions);
+    default:
+      throw new RangeError(`unknown optimizer '${String(name)}' (expected adam, adamw or sgd)`);
   }
 }

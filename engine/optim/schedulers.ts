@@ -5,7 +5,8 @@
 export type Schedule = (t: number) => number;
 
 function check(what: string, v: unknown, ok: (v: number) => boolean, need: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw new RangeError(`${what} must be ${need}, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v))
+    throw new RangeError(`${what} must be ${need}, got ${String(v)}`);
   return v;
 }
 
@@ -13,7 +14,8 @@ const nonNegative = (v: number) => v >= 0;
 const positiveInt = (v: number) => Number.isInteger(v) && v > 0;
 
 function checkT(name: string, t: number): void {
-  if (!(t >= 0) || !Number.isFinite(t)) throw new RangeError(`${name}: index must be a finite number >= 0, got ${String(t)}`);
+  if (!(t >= 0) || !Number.isFinite(t))
+    throw new RangeError(`${name}: index must be a finite number >= 0, got ${String(t)}`);
 }
 
 /** torch StepLR: base * gamma ^ floor(epoch / stepSize). */
@@ -33,11 +35,11 @@ export function stepLR(base: number, stepSize: number, gamma = 0.1): Schedule {
  */
 export function cosineAnnealing(base: number, tMax: number, etaMin = 0): Schedule {
   check('cosineAnnealing: base', base, nonNegative, '>= 0');
-  check('cosineAnnealing: tMax', tMax, (v) => v > 0, '> 0');
+  check('cosineAnnealing: tMax', tMax, v => v > 0, '> 0');
   check('cosineAnnealing: etaMin', etaMin, nonNegative, '>= 0');
   return (t: number) => {
     checkT('cosineAnnealing', t);
-    return etaMin + (base - etaMin) * (1 + Math.cos(Math.PI * t / tMax)) / 2;
+    return etaMin + ((base - etaMin) * (1 + Math.cos((Math.PI * t) / tMax))) / 2;
   };
 }
 
@@ -61,15 +63,15 @@ export interface WarmupCosineOptions {
  */
 export function warmupCosine({ base, warmup, total, minLr = 0 }: WarmupCosineOptions): Schedule {
   check('warmupCosine: base', base, nonNegative, '>= 0');
-  check('warmupCosine: warmup', warmup, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer');
-  check('warmupCosine: total', total, (v) => v >= warmup, `>= warmup (${warmup})`);
-  check('warmupCosine: minLr', minLr, (v) => v >= 0 && v <= base, `in [0, base]`);
+  check('warmupCosine: warmup', warmup, v => Number.isInteger(v) && v >= 0, 'a non-negative integer');
+  check('warmupCosine: total', total, v => v >= warmup, `>= warmup (${warmup})`);
+  check('warmupCosine: minLr', minLr, v => v >= 0 && v <= base, `in [0, base]`);
   const span = total - warmup;
   return (t: number) => {
     checkT('warmupCosine', t);
-    if (t < warmup) return base * (t + 1) / warmup;
+    if (t < warmup) return (base * (t + 1)) / warmup;
     if (t >= total) return minLr;
-    return minLr + (base - minLr) * (1 + Math.cos(Math.PI * (t - warmup) / span)) / 2;
+    return minLr + ((base - minLr) * (1 + Math.cos((Math.PI * (t - warmup)) / span))) / 2;
   };
 }
 
@@ -92,9 +94,9 @@ export interface CyclicCosineOptions {
 export function cyclicCosine({ base, cycleLength, minLr = 0 }: CyclicCosineOptions): Schedule {
   check('cyclicCosine: base', base, nonNegative, '>= 0');
   check('cyclicCosine: cycleLength', cycleLength, positiveInt, 'a positive integer');
-  check('cyclicCosine: minLr', minLr, (v) => v >= 0 && v <= base, 'in [0, base]');
+  check('cyclicCosine: minLr', minLr, v => v >= 0 && v <= base, 'in [0, base]');
   return (t: number) => {
     checkT('cyclicCosine', t);
-    return minLr + (base - minLr) / 2 * (Math.cos(Math.PI * (t % cycleLength) / cycleLength) + 1);
+    return minLr + ((base - minLr) / 2) * (Math.cos((Math.PI * (t % cycleLength)) / cycleLength) + 1);
   };
 }

@@ -41,7 +41,10 @@ export function memberBars(members: MemberMetrics[]): { 'members-loss.svg': stri
   const categories = members.map(m => String(m.name));
   const build = (metric: 'loss' | 'accuracy'): BarSeries[] => {
     const out: BarSeries[] = [];
-    for (const [prefix, name] of [['val', 'validation'], ['test', 'test']] as const) {
+    for (const [prefix, name] of [
+      ['val', 'validation'],
+      ['test', 'test'],
+    ] as const) {
       const key = `${prefix}_${metric}` as const;
       const values = members.map(m => (finite(m[key]) ? m[key] : NaN));
       if (values.some(Number.isFinite)) out.push({ name, values });
@@ -49,8 +52,20 @@ export function memberBars(members: MemberMetrics[]): { 'members-loss.svg': stri
     return out;
   };
   return {
-    'members-loss.svg': barChart({ title: 'Loss per member', xLabel: 'member', yLabel: 'loss', categories, series: build('loss') }),
-    'members-accuracy.svg': barChart({ title: 'Accuracy per member', xLabel: 'member', yLabel: 'accuracy', categories, series: build('accuracy') }),
+    'members-loss.svg': barChart({
+      title: 'Loss per member',
+      xLabel: 'member',
+      yLabel: 'loss',
+      categories,
+      series: build('loss'),
+    }),
+    'members-accuracy.svg': barChart({
+      title: 'Accuracy per member',
+      xLabel: 'member',
+      yLabel: 'accuracy',
+      categories,
+      series: build('accuracy'),
+    }),
   };
 }
 
@@ -71,11 +86,26 @@ export function selectionCurve(steps: SelectionStep[], baselines: SelectionBasel
     hi += 1;
   }
   const series: LineSeries[] = [{ name: 'ensemble', points }];
-  for (const [key, name] of [['best_member', 'best member'], ['average', 'average']] as const) {
+  for (const [key, name] of [
+    ['best_member', 'best member'],
+    ['average', 'average'],
+  ] as const) {
     const v = baselines?.[key];
-    if (finite(v)) series.push({ name, points: [[lo, v], [hi, v]] });
+    if (finite(v))
+      series.push({
+        name,
+        points: [
+          [lo, v],
+          [hi, v],
+        ],
+      });
   }
-  return lineChart({ title: `Ensemble ${metric} per selection step`, xLabel: 'selection step', yLabel: String(metric), series });
+  return lineChart({
+    title: `Ensemble ${metric} per selection step`,
+    xLabel: 'selection step',
+    yLabel: String(metric),
+    series,
+  });
 }
 
 /**
@@ -87,7 +117,9 @@ export function selectionWeights(steps: SelectionWeightsStep[], memberNames: str
   const sorted = [...steps].sort((a, b) => a.step - b.step);
   sorted.forEach(s => {
     if (s.weights.length !== memberNames.length) {
-      throw new Error(`selectionWeights: step ${s.step} has ${s.weights.length} weights for ${memberNames.length} members`);
+      throw new Error(
+        `selectionWeights: step ${s.step} has ${s.weights.length} weights for ${memberNames.length} members`,
+      );
     }
   });
   const series: BarSeries[] = [];

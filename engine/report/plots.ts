@@ -57,15 +57,17 @@ export type EpochRecord = Omit<EpochMetrics, 'lr' | 'seconds'>;
 
 /** Escapes text for XML character data and attribute values. */
 export function escapeXml(s: string): string {
-  return String(s)
-    // characters not allowed in XML 1.0 at all
-    // eslint-disable-next-line no-control-regex
-    .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, '')
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;')
-    .replace(/'/g, '&apos;');
+  return (
+    String(s)
+      // characters not allowed in XML 1.0 at all
+      // eslint-disable-next-line no-control-regex
+      .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, '')
+      .replace(/&/g, '&amp;')
+      .replace(/</g, '&lt;')
+      .replace(/>/g, '&gt;')
+      .replace(/"/g, '&quot;')
+      .replace(/'/g, '&apos;')
+  );
 }
 
 /** A coordinate for the output: rounded to 0.01, never NaN/Infinity, never "-0". */
@@ -75,7 +77,18 @@ function num(v: number): string {
   return String(r === 0 ? 0 : r);
 }
 
-const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
+const PALETTE = [
+  '#4e79a7',
+  '#f28e2b',
+  '#e15759',
+  '#76b7b2',
+  '#59a14f',
+  '#edc948',
+  '#b07aa1',
+  '#ff9da7',
+  '#9c755f',
+  '#bab0ac',
+];
 
 /** Distinct colour for series i: Tableau 10, then golden-angle hues. */
 export function seriesColor(i: number): string {
@@ -144,7 +157,11 @@ export function formatTick(v: number, step: number): string {
   if (a !== 0 && (a >= 1e7 || a < 1e-5)) return v.toExponential(1).replace('e+', 'e');
   let decimals = 0;
   if (step > 0 && Number.isFinite(step)) {
-    while (decimals < 10 && Math.abs(Math.round(step * 10 ** decimals) - step * 10 ** decimals) > 1e-6 * 10 ** decimals * step) decimals++;
+    while (
+      decimals < 10 &&
+      Math.abs(Math.round(step * 10 ** decimals) - step * 10 ** decimals) > 1e-6 * 10 ** decimals * step
+    )
+      decimals++;
   }
   const s = v.toFixed(decimals);
   return /^-0(\.0*)?$/.test(s) ? s.slice(1) : s;
@@ -188,12 +205,22 @@ interface LegendItem {
 const LEGEND_MAX_CHARS = 28;
 
 /** Computes the plot rectangle for the given margins' contents. */
-function layout(width: number, height: number, yTickLabels: string[], legend: LegendItem[], xLabelRotatedChars: number, hasXLabel: boolean): Frame {
-  const yTickWidth = Math.max(0, ...yTickLabels.map((l) => textWidth(l)));
+function layout(
+  width: number,
+  height: number,
+  yTickLabels: string[],
+  legend: LegendItem[],
+  xLabelRotatedChars: number,
+  hasXLabel: boolean,
+): Frame {
+  const yTickWidth = Math.max(0, ...yTickLabels.map(l => textWidth(l)));
   const left = Math.max(48, Math.ceil(yTickWidth + 34));
-  const legendWidth = legend.length ? Math.ceil(Math.max(...legend.map((l) => textWidth(truncate(l.name, LEGEND_MAX_CHARS)))) + 40) : 0;
+  const legendWidth = legend.length
+    ? Math.ceil(Math.max(...legend.map(l => textWidth(truncate(l.name, LEGEND_MAX_CHARS)))) + 40)
+    : 0;
   const rightMargin = 16 + Math.min(legendWidth, Math.floor(width * 0.4));
-  const bottomMargin = (xLabelRotatedChars > 0 ? Math.min(120, 14 + xLabelRotatedChars * 5) : 26) + (hasXLabel ? 22 : 4);
+  const bottomMargin =
+    (xLabelRotatedChars > 0 ? Math.min(120, 14 + xLabelRotatedChars * 5) : 26) + (hasXLabel ? 22 : 4);
   const top = 40;
   return {
     width,
@@ -205,7 +232,15 @@ function layout(width: number, height: number, yTickLabels: string[], legend: Le
   };
 }
 
-function renderFrame(f: Frame, title: string, x: AxisSpec, y: AxisSpec, body: string[], legend: LegendItem[], extraDefs = ''): string {
+function renderFrame(
+  f: Frame,
+  title: string,
+  x: AxisSpec,
+  y: AxisSpec,
+  body: string[],
+  legend: LegendItem[],
+  extraDefs = '',
+): string {
   const out: string[] = [];
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${f.width}" height="${f.height}" viewBox="0 0 ${f.width} ${f.height}" ` +
@@ -214,42 +249,63 @@ function renderFrame(f: Frame, title: string, x: AxisSpec, y: AxisSpec, body: st
   out.push(`<title>${escapeXml(title)}</title>`);
   if (extraDefs) out.push(extraDefs);
   out.push(`<rect class="background" x="0" y="0" width="${f.width}" height="${f.height}" fill="#ffffff"/>`);
-  out.push(`<text class="title" x="${num(f.width / 2)}" y="24" text-anchor="middle" font-size="16" font-weight="bold">${escapeXml(title)}</text>`);
+  out.push(
+    `<text class="title" x="${num(f.width / 2)}" y="24" text-anchor="middle" font-size="16" font-weight="bold">${escapeXml(title)}</text>`,
+  );
 
   // grid lines behind the data
   out.push('<g class="grid" stroke="#e5e5e5" stroke-width="1">');
-  for (const t of y.ticks) out.push(`<line x1="${num(f.left)}" y1="${num(t.pos)}" x2="${num(f.right)}" y2="${num(t.pos)}"/>`);
+  for (const t of y.ticks)
+    out.push(`<line x1="${num(f.left)}" y1="${num(t.pos)}" x2="${num(f.right)}" y2="${num(t.pos)}"/>`);
   out.push('</g>');
 
   out.push(...body);
 
   // y axis
   out.push('<g class="axis y-axis">');
-  out.push(`<line class="axis-line" x1="${num(f.left)}" y1="${num(f.top)}" x2="${num(f.left)}" y2="${num(f.bottom)}" stroke="#333333"/>`);
+  out.push(
+    `<line class="axis-line" x1="${num(f.left)}" y1="${num(f.top)}" x2="${num(f.left)}" y2="${num(f.bottom)}" stroke="#333333"/>`,
+  );
   for (const t of y.ticks) {
-    out.push(`<line class="tick" x1="${num(f.left - 5)}" y1="${num(t.pos)}" x2="${num(f.left)}" y2="${num(t.pos)}" stroke="#333333"/>`);
-    out.push(`<text class="tick-label" x="${num(f.left - 8)}" y="${num(t.pos + 4)}" text-anchor="end">${escapeXml(t.label)}</text>`);
+    out.push(
+      `<line class="tick" x1="${num(f.left - 5)}" y1="${num(t.pos)}" x2="${num(f.left)}" y2="${num(t.pos)}" stroke="#333333"/>`,
+    );
+    out.push(
+      `<text class="tick-label" x="${num(f.left - 8)}" y="${num(t.pos + 4)}" text-anchor="end">${escapeXml(t.label)}</text>`,
+    );
   }
   if (y.label) {
     const cy = (f.top + f.bottom) / 2;
-    out.push(`<text class="axis-label" x="14" y="${num(cy)}" text-anchor="middle" transform="rotate(-90 14 ${num(cy)})">${escapeXml(y.label)}</text>`);
+    out.push(
+      `<text class="axis-label" x="14" y="${num(cy)}" text-anchor="middle" transform="rotate(-90 14 ${num(cy)})">${escapeXml(y.label)}</text>`,
+    );
   }
   out.push('</g>');
 
   // x axis
   out.push('<g class="axis x-axis">');
-  out.push(`<line class="axis-line" x1="${num(f.left)}" y1="${num(f.bottom)}" x2="${num(f.right)}" y2="${num(f.bottom)}" stroke="#333333"/>`);
+  out.push(
+    `<line class="axis-line" x1="${num(f.left)}" y1="${num(f.bottom)}" x2="${num(f.right)}" y2="${num(f.bottom)}" stroke="#333333"/>`,
+  );
   for (const t of x.ticks) {
-    out.push(`<line class="tick" x1="${num(t.pos)}" y1="${num(f.bottom)}" x2="${num(t.pos)}" y2="${num(f.bottom + 5)}" stroke="#333333"/>`);
+    out.push(
+      `<line class="tick" x1="${num(t.pos)}" y1="${num(f.bottom)}" x2="${num(t.pos)}" y2="${num(f.bottom + 5)}" stroke="#333333"/>`,
+    );
     if (x.rotate) {
       const ty = f.bottom + 12;
-      out.push(`<text class="tick-label" x="${num(t.pos)}" y="${num(ty)}" text-anchor="end" transform="rotate(-45 ${num(t.pos)} ${num(ty)})">${escapeXml(t.label)}</text>`);
+      out.push(
+        `<text class="tick-label" x="${num(t.pos)}" y="${num(ty)}" text-anchor="end" transform="rotate(-45 ${num(t.pos)} ${num(ty)})">${escapeXml(t.label)}</text>`,
+      );
     } else {
-      out.push(`<text class="tick-label" x="${num(t.pos)}" y="${num(f.bottom + 18)}" text-anchor="middle">${escapeXml(t.label)}</text>`);
+      out.push(
+        `<text class="tick-label" x="${num(t.pos)}" y="${num(f.bottom + 18)}" text-anchor="middle">${escapeXml(t.label)}</text>`,
+      );
     }
   }
   if (x.label) {
-    out.push(`<text class="axis-label" x="${num((f.left + f.right) / 2)}" y="${num(f.height - 8)}" text-anchor="middle">${escapeXml(x.label)}</text>`);
+    out.push(
+      `<text class="axis-label" x="${num((f.left + f.right) / 2)}" y="${num(f.height - 8)}" text-anchor="middle">${escapeXml(x.label)}</text>`,
+    );
   }
   out.push('</g>');
 
@@ -260,7 +316,9 @@ function renderFrame(f: Frame, title: string, x: AxisSpec, y: AxisSpec, body: st
     const ly = f.top + 6 + i * 18;
     out.push(`<g class="legend-entry" data-series="${i}">`);
     if (item.kind === 'line') {
-      out.push(`<line class="swatch" x1="${num(lx)}" y1="${num(ly)}" x2="${num(lx + 18)}" y2="${num(ly)}" stroke="${item.color}" stroke-width="2.5"/>`);
+      out.push(
+        `<line class="swatch" x1="${num(lx)}" y1="${num(ly)}" x2="${num(lx + 18)}" y2="${num(ly)}" stroke="${item.color}" stroke-width="2.5"/>`,
+      );
     } else {
       out.push(`<rect class="swatch" x="${num(lx)}" y="${num(ly - 6)}" width="14" height="12" fill="${item.color}"/>`);
     }
@@ -278,7 +336,7 @@ function renderFrame(f: Frame, title: string, x: AxisSpec, y: AxisSpec, body: st
 function linear(d0: number, d1: number, r0: number, r1: number): (v: number) => number {
   const span = d1 - d0;
   if (!(Number.isFinite(span) && span !== 0)) return () => (r0 + r1) / 2;
-  return (v) => r0 + ((v - d0) / span) * (r1 - r0);
+  return v => r0 + ((v - d0) / span) * (r1 - r0);
 }
 
 // ---------------------------------------------------------------------------------------------- charts
@@ -287,17 +345,17 @@ function linear(d0: number, d1: number, r0: number, r1: number): (v: number) => 
 export function lineChart(opts: LineChartOptions): string {
   const width = size(opts.width, 640, 120);
   const height = size(opts.height, 400, 100);
-  const series = opts.series.map((s) => ({
+  const series = opts.series.map(s => ({
     name: String(s.name),
     points: (s.points ?? []).map(([x, y]) => [x, y] as [number, number]),
   }));
-  const finite = series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)));
-  const xs = finite.map((p) => p[0]);
-  const ys = finite.map((p) => p[1]);
-  const integerX = xs.length > 0 && xs.every((v) => Number.isInteger(v));
+  const finite = series.flatMap(s => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)));
+  const xs = finite.map(p => p[0]);
+  const ys = finite.map(p => p[1]);
+  const integerX = xs.length > 0 && xs.every(v => Number.isInteger(v));
   const xt = xs.length ? niceTicks(Math.min(...xs), Math.max(...xs), 7, integerX) : niceTicks(0, 1, 7, false);
   const yt = ys.length ? niceTicks(Math.min(...ys), Math.max(...ys), 6) : niceTicks(0, 1, 6);
-  const yLabels = yt.values.map((v) => formatTick(v, yt.step));
+  const yLabels = yt.values.map(v => formatTick(v, yt.step));
   const legend: LegendItem[] = series.map((s, i) => ({ name: s.name, color: seriesColor(i), kind: 'line' }));
   const f = layout(width, height, yLabels, legend, 0, Boolean(opts.xLabel));
   const sx = linear(xt.min, xt.max, f.left, f.right);
@@ -307,13 +365,20 @@ export function lineChart(opts: LineChartOptions): string {
   series.forEach((s, i) => {
     const color = seriesColor(i);
     // non-finite points are dropped; the line joins the remaining ones in input order
-    const pts = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).map(([x, y]) => [sx(x), sy(y)] as [number, number]);
+    const pts = s.points
+      .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y))
+      .map(([x, y]) => [sx(x), sy(y)] as [number, number]);
     const d = pts.length > 1 ? pts.map(([x, y], k) => `${k === 0 ? 'M' : 'L'}${num(x)} ${num(y)}`).join(' ') : '';
     body.push(`<g class="series" data-series="${i}" data-name="${escapeXml(s.name)}">`);
-    body.push(`<path class="series-line" d="${d}" fill="none" stroke="${color}" stroke-width="2" stroke-linejoin="round" stroke-linecap="round"/>`);
+    body.push(
+      `<path class="series-line" d="${d}" fill="none" stroke="${color}" stroke-width="2" stroke-linejoin="round" stroke-linecap="round"/>`,
+    );
     // dots: a lone point always, every point when there are few
     if (pts.length <= 40) {
-      for (const [x, y] of pts) body.push(`<circle class="point" cx="${num(x)}" cy="${num(y)}" r="${pts.length === 1 ? 3.5 : 2.5}" fill="${color}"/>`);
+      for (const [x, y] of pts)
+        body.push(
+          `<circle class="point" cx="${num(x)}" cy="${num(y)}" r="${pts.length === 1 ? 3.5 : 2.5}" fill="${color}"/>`,
+        );
     }
     body.push('</g>');
   });
@@ -321,7 +386,7 @@ export function lineChart(opts: LineChartOptions): string {
   return renderFrame(
     f,
     opts.title,
-    { ticks: xt.values.map((v) => ({ pos: sx(v), label: formatTick(v, xt.step) })), label: opts.xLabel },
+    { ticks: xt.values.map(v => ({ pos: sx(v), label: formatTick(v, xt.step) })), label: opts.xLabel },
     { ticks: yt.values.map((v, k) => ({ pos: sy(v), label: yLabels[k] })), label: opts.yLabel },
     body,
     legend,
@@ -335,15 +400,22 @@ interface BandLayout {
   rotate: boolean;
 }
 
-function bandLayout(width: number, height: number, categories: string[], yLabels: string[], legend: LegendItem[], hasXLabel: boolean): BandLayout {
-  const labels = categories.map((c) => truncate(String(c), 24));
+function bandLayout(
+  width: number,
+  height: number,
+  categories: string[],
+  yLabels: string[],
+  legend: LegendItem[],
+  hasXLabel: boolean,
+): BandLayout {
+  const labels = categories.map(c => truncate(String(c), 24));
   // first pass without rotation to learn the band width
   let f = layout(width, height, yLabels, legend, 0, hasXLabel);
   let band = (f.right - f.left) / Math.max(1, categories.length);
-  const widest = Math.max(0, ...labels.map((l) => textWidth(l)));
+  const widest = Math.max(0, ...labels.map(l => textWidth(l)));
   const rotate = widest > band - 4;
   if (rotate) {
-    f = layout(width, height, yLabels, legend, Math.max(...labels.map((l) => l.length)), hasXLabel);
+    f = layout(width, height, yLabels, legend, Math.max(...labels.map(l => l.length)), hasXLabel);
     band = (f.right - f.left) / Math.max(1, categories.length);
   }
   const xTicks = labels.map((label, k) => ({ pos: f.left + band * (k + 0.5), label }));
@@ -355,11 +427,19 @@ export function barChart(opts: BarChartOptions): string {
   const width = size(opts.width, 640, 120);
   const height = size(opts.height, 400, 100);
   const categories = opts.categories.map(String);
-  const series = opts.series.map((s) => ({ name: String(s.name), values: s.values ?? [] }));
-  const vals = series.flatMap((s) => s.values.slice(0, categories.length).filter(Number.isFinite));
+  const series = opts.series.map(s => ({ name: String(s.name), values: s.values ?? [] }));
+  const vals = series.flatMap(s => s.values.slice(0, categories.length).filter(Number.isFinite));
   let lo = Math.min(0, ...vals);
   let hi = Math.max(0, ...vals);
-  const { yt, yLabels, legend, f, band, xTicks, rotate, sy } = barFrame(lo, hi, series, width, height, categories, Boolean(opts.xLabel));
+  const { yt, yLabels, legend, f, band, xTicks, rotate, sy } = barFrame(
+    lo,
+    hi,
+    series,
+    width,
+    height,
+    categories,
+    Boolean(opts.xLabel),
+  );
   const y0 = sy(0);
   const groupPad = band * 0.15;
   const barW = (band - 2 * groupPad) / Math.max(1, series.length);
@@ -376,7 +456,10 @@ export function barChart(opts: BarChartOptions): string {
     });
     body.push('</g>');
   });
-  if (yt.min < 0) body.push(`<line class="zero-line" x1="${num(f.left)}" y1="${num(y0)}" x2="${num(f.right)}" y2="${num(y0)}" stroke="#333333"/>`);
+  if (yt.min < 0)
+    body.push(
+      `<line class="zero-line" x1="${num(f.left)}" y1="${num(y0)}" x2="${num(f.right)}" y2="${num(y0)}" stroke="#333333"/>`,
+    );
 
   return renderFrame(
     f,
@@ -396,7 +479,7 @@ export function stackedBarChart(opts: StackedBarChartOptions): string {
   const width = size(opts.width, 640, 120);
   const height = size(opts.height, 400, 100);
   const categories = opts.categories.map(String);
-  const series = opts.series.map((s) => ({ name: String(s.name), values: s.values ?? [] }));
+  const series = opts.series.map(s => ({ name: String(s.name), values: s.values ?? [] }));
   const at = (s: { values: number[] }, k: number) => (Number.isFinite(s.values[k]) ? s.values[k] : 0);
   let lo = 0;
   let hi = 0;
@@ -411,7 +494,15 @@ export function stackedBarChart(opts: StackedBarChartOptions): string {
     hi = Math.max(hi, pos);
     lo = Math.min(lo, neg);
   });
-  const { yt, yLabels, legend, f, band, xTicks, rotate, sy } = barFrame(lo, hi, series, width, height, categories, Boolean(opts.xLabel));
+  const { yt, yLabels, legend, f, band, xTicks, rotate, sy } = barFrame(
+    lo,
+    hi,
+    series,
+    width,
+    height,
+    categories,
+    Boolean(opts.xLabel),
+  );
   const pad = band * 0.15;
   const posTop = categories.map(() => 0);
   const negBottom = categories.map(() => 0);
@@ -439,7 +530,10 @@ export function stackedBarChart(opts: StackedBarChartOptions): string {
     });
     body.push('</g>');
   });
-  if (yt.min < 0) body.push(`<line class="zero-line" x1="${num(f.left)}" y1="${num(sy(0))}" x2="${num(f.right)}" y2="${num(sy(0))}" stroke="#333333"/>`);
+  if (yt.min < 0)
+    body.push(
+      `<line class="zero-line" x1="${num(f.left)}" y1="${num(sy(0))}" x2="${num(f.right)}" y2="${num(sy(0))}" stroke="#333333"/>`,
+    );
 
   return renderFrame(
     f,
@@ -452,10 +546,18 @@ export function stackedBarChart(opts: StackedBarChartOptions): string {
 }
 
 /** The value axis, legend and category bands shared by the bar charts. */
-function barFrame(lo: number, hi: number, series: { name: string }[], width: number, height: number, categories: string[], hasXLabel: boolean) {
+function barFrame(
+  lo: number,
+  hi: number,
+  series: { name: string }[],
+  width: number,
+  height: number,
+  categories: string[],
+  hasXLabel: boolean,
+) {
   if (lo === 0 && hi === 0) hi = 1;
   const yt = niceTicks(lo, hi, 6);
-  const yLabels = yt.values.map((v) => formatTick(v, yt.step));
+  const yLabels = yt.values.map(v => formatTick(v, yt.step));
   const legend: LegendItem[] = series.map((s, i) => ({ name: s.name, color: seriesColor(i), kind: 'box' }));
   const layout = bandLayout(width, height, categories, yLabels, legend, hasXLabel);
   return { yt, yLabels, legend, ...layout, sy: linear(yt.min, yt.max, layout.f.bottom, layout.f.top) };
@@ -463,8 +565,10 @@ function barFrame(lo: number, hi: number, series: { name: string }[], width: num
 
 /** A bar between the y coordinates a and b, with a tooltip. */
 function barRect(x: number, a: number, b: number, width: number, title: string): string {
-  return `<rect class="bar" x="${num(x)}" y="${num(Math.min(a, b))}" width="${num(Math.max(0.5, width))}" height="${num(Math.abs(a - b))}">` +
-    `<title>${escapeXml(title)}</title></rect>`;
+  return (
+    `<rect class="bar" x="${num(x)}" y="${num(Math.min(a, b))}" width="${num(Math.max(0.5, width))}" height="${num(Math.abs(a - b))}">` +
+    `<title>${escapeXml(title)}</title></rect>`
+  );
 }
 
 /** Loss and accuracy curves per epoch: one series per metric present in the history (train always). */
@@ -490,7 +594,12 @@ export function trainingCurves(history: EpochRecord[]): { 'loss.svg': string; 'a
   };
   return {
     'loss.svg': lineChart({ title: 'Loss per epoch', xLabel: 'epoch', yLabel: 'loss', series: build('loss') }),
-    'accuracy.svg': lineChart({ title: 'Accuracy per epoch', xLabel: 'epoch', yLabel: 'accuracy', series: build('accuracy') }),
+    'accuracy.svg': lineChart({
+      title: 'Accuracy per epoch',
+      xLabel: 'epoch',
+      yLabel: 'accuracy',
+      series: build('accuracy'),
+    }),
   };
 }
 
@@ -502,14 +611,20 @@ const MAX_STEP_POINTS = 2000;
  * curve, not a dot): loss.svg (training loss per step, validation and test loss at each epoch's end) and lr.svg
  * (the learning rate per step). Steps without a learning rate leave lr.svg out.
  */
-export function stepCurves(steps: Array<{ epoch: number; batch: number; batches: number; loss: number; lr?: number }>,
-  history: Array<{ epoch: number } & Record<string, unknown>>): Record<string, string> {
+export function stepCurves(
+  steps: Array<{ epoch: number; batch: number; batches: number; loss: number; lr?: number }>,
+  history: Array<{ epoch: number } & Record<string, unknown>>,
+): Record<string, string> {
   const every = Math.max(1, Math.ceil(steps.length / MAX_STEP_POINTS));
   const kept = steps.filter((_, i) => i % every === 0 || i === steps.length - 1);
   const at = (s: { epoch: number; batch: number; batches: number }) => s.epoch - 1 + s.batch / Math.max(1, s.batches);
   const series: LineSeries[] = [{ name: 'train', points: kept.map(s => [at(s), s.loss]) }];
-  for (const [key, name] of [['val_loss', 'validation'], ['test_loss', 'test']] as const) {
-    const points = history.filter(h => typeof h[key] === 'number')
+  for (const [key, name] of [
+    ['val_loss', 'validation'],
+    ['test_loss', 'test'],
+  ] as const) {
+    const points = history
+      .filter(h => typeof h[key] === 'number')
       .map(h => [h.epoch, h[key] as number] as [number, number]);
     if (points.length) series.push({ name, points });
   }
@@ -519,7 +634,9 @@ export function stepCurves(steps: Array<{ epoch: number; batch: number; batches:
   const lr = kept.filter(s => typeof s.lr === 'number');
   if (lr.length) {
     out['lr.svg'] = lineChart({
-      title: 'Learning rate per step', xLabel: 'epoch', yLabel: 'learning rate',
+      title: 'Learning rate per step',
+      xLabel: 'epoch',
+      yLabel: 'learning rate',
       series: [{ name: 'lr', points: lr.map(s => [at(s), s.lr!]) }],
     });
   }

@@ -4,14 +4,21 @@ import * as fs from 'node:fs';
 import { checkpointFile } from './train-state.ts';
 
 export const KEEP_CHECKPOINTS = ['all', 'last', 'best'] as const;
-export type KeepCheckpoints = typeof KEEP_CHECKPOINTS[number];
-export interface EpochLosses { epoch: number; val_loss?: number; train_loss?: number }
+export type KeepCheckpoints = (typeof KEEP_CHECKPOINTS)[number];
+export interface EpochLosses {
+  epoch: number;
+  val_loss?: number;
+  train_loss?: number;
+}
 
 /** The epochs of the checkpoints in dir (epoch-NNN.ckpt), ascending. */
 export function checkpointEpochs(dir: string): number[] {
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir).map(f => Number(/^epoch-(\d+)\.ckpt$/.exec(f)?.[1] ?? NaN))
-    .filter(Number.isInteger).sort((a, b) => a - b);
+  return fs
+    .readdirSync(dir)
+    .map(f => Number(/^epoch-(\d+)\.ckpt$/.exec(f)?.[1] ?? NaN))
+    .filter(Number.isInteger)
+    .sort((a, b) => a - b);
 }
 
 /**

@@ -11,7 +11,11 @@ import { size } from '../graph/graph.ts';
 import { kernelInstance, alignedLength, type Kernels } from '../kernels/kernels.ts';
 import { splitmix32, mixSeeds } from '../util/random.ts';
 
-export interface MaskSpec { name: string; shape: number[]; p: number }
+export interface MaskSpec {
+  name: string;
+  shape: number[];
+  p: number;
+}
 
 /** The masks of one graph, drawn into the kernel's memory (reused by the next draw). */
 export class DropoutMasks {
@@ -32,12 +36,20 @@ export class DropoutMasks {
     this.specs.forEach((s, site) => {
       const next = splitmix32(mixSeeds(...key, site));
       for (let i = 0; i < 16; i++) this.state[i] = next();
-      for (let lane = 0; lane < 4; lane++) { // xoshiro's state must not be all zero
-        if (!(this.state[lane] | this.state[4 + lane] | this.state[8 + lane] | this.state[12 + lane])) this.state[lane] = 1;
+      for (let lane = 0; lane < 4; lane++) {
+        // xoshiro's state must not be all zero
+        if (!(this.state[lane] | this.state[4 + lane] | this.state[8 + lane] | this.state[12 + lane]))
+          this.state[lane] = 1;
       }
       const m = this.masks[site];
       const threshold = Math.min(2 ** 32 - 1, Math.round(s.p * 2 ** 32));
-      this.k.dropout_mask(m.byteOffset, alignedLength(m.length) / 4, this.state.byteOffset, threshold | 0, 1 / (1 - s.p));
+      this.k.dropout_mask(
+        m.byteOffset,
+        alignedLength(m.length) / 4,
+        this.state.byteOffset,
+        threshold | 0,
+        1 / (1 - s.p),
+      );
     });
     return this.masks;
   }

@@ -3,11 +3,23 @@ import type { Graph, Value } from '../graph/graph.ts';
 import type { TensorSpec } from '../model/params.ts';
 import type { TrainContext } from '../model/cnn.ts';
 
-export interface GraphContext { ctx: TrainContext; params: Map<string, Value>; updates: Map<string, Value> }
+export interface GraphContext {
+  ctx: TrainContext;
+  params: Map<string, Value>;
+  updates: Map<string, Value>;
+}
 
-export function graphContext(g: Graph, paramSpecs: TensorSpec[], bufferSpecs: TensorSpec[], training: boolean, seed: number,
-  label = g.name): GraphContext {
-  const params = new Map<string, Value>(), buffers = new Map<string, Value>(), updates = new Map<string, Value>();
+export function graphContext(
+  g: Graph,
+  paramSpecs: TensorSpec[],
+  bufferSpecs: TensorSpec[],
+  training: boolean,
+  seed: number,
+  label = g.name,
+): GraphContext {
+  const params = new Map<string, Value>(),
+    buffers = new Map<string, Value>(),
+    updates = new Map<string, Value>();
   let dropouts = 0;
   for (const s of paramSpecs) params.set(s.name, g.input(s.name, s.shape));
   for (const s of bufferSpecs) buffers.set(s.name, g.input(s.name, s.shape));
@@ -17,10 +29,13 @@ export function graphContext(g: Graph, paramSpecs: TensorSpec[], bufferSpecs: Te
     return v;
   };
   const ctx: TrainContext = {
-    g, training,
+    g,
+    training,
     param: name => lookup(params, 'parameter', name),
     buffer: name => lookup(buffers, 'buffer', name),
-    updateBuffer: (name, v) => { updates.set(name, v); },
+    updateBuffer: (name, v) => {
+      updates.set(name, v);
+    },
     // a distinct seed per dropout site; the trainer reseeds per epoch (see ModelRunner.reseed)
     dropout: (x, p) => (training && p > 0 ? g.dropout(x, p, (seed * 7919 + ++dropouts) % 2147483647)[0] : x),
   };

@@ -102,7 +102,11 @@ export async function trainEpochs<B, H>(o: LoopOptions<B, H>): Promise<{ stopped
 async function trainEpoch<B, H>(o: LoopOptions<B, H>, epoch: number): Promise<EpochTotals> {
   const { state } = o;
   const list = o.batches(epoch);
-  let lossSum = 0, correct = 0, examples = 0, images = 0, lr = 0;
+  let lossSum = 0,
+    correct = 0,
+    examples = 0,
+    images = 0,
+    lr = 0;
   const t0 = performance.now();
   for (let k = 0; k < list.length; k++) {
     const r = await o.step(list[k], epoch, k);
@@ -112,7 +116,10 @@ async function trainEpoch<B, H>(o: LoopOptions<B, H>, epoch: number): Promise<Ep
     lr = o.schedule((epoch - 1) * o.itersPerEpoch + k);
     state.optimizer.step(state.params.data, r.grads, lr);
     const n = r.images ?? r.examples;
-    lossSum += r.loss * r.examples; correct += r.correct ?? 0; examples += r.examples; images += n;
+    lossSum += r.loss * r.examples;
+    correct += r.correct ?? 0;
+    examples += r.examples;
+    images += n;
     const imagesPerSecond = images / ((performance.now() - t0) / 1000);
     o.onBatch?.({ epoch, batch: k + 1, batches: list.length, loss: r.loss, imagesPerSecond, images: n, lr });
   }

@@ -21,11 +21,21 @@ export interface StepRecord {
   time: string;
 }
 
-export type EpochRecord = { member?: string; epoch: number; time: string }
-  & Record<string, number | string | undefined>;
+export type EpochRecord = { member?: string; epoch: number; time: string } & Record<
+  string,
+  number | string | undefined
+>;
 
 const STEP_COLUMNS = [
-  'member', 'epoch', 'batch', 'batches', 'step', 'loss', 'lr', 'images_per_second', 'time',
+  'member',
+  'epoch',
+  'batch',
+  'batches',
+  'step',
+  'loss',
+  'lr',
+  'images_per_second',
+  'time',
 ] as const;
 
 export class RunLog {
@@ -38,7 +48,10 @@ export class RunLog {
    * Starts the log in dir: fresh, or (keepEpochs = the epoch a resumed run continues after) with the records of
    * epochs up to keepEpochs kept from the existing log.
    */
-  constructor(private readonly dir: string, keepEpochs?: number) {
+  constructor(
+    private readonly dir: string,
+    keepEpochs?: number,
+  ) {
     fs.mkdirSync(dir, { recursive: true });
     if (keepEpochs !== undefined) {
       for (const r of readLog(path.join(dir, LOG_FILES.jsonl))) {
@@ -54,13 +67,19 @@ export class RunLog {
     this.rewrite();
   }
 
-  step(s: { epoch: number; batch: number; batches: number; loss: number; lr?: number; imagesPerSecond?: number },
-    member?: string): void {
+  step(
+    s: { epoch: number; batch: number; batches: number; loss: number; lr?: number; imagesPerSecond?: number },
+    member?: string,
+  ): void {
     const step = (this.stepCount.get(member ?? '') ?? 0) + 1;
     this.stepCount.set(member ?? '', step);
     const r: StepRecord = {
       ...(member === undefined ? {} : { member }),
-      epoch: s.epoch, batch: s.batch, batches: s.batches, step, loss: s.loss,
+      epoch: s.epoch,
+      batch: s.batch,
+      batches: s.batches,
+      step,
+      loss: s.loss,
       ...(s.lr === undefined ? {} : { lr: s.lr }),
       ...(s.imagesPerSecond === undefined ? {} : { images_per_second: round(s.imagesPerSecond, 1) }),
       time: new Date().toISOString(),
@@ -87,11 +106,15 @@ export class RunLog {
 
   /** Writes the three files from the records kept in memory (a fresh log: just the CSV headers). */
   private rewrite(): void {
-    const lines = [...this.steps.map(s => ({ type: 'step', ...s })), ...this.epochs.map(e => ({ type: 'epoch', ...e }))]
-      .sort((a, b) => a.epoch - b.epoch || (a.type === b.type ? 0 : a.type === 'step' ? -1 : 1));
+    const lines = [
+      ...this.steps.map(s => ({ type: 'step', ...s })),
+      ...this.epochs.map(e => ({ type: 'epoch', ...e })),
+    ].sort((a, b) => a.epoch - b.epoch || (a.type === b.type ? 0 : a.type === 'step' ? -1 : 1));
     fs.writeFileSync(path.join(this.dir, LOG_FILES.jsonl), lines.map(l => `${JSON.stringify(l)}\n`).join(''));
-    const table = (columns: readonly string[], rows: object[]) => [columns.join(','),
-      ...rows.map(r => csvRow(columns.map(c => (r as Record<string, unknown>)[c])))].map(l => `${l}\n`).join('');
+    const table = (columns: readonly string[], rows: object[]) =>
+      [columns.join(','), ...rows.map(r => csvRow(columns.map(c => (r as Record<string, unknown>)[c])))]
+        .map(l => `${l}\n`)
+        .join('');
     fs.writeFileSync(path.join(this.dir, LOG_FILES.steps), table(STEP_COLUMNS, this.steps));
     this.epochColumns = this.epochs.length ? epochColumns(this.epochs) : null;
     // the epochs' header is written with the first epoch (its columns depend on the model and the splits)
@@ -112,7 +135,11 @@ function readLog(file: string): { type: string; epoch: number; record: Record<st
   for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
     if (!line.trim()) continue;
     let r: unknown;
-    try { r = JSON.parse(line); } catch { continue; } // a line cut off by a crash
+    try {
+      r = JSON.parse(line);
+    } catch {
+      continue;
+    } // a line cut off by a crash
     if (typeof r !== 'object' || r === null) continue;
     const { type, ...record } = r as Record<string, unknown>;
     if ((type !== 'step' && type !== 'epoch') || typeof record.epoch !== 'number') continue;
@@ -122,11 +149,13 @@ function readLog(file: string): { type: string; epoch: number; record: Record<st
 }
 
 function csvRow(values: unknown[]): string {
-  return values.map(v => {
-    if (v === undefined || v === null) return '';
-    const s = String(v);
-    return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-  }).join(',');
+  return values
+    .map(v => {
+      if (v === undefined || v === null) return '';
+      const s = String(v);
+      return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+    })
+    .join(',');
 }
 
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;

@@ -63,10 +63,20 @@ export interface TrainOptions {
   log?: (line: string) => void;
 }
 
-export interface Evaluation { loss: number; accuracy: number; probabilities: Float32Array }
+export interface Evaluation {
+  loss: number;
+  accuracy: number;
+  probabilities: Float32Array;
+}
 
 /** Weights taken during training (the final, the best or a snapshot) with their validation and test evaluation. */
-export interface Capture { epoch: number; params: TensorSet; buffers: TensorSet; val?: Evaluation; test?: Evaluation }
+export interface Capture {
+  epoch: number;
+  params: TensorSet;
+  buffers: TensorSet;
+  val?: Evaluation;
+  test?: Evaluation;
+}
 
 export interface TrainResult {
   params: TensorSet;
@@ -83,17 +93,22 @@ export interface TrainResult {
 
 /** Evaluates on the given images in batches; returns mean loss, accuracy and the probability matrix. */
 export async function evaluate(runner: ClassifierRunner, split: Split, indices: Uint32Array, batchSize: number) {
-  const x = new Float32Array(batchSize * IMAGE_SIZE), u8 = new Uint8Array(batchSize * IMAGE_SIZE);
-  const labels = new BigInt64Array(batchSize), l8 = new Uint8Array(batchSize);
+  const x = new Float32Array(batchSize * IMAGE_SIZE),
+    u8 = new Uint8Array(batchSize * IMAGE_SIZE);
+  const labels = new BigInt64Array(batchSize),
+    l8 = new Uint8Array(batchSize);
   const probabilities = new Float32Array(indices.length * runner.def.classes);
-  let lossSum = 0, correct = 0, at = 0;
+  let lossSum = 0,
+    correct = 0,
+    at = 0;
   for (const b of batches(indices, batchSize)) {
     gatherImages(split, b, u8);
     normalise(u8.subarray(0, b.length * IMAGE_SIZE), x);
     gatherLabels(split, b, l8);
     for (let i = 0; i < b.length; i++) labels[i] = BigInt(l8[i]);
     const r = await runner.eval(x, labels, b.length);
-    lossSum += r.lossSum; correct += r.correct;
+    lossSum += r.lossSum;
+    correct += r.correct;
     probabilities.set(r.probabilities, at * runner.def.classes);
     at += b.length;
   }
@@ -104,19 +119,29 @@ const range = (n: number) => Uint32Array.from({ length: n }, (_, i) => i);
 
 export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
   const log = o.log ?? (() => {});
-  const state = new TrainState<EpochMetrics>(o.def.name, o.def.params(), o.def.buffers(), o.recipe, o.seed,
-    o.patience !== undefined ? { patience: o.patience, minDelta: o.minDelta } : undefined);
+  const state = new TrainState<EpochMetrics>(
+    o.def.name,
+    o.def.params(),
+    o.def.buffers(),
+    o.recipe,
+    o.seed,
+    o.patience !== undefined ? { patience: o.patience, minDelta: o.minDelta } : undefined,
+  );
   const { params, buffers } = state;
   const trainCount = Math.min(o.train.count, o.limitTrain ?? Infinity);
   const splitSeed = SEEDS.split(o.seed, o.splitSeed);
-  const split = o.valFraction > 0
-    ? validationSplit(trainCount, o.valFraction, splitSeed)
-    : { train: range(trainCount), val: new Uint32Array(0) };
+  const split =
+    o.valFraction > 0
+      ? validationSplit(trainCount, o.valFraction, splitSeed)
+      : { train: range(trainCount), val: new Uint32Array(0) };
   if (o.bootstrap) split.train = bootstrap(split.train, o.seed);
-  if (o.keepBest && !split.val.length) throw new Error('keeping the best epoch needs a validation split (val fraction > 0)');
+  if (o.keepBest && !split.val.length)
+    throw new Error('keeping the best epoch needs a validation split (val fraction > 0)');
   const cycles = o.snapshots ?? 0;
   if (cycles && (!Number.isInteger(cycles) || cycles < 1 || o.epochs % cycles !== 0)) {
-    throw new Error(`snapshot ensembles need the epochs (${o.epochs}) to be a multiple of the number of snapshots (${cycles})`);
+    throw new Error(
+      `snapshot ensembles need the epochs (${o.epochs}) to be a multiple of the number of snapshots (${cycles})`,
+    );
   }
   const testIdx = o.test ? range(Math.min(o.test.count, o.limitTest ?? Infinity)) : null;
   const B = o.batchSize;
@@ -126,8 +151,14 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
     : makeSchedule(o.recipe, itersPerEpoch, o.epochs);
   // what a resumed run must share with the run that wrote the checkpoint
   const settings = {
-    seed: o.seed, 'split seed': splitSeed, 'batch size': B, recipe: o.recipe, 'val fraction': o.valFraction,
-    'training images': trainCount, bootstrap: !!o.bootstrap, snapshots: cycles,
+    seed: o.seed,
+    'split seed': splitSeed,
+    'batch size': B,
+    recipe: o.recipe,
+    'val fraction': o.valFraction,
+    'training images': trainCount,
+    bootstrap: !!o.bootstrap,
+    snapshots: cycles,
   };
 
   const runner = new ClassifierRunner(o.def, params, buffers, o.runtime ?? {}, o.seed);
@@ -149,7 +180,12 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
   };
   try {
     const { stoppedEarly } = await trainEpochs({
-      state, seed: o.seed, epochs: o.epochs, itersPerEpoch, schedule, runner,
+      state,
+      seed: o.seed,
+      epochs: o.epochs,
+      itersPerEpoch,
+      schedule,
+      runner,
       resumed: () => kept.restore(state.history, fromCheckpoint),
       checkpoints: o.checkpointDir ? { dir: o.checkpointDir, settings, resume: !!o.resume } : undefined,
       batches: epoch => {
@@ -163,8 +199,11 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
       },
       endEpoch: async t => {
         const m: EpochMetrics = {
-          epoch: t.epoch, lr: t.lr, seconds: t.seconds,
-          train_loss: t.lossSum / t.examples, train_accuracy: t.correct / t.examples,
+          epoch: t.epoch,
+          lr: t.lr,
+          seconds: t.seconds,
+          train_loss: t.lossSum / t.examples,
+          train_accuracy: t.correct / t.examples,
         };
         const ev = await evaluateAll();
         lastEval = ev;
@@ -174,17 +213,33 @@ export async function trainClassifier(o: TrainOptions): Promise<TrainResult> {
         return m;
       },
       monitor: m => m.val_loss,
-      onBatch: o.onBatch, onEpoch: o.onEpoch, log,
+      onBatch: o.onBatch,
+      onEpoch: o.onEpoch,
+      log,
     });
     const test = lastEval?.test ?? (o.test && testIdx ? await evaluate(runner, o.test, testIdx, B) : undefined);
     const history = state.history;
-    const bestIndex = history.reduce((bi, m, i) => ((m.val_loss ?? Infinity) < (history[bi].val_loss ?? Infinity) ? i : bi), 0);
-    const final = async (): Promise<Capture> =>
-      ({ epoch: state.epoch, params, buffers, ...(lastEval ?? await evaluateAll()) });
-    const captures = cycles ? kept.snapshots : [kept.best ?? await final()];
+    const bestIndex = history.reduce(
+      (bi, m, i) => ((m.val_loss ?? Infinity) < (history[bi].val_loss ?? Infinity) ? i : bi),
+      0,
+    );
+    const final = async (): Promise<Capture> => ({
+      epoch: state.epoch,
+      params,
+      buffers,
+      ...(lastEval ?? (await evaluateAll())),
+    });
+    const captures = cycles ? kept.snapshots : [kept.best ?? (await final())];
     return {
-      params, buffers, history, seconds: state.trainSeconds, imagesPerSecond: state.trainImages / Math.max(state.trainSeconds, 1e-9),
-      test, bestEpoch: history[bestIndex]?.epoch ?? 0, stoppedEarly, captures,
+      params,
+      buffers,
+      history,
+      seconds: state.trainSeconds,
+      imagesPerSecond: state.trainImages / Math.max(state.trainSeconds, 1e-9),
+      test,
+      bestEpoch: history[bestIndex]?.epoch ?? 0,
+      stoppedEarly,
+      captures,
     };
   } finally {
     await runner.release();
@@ -197,9 +252,14 @@ class Captures {
   best: Capture | null = null;
 
   /** cycleEpochs: epochs per snapshot cycle (0: no snapshots); keepBest: track the best epoch. */
-  constructor(private readonly cycleEpochs: number, private readonly keepBest: boolean) {}
+  constructor(
+    private readonly cycleEpochs: number,
+    private readonly keepBest: boolean,
+  ) {}
 
-  private snapshotAt(epoch: number): boolean { return this.cycleEpochs ? epoch % this.cycleEpochs === 0 : false; }
+  private snapshotAt(epoch: number): boolean {
+    return this.cycleEpochs ? epoch % this.cycleEpochs === 0 : false;
+  }
 
   /** The weights and evaluation of an epoch just trained (copied only when kept). */
   offer(epoch: number, params: TensorSet, buffers: TensorSet, ev: { val?: Evaluation; test?: Evaluation }): void {
@@ -223,8 +283,11 @@ class Captures {
 
 /** Fills reused buffers with one training batch: images gathered, shifted when asked, normalised; labels. */
 function imageBatcher(size: number) {
-  const u8 = new Uint8Array(size * IMAGE_SIZE), shifted = new Uint8Array(size * IMAGE_SIZE);
-  const x = new Float32Array(size * IMAGE_SIZE), labels = new BigInt64Array(size), l8 = new Uint8Array(size);
+  const u8 = new Uint8Array(size * IMAGE_SIZE),
+    shifted = new Uint8Array(size * IMAGE_SIZE);
+  const x = new Float32Array(size * IMAGE_SIZE),
+    labels = new BigInt64Array(size),
+    l8 = new Uint8Array(size);
   return (data: Split, idx: Uint32Array, shift: number, rng: Rng) => {
     const n = idx.length;
     gatherImages(data, idx, u8);

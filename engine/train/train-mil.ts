@@ -35,7 +35,16 @@ export function buildMilGraph(pooling: Pooling, bags: number, L: number, trainin
   return g.toModel();
 }
 
-export interface MilEpoch { epoch: number; lr: number; seconds: number; train_loss: number; train_accuracy: number; test_loss: number; test_accuracy: number; test_auc: number }
+export interface MilEpoch {
+  epoch: number;
+  lr: number;
+  seconds: number;
+  train_loss: number;
+  train_accuracy: number;
+  test_loss: number;
+  test_accuracy: number;
+  test_auc: number;
+}
 
 export interface MilOptions {
   pooling: Pooling;
@@ -62,7 +71,13 @@ export interface MilOptions {
 }
 
 /** One test bag: its label, predicted probability, instances (digit labels and test-set indices) and their attention. */
-export interface MilPrediction { label: number; probability: number; digits: number[]; indices: number[]; attention: number[] | null }
+export interface MilPrediction {
+  label: number;
+  probability: number;
+  digits: number[];
+  indices: number[];
+  attention: number[] | null;
+}
 
 export interface MilResult {
   params: TensorSet;
@@ -85,11 +100,18 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
   const state = new TrainState<MilEpoch>(`mil-${o.pooling}`, milParams(o.pooling), milBuffers(), recipe, o.seed);
   const itersPerEpoch = Math.ceil(trainBags.length / per);
   const settings = {
-    seed: o.seed, pooling: o.pooling, bags: o.bags, 'bag length': [o.bagMean, o.bagStd], target: o.target,
-    'bags per step': per, recipe,
+    seed: o.seed,
+    pooling: o.pooling,
+    bags: o.bags,
+    'bag length': [o.bagMean, o.bagStd],
+    target: o.target,
+    'bags per step': per,
+    recipe,
   };
-  log(`mil: ${trainBags.length} training bags (${positives(trainBags)} positive), ${testBags.length} test bags ` +
-    `(${positives(testBags)} positive), padded to ${L} instances`);
+  log(
+    `mil: ${trainBags.length} training bags (${positives(trainBags)} positive), ${testBags.length} test bags ` +
+      `(${positives(testBags)} positive), padded to ${L} instances`,
+  );
 
   const runner = new ModelRunner(state.params, state.buffers, o.runtime ?? {}, o.seed);
   const evaluate = () => evaluateBags(runner, o.pooling, o.test, testBags, L, per);
@@ -97,7 +119,11 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
   try {
     let last: Awaited<ReturnType<typeof evaluate>> | null = null;
     await trainEpochs({
-      state, seed: o.seed, epochs: o.epochs, runner, itersPerEpoch,
+      state,
+      seed: o.seed,
+      epochs: o.epochs,
+      runner,
+      itersPerEpoch,
       schedule: makeSchedule(recipe, itersPerEpoch, o.epochs),
       checkpoints: o.checkpointDir ? { dir: o.checkpointDir, settings, resume: !!o.resume } : undefined,
       batches: epoch => {
@@ -117,16 +143,23 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
       endEpoch: async t => {
         last = o.evaluateEachEpoch === false && t.epoch < o.epochs ? null : await evaluate();
         return {
-          epoch: t.epoch, lr: t.lr, seconds: t.seconds,
-          train_loss: t.lossSum / t.examples, train_accuracy: t.correct / t.examples,
-          test_loss: last?.loss ?? NaN, test_accuracy: last?.accuracy ?? NaN, test_auc: last?.auc ?? NaN,
+          epoch: t.epoch,
+          lr: t.lr,
+          seconds: t.seconds,
+          train_loss: t.lossSum / t.examples,
+          train_accuracy: t.correct / t.examples,
+          test_loss: last?.loss ?? NaN,
+          test_accuracy: last?.accuracy ?? NaN,
+          test_auc: last?.auc ?? NaN,
         };
       },
       stepName: 'step',
-      onBatch: o.onBatch && (p => o.onBatch!({ epoch: p.epoch, batch: p.batch, batches: p.batches, loss: p.loss, lr: p.lr })),
-      onEpoch: o.onEpoch, log,
+      onBatch:
+        o.onBatch && (p => o.onBatch!({ epoch: p.epoch, batch: p.batch, batches: p.batches, loss: p.loss, lr: p.lr })),
+      onEpoch: o.onEpoch,
+      log,
     });
-    const test = last ?? await evaluate();
+    const test = last ?? (await evaluate());
     return { params: state.params, buffers: state.buffers, history: state.history, seconds: state.trainSeconds, test };
   } finally {
     await runner.release();
@@ -135,12 +168,17 @@ export async function trainMil(o: MilOptions): Promise<MilResult> {
 
 /** A group of bags as graph inputs: the instances padded to L per bag with a mask, and the bag labels. */
 function bagInputs(split: Split, list: Bag[], L: number) {
-  const u8 = new Uint8Array(list.length * L * IMAGE_SIZE), mask = new Float32Array(list.length * L);
+  const u8 = new Uint8Array(list.length * L * IMAGE_SIZE),
+    mask = new Float32Array(list.length * L);
   packBags(split, list, L, u8, mask);
   return {
     x: new ort.Tensor('float32', normalise(u8, new Float32Array(u8.length)), [list.length * L, 1, 28, 28]),
     mask: new ort.Tensor('float32', mask, [list.length, L]),
-    labels: new ort.Tensor('float32', Float32Array.from(list, b => b.label), [list.length]),
+    labels: new ort.Tensor(
+      'float32',
+      Float32Array.from(list, b => b.label),
+      [list.length],
+    ),
   };
 }
 
@@ -153,14 +191,20 @@ async function evaluateBags(runner: ModelRunner, pooling: Pooling, test: Split, 
     const graph = () => buildMilGraph(pooling, list.length, L, false, 0);
     const out = await runner.run(`eval/${list.length}`, graph, bagInputs(test, list, L));
     lossSum += (out.loss.data as Float32Array)[0] * list.length;
-    const probs = out.probability.data as Float32Array, att = out.attention?.data as Float32Array | undefined;
-    list.forEach((b, k) => predictions.push({
-      label: b.label, probability: probs[k],
-      digits: Array.from(b.indices, j => test.labels[j]), indices: Array.from(b.indices),
-      attention: att ? Array.from(att.subarray(k * L, k * L + b.indices.length)) : null,
-    }));
+    const probs = out.probability.data as Float32Array,
+      att = out.attention?.data as Float32Array | undefined;
+    list.forEach((b, k) =>
+      predictions.push({
+        label: b.label,
+        probability: probs[k],
+        digits: Array.from(b.indices, j => test.labels[j]),
+        indices: Array.from(b.indices),
+        attention: att ? Array.from(att.subarray(k * L, k * L + b.indices.length)) : null,
+      }),
+    );
   }
-  const scores = predictions.map(p => p.probability), labels = predictions.map(p => p.label);
+  const scores = predictions.map(p => p.probability),
+    labels = predictions.map(p => p.label);
   const accuracy = binaryAccuracy(scores, labels);
   return { loss: lossSum / bags.length, accuracy, auc: safeAuc(scores, labels), predictions };
 }

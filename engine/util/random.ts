@@ -1,12 +1,18 @@
 // Seeded pseudo-random numbers (sfc32): fast, reproducible across runs and machines.
 export class Rng {
-  private a: number; private b: number; private c: number; private d: number;
+  private a: number;
+  private b: number;
+  private c: number;
+  private d: number;
   private spare: number | null = null;
 
   constructor(seed: number) {
     // splitmix32 expands one seed into four words of state
     const next = splitmix32(seed);
-    this.a = next(); this.b = next(); this.c = next(); this.d = next();
+    this.a = next();
+    this.b = next();
+    this.c = next();
+    this.d = next();
     for (let i = 0; i < 12; i++) this.uint32();
   }
 
@@ -22,15 +28,24 @@ export class Rng {
   }
 
   /** Uniform in [0, 1). */
-  next(): number { return this.uint32() / 4294967296; }
+  next(): number {
+    return this.uint32() / 4294967296;
+  }
 
   /** Uniform integer in [0, n). */
-  int(n: number): number { return Math.floor(this.next() * n); }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
 
   /** Standard normal (Box-Muller, caching the second value). */
   normal(): number {
-    if (this.spare !== null) { const v = this.spare; this.spare = null; return v; }
-    let u = 0; while (u === 0) u = this.next();
+    if (this.spare !== null) {
+      const v = this.spare;
+      this.spare = null;
+      return v;
+    }
+    let u = 0;
+    while (u === 0) u = this.next();
     const v = this.next();
     const r = Math.sqrt(-2 * Math.log(u));
     this.spare = r * Math.sin(2 * Math.PI * v);
@@ -41,7 +56,9 @@ export class Rng {
   shuffle<T extends { length: number; [i: number]: any }>(a: T): T {
     for (let i = a.length - 1; i > 0; i--) {
       const j = this.int(i + 1);
-      const t = a[i]; a[i] = a[j]; a[j] = t;
+      const t = a[i];
+      a[i] = a[j];
+      a[j] = t;
     }
     return a;
   }
@@ -60,4 +77,5 @@ export function splitmix32(seed: number): () => number {
 }
 
 /** One 32-bit seed from several integers (e.g. seed, step, shard, purpose). */
-export const mixSeeds = (...xs: number[]): number => xs.reduce((h, x) => Math.imul(h ^ (x >>> 0), 0x9e3779b1) + 0x7f4a7c15 >>> 0, 0x12345678);
+export const mixSeeds = (...xs: number[]): number =>
+  xs.reduce((h, x) => (Math.imul(h ^ (x >>> 0), 0x9e3779b1) + 0x7f4a7c15) >>> 0, 0x12345678);

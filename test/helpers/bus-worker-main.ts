@@ -8,11 +8,11 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 // Request/reply served from the worker.
-bus.subscribe('worker.echo.*', (m) => bus.respond(m, enc.encode(`echo:${dec.decode(m.data)}`)));
+bus.subscribe('worker.echo.*', m => bus.respond(m, enc.encode(`echo:${dec.decode(m.data)}`)));
 // Plain subscription: forwards what it receives back to the main thread.
-bus.subscribe('worker.inbox', (m) => bus.publish('main.seen', m.data));
+bus.subscribe('worker.inbox', m => bus.publish('main.seen', m.data));
 // The worker asks the main thread for something, and reports the answer.
-bus.subscribe('worker.ask', async (m) => {
+bus.subscribe('worker.ask', async m => {
   const answer = await bus.request('main.service', m.data, 5000);
   bus.publish('main.answer', answer.data);
 });

@@ -30,24 +30,38 @@ export function yamlDocs(rel: string): Obj[] {
 export function filesUnder(rel: string): string[] {
   if (!fs.existsSync(repo(rel))) return [];
   return (fs.readdirSync(repo(rel), { recursive: true }) as string[])
-    .map(f => path.join(rel, f)).filter(f => fs.statSync(repo(f)).isFile()).sort();
+    .map(f => path.join(rel, f))
+    .filter(f => fs.statSync(repo(f)).isFile())
+    .sort();
 }
 
 // ---- Dockerfiles
 
-export interface DockerInstr { op: string; args: string; stage: number }
+export interface DockerInstr {
+  op: string;
+  args: string;
+  stage: number;
+}
 
 /** The instructions of a Dockerfile (continuation lines joined, comments dropped), with their stage index. */
 export function dockerfile(rel: string): DockerInstr[] {
-  const joined = read(rel).split('\n').filter(l => !/^\s*#/.test(l)).join('\n').replace(/\\\n/g, ' ');
+  const joined = read(rel)
+    .split('\n')
+    .filter(l => !/^\s*#/.test(l))
+    .join('\n')
+    .replace(/\\\n/g, ' ');
   let stage = -1;
-  return joined.split('\n').map(l => l.trim()).filter(Boolean).map(l => {
-    const m = /^(\w+)\s+(.*)$/.exec(l);
-    if (!m) throw new Error(`${rel}: cannot read "${l}"`);
-    const op = m[1].toUpperCase();
-    if (op === 'FROM') stage++;
-    return { op, args: m[2], stage };
-  });
+  return joined
+    .split('\n')
+    .map(l => l.trim())
+    .filter(Boolean)
+    .map(l => {
+      const m = /^(\w+)\s+(.*)$/.exec(l);
+      if (!m) throw new Error(`${rel}: cannot read "${l}"`);
+      const op = m[1].toUpperCase();
+      if (op === 'FROM') stage++;
+      return { op, args: m[2], stage };
+    });
 }
 
 /** The JSON-array form of CMD/ENTRYPOINT/HEALTHCHECK CMD (exec form), which is what the images use. */
@@ -63,13 +77,29 @@ export function dockerIgnored(rules: string[], rel: string): boolean {
   for (const raw of rules) {
     const neg = raw.startsWith('!');
     const pat = (neg ? raw.slice(1) : raw).replace(/^\/+|\/+$/g, '');
-    const re = new RegExp('^' + pat.split('**').map(p => p.split('*').map(s => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*')).join('.*') + '(/.*)?$');
+    const re = new RegExp(
+      '^' +
+        pat
+          .split('**')
+          .map(p =>
+            p
+              .split('*')
+              .map(s => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+              .join('[^/]*'),
+          )
+          .join('.*') +
+        '(/.*)?$',
+    );
     if (re.test(rel)) ignored = !neg;
   }
   return ignored;
 }
 
-export const dockerignoreRules = () => read('.dockerignore').split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#'));
+export const dockerignoreRules = () =>
+  read('.dockerignore')
+    .split('\n')
+    .map(l => l.trim())
+    .filter(l => l && !l.startsWith('#'));
 
 // ---- kustomize
 
@@ -96,16 +126,24 @@ function buildKustomization(dir: string): Obj[] {
     objs.push(...(fs.existsSync(repo(p, 'kustomization.yaml')) ? buildKustomization(p) : yamlDocs(p)));
   }
   for (const g of k.configMapGenerator ?? []) {
-    objs.push({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: g.name },
-      data: Object.fromEntries((g.files as string[]).map(f => [path.basename(f), read(dir, f)])) });
+    objs.push({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: g.name },
+      data: Object.fromEntries((g.files as string[]).map(f => [path.basename(f), read(dir, f)])),
+    });
   }
   for (const p of k.patches ?? []) {
     const patch = yamlDocs(path.join(dir, p.path))[0];
     const target = objs.find(o => o.kind === patch.kind && o.metadata?.name === patch.metadata?.name);
-    if (!target) throw new Error(`${dir}: patch ${p.path} targets ${patch.kind}/${patch.metadata?.name}, which no resource defines`);
+    if (!target)
+      throw new Error(
+        `${dir}: patch ${p.path} targets ${patch.kind}/${patch.metadata?.name}, which no resource defines`,
+      );
     strategicMerge(target, patch);
   }
-  if (k.namespace) for (const o of objs) if (o.kind !== 'Namespace') o.metadata = { ...o.metadata, namespace: k.namespace };
+  if (k.namespace)
+    for (const o of objs) if (o.kind !== 'Namespace') o.metadata = { ...o.metadata, namespace: k.namespace };
   for (const img of k.images ?? []) {
     for (const c of objs.flatMap(podContainers)) {
       if (c.image === img.name) c.image = `${img.newName ?? img.name}${img.newTag ? `:${img.newTag}` : ''}`;
@@ -121,9 +159,17 @@ function strategicMerge(target: Obj, patch: Obj): void {
     if (Array.isArray(value) && Array.isArray(cur) && value.every(v => v && typeof v === 'object' && 'name' in v)) {
       for (const item of value) {
         const match = cur.find((c: Obj) => c?.name === item.name);
-        if (match) strategicMerge(match, item); else cur.push(item);
+        if (match) strategicMerge(match, item);
+        else cur.push(item);
       }
-    } else if (value && typeof value === 'object' && !Array.isArray(value) && cur && typeof cur === 'object' && !Array.isArray(cur)) {
+    } else if (
+      value &&
+      typeof value === 'object' &&
+      !Array.isArray(value) &&
+      cur &&
+      typeof cur === 'object' &&
+      !Array.isArray(cur)
+    ) {
       strategicMerge(cur, value);
     } else {
       target[key] = value;
@@ -138,18 +184,28 @@ export const podContainers = (o: Obj): Obj[] => podSpec(o)?.containers ?? [];
 // ---- fleet command lines
 
 /** specs: each command's options; pending: contract flags the code lacks yet; used: those of them a file uses. */
-export interface Cli { specs: Record<string, OptionSpec>; pending: Set<string>; used: Set<string> }
+export interface Cli {
+  specs: Record<string, OptionSpec>;
+  pending: Set<string>;
+  used: Set<string>;
+}
 
 /** A `fleet ...` command line checked against the option table of its command; returns the parsed flags. */
-export function parseFleet(cli: Cli, argv: string[], where: string): { command: string; values: Record<string, string | boolean | undefined> } {
+export function parseFleet(
+  cli: Cli,
+  argv: string[],
+  where: string,
+): { command: string; values: Record<string, string | boolean | undefined> } {
   const command = argv[0] === 'train' ? `train ${argv[1]}` : argv[0];
   const rest = argv.slice(argv[0] === 'train' ? 2 : 1);
   const spec = cli.specs[command];
-  if (!spec) throw new Error(`${where}: "fleet ${command}" is not a fleet command (${Object.keys(cli.specs).join(', ')})`);
+  if (!spec)
+    throw new Error(`${where}: "fleet ${command}" is not a fleet command (${Object.keys(cli.specs).join(', ')})`);
   try {
     const { values, positionals } = parseArgs({ args: rest, options: spec, strict: true, allowPositionals: true });
     if (positionals.length) throw new Error(`unexpected argument "${positionals[0]}"`);
-    for (const k of Object.keys(values)) if (cli.pending.has(`fleet ${command} --${k}`)) cli.used.add(`fleet ${command} --${k}`);
+    for (const k of Object.keys(values))
+      if (cli.pending.has(`fleet ${command} --${k}`)) cli.used.add(`fleet ${command} --${k}`);
     return { command, values: values as Record<string, string | boolean | undefined> };
   } catch (e) {
     throw new Error(`${where}: fleet ${argv.join(' ')}: ${(e as Error).message.split('\n')[0]}`);

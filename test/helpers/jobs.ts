@@ -15,8 +15,18 @@ const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 /** The job `fleet train cnn --members K --epochs 1 --batch-size 64 --limit-test 100 ...` submits. */
 export function voting(members: number, limitTrain: number, seed = 1): JobSpec {
   return {
-    kind: 'voting', model: 'cnn', members, epochs: 1, batchSize: 64, recipe: { ...RECIPES.fleet, batchSize: 64 }, seed, valFraction: 0,
-    dataset: 'mnist', limitTrain, limitTest: 100, selection: { objective: 'loss', initSize: 0, maxIter: 50, bags: 1 },
+    kind: 'voting',
+    model: 'cnn',
+    members,
+    epochs: 1,
+    batchSize: 64,
+    recipe: { ...RECIPES.fleet, batchSize: 64 },
+    seed,
+    valFraction: 0,
+    dataset: 'mnist',
+    limitTrain,
+    limitTest: 100,
+    selection: { objective: 'loss', initSize: 0, maxIter: 50, bags: 1 },
   };
 }
 
@@ -27,22 +37,32 @@ export async function submit(bus: Transport, spec: JobSpec): Promise<string> {
   return answer.jobId!;
 }
 
-
 /**
  * A member result that fits a CNN task of a job (right names, shapes and rows) with every value 0.1: what a worker
  * holding the lease could send without training. `rows` are the job's probability rows (expectedRows).
  */
-export function fakeMemberResult(taskId: string, rows: { val: number; test: number }, opts: { name?: string; model?: 'cnn' | 'simclr' } = {}): MemberResult {
+export function fakeMemberResult(
+  taskId: string,
+  rows: { val: number; test: number },
+  opts: { name?: string; model?: 'cnn' | 'simclr' } = {},
+): MemberResult {
   const model = opts.model ?? 'cnn';
   const set = (specs: { name: string; shape: number[] }[]) => ({
-    names: specs.map(s => s.name), shapes: specs.map(s => s.shape), data: specs.map(s => new Float32Array(s.shape.reduce((a, b) => a * b, 1)).fill(0.1)),
+    names: specs.map(s => s.name),
+    shapes: specs.map(s => s.shape),
+    data: specs.map(s => new Float32Array(s.shape.reduce((a, b) => a * b, 1)).fill(0.1)),
   });
   const probs = (n: number) => ({ loss: 2.3, accuracy: 0.1, probabilities: new Float32Array(n * 10).fill(0.1) });
   const member: TrainedMember = {
-    name: opts.name ?? taskId, taskId, model, epoch: 1,
-    params: set(model === 'simclr' ? simclrParams() : cnnParams()), buffers: set(cnnBuffers()),
+    name: opts.name ?? taskId,
+    taskId,
+    model,
+    epoch: 1,
+    params: set(model === 'simclr' ? simclrParams() : cnnParams()),
+    buffers: set(cnnBuffers()),
     probe: model === 'simclr' ? set(probeParams()) : undefined,
-    test: probs(rows.test), val: rows.val ? probs(rows.val) : undefined,
+    test: probs(rows.test),
+    val: rows.val ? probs(rows.val) : undefined,
   };
   return { taskId, members: [member], history: [], seconds: 1 };
 }

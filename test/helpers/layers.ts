@@ -43,4 +43,3 @@ export function layerViolations(): string[] {
   }
   return bad;
 }
-

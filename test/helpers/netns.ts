@@ -30,7 +30,14 @@ function ip(args: string[]): string {
   return r.stdout;
 }
 
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; } };
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
 
 /** Deletes the namespaces of earlier runs whose process is gone (never those of a live run). Returns their names. */
 export function cleanLeftovers(): string[] {
@@ -38,12 +45,20 @@ export function cleanLeftovers(): string[] {
   for (const line of ip(['netns', 'list']).split('\n')) {
     const name = line.split(/\s/)[0];
     const m = new RegExp(`^${NETNS_TAG}(\\d+)-`).exec(name);
-    if (m && !alive(Number(m[1]))) { spawnSync(ipCommand()!, ['netns', 'del', name], { stdio: 'ignore' }); removed.push(name); }
+    if (m && !alive(Number(m[1]))) {
+      spawnSync(ipCommand()!, ['netns', 'del', name], { stdio: 'ignore' });
+      removed.push(name);
+    }
   }
   return removed;
 }
 
-export interface Host { name: string; ns: string; addr: string; bridgePort: string }
+export interface Host {
+  name: string;
+  ns: string;
+  addr: string;
+  bridgePort: string;
+}
 
 export class Lan {
   readonly hosts = new Map<string, Host>();
@@ -54,7 +69,10 @@ export class Lan {
   private readonly onExit = () => this.destroy();
 
   /** subnet: the first three octets of a private /24 used only inside these namespaces, e.g. "10.213.7". */
-  constructor(readonly subnet: string, readonly id = `${NETNS_TAG}${process.pid}`) {
+  constructor(
+    readonly subnet: string,
+    readonly id = `${NETNS_TAG}${process.pid}`,
+  ) {
     this.bridgeNs = `${id}-switch`;
     process.on('exit', this.onExit); // a safety net: after() hooks do the real cleanup
   }
@@ -75,7 +93,12 @@ export class Lan {
 
   /** A host: its namespace, eth0 with subnet.octet/24, cabled to the switch. */
   addHost(name: string, octet: number): Host {
-    const h: Host = { name, ns: `${this.id}-${name}`, addr: `${this.subnet}.${octet}`, bridgePort: `p-${name}`.slice(0, 15) };
+    const h: Host = {
+      name,
+      ns: `${this.id}-${name}`,
+      addr: `${this.subnet}.${octet}`,
+      bridgePort: `p-${name}`.slice(0, 15),
+    };
     this.addNs(h.ns);
     ip(['-n', this.bridgeNs, 'link', 'add', h.bridgePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.ns]);
     ip(['-n', this.bridgeNs, 'link', 'set', h.bridgePort, 'master', 'br0']);
@@ -93,23 +116,34 @@ export class Lan {
   }
 
   /** The command prefix that runs a program on a host. */
-  exec(name: string): string[] { return [ipCommand()!, 'netns', 'exec', this.host(name).ns]; }
+  exec(name: string): string[] {
+    return [ipCommand()!, 'netns', 'exec', this.host(name).ns];
+  }
 
   /** Pulls a host's cable at the switch (its own eth0 stays up, as when a switch port or a link fails). */
-  cut(name: string): void { ip(['-n', this.bridgeNs, 'link', 'set', this.host(name).bridgePort, 'down']); }
+  cut(name: string): void {
+    ip(['-n', this.bridgeNs, 'link', 'set', this.host(name).bridgePort, 'down']);
+  }
 
   /** Whether the switch port of a host is up. */
-  linkUp(name: string): boolean { return /state UP|<[^>]*\bUP\b/.test(ip(['-n', this.bridgeNs, 'link', 'show', this.host(name).bridgePort])); }
+  linkUp(name: string): boolean {
+    return /state UP|<[^>]*\bUP\b/.test(ip(['-n', this.bridgeNs, 'link', 'show', this.host(name).bridgePort]));
+  }
 
   /** The namespaces this Lan created that still exist. */
   existing(): string[] {
-    const listed = new Set(ip(['netns', 'list']).split('\n').map(l => l.split(/\s/)[0]));
+    const listed = new Set(
+      ip(['netns', 'list'])
+        .split('\n')
+        .map(l => l.split(/\s/)[0]),
+    );
     return this.created.filter(n => listed.has(n));
   }
 
   /** Deletes every namespace (their veths go with them); safe to call twice. */
   destroy(): void {
-    for (const n of this.namespaces.splice(0).reverse()) spawnSync(ipCommand()!, ['netns', 'del', n], { stdio: 'ignore' });
+    for (const n of this.namespaces.splice(0).reverse())
+      spawnSync(ipCommand()!, ['netns', 'del', n], { stdio: 'ignore' });
     process.off('exit', this.onExit);
   }
 }

@@ -12,7 +12,12 @@ export function parseExposition(text: string): Map<string, number> {
     if (!line || line.startsWith('#')) continue;
     const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!m) throw new Error(`not an exposition line: ${line}`);
-    const labels = m[2] ? [...m[2].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map(x => `${x[1]}="${x[2]}"`).sort().join(',') : '';
+    const labels = m[2]
+      ? [...m[2].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)]
+          .map(x => `${x[1]}="${x[2]}"`)
+          .sort()
+          .join(',')
+      : '';
     out.set(labels ? `${m[1]}{${labels}}` : m[1], Number(m[3]));
   }
   return out;
@@ -20,10 +25,16 @@ export function parseExposition(text: string): Map<string, number> {
 
 /** The value of one sample; labels in any order. Throws (listing what there is) when it is absent. */
 export function sample(samples: Map<string, number>, name: string, labels: Record<string, string> = {}): number {
-  const keys = Object.entries(labels).map(([k, v]) => `${k}="${v}"`).sort().join(',');
+  const keys = Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .sort()
+    .join(',');
   const key = keys ? `${name}{${keys}}` : name;
   const v = samples.get(key);
-  if (v === undefined) throw new Error(`no sample ${key}; have: ${[...samples.keys()].filter(k => k.startsWith(name)).join(' ') || 'none of that name'}`);
+  if (v === undefined)
+    throw new Error(
+      `no sample ${key}; have: ${[...samples.keys()].filter(k => k.startsWith(name)).join(' ') || 'none of that name'}`,
+    );
   return v;
 }
 

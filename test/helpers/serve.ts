@@ -13,21 +13,45 @@ import { createSession, f32 } from '../../engine/runtime.ts';
 import { REPO_ROOT } from './cli.ts';
 
 const OPTIONS = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };
-const def = protoLoader.loadSync([path.join(REPO_ROOT, 'proto', 'inference.proto'), path.join(REPO_ROOT, 'proto', 'health.proto')], OPTIONS);
+const def = protoLoader.loadSync(
+  [path.join(REPO_ROOT, 'proto', 'inference.proto'), path.join(REPO_ROOT, 'proto', 'health.proto')],
+  OPTIONS,
+);
 const pkg = grpc.loadPackageDefinition(def) as any;
 
 export const IMG = 784;
 
 export type Call = (method: string, req: object, opts?: grpc.CallOptions) => Promise<any>;
 
-export interface Clients { infer: any; health: any; call: Call; check: (service: string) => Promise<any>; close(): void }
+export interface Clients {
+  infer: any;
+  health: any;
+  call: Call;
+  check: (service: string) => Promise<any>;
+  close(): void;
+}
 
 export function connect(address: string, creds = grpc.credentials.createInsecure()): Clients {
   const infer = new pkg.inference.GRPCInferenceService(address, creds);
   const health = new pkg.grpc.health.v1.Health(address, creds);
-  const call: Call = (method, req, opts = {}) => new Promise((resolve, reject) => infer[method](req, opts, (e: grpc.ServiceError | null, r: any) => (e ? reject(e) : resolve(r))));
-  const check = (service: string) => new Promise((resolve, reject) => health.Check({ service }, (e: grpc.ServiceError | null, r: any) => (e ? reject(e) : resolve(r))));
-  return { infer, health, call, check, close: () => { infer.close(); health.close(); } };
+  const call: Call = (method, req, opts = {}) =>
+    new Promise((resolve, reject) =>
+      infer[method](req, opts, (e: grpc.ServiceError | null, r: any) => (e ? reject(e) : resolve(r))),
+    );
+  const check = (service: string) =>
+    new Promise((resolve, reject) =>
+      health.Check({ service }, (e: grpc.ServiceError | null, r: any) => (e ? reject(e) : resolve(r))),
+    );
+  return {
+    infer,
+    health,
+    call,
+    check,
+    close: () => {
+      infer.close();
+      health.close();
+    },
+  };
 }
 
 /** Rejects unless the promise fails with this gRPC status; returns the error's details. */
@@ -36,8 +60,10 @@ export async function expectStatus(p: Promise<unknown>, code: grpc.status, detai
     await p;
   } catch (e) {
     const err = e as grpc.ServiceError;
-    if (err.code !== code) throw new Error(`expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`);
-    if (detail && !detail.test(err.details)) throw new Error(`${grpc.status[code]} details "${err.details}" do not match ${detail}`);
+    if (err.code !== code)
+      throw new Error(`expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`);
+    if (detail && !detail.test(err.details))
+      throw new Error(`${grpc.status[code]} details "${err.details}" do not match ${detail}`);
     return err.details;
   }
   throw new Error(`expected ${grpc.status[code]}, but the call succeeded`);
@@ -45,10 +71,19 @@ export async function expectStatus(p: Promise<unknown>, code: grpc.status, detai
 
 // ---- tiny real models (untrained: the serving path does not care what the weights learned)
 
-export const cnnModel = (seed: number) => exportCnn(TensorSet.init(cnnParams(), seed), TensorSet.init(cnnBuffers(), seed + 1));
-export const milModel = (seed: number) => exportMil(TensorSet.init(milParams('attention'), seed), TensorSet.init(milBuffers(), seed + 1), 'attention');
+export const cnnModel = (seed: number) =>
+  exportCnn(TensorSet.init(cnnParams(), seed), TensorSet.init(cnnBuffers(), seed + 1));
+export const milModel = (seed: number) =>
+  exportMil(TensorSet.init(milParams('attention'), seed), TensorSet.init(milBuffers(), seed + 1), 'attention');
 export function ensembleModel(seeds: number[], weights: number[]): Uint8Array {
-  return exportEnsemble(seeds.map(s => ({ kind: 'cnn' as const, params: TensorSet.init(cnnParams(), s), buffers: TensorSet.init(cnnBuffers(), s + 1) })), weights);
+  return exportEnsemble(
+    seeds.map(s => ({
+      kind: 'cnn' as const,
+      params: TensorSet.init(cnnParams(), s),
+      buffers: TensorSet.init(cnnBuffers(), s + 1),
+    })),
+    weights,
+  );
 }
 
 /** n pseudo-random images with values in 0-1, and the same as UINT8 (rounded) pixels. */
@@ -59,7 +94,12 @@ export function images(n: number, seed: number): { unit: Float32Array; pixels: U
 }
 
 /** The model's outputs run directly on normalised input (x/255 - 0.5)/0.5. */
-export async function direct(model: Uint8Array, pixels: Uint8Array, n: number, shape = [n, 1, 28, 28]): Promise<Record<string, Float32Array>> {
+export async function direct(
+  model: Uint8Array,
+  pixels: Uint8Array,
+  n: number,
+  shape = [n, 1, 28, 28],
+): Promise<Record<string, Float32Array>> {
   const s = await createSession(model, { threads: 1 });
   try {
     const x = Float32Array.from(pixels, p => (p / 255 - 0.5) / 0.5);
@@ -79,7 +119,8 @@ export function output(res: any, name: string): { shape: number[]; data: number[
   let data: number[];
   if (raw && raw.length) {
     const b = new Uint8Array(raw);
-    data = o.datatype === 'FP32' ? Array.from(new Float32Array(b.buffer)) : Array.from(new BigInt64Array(b.buffer), Number);
+    data =
+      o.datatype === 'FP32' ? Array.from(new Float32Array(b.buffer)) : Array.from(new BigInt64Array(b.buffer), Number);
   } else {
     data = o.datatype === 'FP32' ? o.contents.fp32_contents : o.contents.int64_contents.map(Number);
   }
@@ -104,4 +145,7 @@ export function argmaxRows(p: ArrayLike<number>, classes = 10): number[] {
 }
 
 /** The value of a response parameter, whichever oneof field it uses. */
-export const param = (res: any, key: string) => { const p = res.parameters?.[key]; return p ? p[p.parameter_choice] : undefined; };
+export const param = (res: any, key: string) => {
+  const p = res.parameters?.[key];
+  return p ? p[p.parameter_choice] : undefined;
+};

@@ -1,7 +1,6 @@
 // SVG structure checks shared by the plot tests: a tiny XML parser and queries over its tree.
 import { strict as assert } from 'node:assert';
 
-
 export interface XmlNode {
   name: string;
   attrs: Record<string, string>;
@@ -28,8 +27,9 @@ export function parseXml(src: string): XmlNode {
     if (stray) throw new Error(`malformed markup at ${m.index}: ${src.slice(m.index, m.index + 40)}`);
     const top = stack[stack.length - 1];
     if (text !== undefined) {
-      if (text.includes('&') && /&(?!(lt|gt|amp|quot|apos|#\d+|#x[0-9a-f]+);)/i.test(text)) throw new Error(`bare & in text: ${text}`);
-      if (text.includes('>') ) throw new Error(`bare > in text: ${text}`);
+      if (text.includes('&') && /&(?!(lt|gt|amp|quot|apos|#\d+|#x[0-9a-f]+);)/i.test(text))
+        throw new Error(`bare & in text: ${text}`);
+      if (text.includes('>')) throw new Error(`bare > in text: ${text}`);
       if (stack.length === 1 && text.trim() !== '') throw new Error(`text outside the root: ${text}`);
       top.text += decode(text);
       continue;
@@ -65,7 +65,12 @@ export function all(node: XmlNode, pred: (n: XmlNode) => boolean, out: XmlNode[]
 
 export const hasClass = (cls: string) => (n: XmlNode) => (n.attrs.class ?? '').split(/\s+/).includes(cls);
 /** All text inside a node, including descendants. */
-export const textOf = (n: XmlNode): string => n.text + n.children.filter((c) => c.name !== 'title').map(textOf).join('');
+export const textOf = (n: XmlNode): string =>
+  n.text +
+  n.children
+    .filter(c => c.name !== 'title')
+    .map(textOf)
+    .join('');
 
 export const NUMERIC_ATTRS = ['x', 'y', 'x1', 'y1', 'x2', 'y2', 'cx', 'cy', 'r', 'width', 'height'];
 
@@ -90,7 +95,8 @@ export function checkSvg(svg: string, title: string): XmlNode {
   // every numeric attribute is a finite number; path data contains only numbers and commands
   for (const n of all(root, () => true)) {
     for (const a of NUMERIC_ATTRS) {
-      if (a in n.attrs && n.name !== 'svg') assert.ok(Number.isFinite(Number(n.attrs[a])), `<${n.name} ${a}="${n.attrs[a]}">`);
+      if (a in n.attrs && n.name !== 'svg')
+        assert.ok(Number.isFinite(Number(n.attrs[a])), `<${n.name} ${a}="${n.attrs[a]}">`);
     }
     if (n.name === 'path') assert.match(n.attrs.d, /^([ML]-?\d+(\.\d+)? -?\d+(\.\d+)?( |$))*$/, `path d: ${n.attrs.d}`);
   }
@@ -98,14 +104,13 @@ export function checkSvg(svg: string, title: string): XmlNode {
 }
 
 export function seriesGroups(root: XmlNode): XmlNode[] {
-  return all(root, (n) => n.name === 'g' && hasClass('series')(n));
+  return all(root, n => n.name === 'g' && hasClass('series')(n));
 }
 
 export function legendEntries(root: XmlNode): string[] {
-  return all(root, hasClass('legend-entry')).map((e) => textOf(e).trim());
+  return all(root, hasClass('legend-entry')).map(e => textOf(e).trim());
 }
 
 export function seriesColors(root: XmlNode): string[] {
-  return seriesGroups(root).map((g) => g.attrs.fill ?? all(g, (n) => n.name === 'path')[0]?.attrs.stroke);
+  return seriesGroups(root).map(g => g.attrs.fill ?? all(g, n => n.name === 'path')[0]?.attrs.stroke);
 }
-
