@@ -15,6 +15,8 @@ import { runsIn, runSummary, runDetails, runErrors, milBag, RunError, type RunRe
 export interface HttpOptions {
   /** A directory of `fleet train --out` runs (e.g. ./runs) the dashboard may show, besides the jobs' outputs. */
   runsDir?: string;
+  /** Who leads (the leader lease: coordinator/leader.ts), shown as `leader` in /api/cluster. */
+  leader?: () => object;
 }
 
 const WEB = path.join(path.dirname(fileURLToPath(import.meta.url)), '../dashboard/web');
@@ -58,7 +60,7 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
           res.end(data);
         });
       }
-      if (p === '/api/cluster') return send(200, c.clusterView());
+      if (p === '/api/cluster') return send(200, opts.leader ? { ...c.clusterView(), leader: opts.leader() } : c.clusterView());
       if (p === '/api/jobs') return send(200, c.jobsView());
       if (p === '/metrics') {
         c.monitor?.refresh();
