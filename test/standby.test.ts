@@ -149,4 +149,38 @@ describe('standby coordinator: one leader (a lease in JetStream KV), takeover af
     await b.stop();
     assert.equal(b.role, 'standby');
   });
+
+  it('a leader stalled past its lease stops leading at once, and leads again when nobody took over meanwhile', async () => {
+    const logs: string[] = [];
+    const a = await LeaderLease.open(bus.connection, { bucket: 'fleet-leader-stall', ttlMs: 1000, id: 'a', log: l => logs.push(l) });
+    let lost: string | null = null;
+    a.start(() => {}, why => { lost = why; });
+    await waitFor(() => a.role === 'leader', 5000, 'a to lead');
+    const epoch = a.epoch!;
+    const until = Date.now() + 1500;
+    while (Date.now() < until) { /* a long synchronous step: no renewal can run */ }
+    assert.equal(a.leading, false, 'not leading right after the stall, before any timer ran');
+    await waitFor(() => a.role === 'leader' && a.leading, 5000, 'a to lead again');
+    assert.equal(lost, null);
+    assert.ok(a.epoch! >= epoch);
+    assert.ok(logs.some(l => /coordinator a: leader lease renewed; leading again/.test(l)), logs.join('\n'));
+    await a.stop();
+  });
+
+  it('a leader that stops gracefully deletes its lease: the standby leads before the lease would have expired', async () => {
+    const ttlMs = 6000;
+    const a = await LeaderLease.open(bus.connection, { bucket: 'fleet-leader-handover', ttlMs, id: 'a' });
+    const b = await LeaderLease.open(bus.connection, { bucket: 'fleet-leader-handover', ttlMs, id: 'b' });
+    a.start(() => {}, () => {});
+    await waitFor(() => a.role === 'leader', 5000, 'a to lead');
+    let ledAt = 0;
+    b.start(() => { ledAt = Date.now(); }, () => {});
+    await waitFor(() => b.holder === 'a', 5000, 'b to see a lead');
+    const stoppedAt = Date.now();
+    await a.stop();
+    await waitFor(() => ledAt > 0, ttlMs, 'b to lead');
+    // a renewed at most ttl/3 before it stopped: its lease would have lived at least 2/3 ttl more
+    assert.ok(ledAt - stoppedAt < (2 * ttlMs) / 3, `b led ${ledAt - stoppedAt} ms after a stopped`);
+    await b.stop();
+  });
 });
