@@ -108,8 +108,6 @@ export default async function coordinator(argv: string[]): Promise<void> {
       .catch(e => { throw listenError(grpcAt![0], grpcAt![1], '--grpc', grpcCause(e)); });
     log(`coordinator: serving the jobs' models over gRPC on ${grpcAt[0]}:${bound}`);
   }
-  const base = server ? `http://${host}:${(server.address() as { port: number }).port}` : '';
-  log(`coordinator: state ${store.description}, outputs ${outDir ?? path.join(stateDir!, 'jobs', '<id>', 'out')}${server ? `, ${base}/api/cluster (dashboard ${base}/, metrics ${base}/metrics)` : ''}`);
   /** Starts acting: once at start-up, or when this coordinator becomes leader (a standby reads the jobs then). */
   const lead = async () => {
     // only the leader removes blobs no key points to: a standby would remove those the leader is writing
@@ -121,16 +119,22 @@ export default async function coordinator(argv: string[]): Promise<void> {
     for (const job of done) publishJobModel(modelsDir, job.id, jobOut(job.id));
   };
   let failure: Error | null = null;
-  await new Promise<void>(resolve => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    const fail = (e: Error) => { failure ??= e; resolve(); };
-    const leadOrFail = () => lead().catch(e => fail(e as Error));
-    if (!lease) void leadOrFail();
+  let wake = () => {}, signalled = false;
+  const fail = (e: Error) => { failure ??= e; wake(); };
+  let started: Promise<void> | null = null;
+  const leadOrFail = () => (started = lead().catch(e => fail(e as Error)));
+  const stop = () => { signalled = true; wake(); };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  if (!lease) await leadOrFail();
+  else {
     // its jobs are now another coordinator's: this one must not act again (a restart comes back as a standby)
-    else lease.start(() => void leadOrFail(), why => fail(new Error(`coordinator: lost the leader lease (${why}); exiting`)));
-  });
+    await lease.start(() => void leadOrFail(), why => fail(new Error(`coordinator: lost the leader lease (${why}); exiting`)));
+    await started; // a coordinator that leads at once has started when the line below says where it is
+  }
+  const base = server ? `http://${host}:${(server.address() as { port: number }).port}` : '';
+  log(`coordinator: state ${store.description}, outputs ${outDir ?? path.join(stateDir!, 'jobs', '<id>', 'out')}${server ? `, ${base}/api/cluster (dashboard ${base}/, metrics ${base}/metrics)` : ''}`);
+  if (!failure && !signalled) await new Promise<void>(resolve => { wake = resolve; });
   log(failure ? `coordinator: stopping: ${(failure as Error).message}` : 'coordinator: stopping');
   server?.close();
   await inference?.stop();

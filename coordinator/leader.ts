@@ -72,13 +72,13 @@ export class LeaderLease {
 
   /**
    * Starts trying to lead (at once, then every TTL/3). onLead: it became leader; onLose: it lost the lease for good
-   * (another coordinator may lead now: this one must not act again).
+   * (another coordinator may lead now: this one must not act again). Resolves after the first try.
    */
-  start(onLead: () => void, onLose: (why: string) => void): void {
+  start(onLead: () => void, onLose: (why: string) => void): Promise<void> {
     this.onLead = onLead;
     this.onLose = onLose;
     this.log(`coordinator ${this.id}: standby until it holds the leader lease (TTL ${this.ttlMs} ms)`);
-    void this.step();
+    const first = this.step();
     this.timer = setInterval(() => void this.step(), Math.max(100, Math.floor(this.ttlMs / 3)));
     // a leader whose renewals stop coming back (partition, stall) stops acting when its lease might expire,
     // even while a renewal request still hangs
@@ -88,6 +88,7 @@ export class LeaderLease {
       this.gauge();
       this.log(`coordinator ${this.id}: its leader lease was not renewed in time; it stops leading until a renewal succeeds`);
     }, 100);
+    return first;
   }
 
   view(): LeaderView {
