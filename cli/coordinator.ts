@@ -68,7 +68,9 @@ export default async function coordinator(argv: string[]): Promise<void> {
   try { if (values.grpc && values.grpc !== 'off') grpcAt = parseHostPort(values.grpc as string, '--grpc'); } catch (e) { throw new UsageError((e as Error).message); }
   const workerTimeoutMs = intOption(values, 'worker-timeout-ms', 10_000, 100, 3_600_000);
   const maxAttempts = intOption(values, 'max-attempts', 3, 1, 100);
-  if (stateDir && values['leader-ttl-ms'] !== undefined) throw new UsageError('--leader-ttl-ms: only with JetStream state (there is no leader lease with --state DIR)');
+  if (stateDir && values['leader-ttl-ms'] !== undefined) {
+    throw new UsageError('--leader-ttl-ms: only with JetStream state (there is no leader lease with --state DIR)');
+  }
   const leaderTtlMs = intOption(values, 'leader-ttl-ms', DEFAULT_LEADER_TTL_MS, 1000, 600_000);
   const nats = natsSettings(values);
   checkNatsFiles(nats); // a bad TLS or credentials file fails before anything else starts
@@ -82,7 +84,8 @@ export default async function coordinator(argv: string[]): Promise<void> {
   if (stateDir) store = new DirStateStore(stateDir);
   else {
     try {
-      store = js = await JetStreamStateStore.open(bus.connection, { bucket: values['state-bucket'] as string | undefined });
+      const bucket = values['state-bucket'] as string | undefined;
+      store = js = await JetStreamStateStore.open(bus.connection, { bucket });
       lease = await LeaderLease.open(bus.connection, { ttlMs: leaderTtlMs, log, metrics });
     } catch (e) {
       await bus.close(); // else the open connection keeps the process alive after the error
@@ -99,7 +102,8 @@ export default async function coordinator(argv: string[]): Promise<void> {
   // Listen before the coordinator takes part on the bus: a port in use must not leave a half-started coordinator
   // that already accepted jobs or leased tasks.
   const runsDir = values.runs === undefined ? undefined : path.resolve(values.runs as string);
-  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir, leader: lease ? () => lease.view() : undefined });
+  const leader = lease ? () => lease.view() : undefined;
+  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir, leader });
   let inference: InferenceServer | null = null;
   if (grpcAt) {
     fs.mkdirSync(modelsDir, { recursive: true });
@@ -129,7 +133,8 @@ export default async function coordinator(argv: string[]): Promise<void> {
   if (!lease) await leadOrFail();
   else {
     // its jobs are now another coordinator's: this one must not act again (a restart comes back as a standby)
-    await lease.start(() => void leadOrFail(), why => fail(new Error(`coordinator: lost the leader lease (${why}); exiting`)));
+    const lost = (why: string) => fail(new Error(`coordinator: lost the leader lease (${why}); exiting`));
+    await lease.start(() => void leadOrFail(), lost);
     await started; // a coordinator that leads at once has started when the line below says where it is
   }
   const base = server ? `http://${host}:${(server.address() as { port: number }).port}` : '';

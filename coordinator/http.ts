@@ -60,7 +60,9 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
           res.end(data);
         });
       }
-      if (p === '/api/cluster') return send(200, opts.leader ? { ...c.clusterView(), leader: opts.leader() } : c.clusterView());
+      if (p === '/api/cluster') {
+        return send(200, opts.leader ? { ...c.clusterView(), leader: opts.leader() } : c.clusterView());
+      }
       if (p === '/api/jobs') return send(200, c.jobsView());
       if (p === '/metrics') {
         c.monitor?.refresh();

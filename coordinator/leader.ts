@@ -21,7 +21,13 @@ const KEY = 'leader';
 
 /** suspended: a leader whose renewal is overdue (it acts again if a renewal still finds its own revision). */
 export type Role = 'standby' | 'leader' | 'suspended' | 'lost';
-export interface LeaderView { id: string; role: Role; leader: string | null; epoch: number | null; ttlMs: number }
+export interface LeaderView {
+  id: string;
+  role: Role;
+  leader: string | null;
+  epoch: number | null;
+  ttlMs: number;
+}
 
 export interface LeaderLeaseOptions {
   /** This coordinator's name in the lease, /api/cluster and the metric (default <host>-<pid>). */
@@ -49,7 +55,12 @@ export class LeaderLease {
   private onLead?: () => void;
   private onLose?: (why: string) => void;
 
-  private constructor(private readonly kv: KV, readonly id: string, readonly ttlMs: number, private readonly o: LeaderLeaseOptions) {
+  private constructor(
+    private readonly kv: KV,
+    readonly id: string,
+    readonly ttlMs: number,
+    private readonly o: LeaderLeaseOptions,
+  ) {
     this.log = o.log ?? (() => {});
     this.gauge();
   }
@@ -61,7 +72,10 @@ export class LeaderLease {
     const id = o.id ?? `${os.hostname()}-${process.pid}`.replace(/[^-\w.]/g, '_');
     const kv = await new Kvm(nc).create(bucket, { history: 1, ttl: ttlMs });
     const ttl = (await kv.status()).ttl;
-    if (ttl !== ttlMs) throw new Error(`leader bucket ${bucket}: its TTL is ${ttl} ms, not ${ttlMs} ms (use that TTL, or remove the bucket)`);
+    if (ttl !== ttlMs)
+      throw new Error(
+        `leader bucket ${bucket}: its TTL is ${ttl} ms, not ${ttlMs} ms (use that TTL, or remove the bucket)`,
+      );
     return new LeaderLease(kv, id, ttlMs, o);
   }
 
@@ -86,7 +100,9 @@ export class LeaderLease {
       if (this.role !== 'leader' || this.leading) return;
       this.role = 'suspended';
       this.gauge();
-      this.log(`coordinator ${this.id}: its leader lease was not renewed in time; it stops leading until a renewal succeeds`);
+      this.log(
+        `coordinator ${this.id}: its leader lease was not renewed in time; it stops leading until a renewal succeeds`,
+      );
     }, 100);
     return first;
   }
@@ -159,7 +175,10 @@ export class LeaderLease {
       this.holder = e?.operation === 'PUT' ? holderOf(e.value) : null;
       return;
     }
-    if (this.stopped) { await this.kv.delete(KEY, { previousSeq: rev }).catch(() => {}); return; }
+    if (this.stopped) {
+      await this.kv.delete(KEY, { previousSeq: rev }).catch(() => {});
+      return;
+    }
     this.revision = rev;
     this.epoch = rev;
     this.holder = this.id;
@@ -171,7 +190,9 @@ export class LeaderLease {
   }
 
   /** Margin for clock rate and the time the server took to store the write (ms). */
-  private margin(): number { return Math.min(1000, Math.floor(this.ttlMs / 6)); }
+  private margin(): number {
+    return Math.min(1000, Math.floor(this.ttlMs / 6));
+  }
 
   private lose(why: string) {
     this.role = 'lost';
@@ -182,7 +203,9 @@ export class LeaderLease {
     this.onLose?.(why);
   }
 
-  private value(): string { return JSON.stringify({ id: this.id, at: Date.now() }); }
+  private value(): string {
+    return JSON.stringify({ id: this.id, at: Date.now() });
+  }
 
   private gauge() {
     this.o.metrics?.coordinatorLeader.set({ coordinator: this.id }, this.role === 'leader' ? 1 : 0);
@@ -209,10 +232,16 @@ export function fencedStore(store: StateStore, lease: LeaderLease): StateStore {
   };
   return {
     description: store.description,
-    put: async (key, data) => { check(key); return store.put(key, data); },
+    put: async (key, data) => {
+      check(key);
+      return store.put(key, data);
+    },
     get: key => store.get(key),
     list: prefix => store.list(prefix),
-    delete: async key => { check(key); return store.delete(key); },
+    delete: async key => {
+      check(key);
+      return store.delete(key);
+    },
     close: () => store.close(),
   };
 }
