@@ -84,6 +84,8 @@ export interface CoordinatorOptions {
   maxWorkers?: number;
   /** Called once a job's outputs are written to outDir (e.g. to publish its model for serving). */
   onJobDone?: (jobId: string, outDir: string) => void;
+  /** False while this coordinator may not act (its leader lease lapsed: coordinator/leader.ts); default always true. */
+  leading?: () => boolean;
 }
 
 /** A completed transfer whose TaskResult has not arrived yet (subjects are not ordered with each other). */
@@ -173,7 +175,10 @@ export class Coordinator {
     this.subs.push(receive(this.bus, `${SUBJECTS.tensorPrefix}.>`, ['chunk'], this.rejections, (b, env) => this.reassembler.accept(b.value, env.sender)));
     this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, async msg => {
       let answer: object;
-      try {
+      // a coordinator whose leader lease lapsed takes no job and leases nothing until it is renewed (another one may
+      // lead by then); worker messages still count (its store writes are refused meanwhile: coordinator/leader.ts)
+      if (!this.leads()) answer = { ok: false, error: 'this coordinator does not hold the leader lease now: try again' };
+      else try {
         const spec = JSON.parse(new TextDecoder().decode(msg.data));
         answer = { ok: true, jobId: isDataParallelSpec(spec) ? this.dataParallel.submit(spec).id : this.submit(spec).id };
         await this.persisted(); // an ensemble job is in the store before the client hears of it
@@ -185,6 +190,7 @@ export class Coordinator {
     }, { queue: COORDINATOR_QUEUE }));
     // the submitter asks the coordinator that owns a job for its outcome; the others stay silent
     this.subs.push(this.bus.subscribe(`${SUBJECTS.jobResultPrefix}.*`, msg => {
+      if (!this.leads()) return;
       const outcome = this.outcome(msg.subject.slice(SUBJECTS.jobResultPrefix.length + 1));
       if (outcome && msg.reply) this.bus.respond(msg, jsonField(outcome));
     }));
@@ -213,6 +219,8 @@ export class Coordinator {
   async persisted(): Promise<void> {
     await this.writes;
   }
+
+  private leads(): boolean { return this.o.leading?.() ?? true; }
 
   /** A job's state as the submitter sees it (null for a job this coordinator does not own). */
   outcome(jobId: string): { state: string; ok?: boolean; summary?: Record<string, unknown>; error?: string } | null {
@@ -625,6 +633,7 @@ export class Coordinator {
 
   /** Expires leases and lost workers, and leases queued tasks to idle workers, taking the jobs in turn. */
   private tick() {
+    if (!this.leads()) return; // no lease expires, nothing is leased, until the leader lease is renewed
     const now = Date.now(), timeout = this.o.workerTimeoutMs ?? D.WORKER_TIMEOUT_MS;
     // partial transfers and results nobody claimed are dropped after a while (a worker died while sending)
     this.reassembler.sweep(now);

@@ -19,6 +19,8 @@ export interface HttpOptions {
   runsDir?: string;
   /** The bearer token that allows job mutations (POST /api/jobs, DELETE /api/jobs/<id>); without one they are off. */
   apiToken?: string;
+  /** Who leads (the leader lease: coordinator/leader.ts), shown as `leader` in /api/cluster. */
+  leader?: () => object;
 }
 
 /** A submitted job spec over HTTP: at most this many bytes. */
@@ -68,7 +70,9 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
           res.end(data);
         });
       }
-      if (p === '/api/cluster') return send(200, c.clusterView());
+      if (p === '/api/cluster') {
+        return send(200, opts.leader ? { ...c.clusterView(), leader: opts.leader() } : c.clusterView());
+      }
       if (p === '/api/jobs') return send(200, c.jobsView());
       const job = /^\/api\/jobs\/([^/]+)$/.exec(p);
       if (job) {

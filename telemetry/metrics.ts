@@ -35,6 +35,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean; labels?: Record<
     taskRetries: counter('fleet_task_retries_total', 'Tasks leased again after their worker was lost or their attempt failed.'),
     // fleet's job id is `fleet_job`: Prometheus reserves `job` for the scrape job (and renames ours exported_job)
     jobProgress: gauge('fleet_job_progress_ratio', 'Fraction of a running job that is done (0-1).', ['fleet_job'] as const),
+    coordinatorLeader: gauge('fleet_coordinator_leader', '1 while this coordinator holds the leader lease (it leads), 0 while it is a standby.', ['coordinator'] as const),
     stateWriteFailures: counter('fleet_state_write_failures_total', 'Job state writes (records, results, data-parallel checkpoints) that failed after every retry.'),
     // training (workers, and the coordinator for the jobs it tracks)
     trainingStep: histogram('fleet_training_step_duration_seconds', 'Duration of one training step (forward, backward, update).', STEP_BUCKETS, ['model'] as const),
