@@ -8,6 +8,7 @@ import { serveHttp, parseHostPort, readApiToken } from '../coordinator/http.ts';
 import { createMetrics } from '../telemetry/metrics.ts';
 import { listenError } from '../telemetry/listen.ts';
 import { InferenceServer } from '../serving/grpc-server.ts';
+import { restHandler } from '../serving/rest.ts';
 import { publishJobModel } from '../serving/publish.ts';
 import { DirStateStore, type StateStore } from '../coordinator/state-store.ts';
 import { JetStreamStateStore, DEFAULT_STATE_BUCKET } from '../coordinator/jetstream-state-store.ts';
@@ -40,7 +41,8 @@ ${NATS_HELP}  --state DIR         keep job state in this directory instead of Je
   --runs DIR          also show the fleet train runs under DIR on the dashboard (e.g. ./runs; default: only jobs)
   --grpc HOST:PORT    serve every finished job's model (published to <models>/<job-id>/1, <models> being
                       <state>/models, or <out-dir>/models with JetStream state) over KServe v2 gRPC, like
-                      fleet serve --models <models> (default off)
+                      fleet serve --models <models> (default off); --http then also speaks KServe v2
+                      REST for them (/v2/...)
   --worker-timeout-ms N  a worker silent this long is lost and its task re-leased (default 10000, 100..3600000)
   --max-attempts N    attempts before a failing task fails its job (default 3, at most 100)
   --leader-ttl-ms N   the leader lease expires this long after its last renewal: a standby takes over about
@@ -107,11 +109,15 @@ export default async function coordinator(argv: string[]): Promise<void> {
   // that already accepted jobs or leased tasks.
   const runsDir = values.runs === undefined ? undefined : path.resolve(values.runs as string);
   const leader = lease ? () => lease.view() : undefined;
-  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir, apiToken, leader });
   let inference: InferenceServer | null = null;
   if (grpcAt) {
     fs.mkdirSync(modelsDir, { recursive: true });
     inference = new InferenceServer({ models: modelsDir, bus, log, metrics });
+  }
+  // the jobs' models over REST on the same --http port (KServe v2 /v2/...), from the same server as gRPC
+  const rest = inference ? restHandler(inference) : undefined;
+  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir, apiToken, leader, inference: rest });
+  if (inference && grpcAt) {
     const bound = await inference.start(grpcAt[0], grpcAt[1])
       .catch(e => { throw listenError(grpcAt![0], grpcAt![1], '--grpc', grpcCause(e)); });
     log(`coordinator: serving the jobs' models over gRPC on ${grpcAt[0]}:${bound}`);

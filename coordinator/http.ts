@@ -21,6 +21,9 @@ export interface HttpOptions {
   apiToken?: string;
   /** Who leads (the leader lease: coordinator/leader.ts), shown as `leader` in /api/cluster. */
   leader?: () => object;
+  /** The KServe v2 REST binding for /v2/... when the coordinator serves models (wired by the CLI: the coordinator
+   *  does not import serving/); resolves false for a path it does not know. */
+  inference?: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<boolean>;
 }
 
 /** A submitted job spec over HTTP: at most this many bytes. */
@@ -57,6 +60,15 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
     };
     const url = new URL(req.url ?? '/', 'http://localhost');
     const p = url.pathname;
+    if (p === '/v2' || p.startsWith('/v2/')) {
+      const rest = opts.inference;
+      if (!rest) return send(404, { error: 'this coordinator serves no models (start it with --grpc HOST:PORT)' });
+      void rest(req, res).then(
+        handled => { if (!handled) send(404, { error: 'not found' }); },
+        () => { if (!res.headersSent) send(500, { error: 'internal error' }); },
+      );
+      return;
+    }
     if (req.method !== 'GET') {
       if (/^\/api\/jobs(\/[^/]+)?$/.test(p) && (req.method === 'POST' || req.method === 'DELETE')) return mutateJobs(c, req, p, opts.apiToken, send);
       return send(405, { error: `method ${req.method} not allowed` });

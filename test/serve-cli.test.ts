@@ -411,6 +411,21 @@ describe('serve: fleet coordinator --grpc serves the model of a finished ensembl
       });
       const want = await direct(fs.readFileSync(path.join(state, 'jobs', jobId, 'out', 'model.onnx')), pixels, 3);
       assert.ok(maxAbsDiff(output(r, 'probabilities').data, want.probabilities) < 1e-5);
+      // the same model over KServe v2 REST on the coordinator's --http port (JSON tensors, as the protocol says)
+      assert.equal((await fetch(`${c.api}/v2/models/${jobId}/ready`)).status, 200);
+      const rest = await fetch(`${c.api}/v2/models/${jobId}/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          inputs: [{ name: 'input', datatype: 'UINT8', shape: [3, IMG], data: Array.from(pixels) }],
+          outputs: [{ name: 'probabilities' }],
+        }),
+      });
+      assert.equal(rest.status, 200, await rest.clone().text());
+      const body = (await rest.json()) as { outputs: { name: string; data: number[] }[] };
+      const probs = body.outputs.find(o => o.name === 'probabilities')!.data;
+      assert.ok(maxAbsDiff(probs, want.probabilities) < 1e-5);
+      assert.equal((await fetch(`${c.api}/v2/models/nope/ready`)).status, 404);
     } finally {
       cl.close();
     }
