@@ -443,8 +443,3 @@ export class DataParallelWorker {
     return computeBackward(w, c, n, await this.transfers.get(w.upstreamTransferId));
   }
 }
-
-/** Starts a worker's data-parallel service on `bus`. */
-export function startDataParallel(bus: Transport, o: DataParallelOptions): DataParallelWorker {
-  return new DataParallelWorker(bus, o);
-}

@@ -4,6 +4,9 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+/** How long nvidia-smi may take to answer before the probe falls back to the /proc files (ms). */
+const NVIDIA_SMI_TIMEOUT_MS = 5000;
+
 export interface GpuProbe {
   /** The nvidia-smi command (default: looked up on the PATH). */
   nvidiaSmi?: string;
@@ -18,8 +21,17 @@ export function detectGpuName(probe: GpuProbe = {}): string {
 
 function fromNvidiaSmi(cmd: string): string {
   try {
-    const out = execFileSync(cmd, ['--query-gpu=name', '--format=csv,noheader'], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
-    return out.split('\n').map(l => l.trim()).find(l => l !== '') ?? '';
+    const out = execFileSync(cmd, ['--query-gpu=name', '--format=csv,noheader'], {
+      encoding: 'utf8',
+      timeout: NVIDIA_SMI_TIMEOUT_MS,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    return (
+      out
+        .split('\n')
+        .map(l => l.trim())
+        .find(l => l !== '') ?? ''
+    );
   } catch {
     return ''; // not installed, no driver, or no GPU
   }
@@ -28,12 +40,18 @@ function fromNvidiaSmi(cmd: string): string {
 /** Each GPU has a folder (its PCI address) with an `information` file holding a "Model:  NAME" line. */
 function fromProc(dir: string): string {
   let entries: string[];
-  try { entries = fs.readdirSync(dir).sort(); } catch { return ''; }
+  try {
+    entries = fs.readdirSync(dir).sort();
+  } catch {
+    return '';
+  }
   for (const e of entries) {
     try {
       const m = /^Model:\s*(.+?)\s*$/m.exec(fs.readFileSync(path.join(dir, e, 'information'), 'utf8'));
       if (m) return m[1];
-    } catch { /* unreadable entry: try the next */ }
+    } catch {
+      /* unreadable entry: try the next */
+    }
   }
   return '';
 }

@@ -19,9 +19,15 @@ export interface ThreadWorkerData {
 
 const d = workerData as ThreadWorkerData;
 const log = (line: string) => parentPort!.postMessage({ kind: 'log', line });
-const bus = inprocTransportFromPort(d.port, { onError: (e, subject) => log(`bus: handler for ${subject} failed: ${(e as Error).message}`) });
+const bus = inprocTransportFromPort(d.port, {
+  onError: (e, subject) => log(`bus: handler for ${subject} failed: ${(e as Error).message}`),
+});
 const worker = startWorker(bus, {
-  id: d.id, runtime: d.runtime, dataDir: d.dataDir, heartbeatMs: d.heartbeatMs, log,
+  id: d.id,
+  runtime: d.runtime,
+  dataDir: d.dataDir,
+  heartbeatMs: d.heartbeatMs,
+  log,
   checkpointDir: (_job, task) => taskCheckpointDir(d.checkpointRoot, task),
 });
 parentPort!.on('message', async (m: unknown) => {
