@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Transport } from '../bus/transport.ts';
-import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
+import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, jobProgressSubject } from '../bus/subjects.ts';
 import { taskCancelSubject } from '../bus/subjects.ts';
 import { serveJobsApi } from './jobs-api.ts';
 import { randomBytes } from 'node:crypto';
@@ -27,6 +27,8 @@ import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
 import { meteredTransport } from '../bus/metered-transport.ts';
 import { ClusterMonitor } from './monitor.ts';
 import { specChecker } from '../engine/util/spec-check.ts';
+import { WriteQueue } from './write-queue.ts';
+import { JobEvents, endJob, jobOutcome, newJobId, publishJobEnd, type JobOutcome } from './job-lifecycle.ts';
 
 
 /** What a client submits: the ensemble to train (runtime settings are the workers'). */
@@ -49,8 +51,7 @@ export interface JobRecord {
   tasks: TaskRecord[]; error?: string; summary?: Record<string, unknown>;
 }
 export type JobState = 'running' | 'done' | 'failed' | 'cancelled';
-/** One line of a job's history, as `fleet jobs logs` shows it. */
-export interface JobEvent { at: number; text: string }
+export type { JobEvent } from './job-lifecycle.ts';
 interface WorkerRecord {
   id: string; device: 'cpu' | 'cuda'; gpu: string; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost';
   /** Its last heartbeat: a worker that only announced itself is never leased a task. */
@@ -111,7 +112,7 @@ export class Coordinator {
   private readonly outputDir: (jobId: string) => string;
   private loaded?: Promise<void>;
   /** Store writes, in the order they were made (a job record never overtakes the result it refers to). */
-  private writes: Promise<unknown> = Promise.resolve();
+  private readonly writes: WriteQueue;
   /** Tasks whose result is being written to the store (a duplicate result meanwhile is ignored). */
   private readonly storing = new Set<TaskRecord>();
   /** Results stored during this run, by store key, so that combining a job need not read them back. */
@@ -122,7 +123,7 @@ export class Coordinator {
   private lastLeasedJob = '';
   private lastTick = Date.now();
   /** Each job's recent events (bounded per job, and in the number of jobs kept), for `fleet jobs logs`. */
-  private readonly events = new Map<string, JobEvent[]>();
+  private readonly events = new JobEvents();
 
   constructor(bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
@@ -132,6 +133,10 @@ export class Coordinator {
     if (!o.outputDir && !dir) throw new Error(`coordinator: state in ${this.store.description} needs a directory for job outputs`);
     this.outputDir = o.outputDir ?? (id => path.join(dir!, 'jobs', id, 'out'));
     this.metrics = o.metrics ?? createMetrics();
+    this.writes = new WriteQueue(this.store, this.log, () => {
+      this.stats.stateWriteFailures++;
+      this.metrics.stateWriteFailures.inc();
+    });
     this.bus = meteredTransport(bus, this.metrics);
     this.rejections = new Rejections({ counters: this.metrics, log: this.log, onReject: reason => {
       this.stats.rejected++;
@@ -211,16 +216,13 @@ export class Coordinator {
 
   /** Resolves when every store write made so far (ensemble and data-parallel jobs) has finished (or failed, logged and counted). */
   async persisted(): Promise<void> {
-    await this.writes;
+    await this.writes.settled();
   }
 
   /** A job's state as the submitter sees it (null for a job this coordinator does not own). */
-  outcome(jobId: string): { state: string; ok?: boolean; summary?: Record<string, unknown>; error?: string } | null {
+  outcome(jobId: string): JobOutcome | null {
     const j = this.jobs.get(jobId) ?? this.dataParallel.view().find(x => x.id === jobId);
-    if (!j) return null;
-    if (j.state === 'running') return { state: 'running' };
-    if (j.state === 'done') return { state: 'done', ok: true, summary: j.summary };
-    return { state: j.state === 'cancelled' ? 'cancelled' : 'failed', ok: false, error: j.error };
+    return j ? jobOutcome(j) : null;
   }
 
   /**
@@ -235,9 +237,7 @@ export class Coordinator {
     }
     if (job.state === 'cancelled') return { ok: true, state: 'cancelled' };
     if (job.state !== 'running') return { ok: false, error: `job ${jobId} is already ${job.state}` };
-    job.state = 'cancelled';
-    job.error = `cancelled by ${by}`;
-    job.finishedAt = Date.now();
+    endJob(job, 'cancelled', `cancelled by ${by}`);
     for (const t of job.tasks) {
       if (t.state === 'leased' && t.worker && t.token) {
         this.bus.publish(taskCancelSubject(t.worker), jsonField({ jobId, taskId: t.task.id, attempt: t.attempts, leaseToken: t.token }));
@@ -250,29 +250,23 @@ export class Coordinator {
     this.save(job);
     this.log(`job ${jobId}: cancelled by ${by}`);
     this.jobEvent(jobId, `cancelled by ${by}`);
-    this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: false, error: job.error }));
+    publishJobEnd(this.bus, job);
     return { ok: true, state: 'cancelled' };
   }
 
   /** Adds a line to a job's history (the oldest lines, and the oldest jobs' histories, go first). */
   jobEvent(jobId: string, text: string): void {
-    let list = this.events.get(jobId);
-    if (!list) {
-      this.events.set(jobId, list = []);
-      if (this.events.size > D.JOB_EVENT_JOBS) this.events.delete(this.events.keys().next().value!);
-    }
-    list.push({ at: Date.now(), text });
-    if (list.length > D.JOB_EVENTS) list.splice(0, list.length - D.JOB_EVENTS);
+    this.events.add(jobId, text);
   }
 
   /** A job's recent events (empty for a job this coordinator saw nothing of since it started). */
-  jobEvents(jobId: string): JobEvent[] { return this.events.get(jobId) ?? []; }
+  jobEvents(jobId: string) { return this.events.of(jobId); }
 
   /** Validates a submitted spec (untrusted JSON) and queues its tasks; throws naming the first bad field. */
   submit(spec: JobSpec): JobRecord {
     validateJobSpec(spec);
     checkEnsemble({ ...spec, runtime: {} });
-    const id = `job-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+    const id = newJobId();
     const tasks = ensembleTasks({ ...spec, runtime: {} }).map(t => ({ task: { ...t, checkpointDir: undefined }, state: 'queued' as TaskState, attempts: 0 }));
     const job: JobRecord = { id, spec, state: 'running', submittedAt: Date.now(), tasks };
     this.jobs.set(id, job);
@@ -581,15 +575,13 @@ export class Coordinator {
       writes.push(writeFileAtomicAsync(outputPath(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n'));
       await Promise.all(writes);
       if (job.state !== 'running') return; // cancelled while its outputs were written
-      job.summary = { ...summary, out };
-      job.state = 'done';
-      job.finishedAt = Date.now();
+      endJob(job, 'done', { ...summary, out });
       this.rows.delete(job.id);
       this.save(job);
       this.log(`job ${job.id}: finished, test accuracy ${summary.test_accuracy}`);
       this.jobEvent(job.id, `finished: test accuracy ${summary.test_accuracy}`);
       try { this.o.onJobDone?.(job.id, out); } catch (e) { this.log(`job ${job.id}: onJobDone failed: ${(e as Error).message}`); }
-      this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: true, summary: job.summary }));
+      publishJobEnd(this.bus, job);
     } catch (e) {
       this.fail(job, `combining the members failed: ${(e as Error).message}`);
     }
@@ -598,13 +590,11 @@ export class Coordinator {
   private fail(job: JobRecord, error: string) {
     for (const t of job.tasks) this.stored.delete(resultKey(job.id, t.task.id));
     this.rows.delete(job.id);
-    job.state = 'failed';
-    job.error = error;
-    job.finishedAt = Date.now();
+    endJob(job, 'failed', error);
     this.save(job);
     this.log(`job ${job.id}: failed: ${error}`);
     this.jobEvent(job.id, `failed: ${error}`);
-    this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: false, error }));
+    publishJobEnd(this.bus, job);
   }
 
   /** Back to the queue; a lease that only lapsed (no word from its worker) keeps its token, so its holder can reclaim it. */
@@ -709,25 +699,7 @@ export class Coordinator {
 
   /** Queues a write behind the earlier ones; retried a few times (a store on NATS can be briefly unreachable). */
   private write(key: string, data: Uint8Array | string): Promise<boolean> {
-    const attempt = async (): Promise<boolean> => {
-      for (let i = 1; ; i++) {
-        try {
-          await this.store.put(key, data);
-          return true;
-        } catch (e) {
-          if (i === D.WRITE_ATTEMPTS) {
-            this.stats.stateWriteFailures++;
-            this.metrics.stateWriteFailures.inc();
-            this.log(`${this.store.description}: writing ${key} failed after ${i} attempts: ${(e as Error).message}`);
-            return false;
-          }
-          await new Promise(r => setTimeout(r, D.WRITE_RETRY_MS * 2 ** (i - 1)));
-        }
-      }
-    };
-    const done = this.writes.then(attempt);
-    this.writes = done;
-    return done;
+    return this.writes.write(key, data);
   }
 
   /** Writes the job record as it is now (the snapshot is taken at once, the write happens in order). */
