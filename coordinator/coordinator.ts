@@ -8,10 +8,9 @@ import type { Transport } from '../bus/transport.ts';
 import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, jobProgressSubject } from '../bus/subjects.ts';
 import { taskCancelSubject } from '../bus/subjects.ts';
 import { serveJobsApi } from './jobs-api.ts';
-import { randomBytes } from 'node:crypto';
-import { encodeEnvelope, parseJsonField, jsonField, Device, type BodyKind, type BodyMap } from '../bus/codec.ts';
+import { encodeEnvelope, parseJsonField, jsonField, type BodyKind, type BodyMap } from '../bus/codec.ts';
 import { receive, Rejections, type RejectReason } from '../bus/receive.ts';
-import { checkId, isId } from '../util/ids.ts';
+import { checkId } from '../util/ids.ts';
 import { checkMemberResult, expectedRows } from '../engine/ensemble/result-check.ts';
 import * as D from './defaults.ts';
 import { Reassembler } from '../bus/chunking.ts';
@@ -28,38 +27,22 @@ import { meteredTransport } from '../bus/metered-transport.ts';
 import { ClusterMonitor } from './monitor.ts';
 import { specChecker } from '../engine/util/spec-check.ts';
 import { WriteQueue } from './write-queue.ts';
+import {
+  grantLease, leaseExpiry, leaseMismatch, missedBeat, readoptLease, refusedAsBusy, unlease, type TaskRecord, type TaskState,
+} from './leases.ts';
+import { WorkerRegistry, type WorkerRecord } from './workers.ts';
 import { JobEvents, endJob, jobOutcome, newJobId, publishJobEnd, type JobOutcome } from './job-lifecycle.ts';
 
 
 /** What a client submits: the ensemble to train (runtime settings are the workers'). */
 export type JobSpec = Omit<EnsembleOptions, 'runtime' | 'workers' | 'out' | 'onBatch' | 'onEpoch' | 'log'>;
 
-type TaskState = 'queued' | 'leased' | 'done' | 'failed' | 'cancelled';
-interface TaskRecord {
-  task: MemberTask; state: TaskState; attempts: number; worker?: string; leasedAt?: number; error?: string;
-  /** The current lease's secret: only messages carrying it count (persisted, so a restarted coordinator knows it). */
-  token?: string;
-  /** The token of the lease before the current one (restored when a worker refuses the current one as busy). */
-  previousToken?: string;
-  /** When a heartbeat of the lease holder last listed this lease, and how many of its heartbeats since did not. */
-  confirmedAt?: number; missed?: number;
-  /** The result transfer its TaskResult named, that payload's SHA-256 (hex), and when the TaskResult came. */
-  transferId?: string; resultSha256?: string; resultAt?: number;
-}
 export interface JobRecord {
   id: string; spec: JobSpec; state: JobState; submittedAt: number; finishedAt?: number;
   tasks: TaskRecord[]; error?: string; summary?: Record<string, unknown>;
 }
 export type JobState = 'running' | 'done' | 'failed' | 'cancelled';
 export type { JobEvent } from './job-lifecycle.ts';
-interface WorkerRecord {
-  id: string; device: 'cpu' | 'cuda'; gpu: string; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost';
-  /** Its last heartbeat: a worker that only announced itself is never leased a task. */
-  heartbeatAt?: number;
-  /** Training images the worker reports having processed (from its heartbeats). */
-  samplesProcessed?: number;
-}
-
 export interface CoordinatorOptions {
   /** Where job records and task results are kept (give this or stateDir). */
   store?: StateStore;
@@ -91,7 +74,9 @@ export interface CoordinatorOptions {
 interface Unclaimed { result: MemberResult; payload: Uint8Array; sha256: string; at: number }
 
 export class Coordinator {
-  readonly workers = new Map<string, WorkerRecord>();
+  readonly workers: Map<string, WorkerRecord>;
+  /** Announcements, heartbeats and lost workers (its map is `workers`). */
+  private readonly registry: WorkerRegistry;
   readonly jobs = new Map<string, JobRecord>();
   readonly stats = { malformed: 0, rejected: 0, reassemblyFailures: 0, leases: 0, releases: 0, results: 0, stateWriteFailures: 0 };
   readonly store: StateStore;
@@ -142,6 +127,8 @@ export class Coordinator {
       this.stats.rejected++;
       if (reason === 'malformed' || reason === 'wrong_kind') this.stats.malformed++;
     } });
+    this.registry = new WorkerRegistry({ rejections: this.rejections, log: this.log, maxWorkers: o.maxWorkers ?? D.MAX_WORKERS });
+    this.workers = this.registry.map;
     this.dataParallel = new DataParallelJobs({
       bus: this.bus, workers: this.workers, busyWithEnsemble: id => this.leasedTo(id).length > 0, store: this.store,
       write: (key, data) => this.write(key, data), outDir: id => this.outDir(id), log: this.log, metrics: this.metrics,
@@ -312,25 +299,7 @@ export class Coordinator {
   }
 
   private onAnnounce(a: BodyMap['announce'], sender: string) {
-    if (!isId(a.workerId) || a.workerId.includes('.')) return this.rejections.reject('announce', 'bad_id', `worker id ${JSON.stringify(a.workerId)}`);
-    if (sender !== a.workerId) return this.rejections.reject('announce', 'wrong_sender', `${sender} announced ${a.workerId}`);
-    const w = this.workers.get(a.workerId);
-    if (!w && this.workers.size >= (this.o.maxWorkers ?? D.MAX_WORKERS) && !this.forgetLostWorker()) {
-      return this.rejections.reject('announce', 'over_capacity', `${this.workers.size} workers tracked; ${a.workerId} not added`);
-    }
-    const record: WorkerRecord = { id: a.workerId, device: a.device === Device.CUDA ? 'cuda' : 'cpu', gpu: a.gpuName, threads: a.threads, version: a.version,
-      lastSeen: Date.now(), heartbeatAt: w?.heartbeatAt, running: w?.running ?? [], state: w?.state === 'busy' ? 'busy' : 'idle' };
-    if (!w) this.log(`worker ${a.workerId} joined (${record.device}${record.gpu ? ` on ${record.gpu}` : ''}, ${a.threads} threads, fleet ${a.version})`);
-    this.workers.set(a.workerId, record);
-    this.tick();
-  }
-
-  /** Forgets the lost worker heard of longest ago; false when no worker is lost. */
-  private forgetLostWorker(): boolean {
-    let oldest: WorkerRecord | undefined;
-    for (const w of this.workers.values()) if (w.state === 'lost' && (!oldest || w.lastSeen < oldest.lastSeen)) oldest = w;
-    if (oldest) this.workers.delete(oldest.id);
-    return !!oldest;
+    if (this.registry.announce(a, sender)) this.tick();
   }
 
   /** The task (job, task id) of a running job, if there is one. */
@@ -341,14 +310,9 @@ export class Coordinator {
   }
 
   private onHeartbeat(h: BodyMap['heartbeat'], sender: string) {
-    if (sender !== h.workerId) return this.rejections.reject('heartbeat', 'wrong_sender', `${sender} sent ${h.workerId}'s heartbeat`);
-    const w = this.workers.get(h.workerId);
-    if (!w) return; // announces come every few heartbeats: wait for one to learn the worker's capabilities
     const now = Date.now();
-    if (w.state === 'lost') this.log(`worker ${w.id} is back`);
-    w.lastSeen = w.heartbeatAt = now;
-    w.running = h.runningTaskIds;
-    w.samplesProcessed = h.samplesProcessed ?? 0;
+    const w = this.registry.heartbeat(h, sender, now);
+    if (!w) return;
     // a lease stays alive only while its worker's heartbeats list it with its token; after a coordinator restart,
     // a worker still training a requeued task keeps it (the token was persisted with the job)
     const claimed = new Set<TaskRecord>();
@@ -368,10 +332,7 @@ export class Coordinator {
     // (several heartbeats in a row: one sent before the lease arrived may be read late, after a stall)
     for (const t of leased) {
       if (claimed.has(t) || t.transferId) continue;
-      t.missed = (t.missed ?? 0) + 1;
-      if (t.missed >= D.LEASE_UNCONFIRMED_BEATS && now - (t.confirmedAt ?? t.leasedAt ?? 0) > D.LEASE_UNCONFIRMED_MS) {
-        this.requeue(t, `worker ${w.id} is not running it`);
-      }
+      if (missedBeat(t, now)) this.requeue(t, `worker ${w.id} is not running it`);
     }
     this.tick();
   }
@@ -392,7 +353,7 @@ export class Coordinator {
    * restart, keeps its task instead of training it twice.
    */
   private readopt(job: JobRecord, t: TaskRecord, workerId: string) {
-    t.state = 'leased'; t.worker = workerId; t.leasedAt = t.confirmedAt = Date.now(); t.missed = 0;
+    readoptLease(t, workerId);
     this.log(`job ${job.id}: ${t.task.id} is running on ${workerId} (attempt ${t.attempts})`);
   }
 
@@ -406,11 +367,7 @@ export class Coordinator {
     if (!t) return { reason: 'unknown_task', detail: what };
     if (job.state !== 'running' || t.state === 'done' || this.storing.has(t)) return { reason: 'duplicate', detail: `${what}: already finished` };
     if (t.state === 'queued' && token && token === t.token && attempt === t.attempts) this.readopt(job, t, sender);
-    if (t.state !== 'leased') return { reason: 'not_leased', detail: `${what}: the task is ${t.state}` };
-    if (t.worker !== sender) return { reason: 'wrong_worker', detail: `${what}: leased to ${t.worker}` };
-    if (attempt !== t.attempts) return { reason: 'stale_attempt', detail: `${what}: attempt ${attempt}, current ${t.attempts}` };
-    if (!token || token !== t.token) return { reason: 'wrong_token', detail: what };
-    return null;
+    return leaseMismatch(t, sender, attempt, token, what);
   }
 
   private onResult(r: BodyMap['result'], sender: string) {
@@ -426,8 +383,7 @@ export class Coordinator {
       if (busy.ok && (busy.value as { busy?: boolean } | null)?.busy) {
         // not a failure of the task: the worker still runs something else (e.g. from before a coordinator restart);
         // the lease before this one, if it only lapsed, is the current one again (its holder may still reclaim it)
-        t.attempts--;
-        t.token = t.previousToken;
+        refusedAsBusy(t);
         if (w) w.state = 'busy';
         this.requeue(t, r.error, false, true);
         return;
@@ -601,11 +557,7 @@ export class Coordinator {
   private requeue(t: TaskRecord, why: string, countsAsRelease = true, lapsed = false) {
     this.log(`task ${t.task.id}: back in the queue (${why})`);
     if (countsAsRelease) { this.stats.releases++; this.metrics.taskRetries.inc(); }
-    t.state = 'queued';
-    t.worker = undefined;
-    t.transferId = undefined;
-    t.resultSha256 = undefined;
-    if (!lapsed) t.token = undefined; // the old lease's messages no longer count
+    unlease(t, lapsed);
   }
 
   /** The tasks a worker is training for us (not those whose result it sent and that are being stored). */
@@ -619,13 +571,7 @@ export class Coordinator {
     // partial transfers and results nobody claimed are dropped after a while (a worker died while sending)
     this.reassembler.sweep(now);
     for (const [key, u] of this.unclaimed) if (now - u.at > D.UNCLAIMED_TRANSFER_MS) this.dropUnclaimed(key);
-    for (const w of this.workers.values()) {
-      if (w.state !== 'lost' && now - w.lastSeen > timeout) {
-        w.state = 'lost';
-        this.log(`worker ${w.id} lost (no heartbeat for ${Math.round((now - w.lastSeen) / 1000)} s)`);
-      }
-      if (w.state === 'lost' && now - w.lastSeen > D.FORGET_LOST_WORKER_MS) this.workers.delete(w.id);
-    }
+    this.registry.prune(now, timeout);
     // after this process stalled (a long synchronous step), heartbeats that did arrive wait behind this timer:
     // no lease expires on this tick
     const stalled = now - this.lastTick > Math.max(1000, 4 * (this.o.tickMs ?? D.TICK_MS));
@@ -634,14 +580,11 @@ export class Coordinator {
       if (job.state !== 'running') continue;
       for (const t of job.tasks) {
         if (t.state !== 'leased' || this.storing.has(t)) continue;
-        if (t.transferId) {
-          if (now - (t.resultAt ?? 0) > D.RESULT_TRANSFER_WAIT_MS) this.requeue(t, `its result transfer ${t.transferId} did not arrive`);
-        } else if (now - (t.confirmedAt ?? t.leasedAt ?? 0) > timeout) {
-          this.requeue(t, `no heartbeat of ${t.worker} listed it for ${Math.round(timeout / 1000)} s`, true, true);
-        }
+        const expired = leaseExpiry(t, now, timeout);
+        if (expired) this.requeue(t, expired.why, true, expired.lapsed);
       }
     }
-    this.exportWorkerInfo();
+    this.registry.exportInfo(this.metrics);
     this.dataParallel.tick(now);
     this.leaseQueued(now, timeout);
   }
@@ -652,7 +595,7 @@ export class Coordinator {
    * large one therefore gets the next free worker, not the one after all of the large job's tasks.
    */
   private leaseQueued(now: number, timeout: number) {
-    const idle = [...this.workers.values()].filter(w => w.state === 'idle' && now - (w.heartbeatAt ?? -Infinity) <= timeout);
+    const idle = this.registry.idle(now, timeout);
     if (!idle.length) return;
     const running = [...this.jobs.values()].filter(j => j.state === 'running').sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1));
     let i = Math.max(0, running.findIndex(j => j.id === this.lastLeasedJob) + 1);
@@ -672,27 +615,18 @@ export class Coordinator {
   }
 
   private lease(job: JobRecord, t: TaskRecord, w: WorkerRecord, now: number, timeout: number) {
-    t.state = 'leased'; t.worker = w.id; t.leasedAt = now; t.confirmedAt = undefined; t.missed = 0; t.attempts++;
-    t.previousToken = t.token; // a lapsed lease's token, given back if this lease is refused
-    t.token = randomBytes(16).toString('hex');
+    const token = grantLease(t, w.id, now);
     w.state = 'busy';
     this.stats.leases++;
     this.save(job);
     this.log(`job ${job.id}: ${t.task.id} leased to ${w.id} (attempt ${t.attempts})`);
     this.jobEvent(job.id, `${t.task.id}: leased to ${w.id} (attempt ${t.attempts})`);
     this.bus.publish(taskLeaseSubject(w.id), encodeEnvelope({ kind: 'lease', value: {
-      taskId: t.task.id, jobId: job.id, attempt: t.attempts, leaseMs: timeout, taskJson: jsonField(t.task), leaseToken: t.token } }, 'coordinator'));
+      taskId: t.task.id, jobId: job.id, attempt: t.attempts, leaseMs: timeout, taskJson: jsonField(t.task), leaseToken: token } }, 'coordinator'));
     const leased: BodyMap['progress'] = {
       taskId: t.task.id, jobId: job.id, epoch: 0, batch: 0, batches: 0, loss: 0, metricsJson: jsonField({ event: 'leased', worker: w.id, attempt: t.attempts }) };
     this.monitor?.onProgress(leased);
     this.bus.publish(jobProgressSubject(job.id), encodeEnvelope({ kind: 'progress', value: leased }, 'coordinator'));
-  }
-
-  /** fleet_worker_info: one series per connected worker; a lost worker's series goes away. */
-  private exportWorkerInfo() {
-    const info = this.metrics.workerInfo;
-    info.reset();
-    for (const w of this.workers.values()) if (w.state !== 'lost') info.set({ worker: w.id, device: w.device, gpu: w.gpu }, 1);
   }
 
   outDir(jobId: string) { return this.outputDir(checkId('job id', jobId)); }
