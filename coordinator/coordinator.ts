@@ -1,12 +1,12 @@
 // The coordinator: keeps the cluster view (workers, jobs, tasks), leases queued tasks to idle workers,
 // re-leases the tasks of workers whose heartbeats stop, collects results (chunked transfers), persists job
 // state in a StateStore (a directory, or JetStream) so a restarted coordinator resumes, and combines a
-// finished ensemble job.
-import * as fs from 'node:fs';
+// finished ensemble job. Its parts: workers.ts (registry), leases.ts (lease table, tokens), write-queue.ts
+// (ordered store writes), job-lifecycle.ts (job ends, outcomes, history; shared with data-parallel-job.ts),
+// ensemble-jobs.ts (specs, records, store format, outputs); this class wires them to the bus.
 import * as path from 'node:path';
 import type { Transport } from '../bus/transport.ts';
-import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, jobProgressSubject } from '../bus/subjects.ts';
-import { taskCancelSubject } from '../bus/subjects.ts';
+import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, taskCancelSubject, jobProgressSubject } from '../bus/subjects.ts';
 import { serveJobsApi } from './jobs-api.ts';
 import { encodeEnvelope, parseJsonField, jsonField, type BodyKind, type BodyMap } from '../bus/codec.ts';
 import { receive, Rejections, type RejectReason } from '../bus/receive.ts';
@@ -14,35 +14,26 @@ import { checkId } from '../util/ids.ts';
 import { checkMemberResult, expectedRows } from '../engine/ensemble/result-check.ts';
 import * as D from './defaults.ts';
 import { Reassembler } from '../bus/chunking.ts';
-import { ensembleTasks, combineEnsemble, checkEnsemble, ENSEMBLE_KINDS, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
-import { DATASETS } from '../engine/data/datasets.ts';
-import { ensembleOutputs, memberFiles, memberModelPath, outputPath } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
-import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
-import { writeFileAtomic, writeFileAtomicAsync } from '../engine/util/atomic.ts';
+import type { MemberResult } from '../engine/ensemble/tasks.ts';
 import { DataParallelJobs, isDataParallelSpec, type DataParallelOptions } from './data-parallel-job.ts';
 import { DirStateStore, type StateStore } from './state-store.ts';
 import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
 import { meteredTransport } from '../bus/metered-transport.ts';
 import { ClusterMonitor } from './monitor.ts';
-import { specChecker } from '../engine/util/spec-check.ts';
 import { WriteQueue } from './write-queue.ts';
 import {
-  grantLease, leaseExpiry, leaseMismatch, missedBeat, readoptLease, refusedAsBusy, unlease, type TaskRecord, type TaskState,
+  jobKey, jobView, newEnsembleJob, readJobRecords, resultKey, writeJobOutputs, writeMemberFiles, type JobRecord, type JobSpec,
+} from './ensemble-jobs.ts';
+import {
+  grantLease, leaseExpiry, leaseMismatch, missedBeat, readoptLease, refusedAsBusy, unlease, type TaskRecord,
 } from './leases.ts';
 import { WorkerRegistry, type WorkerRecord } from './workers.ts';
-import { JobEvents, endJob, jobOutcome, newJobId, publishJobEnd, type JobOutcome } from './job-lifecycle.ts';
+import { JobEvents, endJob, jobOutcome, publishJobEnd, type JobOutcome } from './job-lifecycle.ts';
 
-
-/** What a client submits: the ensemble to train (runtime settings are the workers'). */
-export type JobSpec = Omit<EnsembleOptions, 'runtime' | 'workers' | 'out' | 'onBatch' | 'onEpoch' | 'log'>;
-
-export interface JobRecord {
-  id: string; spec: JobSpec; state: JobState; submittedAt: number; finishedAt?: number;
-  tasks: TaskRecord[]; error?: string; summary?: Record<string, unknown>;
-}
-export type JobState = 'running' | 'done' | 'failed' | 'cancelled';
 export type { JobEvent } from './job-lifecycle.ts';
+export { validateJobSpec, type JobSpec, type JobRecord, type JobState } from './ensemble-jobs.ts';
+
 export interface CoordinatorOptions {
   /** Where job records and task results are kept (give this or stateDir). */
   store?: StateStore;
@@ -152,6 +143,15 @@ export class Coordinator {
     return (this.loaded ??= this.loadJobs());
   }
 
+  /** Restores the jobs of the store (ensemble-jobs.ts readJobRecords). */
+  private async loadJobs() {
+    for (const job of await readJobRecords(this.store, this.log)) {
+      this.jobs.set(job.id, job);
+      const done = job.tasks.filter(t => t.state === 'done').length;
+      if (job.state === 'running') this.log(`job ${job.id}: resumed (${done}/${job.tasks.length} tasks done)`);
+    }
+  }
+
   /** Loads the jobs, then starts listening; resolves once persisted data-parallel jobs are loaded too. */
   async start(): Promise<void> {
     await this.load(); // before listening: a result for a job not loaded yet would be dropped
@@ -251,11 +251,8 @@ export class Coordinator {
 
   /** Validates a submitted spec (untrusted JSON) and queues its tasks; throws naming the first bad field. */
   submit(spec: JobSpec): JobRecord {
-    validateJobSpec(spec);
-    checkEnsemble({ ...spec, runtime: {} });
-    const id = newJobId();
-    const tasks = ensembleTasks({ ...spec, runtime: {} }).map(t => ({ task: { ...t, checkpointDir: undefined }, state: 'queued' as TaskState, attempts: 0 }));
-    const job: JobRecord = { id, spec, state: 'running', submittedAt: Date.now(), tasks };
+    const job = newEnsembleJob(spec);
+    const { id, tasks } = job;
     this.jobs.set(id, job);
     this.save(job);
     this.log(`job ${id}: ${spec.kind} ensemble of ${spec.members}, ${tasks.length} task(s)`);
@@ -278,7 +275,7 @@ export class Coordinator {
 
   /** The jobs served at /api/jobs. */
   jobsView() {
-    return [...this.jobs.values()].map(j => this.jobView(j)).concat(this.dataParallel.view());
+    return [...this.jobs.values()].map(j => jobView(j)).concat(this.dataParallel.view());
   }
 
   /** One job as /api/jobs/<id> and `fleet jobs status` show it (null when this coordinator does not own it). */
@@ -286,16 +283,9 @@ export class Coordinator {
     const j = this.jobs.get(jobId);
     if (j) {
       const tasks = j.tasks.map(t => ({ task: t.task.id, state: t.state, worker: t.worker, attempts: t.attempts }));
-      return { ...this.jobView(j), epochs: j.spec?.epochs, model: j.spec?.model ?? 'cnn', progress: this.monitor?.progressOf(j.id), taskStates: tasks };
+      return { ...jobView(j), epochs: j.spec?.epochs, model: j.spec?.model ?? 'cnn', progress: this.monitor?.progressOf(j.id), taskStates: tasks };
     }
     return this.dataParallel.view().find(x => x.id === jobId) ?? null;
-  }
-
-  private jobView(j: JobRecord): Record<string, unknown> {
-    return {
-      id: j.id, state: j.state, kind: j.spec?.kind, members: j.spec?.members, submittedAt: j.submittedAt, finishedAt: j.finishedAt,
-      done: j.tasks.filter(t => t.state === 'done').length, tasks: j.tasks.length, error: j.error, summary: j.summary,
-    };
   }
 
   private onAnnounce(a: BodyMap['announce'], sender: string) {
@@ -490,21 +480,8 @@ export class Coordinator {
     this.jobEvent(job.id, `${t.task.id}: done (${count})`);
     if (job.tasks.every(x => x.state === 'done')) await this.complete(job);
     else {
-      try { this.writeMemberFiles(job, result); } catch (e) { this.log(`job ${job.id}: writing ${t.task.id}'s model failed (retried at the end): ${(e as Error).message}`); }
+      try { writeMemberFiles(job, result, this.outDir(job.id)); } catch (e) { this.log(`job ${job.id}: writing ${t.task.id}'s model failed (retried at the end): ${(e as Error).message}`); }
     }
-  }
-
-  /** A member's own model file(s), written as its result arrives, while the others still train: off the job's end. */
-  private writeMemberFiles(job: JobRecord, result: MemberResult) {
-    const out = this.outDir(job.id);
-    for (const m of result.members) for (const [name, content] of Object.entries(memberFiles(job.spec, m))) writeFileAtomic(outputPath(out, name), content);
-  }
-
-  /** Writes the member files of a result that are not there yet (without exporting those that are). */
-  private memberFileWrites(job: JobRecord, result: MemberResult): Promise<void>[] {
-    const out = this.outDir(job.id);
-    return result.members.filter(m => !fs.existsSync(outputPath(out, memberModelPath(m.name))))
-      .flatMap(m => Object.entries(memberFiles(job.spec, m)).map(([name, content]) => writeFileAtomicAsync(outputPath(out, name), content)));
   }
 
   private async complete(job: JobRecord) {
@@ -521,15 +498,7 @@ export class Coordinator {
       }
       if (job.state !== 'running') return;
       const out = this.outDir(job.id);
-      // the members that finished earlier are written already (not the last one, nor those of a job resumed
-      // after a restart); their files sync while the one-graph model is built, and all outputs sync at once
-      const writes = results.flatMap(res => this.memberFileWrites(job, res));
-      const options: EnsembleOptions = { ...job.spec, dataDir: this.o.dataDir, runtime: {} };
-      const r = combineEnsemble(options, results, (Date.now() - job.submittedAt) / 1000);
-      const { files, summary, details } = ensembleOutputs(options, r, { members: false });
-      for (const [name, content] of Object.entries(files)) writes.push(writeFileAtomicAsync(outputPath(out, name), content));
-      writes.push(writeFileAtomicAsync(outputPath(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n'));
-      await Promise.all(writes);
+      const summary = await writeJobOutputs(job, results, out, this.o.dataDir);
       if (job.state !== 'running') return; // cancelled while its outputs were written
       endJob(job, 'done', { ...summary, out });
       this.rows.delete(job.id);
@@ -639,62 +608,9 @@ export class Coordinator {
   /** Writes the job record as it is now (the snapshot is taken at once, the write happens in order). */
   private save(job: JobRecord): void { void this.write(jobKey(job.id), JSON.stringify(job, null, 2)); }
 
-  /** Restores jobs from the store: finished tasks stay finished, leased ones go back to the queue (keeping their token). */
-  private async loadJobs() {
-    const keys = await this.store.list('jobs/');
-    const present = new Set(keys);
-    for (const key of keys) {
-      const id = /^jobs\/([^/]+)\/job\.json$/.exec(key)?.[1];
-      if (!id) continue;
-      let job: JobRecord;
-      try {
-        checkId('job id', id);
-        const bytes = await this.store.get(key);
-        if (!bytes) continue;
-        job = JSON.parse(new TextDecoder().decode(bytes)) as JobRecord;
-        validateJobSpec(job.spec);
-        if (!Array.isArray(job.tasks)) throw new Error('no task list');
-        for (const t of job.tasks) checkId('task id', t?.task?.id);
-      } catch (e) {
-        this.log(`${this.store.description}: ${key}: skipped, not a valid job record: ${(e as Error).message}`);
-        continue;
-      }
-      for (const t of job.tasks) {
-        // a task is only done if its result is in the store (a store write is atomic: there means whole)
-        if (t.state === 'done' && !present.has(resultKey(id, t.task.id))) t.state = 'queued';
-        if (t.state === 'leased') { t.state = 'queued'; t.worker = undefined; t.transferId = undefined; t.resultSha256 = undefined; }
-      }
-      this.jobs.set(id, job);
-      if (job.state === 'running') this.log(`job ${id}: resumed (${job.tasks.filter(t => t.state === 'done').length}/${job.tasks.length} tasks done)`);
-    }
-  }
+
 }
 
 const unclaimedKey = (sender: string, transferId: string) => `${sender}\u0000${transferId}`;
-const jobKey = (jobId: string) => `jobs/${jobId}/job.json`;
-const resultKey = (jobId: string, taskId: string) => `jobs/${jobId}/results/${taskId}.result`;
 
-const LIMITS = { members: 1000, epochs: 10_000, batchSize: 65_536 };
 
-/** A submitted job spec is untrusted JSON: check its shape before anything is created or saved. */
-export function validateJobSpec(spec: unknown): asserts spec is JobSpec {
-  const { o, bad, int } = specChecker('job spec', spec);
-  if (!(ENSEMBLE_KINDS as readonly unknown[]).includes(o.kind)) throw bad('kind', o.kind, `one of ${ENSEMBLE_KINDS.join('|')}`);
-  if (o.model !== undefined && o.model !== 'cnn' && o.model !== 'simclr') throw bad('model', o.model, 'cnn or simclr');
-  int('members', 1, LIMITS.members);
-  if (o.single !== undefined && (o.single !== true || o.members !== 1 || o.kind !== 'voting')) {
-    throw bad('single', o.single, 'absent, or true for a voting job of 1 member');
-  }
-  int('epochs', 1, LIMITS.epochs);
-  int('batchSize', 1, LIMITS.batchSize);
-  int('seed', 0, 2 ** 31);
-  int('limitTrain', 1, 10_000_000, true);
-  int('limitTest', 1, 10_000_000, true);
-  if (typeof o.valFraction !== 'number' || !(o.valFraction >= 0 && o.valFraction < 1)) throw bad('valFraction', o.valFraction, 'a number in [0, 1)');
-  if (!(DATASETS as readonly unknown[]).includes(o.dataset)) throw bad('dataset', o.dataset, `one of ${DATASETS.join('|')}`);
-  if (o.dataDir !== undefined) throw bad('dataDir', o.dataDir, 'absent (workers read their own data)');
-  const r = o.recipe as Record<string, unknown> | null;
-  if (typeof r !== 'object' || r === null || typeof r.lr !== 'number' || !(r.lr > 0) || typeof r.optimizer !== 'string' || typeof r.schedule !== 'object') {
-    throw bad('recipe', o.recipe, 'a recipe object (optimizer, lr > 0, schedule...)');
-  }
-}
