@@ -5,7 +5,7 @@
 // (ordered store writes), job-lifecycle.ts (job ends, outcomes, history; shared with data-parallel-job.ts),
 // ensemble-jobs.ts (specs, records, store format, outputs); this class wires them to the bus.
 import * as path from 'node:path';
-import type { Transport } from '../bus/transport.ts';
+import type { BusMessage, Transport } from '../bus/transport.ts';
 import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, taskCancelSubject, jobProgressSubject } from '../bus/subjects.ts';
 import { serveJobsApi } from './jobs-api.ts';
 import { encodeEnvelope, parseJsonField, jsonField, type BodyKind, type BodyMap } from '../bus/codec.ts';
@@ -124,8 +124,12 @@ export class Coordinator {
       bus: this.bus, workers: this.workers, busyWithEnsemble: id => this.leasedTo(id).length > 0, store: this.store,
       write: (key, data) => this.write(key, data), outDir: id => this.outDir(id), log: this.log, metrics: this.metrics,
     }, o.dataParallel);
-    const t = o.transfers ?? {};
-    this.reassembler = new Reassembler({
+    this.reassembler = this.newReassembler(o.transfers ?? {});
+  }
+
+  /** Reassembles the workers' result transfers (bounded); a complete one goes to onTransfer. */
+  private newReassembler(t: NonNullable<CoordinatorOptions['transfers']>): Reassembler {
+    return new Reassembler({
       maxBytesPerSender: t.maxBytesPerSender ?? D.TRANSFER_BYTES_PER_SENDER, maxBytesTotal: t.maxBytesTotal ?? D.TRANSFER_BYTES_TOTAL,
       timeoutMs: t.idleMs ?? D.TRANSFER_IDLE_MS,
       onComplete: (transferId, payload, info) => this.onTransfer(transferId, payload, info.sender, info.sha256),
@@ -155,32 +159,7 @@ export class Coordinator {
   /** Loads the jobs, then starts listening; resolves once persisted data-parallel jobs are loaded too. */
   async start(): Promise<void> {
     await this.load(); // before listening: a result for a job not loaded yet would be dropped
-    // every message is decoded and checked (bus/receive.ts); a malformed one, or one of the wrong kind, is counted and dropped
-    const on = <K extends BodyKind>(subject: string, kind: K, handle: (body: BodyMap[K], sender: string) => void) =>
-      this.subs.push(receive(this.bus, subject, [kind], this.rejections, (b, env) => handle(b.value as BodyMap[K], env.sender)));
-    on(SUBJECTS.workerAnnounce, 'announce', (a, sender) => this.onAnnounce(a, sender));
-    on(SUBJECTS.workerHeartbeatAll, 'heartbeat', (h, sender) => this.onHeartbeat(h, sender));
-    on(SUBJECTS.taskResult, 'result', (r, sender) => this.onResult(r, sender));
-    on(SUBJECTS.taskProgress, 'progress', (p, sender) => this.onProgress(p, sender));
-    this.subs.push(receive(this.bus, `${SUBJECTS.tensorPrefix}.>`, ['chunk'], this.rejections, (b, env) => this.reassembler.accept(b.value, env.sender)));
-    this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, async msg => {
-      let answer: object;
-      try {
-        const spec = JSON.parse(new TextDecoder().decode(msg.data));
-        answer = { ok: true, jobId: isDataParallelSpec(spec) ? this.dataParallel.submit(spec).id : this.submit(spec).id };
-        await this.persisted(); // an ensemble job is in the store before the client hears of it
-      } catch (e) {
-        this.rejections.reject('submit', 'malformed', (e as Error).message);
-        answer = { ok: false, error: (e as Error).message };
-      }
-      if (msg.reply) this.bus.respond(msg, jsonField(answer));
-    }, { queue: COORDINATOR_QUEUE }));
-    // the submitter asks the coordinator that owns a job for its outcome; the others stay silent
-    this.subs.push(this.bus.subscribe(`${SUBJECTS.jobResultPrefix}.*`, msg => {
-      const outcome = this.outcome(msg.subject.slice(SUBJECTS.jobResultPrefix.length + 1));
-      if (outcome && msg.reply) this.bus.respond(msg, jsonField(outcome));
-    }));
-    this.subs.push(...serveJobsApi(this));
+    this.listen();
     this.timer = setInterval(() => this.tick(), this.o.tickMs ?? D.TICK_MS);
     this.monitor = new ClusterMonitor(this);
     this.monitor.start();
@@ -190,6 +169,39 @@ export class Coordinator {
     for (const job of this.jobs.values()) if (job.state === 'running') this.warm(job);
     await this.dataParallel.start();
     this.tick();
+  }
+
+  /** Subscribes to the workers' messages, job submissions, outcome questions and the operators' jobs API. */
+  private listen() {
+    // every message is decoded and checked (bus/receive.ts); a malformed one, or one of the wrong kind, is counted and dropped
+    const on = <K extends BodyKind>(subject: string, kind: K, handle: (body: BodyMap[K], sender: string) => void) =>
+      this.subs.push(receive(this.bus, subject, [kind], this.rejections, (b, env) => handle(b.value as BodyMap[K], env.sender)));
+    on(SUBJECTS.workerAnnounce, 'announce', (a, sender) => this.onAnnounce(a, sender));
+    on(SUBJECTS.workerHeartbeatAll, 'heartbeat', (h, sender) => this.onHeartbeat(h, sender));
+    on(SUBJECTS.taskResult, 'result', (r, sender) => this.onResult(r, sender));
+    on(SUBJECTS.taskProgress, 'progress', (p, sender) => this.onProgress(p, sender));
+    this.subs.push(receive(this.bus, `${SUBJECTS.tensorPrefix}.>`, ['chunk'], this.rejections, (b, env) => this.reassembler.accept(b.value, env.sender)));
+    this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, msg => this.onSubmit(msg), { queue: COORDINATOR_QUEUE }));
+    // the submitter asks the coordinator that owns a job for its outcome; the others stay silent
+    this.subs.push(this.bus.subscribe(`${SUBJECTS.jobResultPrefix}.*`, msg => {
+      const outcome = this.outcome(msg.subject.slice(SUBJECTS.jobResultPrefix.length + 1));
+      if (outcome && msg.reply) this.bus.respond(msg, jsonField(outcome));
+    }));
+    this.subs.push(...serveJobsApi(this));
+  }
+
+  /** A client's job spec (untrusted JSON): an ensemble or a data-parallel job; answered with its id or the error. */
+  private async onSubmit(msg: BusMessage) {
+    let answer: object;
+    try {
+      const spec = JSON.parse(new TextDecoder().decode(msg.data));
+      answer = { ok: true, jobId: isDataParallelSpec(spec) ? this.dataParallel.submit(spec).id : this.submit(spec).id };
+      await this.persisted(); // an ensemble job is in the store before the client hears of it
+    } catch (e) {
+      this.rejections.reject('submit', 'malformed', (e as Error).message);
+      answer = { ok: false, error: (e as Error).message };
+    }
+    if (msg.reply) this.bus.respond(msg, jsonField(answer));
   }
 
   async stop(): Promise<void> {
@@ -484,18 +496,25 @@ export class Coordinator {
     }
   }
 
+  /** Every task's result: kept from this run, or read back from the store (stored before a restart). */
+  private async memberResults(job: JobRecord): Promise<MemberResult[]> {
+    const results: MemberResult[] = [];
+    for (const t of job.tasks) {
+      const key = resultKey(job.id, t.task.id);
+      const kept = this.stored.get(key);
+      this.stored.delete(key);
+      if (kept) { results.push(kept); continue; }
+      const bytes = await this.store.get(key);
+      if (!bytes) throw new Error(`${this.store.description}: ${key} is missing`);
+      results.push(decodeMemberResult(bytes, `${this.store.description}: ${key}`));
+    }
+    return results;
+  }
+
+  /** Every task is done: the members are combined, the outputs written, and the job is done. */
   private async complete(job: JobRecord) {
     try {
-      const results: MemberResult[] = [];
-      for (const t of job.tasks) {
-        const key = resultKey(job.id, t.task.id);
-        const kept = this.stored.get(key);
-        this.stored.delete(key);
-        if (kept) { results.push(kept); continue; }
-        const bytes = await this.store.get(key); // stored before a restart
-        if (!bytes) throw new Error(`${this.store.description}: ${key} is missing`);
-        results.push(decodeMemberResult(bytes, `${this.store.description}: ${key}`));
-      }
+      const results = await this.memberResults(job);
       if (job.state !== 'running') return;
       const out = this.outDir(job.id);
       const summary = await writeJobOutputs(job, results, out, this.o.dataDir);
