@@ -36,7 +36,12 @@ export function publishJobEnd(bus: Transport, r: JobLifecycleRecord): void {
 }
 
 /** A job's state as the submitter sees it. */
-export interface JobOutcome { state: string; ok?: boolean; summary?: Record<string, unknown>; error?: string }
+export interface JobOutcome {
+  state: string;
+  ok?: boolean;
+  summary?: Record<string, unknown>;
+  error?: string;
+}
 
 export function jobOutcome(j: JobLifecycleRecord): JobOutcome {
   if (j.state === 'running') return { state: 'running' };
@@ -45,7 +50,10 @@ export function jobOutcome(j: JobLifecycleRecord): JobOutcome {
 }
 
 /** One line of a job's history, as `fleet jobs logs` shows it. */
-export interface JobEvent { at: number; text: string }
+export interface JobEvent {
+  at: number;
+  text: string;
+}
 
 /** Each job's recent events (bounded per job, and in the number of jobs kept). */
 export class JobEvents {
@@ -55,7 +63,7 @@ export class JobEvents {
   add(jobId: string, text: string): void {
     let list = this.events.get(jobId);
     if (!list) {
-      this.events.set(jobId, list = []);
+      this.events.set(jobId, (list = []));
       if (this.events.size > D.JOB_EVENT_JOBS) this.events.delete(this.events.keys().next().value!);
     }
     list.push({ at: Date.now(), text });
@@ -63,5 +71,7 @@ export class JobEvents {
   }
 
   /** A job's recent events (empty for a job this coordinator saw nothing of since it started). */
-  of(jobId: string): JobEvent[] { return this.events.get(jobId) ?? []; }
+  of(jobId: string): JobEvent[] {
+    return this.events.get(jobId) ?? [];
+  }
 }

@@ -7,7 +7,13 @@ import type { Metrics } from '../telemetry/metrics.ts';
 import * as D from './defaults.ts';
 
 export interface WorkerRecord {
-  id: string; device: 'cpu' | 'cuda'; gpu: string; threads: number; version: string; lastSeen: number; running: string[];
+  id: string;
+  device: 'cpu' | 'cuda';
+  gpu: string;
+  threads: number;
+  version: string;
+  lastSeen: number;
+  running: string[];
   state: 'idle' | 'busy' | 'lost';
   /** Its last heartbeat: a worker that only announced itself is never leased a task. */
   heartbeatAt?: number;
@@ -38,8 +44,14 @@ export class WorkerRegistry {
       return false;
     }
     const record: WorkerRecord = {
-      id: a.workerId, device: a.device === Device.CUDA ? 'cuda' : 'cpu', gpu: a.gpuName, threads: a.threads,
-      version: a.version, lastSeen: Date.now(), heartbeatAt: w?.heartbeatAt, running: w?.running ?? [],
+      id: a.workerId,
+      device: a.device === Device.CUDA ? 'cuda' : 'cpu',
+      gpu: a.gpuName,
+      threads: a.threads,
+      version: a.version,
+      lastSeen: Date.now(),
+      heartbeatAt: w?.heartbeatAt,
+      running: w?.running ?? [],
       state: w?.state === 'busy' ? 'busy' : 'idle',
     };
     if (!w) {
@@ -85,7 +97,9 @@ export class WorkerRegistry {
   exportInfo(metrics: Metrics): void {
     const info = metrics.workerInfo;
     info.reset();
-    for (const w of this.map.values()) if (w.state !== 'lost') info.set({ worker: w.id, device: w.device, gpu: w.gpu }, 1);
+    for (const w of this.map.values()) {
+      if (w.state !== 'lost') info.set({ worker: w.id, device: w.device, gpu: w.gpu }, 1);
+    }
   }
 
   /** Forgets the lost worker heard of longest ago; false when no worker is lost. */
