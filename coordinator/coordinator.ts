@@ -1,63 +1,38 @@
 // The coordinator: keeps the cluster view (workers, jobs, tasks), leases queued tasks to idle workers,
 // re-leases the tasks of workers whose heartbeats stop, collects results (chunked transfers), persists job
 // state in a StateStore (a directory, or JetStream) so a restarted coordinator resumes, and combines a
-// finished ensemble job.
-import * as fs from 'node:fs';
+// finished ensemble job. Its parts: workers.ts (registry), leases.ts (lease table, tokens), write-queue.ts
+// (ordered store writes), job-lifecycle.ts (job ends, outcomes, history; shared with data-parallel-job.ts),
+// ensemble-jobs.ts (specs, records, store format, outputs); this class wires them to the bus.
 import * as path from 'node:path';
-import type { Transport } from '../bus/transport.ts';
-import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
-import { taskCancelSubject } from '../bus/subjects.ts';
+import type { BusMessage, Transport } from '../bus/transport.ts';
+import { SUBJECTS, COORDINATOR_QUEUE, taskLeaseSubject, taskCancelSubject, jobProgressSubject } from '../bus/subjects.ts';
 import { serveJobsApi } from './jobs-api.ts';
-import { randomBytes } from 'node:crypto';
-import { encodeEnvelope, parseJsonField, jsonField, Device, type BodyKind, type BodyMap } from '../bus/codec.ts';
+import { encodeEnvelope, parseJsonField, jsonField, type BodyKind, type BodyMap } from '../bus/codec.ts';
 import { receive, Rejections, type RejectReason } from '../bus/receive.ts';
-import { checkId, isId } from '../util/ids.ts';
+import { checkId } from '../util/ids.ts';
 import { checkMemberResult, expectedRows } from '../engine/ensemble/result-check.ts';
 import * as D from './defaults.ts';
 import { Reassembler } from '../bus/chunking.ts';
-import { ensembleTasks, combineEnsemble, checkEnsemble, ENSEMBLE_KINDS, type EnsembleOptions } from '../engine/ensemble/train-ensemble.ts';
-import { DATASETS } from '../engine/data/datasets.ts';
-import { ensembleOutputs, memberFiles, memberModelPath, outputPath } from '../engine/ensemble/outputs.ts';
 import { encodeMemberResult, decodeMemberResult } from '../engine/ensemble/result-codec.ts';
-import type { MemberTask, MemberResult } from '../engine/ensemble/tasks.ts';
-import { writeFileAtomic, writeFileAtomicAsync } from '../engine/util/atomic.ts';
+import type { MemberResult } from '../engine/ensemble/tasks.ts';
 import { DataParallelJobs, isDataParallelSpec, type DataParallelOptions } from './data-parallel-job.ts';
 import { DirStateStore, type StateStore } from './state-store.ts';
 import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
 import { meteredTransport } from '../bus/metered-transport.ts';
 import { ClusterMonitor } from './monitor.ts';
-import { specChecker } from '../engine/util/spec-check.ts';
+import { WriteQueue } from './write-queue.ts';
+import {
+  jobKey, jobView, newEnsembleJob, readJobRecords, resultKey, writeJobOutputs, writeMemberFiles, type JobRecord, type JobSpec,
+} from './ensemble-jobs.ts';
+import {
+  grantLease, leaseExpiry, leaseMismatch, missedBeat, readoptLease, refusedAsBusy, unlease, type TaskRecord,
+} from './leases.ts';
+import { WorkerRegistry, type WorkerRecord } from './workers.ts';
+import { JobEvents, endJob, jobOutcome, publishJobEnd, type JobOutcome } from './job-lifecycle.ts';
 
-
-/** What a client submits: the ensemble to train (runtime settings are the workers'). */
-export type JobSpec = Omit<EnsembleOptions, 'runtime' | 'workers' | 'out' | 'onBatch' | 'onEpoch' | 'log'>;
-
-type TaskState = 'queued' | 'leased' | 'done' | 'failed' | 'cancelled';
-interface TaskRecord {
-  task: MemberTask; state: TaskState; attempts: number; worker?: string; leasedAt?: number; error?: string;
-  /** The current lease's secret: only messages carrying it count (persisted, so a restarted coordinator knows it). */
-  token?: string;
-  /** The token of the lease before the current one (restored when a worker refuses the current one as busy). */
-  previousToken?: string;
-  /** When a heartbeat of the lease holder last listed this lease, and how many of its heartbeats since did not. */
-  confirmedAt?: number; missed?: number;
-  /** The result transfer its TaskResult named, that payload's SHA-256 (hex), and when the TaskResult came. */
-  transferId?: string; resultSha256?: string; resultAt?: number;
-}
-export interface JobRecord {
-  id: string; spec: JobSpec; state: JobState; submittedAt: number; finishedAt?: number;
-  tasks: TaskRecord[]; error?: string; summary?: Record<string, unknown>;
-}
-export type JobState = 'running' | 'done' | 'failed' | 'cancelled';
-/** One line of a job's history, as `fleet jobs logs` shows it. */
-export interface JobEvent { at: number; text: string }
-interface WorkerRecord {
-  id: string; device: 'cpu' | 'cuda'; gpu: string; threads: number; version: string; lastSeen: number; running: string[]; state: 'idle' | 'busy' | 'lost';
-  /** Its last heartbeat: a worker that only announced itself is never leased a task. */
-  heartbeatAt?: number;
-  /** Training images the worker reports having processed (from its heartbeats). */
-  samplesProcessed?: number;
-}
+export type { JobEvent } from './job-lifecycle.ts';
+export { validateJobSpec, type JobSpec, type JobRecord, type JobState } from './ensemble-jobs.ts';
 
 export interface CoordinatorOptions {
   /** Where job records and task results are kept (give this or stateDir). */
@@ -92,7 +67,9 @@ export interface CoordinatorOptions {
 interface Unclaimed { result: MemberResult; payload: Uint8Array; sha256: string; at: number }
 
 export class Coordinator {
-  readonly workers = new Map<string, WorkerRecord>();
+  readonly workers: Map<string, WorkerRecord>;
+  /** Announcements, heartbeats and lost workers (its map is `workers`). */
+  private readonly registry: WorkerRegistry;
   readonly jobs = new Map<string, JobRecord>();
   readonly stats = { malformed: 0, rejected: 0, reassemblyFailures: 0, leases: 0, releases: 0, results: 0, stateWriteFailures: 0 };
   readonly store: StateStore;
@@ -113,7 +90,7 @@ export class Coordinator {
   private readonly outputDir: (jobId: string) => string;
   private loaded?: Promise<void>;
   /** Store writes, in the order they were made (a job record never overtakes the result it refers to). */
-  private writes: Promise<unknown> = Promise.resolve();
+  private readonly writes: WriteQueue;
   /** Tasks whose result is being written to the store (a duplicate result meanwhile is ignored). */
   private readonly storing = new Set<TaskRecord>();
   /** Results stored during this run, by store key, so that combining a job need not read them back. */
@@ -124,7 +101,7 @@ export class Coordinator {
   private lastLeasedJob = '';
   private lastTick = Date.now();
   /** Each job's recent events (bounded per job, and in the number of jobs kept), for `fleet jobs logs`. */
-  private readonly events = new Map<string, JobEvent[]>();
+  private readonly events = new JobEvents();
 
   constructor(bus: Transport, readonly o: CoordinatorOptions) {
     this.log = o.log ?? (() => {});
@@ -134,17 +111,27 @@ export class Coordinator {
     if (!o.outputDir && !dir) throw new Error(`coordinator: state in ${this.store.description} needs a directory for job outputs`);
     this.outputDir = o.outputDir ?? (id => path.join(dir!, 'jobs', id, 'out'));
     this.metrics = o.metrics ?? createMetrics();
+    this.writes = new WriteQueue(this.store, this.log, () => {
+      this.stats.stateWriteFailures++;
+      this.metrics.stateWriteFailures.inc();
+    });
     this.bus = meteredTransport(bus, this.metrics);
     this.rejections = new Rejections({ counters: this.metrics, log: this.log, onReject: reason => {
       this.stats.rejected++;
       if (reason === 'malformed' || reason === 'wrong_kind') this.stats.malformed++;
     } });
+    this.registry = new WorkerRegistry({ rejections: this.rejections, log: this.log, maxWorkers: o.maxWorkers ?? D.MAX_WORKERS });
+    this.workers = this.registry.map;
     this.dataParallel = new DataParallelJobs({
       bus: this.bus, workers: this.workers, busyWithEnsemble: id => this.leasedTo(id).length > 0, store: this.store,
       write: (key, data) => this.write(key, data), outDir: id => this.outDir(id), log: this.log, metrics: this.metrics,
     }, o.dataParallel);
-    const t = o.transfers ?? {};
-    this.reassembler = new Reassembler({
+    this.reassembler = this.newReassembler(o.transfers ?? {});
+  }
+
+  /** Reassembles the workers' result transfers (bounded); a complete one goes to onTransfer. */
+  private newReassembler(t: NonNullable<CoordinatorOptions['transfers']>): Reassembler {
+    return new Reassembler({
       maxBytesPerSender: t.maxBytesPerSender ?? D.TRANSFER_BYTES_PER_SENDER, maxBytesTotal: t.maxBytesTotal ?? D.TRANSFER_BYTES_TOTAL,
       timeoutMs: t.idleMs ?? D.TRANSFER_IDLE_MS,
       onComplete: (transferId, payload, info) => this.onTransfer(transferId, payload, info.sender, info.sha256),
@@ -162,39 +149,19 @@ export class Coordinator {
     return (this.loaded ??= this.loadJobs());
   }
 
+  /** Restores the jobs of the store (ensemble-jobs.ts readJobRecords). */
+  private async loadJobs() {
+    for (const job of await readJobRecords(this.store, this.log)) {
+      this.jobs.set(job.id, job);
+      const done = job.tasks.filter(t => t.state === 'done').length;
+      if (job.state === 'running') this.log(`job ${job.id}: resumed (${done}/${job.tasks.length} tasks done)`);
+    }
+  }
+
   /** Loads the jobs, then starts listening; resolves once persisted data-parallel jobs are loaded too. */
   async start(): Promise<void> {
     await this.load(); // before listening: a result for a job not loaded yet would be dropped
-    // every message is decoded and checked (bus/receive.ts); a malformed one, or one of the wrong kind, is counted and dropped
-    const on = <K extends BodyKind>(subject: string, kind: K, handle: (body: BodyMap[K], sender: string) => void) =>
-      this.subs.push(receive(this.bus, subject, [kind], this.rejections, (b, env) => handle(b.value as BodyMap[K], env.sender)));
-    on(SUBJECTS.workerAnnounce, 'announce', (a, sender) => this.onAnnounce(a, sender));
-    on(SUBJECTS.workerHeartbeatAll, 'heartbeat', (h, sender) => this.onHeartbeat(h, sender));
-    on(SUBJECTS.taskResult, 'result', (r, sender) => this.onResult(r, sender));
-    on(SUBJECTS.taskProgress, 'progress', (p, sender) => this.onProgress(p, sender));
-    this.subs.push(receive(this.bus, `${SUBJECTS.tensorPrefix}.>`, ['chunk'], this.rejections, (b, env) => this.reassembler.accept(b.value, env.sender)));
-    this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, async msg => {
-      let answer: object;
-      // a coordinator whose leader lease lapsed takes no job and leases nothing until it is renewed (another one may
-      // lead by then); worker messages still count (its store writes are refused meanwhile: coordinator/leader.ts)
-      if (!this.leads()) answer = { ok: false, error: 'this coordinator does not hold the leader lease now: try again' };
-      else try {
-        const spec = JSON.parse(new TextDecoder().decode(msg.data));
-        answer = { ok: true, jobId: isDataParallelSpec(spec) ? this.dataParallel.submit(spec).id : this.submit(spec).id };
-        await this.persisted(); // an ensemble job is in the store before the client hears of it
-      } catch (e) {
-        this.rejections.reject('submit', 'malformed', (e as Error).message);
-        answer = { ok: false, error: (e as Error).message };
-      }
-      if (msg.reply) this.bus.respond(msg, jsonField(answer));
-    }, { queue: COORDINATOR_QUEUE }));
-    // the submitter asks the coordinator that owns a job for its outcome; the others stay silent
-    this.subs.push(this.bus.subscribe(`${SUBJECTS.jobResultPrefix}.*`, msg => {
-      if (!this.leads()) return;
-      const outcome = this.outcome(msg.subject.slice(SUBJECTS.jobResultPrefix.length + 1));
-      if (outcome && msg.reply) this.bus.respond(msg, jsonField(outcome));
-    }));
-    this.subs.push(...serveJobsApi(this));
+    this.listen();
     this.timer = setInterval(() => this.tick(), this.o.tickMs ?? D.TICK_MS);
     this.monitor = new ClusterMonitor(this);
     this.monitor.start();
@@ -204,6 +171,43 @@ export class Coordinator {
     for (const job of this.jobs.values()) if (job.state === 'running') this.warm(job);
     await this.dataParallel.start();
     this.tick();
+  }
+
+  /** Subscribes to the workers' messages, job submissions, outcome questions and the operators' jobs API. */
+  private listen() {
+    // every message is decoded and checked (bus/receive.ts); a malformed one, or one of the wrong kind, is counted and dropped
+    const on = <K extends BodyKind>(subject: string, kind: K, handle: (body: BodyMap[K], sender: string) => void) =>
+      this.subs.push(receive(this.bus, subject, [kind], this.rejections, (b, env) => handle(b.value as BodyMap[K], env.sender)));
+    on(SUBJECTS.workerAnnounce, 'announce', (a, sender) => this.onAnnounce(a, sender));
+    on(SUBJECTS.workerHeartbeatAll, 'heartbeat', (h, sender) => this.onHeartbeat(h, sender));
+    on(SUBJECTS.taskResult, 'result', (r, sender) => this.onResult(r, sender));
+    on(SUBJECTS.taskProgress, 'progress', (p, sender) => this.onProgress(p, sender));
+    this.subs.push(receive(this.bus, `${SUBJECTS.tensorPrefix}.>`, ['chunk'], this.rejections, (b, env) => this.reassembler.accept(b.value, env.sender)));
+    this.subs.push(this.bus.subscribe(SUBJECTS.jobSubmit, msg => this.onSubmit(msg), { queue: COORDINATOR_QUEUE }));
+    // the submitter asks the coordinator that owns a job for its outcome; the others stay silent
+    this.subs.push(this.bus.subscribe(`${SUBJECTS.jobResultPrefix}.*`, msg => {
+      if (!this.leads()) return;
+      const outcome = this.outcome(msg.subject.slice(SUBJECTS.jobResultPrefix.length + 1));
+      if (outcome && msg.reply) this.bus.respond(msg, jsonField(outcome));
+    }));
+    this.subs.push(...serveJobsApi(this));
+  }
+
+  /** A client's job spec (untrusted JSON): an ensemble or a data-parallel job; answered with its id or the error. */
+  private async onSubmit(msg: BusMessage) {
+    let answer: object;
+    // a coordinator whose leader lease lapsed takes no job and leases nothing until it is renewed (another one may
+    // lead by then); worker messages still count (its store writes are refused meanwhile: coordinator/leader.ts)
+    if (!this.leads()) answer = { ok: false, error: 'this coordinator does not hold the leader lease now: try again' };
+    else try {
+      const spec = JSON.parse(new TextDecoder().decode(msg.data));
+      answer = { ok: true, jobId: isDataParallelSpec(spec) ? this.dataParallel.submit(spec).id : this.submit(spec).id };
+      await this.persisted(); // an ensemble job is in the store before the client hears of it
+    } catch (e) {
+      this.rejections.reject('submit', 'malformed', (e as Error).message);
+      answer = { ok: false, error: (e as Error).message };
+    }
+    if (msg.reply) this.bus.respond(msg, jsonField(answer));
   }
 
   async stop(): Promise<void> {
@@ -217,18 +221,15 @@ export class Coordinator {
 
   /** Resolves when every store write made so far (ensemble and data-parallel jobs) has finished (or failed, logged and counted). */
   async persisted(): Promise<void> {
-    await this.writes;
+    await this.writes.settled();
   }
 
   private leads(): boolean { return this.o.leading?.() ?? true; }
 
   /** A job's state as the submitter sees it (null for a job this coordinator does not own). */
-  outcome(jobId: string): { state: string; ok?: boolean; summary?: Record<string, unknown>; error?: string } | null {
+  outcome(jobId: string): JobOutcome | null {
     const j = this.jobs.get(jobId) ?? this.dataParallel.view().find(x => x.id === jobId);
-    if (!j) return null;
-    if (j.state === 'running') return { state: 'running' };
-    if (j.state === 'done') return { state: 'done', ok: true, summary: j.summary };
-    return { state: j.state === 'cancelled' ? 'cancelled' : 'failed', ok: false, error: j.error };
+    return j ? jobOutcome(j) : null;
   }
 
   /**
@@ -243,9 +244,7 @@ export class Coordinator {
     }
     if (job.state === 'cancelled') return { ok: true, state: 'cancelled' };
     if (job.state !== 'running') return { ok: false, error: `job ${jobId} is already ${job.state}` };
-    job.state = 'cancelled';
-    job.error = `cancelled by ${by}`;
-    job.finishedAt = Date.now();
+    endJob(job, 'cancelled', `cancelled by ${by}`);
     for (const t of job.tasks) {
       if (t.state === 'leased' && t.worker && t.token) {
         this.bus.publish(taskCancelSubject(t.worker), jsonField({ jobId, taskId: t.task.id, attempt: t.attempts, leaseToken: t.token }));
@@ -258,31 +257,22 @@ export class Coordinator {
     this.save(job);
     this.log(`job ${jobId}: cancelled by ${by}`);
     this.jobEvent(jobId, `cancelled by ${by}`);
-    this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: false, error: job.error }));
+    publishJobEnd(this.bus, job);
     return { ok: true, state: 'cancelled' };
   }
 
   /** Adds a line to a job's history (the oldest lines, and the oldest jobs' histories, go first). */
   jobEvent(jobId: string, text: string): void {
-    let list = this.events.get(jobId);
-    if (!list) {
-      this.events.set(jobId, list = []);
-      if (this.events.size > D.JOB_EVENT_JOBS) this.events.delete(this.events.keys().next().value!);
-    }
-    list.push({ at: Date.now(), text });
-    if (list.length > D.JOB_EVENTS) list.splice(0, list.length - D.JOB_EVENTS);
+    this.events.add(jobId, text);
   }
 
   /** A job's recent events (empty for a job this coordinator saw nothing of since it started). */
-  jobEvents(jobId: string): JobEvent[] { return this.events.get(jobId) ?? []; }
+  jobEvents(jobId: string) { return this.events.of(jobId); }
 
   /** Validates a submitted spec (untrusted JSON) and queues its tasks; throws naming the first bad field. */
   submit(spec: JobSpec): JobRecord {
-    validateJobSpec(spec);
-    checkEnsemble({ ...spec, runtime: {} });
-    const id = `job-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
-    const tasks = ensembleTasks({ ...spec, runtime: {} }).map(t => ({ task: { ...t, checkpointDir: undefined }, state: 'queued' as TaskState, attempts: 0 }));
-    const job: JobRecord = { id, spec, state: 'running', submittedAt: Date.now(), tasks };
+    const job = newEnsembleJob(spec);
+    const { id, tasks } = job;
     this.jobs.set(id, job);
     this.save(job);
     this.log(`job ${id}: ${spec.kind} ensemble of ${spec.members}, ${tasks.length} task(s)`);
@@ -305,7 +295,7 @@ export class Coordinator {
 
   /** The jobs served at /api/jobs. */
   jobsView() {
-    return [...this.jobs.values()].map(j => this.jobView(j)).concat(this.dataParallel.view());
+    return [...this.jobs.values()].map(j => jobView(j)).concat(this.dataParallel.view());
   }
 
   /** One job as /api/jobs/<id> and `fleet jobs status` show it (null when this coordinator does not own it). */
@@ -313,38 +303,13 @@ export class Coordinator {
     const j = this.jobs.get(jobId);
     if (j) {
       const tasks = j.tasks.map(t => ({ task: t.task.id, state: t.state, worker: t.worker, attempts: t.attempts }));
-      return { ...this.jobView(j), epochs: j.spec?.epochs, model: j.spec?.model ?? 'cnn', progress: this.monitor?.progressOf(j.id), taskStates: tasks };
+      return { ...jobView(j), epochs: j.spec?.epochs, model: j.spec?.model ?? 'cnn', progress: this.monitor?.progressOf(j.id), taskStates: tasks };
     }
     return this.dataParallel.view().find(x => x.id === jobId) ?? null;
   }
 
-  private jobView(j: JobRecord): Record<string, unknown> {
-    return {
-      id: j.id, state: j.state, kind: j.spec?.kind, members: j.spec?.members, submittedAt: j.submittedAt, finishedAt: j.finishedAt,
-      done: j.tasks.filter(t => t.state === 'done').length, tasks: j.tasks.length, error: j.error, summary: j.summary,
-    };
-  }
-
   private onAnnounce(a: BodyMap['announce'], sender: string) {
-    if (!isId(a.workerId) || a.workerId.includes('.')) return this.rejections.reject('announce', 'bad_id', `worker id ${JSON.stringify(a.workerId)}`);
-    if (sender !== a.workerId) return this.rejections.reject('announce', 'wrong_sender', `${sender} announced ${a.workerId}`);
-    const w = this.workers.get(a.workerId);
-    if (!w && this.workers.size >= (this.o.maxWorkers ?? D.MAX_WORKERS) && !this.forgetLostWorker()) {
-      return this.rejections.reject('announce', 'over_capacity', `${this.workers.size} workers tracked; ${a.workerId} not added`);
-    }
-    const record: WorkerRecord = { id: a.workerId, device: a.device === Device.CUDA ? 'cuda' : 'cpu', gpu: a.gpuName, threads: a.threads, version: a.version,
-      lastSeen: Date.now(), heartbeatAt: w?.heartbeatAt, running: w?.running ?? [], state: w?.state === 'busy' ? 'busy' : 'idle' };
-    if (!w) this.log(`worker ${a.workerId} joined (${record.device}${record.gpu ? ` on ${record.gpu}` : ''}, ${a.threads} threads, fleet ${a.version})`);
-    this.workers.set(a.workerId, record);
-    this.tick();
-  }
-
-  /** Forgets the lost worker heard of longest ago; false when no worker is lost. */
-  private forgetLostWorker(): boolean {
-    let oldest: WorkerRecord | undefined;
-    for (const w of this.workers.values()) if (w.state === 'lost' && (!oldest || w.lastSeen < oldest.lastSeen)) oldest = w;
-    if (oldest) this.workers.delete(oldest.id);
-    return !!oldest;
+    if (this.registry.announce(a, sender)) this.tick();
   }
 
   /** The task (job, task id) of a running job, if there is one. */
@@ -355,14 +320,9 @@ export class Coordinator {
   }
 
   private onHeartbeat(h: BodyMap['heartbeat'], sender: string) {
-    if (sender !== h.workerId) return this.rejections.reject('heartbeat', 'wrong_sender', `${sender} sent ${h.workerId}'s heartbeat`);
-    const w = this.workers.get(h.workerId);
-    if (!w) return; // announces come every few heartbeats: wait for one to learn the worker's capabilities
     const now = Date.now();
-    if (w.state === 'lost') this.log(`worker ${w.id} is back`);
-    w.lastSeen = w.heartbeatAt = now;
-    w.running = h.runningTaskIds;
-    w.samplesProcessed = h.samplesProcessed ?? 0;
+    const w = this.registry.heartbeat(h, sender, now);
+    if (!w) return;
     // a lease stays alive only while its worker's heartbeats list it with its token; after a coordinator restart,
     // a worker still training a requeued task keeps it (the token was persisted with the job)
     const claimed = new Set<TaskRecord>();
@@ -382,10 +342,7 @@ export class Coordinator {
     // (several heartbeats in a row: one sent before the lease arrived may be read late, after a stall)
     for (const t of leased) {
       if (claimed.has(t) || t.transferId) continue;
-      t.missed = (t.missed ?? 0) + 1;
-      if (t.missed >= D.LEASE_UNCONFIRMED_BEATS && now - (t.confirmedAt ?? t.leasedAt ?? 0) > D.LEASE_UNCONFIRMED_MS) {
-        this.requeue(t, `worker ${w.id} is not running it`);
-      }
+      if (missedBeat(t, now)) this.requeue(t, `worker ${w.id} is not running it`);
     }
     this.tick();
   }
@@ -406,7 +363,7 @@ export class Coordinator {
    * restart, keeps its task instead of training it twice.
    */
   private readopt(job: JobRecord, t: TaskRecord, workerId: string) {
-    t.state = 'leased'; t.worker = workerId; t.leasedAt = t.confirmedAt = Date.now(); t.missed = 0;
+    readoptLease(t, workerId);
     this.log(`job ${job.id}: ${t.task.id} is running on ${workerId} (attempt ${t.attempts})`);
   }
 
@@ -420,11 +377,7 @@ export class Coordinator {
     if (!t) return { reason: 'unknown_task', detail: what };
     if (job.state !== 'running' || t.state === 'done' || this.storing.has(t)) return { reason: 'duplicate', detail: `${what}: already finished` };
     if (t.state === 'queued' && token && token === t.token && attempt === t.attempts) this.readopt(job, t, sender);
-    if (t.state !== 'leased') return { reason: 'not_leased', detail: `${what}: the task is ${t.state}` };
-    if (t.worker !== sender) return { reason: 'wrong_worker', detail: `${what}: leased to ${t.worker}` };
-    if (attempt !== t.attempts) return { reason: 'stale_attempt', detail: `${what}: attempt ${attempt}, current ${t.attempts}` };
-    if (!token || token !== t.token) return { reason: 'wrong_token', detail: what };
-    return null;
+    return leaseMismatch(t, sender, attempt, token, what);
   }
 
   private onResult(r: BodyMap['result'], sender: string) {
@@ -440,8 +393,7 @@ export class Coordinator {
       if (busy.ok && (busy.value as { busy?: boolean } | null)?.busy) {
         // not a failure of the task: the worker still runs something else (e.g. from before a coordinator restart);
         // the lease before this one, if it only lapsed, is the current one again (its holder may still reclaim it)
-        t.attempts--;
-        t.token = t.previousToken;
+        refusedAsBusy(t);
         if (w) w.state = 'busy';
         this.requeue(t, r.error, false, true);
         return;
@@ -548,56 +500,40 @@ export class Coordinator {
     this.jobEvent(job.id, `${t.task.id}: done (${count})`);
     if (job.tasks.every(x => x.state === 'done')) await this.complete(job);
     else {
-      try { this.writeMemberFiles(job, result); } catch (e) { this.log(`job ${job.id}: writing ${t.task.id}'s model failed (retried at the end): ${(e as Error).message}`); }
+      try { writeMemberFiles(job, result, this.outDir(job.id)); } catch (e) { this.log(`job ${job.id}: writing ${t.task.id}'s model failed (retried at the end): ${(e as Error).message}`); }
     }
   }
 
-  /** A member's own model file(s), written as its result arrives, while the others still train: off the job's end. */
-  private writeMemberFiles(job: JobRecord, result: MemberResult) {
-    const out = this.outDir(job.id);
-    for (const m of result.members) for (const [name, content] of Object.entries(memberFiles(job.spec, m))) writeFileAtomic(outputPath(out, name), content);
+  /** Every task's result: kept from this run, or read back from the store (stored before a restart). */
+  private async memberResults(job: JobRecord): Promise<MemberResult[]> {
+    const results: MemberResult[] = [];
+    for (const t of job.tasks) {
+      const key = resultKey(job.id, t.task.id);
+      const kept = this.stored.get(key);
+      this.stored.delete(key);
+      if (kept) { results.push(kept); continue; }
+      const bytes = await this.store.get(key);
+      if (!bytes) throw new Error(`${this.store.description}: ${key} is missing`);
+      results.push(decodeMemberResult(bytes, `${this.store.description}: ${key}`));
+    }
+    return results;
   }
 
-  /** Writes the member files of a result that are not there yet (without exporting those that are). */
-  private memberFileWrites(job: JobRecord, result: MemberResult): Promise<void>[] {
-    const out = this.outDir(job.id);
-    return result.members.filter(m => !fs.existsSync(outputPath(out, memberModelPath(m.name))))
-      .flatMap(m => Object.entries(memberFiles(job.spec, m)).map(([name, content]) => writeFileAtomicAsync(outputPath(out, name), content)));
-  }
-
+  /** Every task is done: the members are combined, the outputs written, and the job is done. */
   private async complete(job: JobRecord) {
     try {
-      const results: MemberResult[] = [];
-      for (const t of job.tasks) {
-        const key = resultKey(job.id, t.task.id);
-        const kept = this.stored.get(key);
-        this.stored.delete(key);
-        if (kept) { results.push(kept); continue; }
-        const bytes = await this.store.get(key); // stored before a restart
-        if (!bytes) throw new Error(`${this.store.description}: ${key} is missing`);
-        results.push(decodeMemberResult(bytes, `${this.store.description}: ${key}`));
-      }
+      const results = await this.memberResults(job);
       if (job.state !== 'running') return;
       const out = this.outDir(job.id);
-      // the members that finished earlier are written already (not the last one, nor those of a job resumed
-      // after a restart); their files sync while the one-graph model is built, and all outputs sync at once
-      const writes = results.flatMap(res => this.memberFileWrites(job, res));
-      const options: EnsembleOptions = { ...job.spec, dataDir: this.o.dataDir, runtime: {} };
-      const r = combineEnsemble(options, results, (Date.now() - job.submittedAt) / 1000);
-      const { files, summary, details } = ensembleOutputs(options, r, { members: false });
-      for (const [name, content] of Object.entries(files)) writes.push(writeFileAtomicAsync(outputPath(out, name), content));
-      writes.push(writeFileAtomicAsync(outputPath(out, 'metrics.json'), JSON.stringify({ ...summary, ...details, job: job.id }, null, 2) + '\n'));
-      await Promise.all(writes);
+      const summary = await writeJobOutputs(job, results, out, this.o.dataDir);
       if (job.state !== 'running') return; // cancelled while its outputs were written
-      job.summary = { ...summary, out };
-      job.state = 'done';
-      job.finishedAt = Date.now();
+      endJob(job, 'done', { ...summary, out });
       this.rows.delete(job.id);
       this.save(job);
       this.log(`job ${job.id}: finished, test accuracy ${summary.test_accuracy}`);
       this.jobEvent(job.id, `finished: test accuracy ${summary.test_accuracy}`);
       try { this.o.onJobDone?.(job.id, out); } catch (e) { this.log(`job ${job.id}: onJobDone failed: ${(e as Error).message}`); }
-      this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: true, summary: job.summary }));
+      publishJobEnd(this.bus, job);
     } catch (e) {
       this.fail(job, `combining the members failed: ${(e as Error).message}`);
     }
@@ -606,24 +542,18 @@ export class Coordinator {
   private fail(job: JobRecord, error: string) {
     for (const t of job.tasks) this.stored.delete(resultKey(job.id, t.task.id));
     this.rows.delete(job.id);
-    job.state = 'failed';
-    job.error = error;
-    job.finishedAt = Date.now();
+    endJob(job, 'failed', error);
     this.save(job);
     this.log(`job ${job.id}: failed: ${error}`);
     this.jobEvent(job.id, `failed: ${error}`);
-    this.bus.publish(jobDoneSubject(job.id), jsonField({ ok: false, error }));
+    publishJobEnd(this.bus, job);
   }
 
   /** Back to the queue; a lease that only lapsed (no word from its worker) keeps its token, so its holder can reclaim it. */
   private requeue(t: TaskRecord, why: string, countsAsRelease = true, lapsed = false) {
     this.log(`task ${t.task.id}: back in the queue (${why})`);
     if (countsAsRelease) { this.stats.releases++; this.metrics.taskRetries.inc(); }
-    t.state = 'queued';
-    t.worker = undefined;
-    t.transferId = undefined;
-    t.resultSha256 = undefined;
-    if (!lapsed) t.token = undefined; // the old lease's messages no longer count
+    unlease(t, lapsed);
   }
 
   /** The tasks a worker is training for us (not those whose result it sent and that are being stored). */
@@ -638,13 +568,7 @@ export class Coordinator {
     // partial transfers and results nobody claimed are dropped after a while (a worker died while sending)
     this.reassembler.sweep(now);
     for (const [key, u] of this.unclaimed) if (now - u.at > D.UNCLAIMED_TRANSFER_MS) this.dropUnclaimed(key);
-    for (const w of this.workers.values()) {
-      if (w.state !== 'lost' && now - w.lastSeen > timeout) {
-        w.state = 'lost';
-        this.log(`worker ${w.id} lost (no heartbeat for ${Math.round((now - w.lastSeen) / 1000)} s)`);
-      }
-      if (w.state === 'lost' && now - w.lastSeen > D.FORGET_LOST_WORKER_MS) this.workers.delete(w.id);
-    }
+    this.registry.prune(now, timeout);
     // after this process stalled (a long synchronous step), heartbeats that did arrive wait behind this timer:
     // no lease expires on this tick
     const stalled = now - this.lastTick > Math.max(1000, 4 * (this.o.tickMs ?? D.TICK_MS));
@@ -653,14 +577,11 @@ export class Coordinator {
       if (job.state !== 'running') continue;
       for (const t of job.tasks) {
         if (t.state !== 'leased' || this.storing.has(t)) continue;
-        if (t.transferId) {
-          if (now - (t.resultAt ?? 0) > D.RESULT_TRANSFER_WAIT_MS) this.requeue(t, `its result transfer ${t.transferId} did not arrive`);
-        } else if (now - (t.confirmedAt ?? t.leasedAt ?? 0) > timeout) {
-          this.requeue(t, `no heartbeat of ${t.worker} listed it for ${Math.round(timeout / 1000)} s`, true, true);
-        }
+        const expired = leaseExpiry(t, now, timeout);
+        if (expired) this.requeue(t, expired.why, true, expired.lapsed);
       }
     }
-    this.exportWorkerInfo();
+    this.registry.exportInfo(this.metrics);
     this.dataParallel.tick(now);
     this.leaseQueued(now, timeout);
   }
@@ -671,7 +592,7 @@ export class Coordinator {
    * large one therefore gets the next free worker, not the one after all of the large job's tasks.
    */
   private leaseQueued(now: number, timeout: number) {
-    const idle = [...this.workers.values()].filter(w => w.state === 'idle' && now - (w.heartbeatAt ?? -Infinity) <= timeout);
+    const idle = this.registry.idle(now, timeout);
     if (!idle.length) return;
     const running = [...this.jobs.values()].filter(j => j.state === 'running').sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1));
     let i = Math.max(0, running.findIndex(j => j.id === this.lastLeasedJob) + 1);
@@ -691,113 +612,33 @@ export class Coordinator {
   }
 
   private lease(job: JobRecord, t: TaskRecord, w: WorkerRecord, now: number, timeout: number) {
-    t.state = 'leased'; t.worker = w.id; t.leasedAt = now; t.confirmedAt = undefined; t.missed = 0; t.attempts++;
-    t.previousToken = t.token; // a lapsed lease's token, given back if this lease is refused
-    t.token = randomBytes(16).toString('hex');
+    const token = grantLease(t, w.id, now);
     w.state = 'busy';
     this.stats.leases++;
     this.save(job);
     this.log(`job ${job.id}: ${t.task.id} leased to ${w.id} (attempt ${t.attempts})`);
     this.jobEvent(job.id, `${t.task.id}: leased to ${w.id} (attempt ${t.attempts})`);
     this.bus.publish(taskLeaseSubject(w.id), encodeEnvelope({ kind: 'lease', value: {
-      taskId: t.task.id, jobId: job.id, attempt: t.attempts, leaseMs: timeout, taskJson: jsonField(t.task), leaseToken: t.token } }, 'coordinator'));
+      taskId: t.task.id, jobId: job.id, attempt: t.attempts, leaseMs: timeout, taskJson: jsonField(t.task), leaseToken: token } }, 'coordinator'));
     const leased: BodyMap['progress'] = {
       taskId: t.task.id, jobId: job.id, epoch: 0, batch: 0, batches: 0, loss: 0, metricsJson: jsonField({ event: 'leased', worker: w.id, attempt: t.attempts }) };
     this.monitor?.onProgress(leased);
     this.bus.publish(jobProgressSubject(job.id), encodeEnvelope({ kind: 'progress', value: leased }, 'coordinator'));
   }
 
-  /** fleet_worker_info: one series per connected worker; a lost worker's series goes away. */
-  private exportWorkerInfo() {
-    const info = this.metrics.workerInfo;
-    info.reset();
-    for (const w of this.workers.values()) if (w.state !== 'lost') info.set({ worker: w.id, device: w.device, gpu: w.gpu }, 1);
-  }
-
   outDir(jobId: string) { return this.outputDir(checkId('job id', jobId)); }
 
   /** Queues a write behind the earlier ones; retried a few times (a store on NATS can be briefly unreachable). */
   private write(key: string, data: Uint8Array | string): Promise<boolean> {
-    const attempt = async (): Promise<boolean> => {
-      for (let i = 1; ; i++) {
-        try {
-          await this.store.put(key, data);
-          return true;
-        } catch (e) {
-          if (i === D.WRITE_ATTEMPTS) {
-            this.stats.stateWriteFailures++;
-            this.metrics.stateWriteFailures.inc();
-            this.log(`${this.store.description}: writing ${key} failed after ${i} attempts: ${(e as Error).message}`);
-            return false;
-          }
-          await new Promise(r => setTimeout(r, D.WRITE_RETRY_MS * 2 ** (i - 1)));
-        }
-      }
-    };
-    const done = this.writes.then(attempt);
-    this.writes = done;
-    return done;
+    return this.writes.write(key, data);
   }
 
   /** Writes the job record as it is now (the snapshot is taken at once, the write happens in order). */
   private save(job: JobRecord): void { void this.write(jobKey(job.id), JSON.stringify(job, null, 2)); }
 
-  /** Restores jobs from the store: finished tasks stay finished, leased ones go back to the queue (keeping their token). */
-  private async loadJobs() {
-    const keys = await this.store.list('jobs/');
-    const present = new Set(keys);
-    for (const key of keys) {
-      const id = /^jobs\/([^/]+)\/job\.json$/.exec(key)?.[1];
-      if (!id) continue;
-      let job: JobRecord;
-      try {
-        checkId('job id', id);
-        const bytes = await this.store.get(key);
-        if (!bytes) continue;
-        job = JSON.parse(new TextDecoder().decode(bytes)) as JobRecord;
-        validateJobSpec(job.spec);
-        if (!Array.isArray(job.tasks)) throw new Error('no task list');
-        for (const t of job.tasks) checkId('task id', t?.task?.id);
-      } catch (e) {
-        this.log(`${this.store.description}: ${key}: skipped, not a valid job record: ${(e as Error).message}`);
-        continue;
-      }
-      for (const t of job.tasks) {
-        // a task is only done if its result is in the store (a store write is atomic: there means whole)
-        if (t.state === 'done' && !present.has(resultKey(id, t.task.id))) t.state = 'queued';
-        if (t.state === 'leased') { t.state = 'queued'; t.worker = undefined; t.transferId = undefined; t.resultSha256 = undefined; }
-      }
-      this.jobs.set(id, job);
-      if (job.state === 'running') this.log(`job ${id}: resumed (${job.tasks.filter(t => t.state === 'done').length}/${job.tasks.length} tasks done)`);
-    }
-  }
+
 }
 
 const unclaimedKey = (sender: string, transferId: string) => `${sender}\u0000${transferId}`;
-const jobKey = (jobId: string) => `jobs/${jobId}/job.json`;
-const resultKey = (jobId: string, taskId: string) => `jobs/${jobId}/results/${taskId}.result`;
 
-const LIMITS = { members: 1000, epochs: 10_000, batchSize: 65_536 };
 
-/** A submitted job spec is untrusted JSON: check its shape before anything is created or saved. */
-export function validateJobSpec(spec: unknown): asserts spec is JobSpec {
-  const { o, bad, int } = specChecker('job spec', spec);
-  if (!(ENSEMBLE_KINDS as readonly unknown[]).includes(o.kind)) throw bad('kind', o.kind, `one of ${ENSEMBLE_KINDS.join('|')}`);
-  if (o.model !== undefined && o.model !== 'cnn' && o.model !== 'simclr') throw bad('model', o.model, 'cnn or simclr');
-  int('members', 1, LIMITS.members);
-  if (o.single !== undefined && (o.single !== true || o.members !== 1 || o.kind !== 'voting')) {
-    throw bad('single', o.single, 'absent, or true for a voting job of 1 member');
-  }
-  int('epochs', 1, LIMITS.epochs);
-  int('batchSize', 1, LIMITS.batchSize);
-  int('seed', 0, 2 ** 31);
-  int('limitTrain', 1, 10_000_000, true);
-  int('limitTest', 1, 10_000_000, true);
-  if (typeof o.valFraction !== 'number' || !(o.valFraction >= 0 && o.valFraction < 1)) throw bad('valFraction', o.valFraction, 'a number in [0, 1)');
-  if (!(DATASETS as readonly unknown[]).includes(o.dataset)) throw bad('dataset', o.dataset, `one of ${DATASETS.join('|')}`);
-  if (o.dataDir !== undefined) throw bad('dataDir', o.dataDir, 'absent (workers read their own data)');
-  const r = o.recipe as Record<string, unknown> | null;
-  if (typeof r !== 'object' || r === null || typeof r.lr !== 'number' || !(r.lr > 0) || typeof r.optimizer !== 'string' || typeof r.schedule !== 'object') {
-    throw bad('recipe', o.recipe, 'a recipe object (optimizer, lr > 0, schedule...)');
-  }
-}

@@ -13,7 +13,7 @@
 // Job state (parameters, optimizer state, step, history) is persisted through a StateStore.
 import { randomBytes } from 'node:crypto';
 import type { Transport } from '../bus/transport.ts';
-import { SUBJECTS, dpWorkSubject, dpParamsSubject, jobProgressSubject, jobDoneSubject } from '../bus/subjects.ts';
+import { SUBJECTS, dpWorkSubject, dpParamsSubject, jobProgressSubject } from '../bus/subjects.ts';
 import {
   encodeEnvelope,
   jsonField,
@@ -31,6 +31,7 @@ import { receive, Rejections } from '../bus/receive.ts';
 import { ParameterServer } from './parameter-server.ts';
 import { evaluateCnn, runOutputs, writeOutputs } from './data-parallel-outputs.ts';
 import * as D from './defaults.ts';
+import { endJob, newJobId, publishJobEnd } from './job-lifecycle.ts';
 import type { StateStore } from './state-store.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import {
@@ -346,7 +347,7 @@ export class DataParallelJobs {
   /** Validates a submitted spec (untrusted JSON) and starts the job; throws naming the first bad field. */
   submit(spec: unknown): DataParallelRecord {
     validateDataParallelSpec(spec);
-    const id = `job-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+    const id = newJobId();
     const record: DataParallelRecord = { id, spec, state: 'running', submittedAt: Date.now(), step: 0, totalSteps: 0 };
     const job = this.activate(record);
     void this.saveRecord(record);
@@ -729,22 +730,20 @@ export class DataParallelJobs {
       this.host.log(`data-parallel job ${record.id}: ${line}`),
     );
     const summary = writeOutputs(job, outputs, this.host.outDir(record.id));
-    record.summary = { ...summary, headline: outputs.headline };
-    record.state = 'done';
-    record.finishedAt = Date.now();
+    endJob(record, 'done', { ...summary, headline: outputs.headline });
     await this.saveRecord(record);
     this.retire(job);
     this.host.log(`data-parallel job ${record.id}: finished: ${outputs.headline}`);
-    this.host.bus.publish(jobDoneSubject(record.id), jsonField({ ok: true, summary: record.summary }));
+    publishJobEnd(this.host.bus, record);
   }
 
   private async fail(job: Active, error: string) {
     if (job.record.state !== 'running' || this.stopped) return;
-    Object.assign(job.record, { state: 'failed', error, finishedAt: Date.now() });
+    endJob(job.record, 'failed', error);
     await this.saveRecord(job.record);
     this.retire(job);
     this.host.log(`data-parallel job ${job.record.id}: failed: ${error}`);
-    this.host.bus.publish(jobDoneSubject(job.record.id), jsonField({ ok: false, error }));
+    publishJobEnd(this.host.bus, job.record);
   }
 
   private retire(job: Active) {

@@ -75,13 +75,7 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
     }
     const asset = ASSETS[p === '/index.html' ? '/' : p];
     try {
-      if (asset) {
-        return fs.readFile(asset[0], (err, data) => {
-          if (err) return send(500, { error: `dashboard file ${asset[0]} is missing` });
-          res.writeHead(200, { 'content-type': asset[1], 'cache-control': 'no-cache' });
-          res.end(data);
-        });
-      }
+      if (asset) return serveAsset(asset, res, send);
       if (p === '/api/cluster') {
         return send(200, opts.leader ? { ...c.clusterView(), leader: opts.leader() } : c.clusterView());
       }
@@ -103,14 +97,7 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
       }
       if (p === '/api/runs') return send(200, runs().map(runSummary).sort((a, b) => (b.mtime ?? 0) - (a.mtime ?? 0)));
       const m = /^\/api\/runs\/([^/]+)(?:\/(errors|bags\/(\d+)))?$/.exec(p);
-      if (m) {
-        const id = decodeURIComponent(m[1]);
-        const ref = runs().find(r => r.id === id);
-        if (!ref) return send(404, { error: `no such run: ${id}` });
-        if (!m[2]) return send(200, { ...runDetails(ref), curves: c.monitor?.jobCurves(id) ?? {} });
-        if (m[2] === 'errors') return send(200, runErrors(ref));
-        return send(200, milBag(ref, Number(m[3])));
-      }
+      if (m) return runRoute(c, m, runs(), send);
       return send(404, { error: `no such path: ${p}`, paths: API_PATHS });
     } catch (e) {
       if (e instanceof RunError) return send(e.status, { error: e.message });
@@ -119,6 +106,25 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
     }
   });
   return listen(server, host, port, '--http');
+}
+
+/** A dashboard file (asset: its path and content type). */
+function serveAsset(asset: readonly [string, string], res: http.ServerResponse, send: (status: number, body: unknown) => void) {
+  fs.readFile(asset[0], (err, data) => {
+    if (err) return send(500, { error: `dashboard file ${asset[0]} is missing` });
+    res.writeHead(200, { 'content-type': asset[1], 'cache-control': 'no-cache' });
+    res.end(data);
+  });
+}
+
+/** /api/runs/<id>, /api/runs/<id>/errors and /api/runs/<id>/bags/<n> (m: the path's match). */
+function runRoute(c: Coordinator, m: RegExpExecArray, runs: RunRef[], send: (status: number, body: unknown) => void) {
+  const id = decodeURIComponent(m[1]);
+  const ref = runs.find(r => r.id === id);
+  if (!ref) return send(404, { error: `no such run: ${id}` });
+  if (!m[2]) return send(200, { ...runDetails(ref), curves: c.monitor?.jobCurves(id) ?? {} });
+  if (m[2] === 'errors') return send(200, runErrors(ref));
+  return send(200, milBag(ref, Number(m[3])));
 }
 
 /**
