@@ -70,7 +70,8 @@ export function subjectToken(id: string): string {
   return id;
 }
 
-export const workerHeartbeatSubject = (workerId: string) => `${SUBJECTS.workerHeartbeatPrefix}.${subjectToken(workerId)}`;
+export const workerHeartbeatSubject = (workerId: string) =>
+  `${SUBJECTS.workerHeartbeatPrefix}.${subjectToken(workerId)}`;
 export const taskLeaseSubject = (workerId: string) => `${SUBJECTS.taskLeasePrefix}.${subjectToken(workerId)}`;
 export const jobProgressSubject = (jobId: string) => `${SUBJECTS.jobProgressPrefix}.${subjectToken(jobId)}`;
 export const jobDoneSubject = (jobId: string) => `${SUBJECTS.jobDonePrefix}.${subjectToken(jobId)}`;
@@ -95,8 +96,10 @@ export function validateSubject(subject: string, wildcards: boolean): void {
   tokens.forEach((t, i) => {
     if (t.length === 0 || /\s/.test(t)) throw new Error(`invalid subject ${JSON.stringify(subject)}`);
     const wild = t === '*' || t === '>';
-    if (wild && !wildcards) throw new Error(`invalid subject ${JSON.stringify(subject)}: wildcards are not allowed here`);
-    if (t === '>' && i !== tokens.length - 1) throw new Error(`invalid subject ${JSON.stringify(subject)}: '>' must be last`);
+    if (wild && !wildcards)
+      throw new Error(`invalid subject ${JSON.stringify(subject)}: wildcards are not allowed here`);
+    if (t === '>' && i !== tokens.length - 1)
+      throw new Error(`invalid subject ${JSON.stringify(subject)}: '>' must be last`);
   });
 }
 
@@ -104,7 +107,7 @@ export function validateSubject(subject: string, wildcards: boolean): void {
 export function subjectMatches(pattern: string, subject: string): boolean {
   const p = pattern.split('.');
   const s = subject.split('.');
-  if (s.some((t) => t.length === 0)) return false;
+  if (s.some(t => t.length === 0)) return false;
   for (let i = 0; i < p.length; i++) {
     if (p[i] === '>') return i === p.length - 1 && s.length > i;
     if (i >= s.length) return false;

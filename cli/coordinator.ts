@@ -51,25 +51,53 @@ ${NATS_HELP}  --state DIR         keep job state in this directory instead of Je
 `;
 
 export const OPTIONS = {
-  ...NATS_OPTIONS, state: { type: 'string' }, 'state-bucket': { type: 'string' }, 'out-dir': { type: 'string' }, http: { type: 'string' }, grpc: { type: 'string' }, runs: { type: 'string' }, 'api-token-file': { type: 'string' }, 'worker-timeout-ms': { type: 'string' },
-  'leader-ttl-ms': { type: 'string' }, 'max-attempts': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  ...NATS_OPTIONS,
+  state: { type: 'string' },
+  'state-bucket': { type: 'string' },
+  'out-dir': { type: 'string' },
+  http: { type: 'string' },
+  grpc: { type: 'string' },
+  runs: { type: 'string' },
+  'api-token-file': { type: 'string' },
+  'worker-timeout-ms': { type: 'string' },
+  'leader-ttl-ms': { type: 'string' },
+  'max-attempts': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
 } as const;
 
 export default async function coordinator(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, OPTIONS);
-  if (values.help) { process.stdout.write(HELP); return; }
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
   if (positionals.length) throw new UsageError(`coordinator: unexpected argument "${positionals[0]}"`);
   if (!values.nats) throw new UsageError('coordinator: --nats URL is required');
-  if (values.state !== undefined && values['state-bucket'] !== undefined) throw new UsageError('--state-bucket: only without --state (state is either a directory or JetStream)');
+  if (values.state !== undefined && values['state-bucket'] !== undefined)
+    throw new UsageError('--state-bucket: only without --state (state is either a directory or JetStream)');
   const stateDir = values.state === undefined ? null : path.resolve(values.state as string);
-  const outDir = values['out-dir'] === undefined ? (stateDir ? null : path.resolve('fleet-out')) : path.resolve(values['out-dir'] as string);
+  const outDir =
+    values['out-dir'] === undefined
+      ? stateDir
+        ? null
+        : path.resolve('fleet-out')
+      : path.resolve(values['out-dir'] as string);
   const jobOut = (id: string) => (outDir ? path.join(outDir, id) : path.join(stateDir!, 'jobs', id, 'out'));
   const modelsDir = stateDir ? path.join(stateDir, 'models') : path.join(outDir!, 'models');
   const httpAt = (values.http as string | undefined) ?? '127.0.0.1:8080';
-  let host = '', port = 0;
-  try { if (httpAt !== 'off') [host, port] = parseHostPort(httpAt, '--http'); } catch (e) { throw new UsageError((e as Error).message); }
+  let host = '',
+    port = 0;
+  try {
+    if (httpAt !== 'off') [host, port] = parseHostPort(httpAt, '--http');
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   let grpcAt: [string, number] | null = null;
-  try { if (values.grpc && values.grpc !== 'off') grpcAt = parseHostPort(values.grpc as string, '--grpc'); } catch (e) { throw new UsageError((e as Error).message); }
+  try {
+    if (values.grpc && values.grpc !== 'off') grpcAt = parseHostPort(values.grpc as string, '--grpc');
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const workerTimeoutMs = intOption(values, 'worker-timeout-ms', 10_000, 100, 3_600_000);
   const maxAttempts = intOption(values, 'max-attempts', 3, 1, 100);
   const tokenFile = values['api-token-file'] as string | undefined;
@@ -100,10 +128,18 @@ export default async function coordinator(argv: string[]): Promise<void> {
   }
   const c = new Coordinator(bus, {
     // a leader whose lease lapsed neither acts nor writes job state (another coordinator may lead by then)
-    store: lease ? fencedStore(store, lease) : store, leading: lease ? () => lease.leading : undefined,
-    outputDir: jobOut, workerTimeoutMs, maxAttempts, log,
+    store: lease ? fencedStore(store, lease) : store,
+    leading: lease ? () => lease.leading : undefined,
+    outputDir: jobOut,
+    workerTimeoutMs,
+    maxAttempts,
+    log,
     metrics,
-    onJobDone: grpcAt ? jobId => { if (publishJobModel(modelsDir, jobId, jobOut(jobId))) log(`job ${jobId}: model published for serving`); } : undefined,
+    onJobDone: grpcAt
+      ? jobId => {
+          if (publishJobModel(modelsDir, jobId, jobOut(jobId))) log(`job ${jobId}: model published for serving`);
+        }
+      : undefined,
   });
   // Listen before the coordinator takes part on the bus: a port in use must not leave a half-started coordinator
   // that already accepted jobs or leased tasks.
@@ -116,10 +152,12 @@ export default async function coordinator(argv: string[]): Promise<void> {
   }
   // the jobs' models over REST on the same --http port (KServe v2 /v2/...), from the same server as gRPC
   const rest = inference ? restHandler(inference) : undefined;
-  const server = httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir, apiToken, leader, inference: rest });
+  const server =
+    httpAt === 'off' ? null : await serveHttp(c, host, port, { runsDir, apiToken, leader, inference: rest });
   if (inference && grpcAt) {
-    const bound = await inference.start(grpcAt[0], grpcAt[1])
-      .catch(e => { throw listenError(grpcAt![0], grpcAt![1], '--grpc', grpcCause(e)); });
+    const bound = await inference.start(grpcAt[0], grpcAt[1]).catch(e => {
+      throw listenError(grpcAt![0], grpcAt![1], '--grpc', grpcCause(e));
+    });
     log(`coordinator: serving the jobs' models over gRPC on ${grpcAt[0]}:${bound}`);
   }
   /** Starts acting: once at start-up, or when this coordinator becomes leader (a standby reads the jobs then). */
@@ -133,11 +171,18 @@ export default async function coordinator(argv: string[]): Promise<void> {
     for (const job of done) publishJobModel(modelsDir, job.id, jobOut(job.id));
   };
   let failure: Error | null = null;
-  let wake = () => {}, signalled = false;
-  const fail = (e: Error) => { failure ??= e; wake(); };
+  let wake = () => {},
+    signalled = false;
+  const fail = (e: Error) => {
+    failure ??= e;
+    wake();
+  };
   let started: Promise<void> | null = null;
   const leadOrFail = () => (started = lead().catch(e => fail(e as Error)));
-  const stop = () => { signalled = true; wake(); };
+  const stop = () => {
+    signalled = true;
+    wake();
+  };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   if (!lease) await leadOrFail();
@@ -148,12 +193,18 @@ export default async function coordinator(argv: string[]): Promise<void> {
     await started; // a coordinator that leads at once has started when the line below says where it is
   }
   const base = server ? `http://${host}:${(server.address() as { port: number }).port}` : '';
-  log(`coordinator: state ${store.description}, outputs ${outDir ?? path.join(stateDir!, 'jobs', '<id>', 'out')}${server ? `, ${base}/api/cluster (dashboard ${base}/, metrics ${base}/metrics)` : ''}`);
-  if (!failure && !signalled) await new Promise<void>(resolve => { wake = resolve; });
+  log(
+    `coordinator: state ${store.description}, outputs ${outDir ?? path.join(stateDir!, 'jobs', '<id>', 'out')}${server ? `, ${base}/api/cluster (dashboard ${base}/, metrics ${base}/metrics)` : ''}`,
+  );
+  if (!failure && !signalled)
+    await new Promise<void>(resolve => {
+      wake = resolve;
+    });
   log(failure ? `coordinator: stopping: ${(failure as Error).message}` : 'coordinator: stopping');
   server?.close();
   await inference?.stop();
-  if (failure) await Promise.race([c.stop(), new Promise(r => setTimeout(r, 2000))]); // its writes are refused anyway
+  if (failure)
+    await Promise.race([c.stop(), new Promise(r => setTimeout(r, 2000))]); // its writes are refused anyway
   else await c.stop();
   await lease?.stop();
   await store.close();

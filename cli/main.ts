@@ -44,7 +44,10 @@ const COMMANDS: Record<string, () => Promise<{ default: (argv: string[]) => Prom
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') { console.log(USAGE); return 0; }
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    console.log(USAGE);
+    return 0;
+  }
   if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
     const v = versions();
     console.log(`fleet ${fleetVersion()} (node ${v.node}, onnxruntime-node ${v.onnxruntime_node})`);
@@ -61,11 +64,16 @@ async function main(argv: string[]): Promise<number> {
 
 // A failure ends the process at once, whatever is still open (a NATS connection, a heartbeat timer, a listener
 // that did bind): a command that cannot start must not linger half-started where a supervisor sees it as up.
-main(process.argv.slice(2)).then(code => { process.exitCode = code; }, (e: unknown) => {
-  const err = e as Error;
-  const code = e instanceof UsageError ? 2 : 1;
-  const stack = process.env.FLEET_DEBUG && err.stack ? `${redactUrls(err.stack)}\n` : '';
-  const text = `fleet: ${redactUrls(err.message ?? String(e))}\n${stack}`;
-  process.stderr.write(text, () => process.exit(code));
-  setTimeout(() => process.exit(code), 500).unref(); // in case stderr is a pipe nobody reads
-});
+main(process.argv.slice(2)).then(
+  code => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    const err = e as Error;
+    const code = e instanceof UsageError ? 2 : 1;
+    const stack = process.env.FLEET_DEBUG && err.stack ? `${redactUrls(err.stack)}\n` : '';
+    const text = `fleet: ${redactUrls(err.message ?? String(e))}\n${stack}`;
+    process.stderr.write(text, () => process.exit(code));
+    setTimeout(() => process.exit(code), 500).unref(); // in case stderr is a pipe nobody reads
+  },
+);

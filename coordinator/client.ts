@@ -38,7 +38,11 @@ export async function submitJob(
 }
 
 /** Submits a job and returns its id (the coordinator has stored it by then). */
-export async function submitOnly(bus: Transport, spec: JobSpec | DataParallelSpec, submitTimeoutMs = 10_000): Promise<string> {
+export async function submitOnly(
+  bus: Transport,
+  spec: JobSpec | DataParallelSpec,
+  submitTimeoutMs = 10_000,
+): Promise<string> {
   const reply = await bus
     .request(SUBJECTS.jobSubmit, new TextEncoder().encode(JSON.stringify(spec)), submitTimeoutMs)
     .catch(e => {
@@ -134,7 +138,12 @@ async function awaitOutcome(
 }
 
 export class JobCancelled extends Error {
-  constructor(readonly jobId: string, why: string) { super(`job ${jobId} was ${why}`); }
+  constructor(
+    readonly jobId: string,
+    why: string,
+  ) {
+    super(`job ${jobId} was ${why}`);
+  }
 }
 
 /** Deadline of an operator's question (ms). */
@@ -144,20 +153,27 @@ export const JOBS_REQUEST_MS = 5000;
  * Asks the coordinators an operator's question (fleet.jobs.*): the parsed answer, or an error naming the subject
  * when none answered in time. The question carries its deadline, so a coordinator does not answer a late one.
  */
-export async function askJobs(bus: Transport, subject: string, body: object = {}, timeoutMs = JOBS_REQUEST_MS)
-  : Promise<Record<string, unknown>> {
+export async function askJobs(
+  bus: Transport,
+  subject: string,
+  body: object = {},
+  timeoutMs = JOBS_REQUEST_MS,
+): Promise<Record<string, unknown>> {
   const q = new TextEncoder().encode(JSON.stringify({ ...body, deadline: Date.now() + timeoutMs }));
   const reply = await bus.request(subject, q, timeoutMs).catch(e => {
     throw new Error(`no coordinator answered on ${subject} within ${timeoutMs} ms (${(e as Error).message})`);
   });
   const parsed = parseJsonField(reply.data, `the answer on ${subject}`);
   if (!parsed.ok) throw new Error(parsed.reason);
-  if (typeof parsed.value !== 'object' || parsed.value === null) throw new Error(`the answer on ${subject} is not an object`);
+  if (typeof parsed.value !== 'object' || parsed.value === null)
+    throw new Error(`the answer on ${subject} is not an object`);
   return parsed.value as Record<string, unknown>;
 }
 
 export const listJobs = (bus: Transport, timeoutMs?: number) => askJobs(bus, SUBJECTS.jobsList, {}, timeoutMs);
-export const jobStatus = (bus: Transport, jobId: string, timeoutMs?: number) => askJobs(bus, jobsStatusSubject(jobId), {}, timeoutMs);
-export const jobLogs = (bus: Transport, jobId: string, timeoutMs?: number) => askJobs(bus, jobsLogsSubject(jobId), {}, timeoutMs);
+export const jobStatus = (bus: Transport, jobId: string, timeoutMs?: number) =>
+  askJobs(bus, jobsStatusSubject(jobId), {}, timeoutMs);
+export const jobLogs = (bus: Transport, jobId: string, timeoutMs?: number) =>
+  askJobs(bus, jobsLogsSubject(jobId), {}, timeoutMs);
 export const cancelJob = (bus: Transport, jobId: string, by: string, timeoutMs?: number) =>
   askJobs(bus, jobsCancelSubject(jobId), { by }, timeoutMs);

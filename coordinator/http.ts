@@ -40,7 +40,18 @@ const ASSETS: Record<string, [file: string, type: string]> = {
   '/vendor/uPlot.iife.min.js': [path.join(UPLOT, 'dist/uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
   '/vendor/uPlot.min.css': [path.join(UPLOT, 'dist/uPlot.min.css'), 'text/css; charset=utf-8'],
 };
-const API_PATHS = ['/api/cluster', '/api/jobs', '/api/jobs/<id>', '/api/events', '/api/runs', '/api/runs/<id>', '/api/runs/<id>/errors', '/api/runs/<id>/bags/<n>', '/metrics', '/'];
+const API_PATHS = [
+  '/api/cluster',
+  '/api/jobs',
+  '/api/jobs/<id>',
+  '/api/events',
+  '/api/runs',
+  '/api/runs/<id>',
+  '/api/runs/<id>/errors',
+  '/api/runs/<id>/bags/<n>',
+  '/metrics',
+  '/',
+];
 /** Server-sent event streams at once, and the unsent bytes a slow one may hold before it is closed (it reconnects). */
 const MAX_STREAMS = 64;
 const MAX_STREAM_BACKLOG = 4 * 1024 * 1024;
@@ -49,7 +60,9 @@ const MAX_STREAM_BACKLOG = 4 * 1024 * 1024;
 export function serveHttp(c: Coordinator, host: string, port: number, opts: HttpOptions = {}): Promise<http.Server> {
   let streams = 0;
   const runs = (): RunRef[] => [
-    ...[...c.jobs.values()].filter(j => j.state === 'done').map(j => ({ id: j.id, dir: c.outDir(j.id), source: 'job' as const })),
+    ...[...c.jobs.values()]
+      .filter(j => j.state === 'done')
+      .map(j => ({ id: j.id, dir: c.outDir(j.id), source: 'job' as const })),
     ...runsIn(opts.runsDir),
   ];
   const server = http.createServer((req, res) => {
@@ -64,13 +77,18 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
       const rest = opts.inference;
       if (!rest) return send(404, { error: 'this coordinator serves no models (start it with --grpc HOST:PORT)' });
       void rest(req, res).then(
-        handled => { if (!handled) send(404, { error: 'not found' }); },
-        () => { if (!res.headersSent) send(500, { error: 'internal error' }); },
+        handled => {
+          if (!handled) send(404, { error: 'not found' });
+        },
+        () => {
+          if (!res.headersSent) send(500, { error: 'internal error' });
+        },
       );
       return;
     }
     if (req.method !== 'GET') {
-      if (/^\/api\/jobs(\/[^/]+)?$/.test(p) && (req.method === 'POST' || req.method === 'DELETE')) return mutateJobs(c, req, p, opts.apiToken, send);
+      if (/^\/api\/jobs(\/[^/]+)?$/.test(p) && (req.method === 'POST' || req.method === 'DELETE'))
+        return mutateJobs(c, req, p, opts.apiToken, send);
       return send(405, { error: `method ${req.method} not allowed` });
     }
     const asset = ASSETS[p === '/index.html' ? '/' : p];
@@ -87,7 +105,9 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
       }
       if (p === '/metrics') {
         c.monitor?.refresh();
-        return void metricsResponse(c.metrics, req, res).catch(e => send(500, { error: `metrics failed: ${(e as Error).message}` }));
+        return void metricsResponse(c.metrics, req, res).catch(e =>
+          send(500, { error: `metrics failed: ${(e as Error).message}` }),
+        );
       }
       if (p === '/api/events') {
         if (!c.monitor) return send(503, { error: 'the coordinator has not started' });
@@ -95,7 +115,13 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
         streams++;
         return eventStream(c, req, res, () => streams--);
       }
-      if (p === '/api/runs') return send(200, runs().map(runSummary).sort((a, b) => (b.mtime ?? 0) - (a.mtime ?? 0)));
+      if (p === '/api/runs')
+        return send(
+          200,
+          runs()
+            .map(runSummary)
+            .sort((a, b) => (b.mtime ?? 0) - (a.mtime ?? 0)),
+        );
       const m = /^\/api\/runs\/([^/]+)(?:\/(errors|bags\/(\d+)))?$/.exec(p);
       if (m) return runRoute(c, m, runs(), send);
       return send(404, { error: `no such path: ${p}`, paths: API_PATHS });
@@ -109,7 +135,11 @@ export function serveHttp(c: Coordinator, host: string, port: number, opts: Http
 }
 
 /** A dashboard file (asset: its path and content type). */
-function serveAsset(asset: readonly [string, string], res: http.ServerResponse, send: (status: number, body: unknown) => void) {
+function serveAsset(
+  asset: readonly [string, string],
+  res: http.ServerResponse,
+  send: (status: number, body: unknown) => void,
+) {
   fs.readFile(asset[0], (err, data) => {
     if (err) return send(500, { error: `dashboard file ${asset[0]} is missing` });
     res.writeHead(200, { 'content-type': asset[1], 'cache-control': 'no-cache' });
@@ -131,26 +161,46 @@ function runRoute(c: Coordinator, m: RegExpExecArray, runs: RunRef[], send: (sta
  * POST /api/jobs (submit a job spec) and DELETE /api/jobs/<id> (cancel): only with the bearer token the coordinator
  * was given (--api-token-file); off without one. The token is compared in constant time and never logged.
  */
-function mutateJobs(c: Coordinator, req: http.IncomingMessage, p: string, token: string | undefined,
-  send: (status: number, body: unknown) => void) {
+function mutateJobs(
+  c: Coordinator,
+  req: http.IncomingMessage,
+  p: string,
+  token: string | undefined,
+  send: (status: number, body: unknown) => void,
+) {
   if (!token) {
     req.resume();
-    return send(405, { error: `${req.method} ${p}: job changes over HTTP are off (start the coordinator with --api-token-file FILE)` });
+    return send(405, {
+      error: `${req.method} ${p}: job changes over HTTP are off (start the coordinator with --api-token-file FILE)`,
+    });
   }
   const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '');
-  if (!m) { req.resume(); return send(401, { error: 'an Authorization: Bearer <token> header is required' }); }
-  if (!sameToken(m[1], token)) { req.resume(); return send(403, { error: 'wrong token' }); }
+  if (!m) {
+    req.resume();
+    return send(401, { error: 'an Authorization: Bearer <token> header is required' });
+  }
+  if (!sameToken(m[1], token)) {
+    req.resume();
+    return send(403, { error: 'wrong token' });
+  }
   if (req.method === 'DELETE') {
     req.resume();
     const id = /^\/api\/jobs\/([^/]+)$/.exec(p)?.[1];
     if (!id) return send(405, { error: 'DELETE needs a job: /api/jobs/<id>' });
     let jobId: string;
-    try { jobId = decodeURIComponent(id); } catch { return send(400, { error: `bad path: ${p}` }); }
+    try {
+      jobId = decodeURIComponent(id);
+    } catch {
+      return send(400, { error: `bad path: ${p}` });
+    }
     const r = c.cancel(jobId, 'the HTTP API');
     if (r.ok) return send(200, { ok: true, job: jobId, state: r.state });
     return send(/^no such job/.test(r.error) ? 404 : 409, { ok: false, error: r.error });
   }
-  if (p !== '/api/jobs') { req.resume(); return send(405, { error: 'POST a job spec to /api/jobs' }); }
+  if (p !== '/api/jobs') {
+    req.resume();
+    return send(405, { error: 'POST a job spec to /api/jobs' });
+  }
   const chunks: Buffer[] = [];
   let size = 0;
   req.on('data', (b: Buffer) => {
@@ -178,11 +228,16 @@ function sameToken(given: string, token: string): boolean {
 /** Reads the API token file: one line, at least 16 characters; throws naming the file. */
 export function readApiToken(file: string): string {
   let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
-    throw new Error(`--api-token-file ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(
+      `--api-token-file ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   const token = text.trim();
-  if (token.length < 16 || /\s/.test(token)) throw new Error(`--api-token-file ${file}: the token must be one word of at least 16 characters`);
+  if (token.length < 16 || /\s/.test(token))
+    throw new Error(`--api-token-file ${file}: the token must be one word of at least 16 characters`);
   return token;
 }
 
@@ -190,14 +245,22 @@ export function readApiToken(file: string): string {
 function eventStream(c: Coordinator, req: http.IncomingMessage, res: http.ServerResponse, closed: () => void) {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
   const write = (type: string, data: unknown) => {
-    if (res.writableLength > MAX_STREAM_BACKLOG) { res.end(); return; }
+    if (res.writableLength > MAX_STREAM_BACKLOG) {
+      res.end();
+      return;
+    }
     res.write(`event: ${type}\ndata: ${redactUrls(JSON.stringify(data))}\n\n`);
   };
   res.write('retry: 2000\n\n');
   write('hello', { cluster: c.monitor!.snapshot(), curves: c.monitor!.allCurves() });
   const off = c.monitor!.listen(e => write(e.type, e));
   let done = false;
-  const close = () => { if (done) return; done = true; off(); closed(); };
+  const close = () => {
+    if (done) return;
+    done = true;
+    off();
+    closed();
+  };
   req.on('close', close);
   res.on('close', close);
 }

@@ -36,24 +36,40 @@ export class JetStreamStateStore implements StateStore {
   /** Replaced blobs waiting for their grace period to end. */
   private readonly retiring = new Map<string, NodeJS.Timeout>();
 
-  private constructor(readonly bucket: string, private readonly kv: KV, private readonly obj: ObjectStore, private readonly inlineMax: number,
-    private readonly retireAfterMs: number, private readonly readStallMs: number) {
+  private constructor(
+    readonly bucket: string,
+    private readonly kv: KV,
+    private readonly obj: ObjectStore,
+    private readonly inlineMax: number,
+    private readonly retireAfterMs: number,
+    private readonly readStallMs: number,
+  ) {
     this.description = `JetStream bucket ${bucket}`;
   }
 
   /** Opens (creating if needed) the bucket on a connected client; a clear error when the server has no JetStream. */
   static async open(nc: NatsConnection, o: JetStreamStateOptions = {}): Promise<JetStreamStateStore> {
     const bucket = o.bucket ?? DEFAULT_STATE_BUCKET;
-    if (!/^[-\w]+$/.test(bucket)) throw new Error(`state bucket: invalid name ${JSON.stringify(bucket)} (letters, digits, '-' and '_' only)`);
+    if (!/^[-\w]+$/.test(bucket))
+      throw new Error(`state bucket: invalid name ${JSON.stringify(bucket)} (letters, digits, '-' and '_' only)`);
     try {
       await jetstreamManager(nc); // asks the server for its JetStream account info: fails at once without JetStream
     } catch (e) {
-      throw new Error(`JetStream is not available on the NATS server (${(e as Error).message}): start nats-server with -js, or keep state in a directory with --state DIR`);
+      throw new Error(
+        `JetStream is not available on the NATS server (${(e as Error).message}): start nats-server with -js, or keep state in a directory with --state DIR`,
+      );
     }
     const kv = await new Kvm(nc).create(bucket, { history: 1 });
     const obj = await new Objm(nc).create(bucket);
     const maxPayload = nc.info?.max_payload ?? 1024 * 1024;
-    return new JetStreamStateStore(bucket, kv, obj, o.inlineMax ?? Math.min(64 * 1024, Math.floor(maxPayload / 2)), o.retireAfterMs ?? 10_000, o.readStallMs ?? 10_000);
+    return new JetStreamStateStore(
+      bucket,
+      kv,
+      obj,
+      o.inlineMax ?? Math.min(64 * 1024, Math.floor(maxPayload / 2)),
+      o.retireAfterMs ?? 10_000,
+      o.readStallMs ?? 10_000,
+    );
   }
 
   async put(key: string, data: Uint8Array | string): Promise<void> {
@@ -79,7 +95,8 @@ export class JetStreamStateStore implements StateStore {
       const e = await this.kv.get(k);
       if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
       if (e.value[0] === INLINE) return new Uint8Array(e.value.subarray(1)); // a plain copy, not the client's Buffer
-      if (e.value[0] !== BLOB) throw new Error(`${this.description}: ${key}: not a fleet state value (tag ${e.value[0]})`);
+      if (e.value[0] !== BLOB)
+        throw new Error(`${this.description}: ${key}: not a fleet state value (tag ${e.value[0]})`);
       const blob = await this.readBlob(dec.decode(e.value.subarray(1)));
       if (blob) return blob;
     }
@@ -87,7 +104,8 @@ export class JetStreamStateStore implements StateStore {
   }
 
   async list(prefix: string): Promise<string[]> {
-    if (prefix && !prefix.endsWith('/')) throw new Error(`state store: a list prefix is a folder ending in '/', got ${JSON.stringify(prefix)}`);
+    if (prefix && !prefix.endsWith('/'))
+      throw new Error(`state store: a list prefix is a folder ending in '/', got ${JSON.stringify(prefix)}`);
     const keys: string[] = [];
     for await (const k of await this.kv.keys()) if (k.startsWith(prefix)) keys.push(k);
     return keys.sort();
@@ -108,20 +126,33 @@ export class JetStreamStateStore implements StateStore {
     const parts: Uint8Array[] = [];
     for (;;) {
       let timer: NodeJS.Timeout | undefined;
-      const stalled = new Promise<'stalled'>(resolve => { timer = setTimeout(() => resolve('stalled'), this.readStallMs); });
+      const stalled = new Promise<'stalled'>(resolve => {
+        timer = setTimeout(() => resolve('stalled'), this.readStallMs);
+      });
       const next = await Promise.race([reader.read(), stalled]).finally(() => clearTimeout(timer));
-      if (next === 'stalled') { await reader.cancel().catch(() => {}); return null; }
+      if (next === 'stalled') {
+        await reader.cancel().catch(() => {});
+        return null;
+      }
       if (next.done) break;
       parts.push(next.value);
     }
-    await r.error.then(e => { if (e) throw e; }); // the digest check
+    await r.error.then(e => {
+      if (e) throw e;
+    }); // the digest check
     return new Uint8Array(Buffer.concat(parts));
   }
 
   /** Removes a blob no key points to any more, after the grace period for readers that still hold its name. */
   private async retire(name: string): Promise<void> {
-    if (this.retireAfterMs <= 0) { await this.obj.delete(name).catch(() => {}); return; }
-    const timer = setTimeout(() => { this.retiring.delete(name); void this.obj.delete(name).catch(() => {}); }, this.retireAfterMs);
+    if (this.retireAfterMs <= 0) {
+      await this.obj.delete(name).catch(() => {});
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.retiring.delete(name);
+      void this.obj.delete(name).catch(() => {});
+    }, this.retireAfterMs);
     timer.unref(); // a process that exits first leaves an orphan for removeOrphanBlobs()
     this.retiring.set(name, timer);
   }
@@ -135,14 +166,20 @@ export class JetStreamStateStore implements StateStore {
     }
     let removed = 0;
     for (const info of await this.obj.list()) {
-      if (!info.deleted && !used.has(info.name)) { await this.obj.delete(info.name); removed++; }
+      if (!info.deleted && !used.has(info.name)) {
+        await this.obj.delete(info.name);
+        removed++;
+      }
     }
     return removed;
   }
 
   /** Removes the blobs still in their grace period (the connection itself belongs to the transport). */
   async close(): Promise<void> {
-    for (const [name, timer] of this.retiring) { clearTimeout(timer); await this.obj.delete(name).catch(() => {}); }
+    for (const [name, timer] of this.retiring) {
+      clearTimeout(timer);
+      await this.obj.delete(name).catch(() => {});
+    }
     this.retiring.clear();
   }
 }

@@ -6,11 +6,23 @@ import { parseJsonField } from '../bus/codec.ts';
 import type { Coordinator } from './coordinator.ts';
 
 /** One point of a member's curves: x in epochs (1.5 = half-way through epoch 2). */
-export interface BatchPoint { x: number; loss: number }
-export interface EpochPoint {
-  epoch: number; train_loss: number; train_accuracy?: number; val_loss?: number; val_accuracy?: number; test_loss?: number; test_accuracy?: number;
+export interface BatchPoint {
+  x: number;
+  loss: number;
 }
-export interface MemberCurves { batches: BatchPoint[]; epochs: EpochPoint[] }
+export interface EpochPoint {
+  epoch: number;
+  train_loss: number;
+  train_accuracy?: number;
+  val_loss?: number;
+  val_accuracy?: number;
+  test_loss?: number;
+  test_accuracy?: number;
+}
+export interface MemberCurves {
+  batches: BatchPoint[];
+  epochs: EpochPoint[];
+}
 
 export type MonitorEvent =
   | { type: 'progress'; job: string; member: string; batch?: BatchPoint; epoch?: EpochPoint }
@@ -36,19 +48,24 @@ export class ClusterMonitor {
   private readonly subs: { unsubscribe(): void }[] = [];
   private timer?: NodeJS.Timeout;
 
-  constructor(readonly c: Coordinator, readonly periodMs = 1000) {}
+  constructor(
+    readonly c: Coordinator,
+    readonly periodMs = 1000,
+  ) {}
 
   start(): void {
     // progress comes from the coordinator (onProgress), checked against its lease; the end of a job is read from
     // the job's own state, not from the message (anyone on the bus can publish one)
-    this.subs.push(this.c.bus.subscribe(`${SUBJECTS.jobDonePrefix}.*`, msg => {
-      const job = msg.subject.slice(SUBJECTS.jobDonePrefix.length + 1);
-      const state = this.c.outcome(job)?.state;
-      if (state !== 'done' && state !== 'failed' && state !== 'cancelled') return;
-      this.refresh();
-      this.emit({ type: 'job', job, ok: state === 'done' });
-      this.emit({ type: 'cluster', cluster: this.snapshot() });
-    }));
+    this.subs.push(
+      this.c.bus.subscribe(`${SUBJECTS.jobDonePrefix}.*`, msg => {
+        const job = msg.subject.slice(SUBJECTS.jobDonePrefix.length + 1);
+        const state = this.c.outcome(job)?.state;
+        if (state !== 'done' && state !== 'failed' && state !== 'cancelled') return;
+        this.refresh();
+        this.emit({ type: 'job', job, ok: state === 'done' });
+        this.emit({ type: 'cluster', cluster: this.snapshot() });
+      }),
+    );
     this.timer = setInterval(() => {
       this.refresh();
       if (this.listeners.size) this.emit({ type: 'cluster', cluster: this.snapshot() });
@@ -86,20 +103,49 @@ export class ClusterMonitor {
       const progress = this.progressOf(j.id);
       const since = this.startedAt.get(j.id) ?? j.submittedAt;
       const elapsed = (now - since) / 1000;
-      const eta = j.state === 'running' && progress > 0.01 ? elapsed * (1 - progress) / progress : null;
+      const eta = j.state === 'running' && progress > 0.01 ? (elapsed * (1 - progress)) / progress : null;
       return {
-        id: j.id, state: j.state, kind: j.spec?.kind, model: j.spec?.model ?? 'cnn', members: j.spec?.members, epochs: j.spec?.epochs,
-        submittedAt: j.submittedAt, finishedAt: j.finishedAt ?? null, done: j.tasks.filter(t => t.state === 'done').length, tasks: j.tasks.length,
-        progress, etaSeconds: eta === null ? null : Math.round(eta), error: j.error ?? null,
-        summary: j.summary ? pick(j.summary, ['test_accuracy', 'test_loss', 'best_member_test_accuracy', 'average_test_accuracy', 'weights']) : null,
+        id: j.id,
+        state: j.state,
+        kind: j.spec?.kind,
+        model: j.spec?.model ?? 'cnn',
+        members: j.spec?.members,
+        epochs: j.spec?.epochs,
+        submittedAt: j.submittedAt,
+        finishedAt: j.finishedAt ?? null,
+        done: j.tasks.filter(t => t.state === 'done').length,
+        tasks: j.tasks.length,
+        progress,
+        etaSeconds: eta === null ? null : Math.round(eta),
+        error: j.error ?? null,
+        summary: j.summary
+          ? pick(j.summary, [
+              'test_accuracy',
+              'test_loss',
+              'best_member_test_accuracy',
+              'average_test_accuracy',
+              'weights',
+            ])
+          : null,
       };
     });
     return {
       now,
-      workers: view.workers.map(w => ({ id: w.id, device: w.device, threads: w.threads, state: w.state, version: w.version,
-        heartbeatAgeSeconds: Math.max(0, (now - w.lastSeen) / 1000), running: w.running, samplesProcessed: w.samplesProcessed ?? 0 })),
+      workers: view.workers.map(w => ({
+        id: w.id,
+        device: w.device,
+        threads: w.threads,
+        state: w.state,
+        version: w.version,
+        heartbeatAgeSeconds: Math.max(0, (now - w.lastSeen) / 1000),
+        running: w.running,
+        samplesProcessed: w.samplesProcessed ?? 0,
+      })),
       jobs,
-      tasks: countBy(view.tasks.map(t => t.state), ['queued', 'leased', 'done', 'failed']),
+      tasks: countBy(
+        view.tasks.map(t => t.state),
+        ['queued', 'leased', 'done', 'failed'],
+      ),
     };
   }
 
@@ -109,25 +155,41 @@ export class ClusterMonitor {
     if (!j || j.tasks.length === 0) return 0;
     if (j.state === 'done') return 1;
     const live = this.taskProgress.get(jobId);
-    const sum = j.tasks.reduce((s, t) => s + (t.state === 'done' ? 1 : t.state === 'leased' ? (live?.get(t.task.id) ?? 0) : 0), 0);
+    const sum = j.tasks.reduce(
+      (s, t) => s + (t.state === 'done' ? 1 : t.state === 'leased' ? (live?.get(t.task.id) ?? 0) : 0),
+      0,
+    );
     return Math.min(1, sum / j.tasks.length);
   }
 
   /** Brings the coordinator's gauges up to date (on a timer, and before each scrape). */
   refresh(): void {
-    const m = this.c.metrics, now = Date.now();
+    const m = this.c.metrics,
+      now = Date.now();
     const workers = [...this.c.workers.values()];
     m.workersConnected.reset();
-    for (const device of ['cpu', 'cuda']) m.workersConnected.set({ device }, workers.filter(w => w.device === device && w.state !== 'lost').length);
+    for (const device of ['cpu', 'cuda'])
+      m.workersConnected.set({ device }, workers.filter(w => w.device === device && w.state !== 'lost').length);
     const jobs = [...this.c.jobs.values()];
     m.tasks.reset();
-    const tasks = countBy(jobs.filter(j => j.state === 'running').flatMap(j => j.tasks.map(t => t.state)), ['queued', 'leased', 'done', 'failed']);
+    const tasks = countBy(
+      jobs.filter(j => j.state === 'running').flatMap(j => j.tasks.map(t => t.state)),
+      ['queued', 'leased', 'done', 'failed'],
+    );
     for (const [state, n] of Object.entries(tasks)) m.tasks.set({ state }, n);
     m.jobs.reset();
-    for (const [state, n] of Object.entries(countBy(jobs.map(j => j.state), ['running', 'done', 'failed', 'cancelled']))) m.jobs.set({ state }, n);
+    for (const [state, n] of Object.entries(
+      countBy(
+        jobs.map(j => j.state),
+        ['running', 'done', 'failed', 'cancelled'],
+      ),
+    ))
+      m.jobs.set({ state }, n);
     m.jobProgress.reset();
     for (const j of jobs) if (j.state === 'running') m.jobProgress.set({ fleet_job: j.id }, this.progressOf(j.id));
-    m.workerHeartbeatAge.reset(); m.workerBusy.reset(); m.workerSamples.reset();
+    m.workerHeartbeatAge.reset();
+    m.workerBusy.reset();
+    m.workerSamples.reset();
     for (const w of workers) {
       const age = (now - w.lastSeen) / 1000;
       if (w.state === 'lost' && age * 1000 > KEEP_LOST_WORKER_MS) continue;
@@ -140,25 +202,45 @@ export class ClusterMonitor {
     const finished = jobs.filter(j => j.state !== 'running').sort((a, b) => (b.finishedAt ?? 0) - (a.finishedAt ?? 0));
     for (const j of finished.slice(KEEP_FINISHED_JOBS)) {
       for (const member of this.curves.get(j.id)?.keys() ?? []) {
-        for (const split of SPLITS) { m.loss.remove({ fleet_job: j.id, member, split }); m.accuracy.remove({ fleet_job: j.id, member, split }); }
+        for (const split of SPLITS) {
+          m.loss.remove({ fleet_job: j.id, member, split });
+          m.accuracy.remove({ fleet_job: j.id, member, split });
+        }
       }
-      this.curves.delete(j.id); this.taskProgress.delete(j.id); this.startedAt.delete(j.id);
+      this.curves.delete(j.id);
+      this.taskProgress.delete(j.id);
+      this.startedAt.delete(j.id);
     }
   }
 
   /** A progress event of a task's current lease (the coordinator checked it), or the coordinator's own 'leased' event. */
-  onProgress(p: { taskId: string; jobId: string; epoch: number; batch: number; batches: number; loss: number; metricsJson: Uint8Array }) {
+  onProgress(p: {
+    taskId: string;
+    jobId: string;
+    epoch: number;
+    batch: number;
+    batches: number;
+    loss: number;
+    metricsJson: Uint8Array;
+  }) {
     const job = this.c.jobs.get(p.jobId);
     if (!job) return;
     const parsed = parseJsonField(p.metricsJson, 'metrics_json');
-    const info = (parsed.ok && typeof parsed.value === 'object' && parsed.value !== null ? parsed.value : {}) as Record<string, unknown>;
-    if (info.event === 'leased') { if (!this.startedAt.has(p.jobId)) this.startedAt.set(p.jobId, Date.now()); return; }
+    const info = (parsed.ok && typeof parsed.value === 'object' && parsed.value !== null ? parsed.value : {}) as Record<
+      string,
+      unknown
+    >;
+    if (info.event === 'leased') {
+      if (!this.startedAt.has(p.jobId)) this.startedAt.set(p.jobId, Date.now());
+      return;
+    }
     const epochs = job.spec.epochs || 1;
     const member = p.taskId;
     const curves = this.curves.get(p.jobId) ?? this.curves.set(p.jobId, new Map()).get(p.jobId)!;
     const c = curves.get(member) ?? curves.set(member, { batches: [], epochs: [] }).get(member)!;
     const progress = this.taskProgress.get(p.jobId) ?? this.taskProgress.set(p.jobId, new Map()).get(p.jobId)!;
-    const m = this.c.metrics, labels = (split: string) => ({ fleet_job: p.jobId, member, split });
+    const m = this.c.metrics,
+      labels = (split: string) => ({ fleet_job: p.jobId, member, split });
     if (info.event === 'batch' && p.batches > 0) {
       const point = { x: p.epoch - 1 + p.batch / p.batches, loss: p.loss };
       if (!Number.isFinite(point.x) || !Number.isFinite(point.loss)) return;
@@ -188,7 +270,11 @@ export class ClusterMonitor {
 
   private emit(e: MonitorEvent): void {
     for (const l of this.listeners) {
-      try { l(e); } catch { /* one broken stream must not stop the others */ }
+      try {
+        l(e);
+      } catch {
+        /* one broken stream must not stop the others */
+      }
     }
   }
 }

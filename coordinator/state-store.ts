@@ -26,7 +26,9 @@ export interface StateStore {
  */
 export function checkKey(key: string): string {
   if (typeof key !== 'string' || !key.split('/').every(s => /^[-=\w]+(\.[-=\w]+)*$/.test(s))) {
-    throw new Error(`state store: invalid key ${JSON.stringify(key)} (segments of letters, digits, '-', '_', '=' and inner dots, joined by '/')`);
+    throw new Error(
+      `state store: invalid key ${JSON.stringify(key)} (segments of letters, digits, '-', '_', '=' and inner dots, joined by '/')`,
+    );
   }
   return key;
 }
@@ -38,35 +40,49 @@ export class DirStateStore implements StateStore {
     this.description = `directory ${dir}`;
   }
 
-  private file(key: string) { return path.join(this.dir, ...checkKey(key).split('/')); }
+  private file(key: string) {
+    return path.join(this.dir, ...checkKey(key).split('/'));
+  }
 
-  async put(key: string, data: Uint8Array | string) { writeFileAtomic(this.file(key), data); }
+  async put(key: string, data: Uint8Array | string) {
+    writeFileAtomic(this.file(key), data);
+  }
 
   async get(key: string) {
-    try { return new Uint8Array(fs.readFileSync(this.file(key))); } catch (e) {
+    try {
+      return new Uint8Array(fs.readFileSync(this.file(key)));
+    } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw e;
     }
   }
 
   async list(prefix: string) {
-    if (prefix && !prefix.endsWith('/')) throw new Error(`state store: a list prefix is a folder ending in '/', got ${JSON.stringify(prefix)}`);
+    if (prefix && !prefix.endsWith('/'))
+      throw new Error(`state store: a list prefix is a folder ending in '/', got ${JSON.stringify(prefix)}`);
     const base = prefix ? this.file(prefix.replace(/\/$/, '')) : this.dir;
     const keys: string[] = [];
     const walk = (dir: string, rel: string) => {
       let entries: fs.Dirent[];
-      try { entries = fs.readdirSync(dir, { withFileTypes: true }); } catch { return; }
+      try {
+        entries = fs.readdirSync(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
       for (const e of entries) {
         if (e.name.includes('.tmp-')) continue; // an interrupted atomic write
         const k = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isDirectory()) walk(path.join(dir, e.name), k); else keys.push(k);
+        if (e.isDirectory()) walk(path.join(dir, e.name), k);
+        else keys.push(k);
       }
     };
     walk(base, prefix.replace(/\/$/, ''));
     return keys.sort();
   }
 
-  async delete(key: string) { fs.rmSync(this.file(key), { force: true }); }
+  async delete(key: string) {
+    fs.rmSync(this.file(key), { force: true });
+  }
 
   async close() {}
 }
