@@ -21,6 +21,7 @@ const SCRAPE_S = 1;
 const RATE_INTERVAL = '5s';
 /** Panels whose queries have no data without a workload this test does not run, and why. */
 const NEEDS_WORKLOAD: Record<string, string> = {
+  'Leading coordinator': 'a coordinator on JetStream state (the leader lease; test/standby.test.ts)',
   'Gradient aggregation': 'a data-parallel job',
   'Inference requests': 'inference requests (fleet serve / predict)',
   'Inference error ratio': 'inference requests',
